@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Intake load test (SPEC §11): a real `bot serve` on real Redis, signed 24 KB
+# deliveries over loopback from bench/loadgen.
+#   1. fixed rate 1,000 req/s → p99 (target ≤ 3 ms)
+#   2. as fast as 64 connections go → req/s (target ≥ 10,000)
+# and the bot's RSS idle and after the load (targets 60 MB / 200 MB).
+# Usage: bash bench/intake.sh [seconds per phase, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+out=bench/out; mkdir -p "$out"
+go build -o "$out/bot" ./cmd/bot
+go build -o "$out/loadgen" ./bench/loadgen
+
+# A 24 KB pull_request.opened delivery: GitHub's example with a longer PR body.
+python3 - "$out/payload-24k.json" <<'PY'
+import json, sys
+p = json.load(open("fixtures/webhooks/pull_request.opened.json"))
+base = len(json.dumps(p))
+p["pull_request"]["body"] = "x" * (24 * 1024 - base - 2)
+json.dump(p, open(sys.argv[1], "w"))
+PY
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rport=$(free_port); bport=$(free_port)
+rdir=$(mktemp -d)
+cleanup() { kill "$bot" "$redis" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$rdir"; }
+trap cleanup EXIT
+# appendfsync everysec: Redis' recommended production setting.
+redis-server --port "$rport" --bind 127.0.0.1 --dir "$rdir" --appendonly yes --appendfsync everysec --save "" >/dev/null &
+redis=$!
+until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
+
+rss() { awk '/VmRSS/{printf "%.1f MB", $2/1024}' /proc/"$1"/status; }
+run_bot() {
+  PORT=$bport REDIS_URL=redis://127.0.0.1:$rport/0 APP_ID=1 WEBHOOK_SECRET=bench LOG_LEVEL=warn \
+  PRIVATE_KEY="-----BEGIN RSA PRIVATE KEY-----\nbench\n-----END RSA PRIVATE KEY-----" DATA_DIR="$rdir/data" \
+    "$out/bot" serve "$@" >"$out/bot.log" 2>&1 &
+  bot=$!
+  until curl -sf "http://127.0.0.1:$bport/healthz" >/dev/null; do sleep 0.05; done
+}
+
+for role in all web; do
+  run_bot --role "$role"
+  sleep 1
+  echo "== role $role; RSS idle: $(rss $bot)"
+  echo "-- 1,000 req/s for ${secs}s"
+  "$out/loadgen" -url "http://127.0.0.1:$bport/webhooks" -secret bench -payload "$out/payload-24k.json" -rate 1000 -duration "${secs}s"
+  echo "-- max rate, 64 connections, ${secs}s"
+  "$out/loadgen" -url "http://127.0.0.1:$bport/webhooks" -secret bench -payload "$out/payload-24k.json" -concurrency 64 -duration "${secs}s"
+  echo "RSS after load: $(rss $bot)"
+  kill "$bot"; wait "$bot" 2>/dev/null || true
+  redis-cli -p "$rport" flushall >/dev/null
+done

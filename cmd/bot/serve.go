@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shipbot/shipbot/internal/config"
+	"github.com/shipbot/shipbot/internal/handlers"
+	"github.com/shipbot/shipbot/internal/worker"
+	"github.com/shipbot/shipbot/queue"
+	"github.com/shipbot/shipbot/webhooks"
+)
+
+// roles a process can take; several of each may share one Redis.
+const (
+	roleAll    = "all"
+	roleWeb    = "web"
+	roleWorker = "worker"
+)
+
+// serve runs the bot until ctx ends, then shuts down gracefully: the HTTP
+// server stops accepting and finishes in-flight requests, workers stop
+// leasing and finish (or leave for resumption) the jobs they hold.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	role := fs.String("role", roleAll, "all (intake and workers), web (intake only) or worker (workers only)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch *role {
+	case roleAll, roleWeb, roleWorker:
+	default:
+		return fmt.Errorf("--role %q is not a role: use all, web or worker", *role)
+	}
+	dotenv, err := config.ReadDotenv(".env")
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(getenv, dotenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	if cfg.RedisURL == "" && *role != roleAll {
+		return fmt.Errorf("--role %s needs REDIS_URL: the embedded store serves a single process, so set REDIS_URL or run `bot serve` with both roles", *role)
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	b, err := build(ctx, cfg, *role, log)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	return b.run(ctx)
+}
+
+// bot is the wired process.
+type bot struct {
+	cfg      config.Config
+	role     string
+	log      *slog.Logger
+	q        queue.Queue
+	reg      *prometheus.Registry
+	router   *worker.Router
+	pool     *worker.Pool
+	http     *http.Server
+	listener net.Listener
+	closers  []func() error
+}
+
+func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger) (*bot, error) {
+	b := &bot{cfg: cfg, role: role, log: log, reg: prometheus.NewRegistry()}
+	b.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shipbot_build_info", Help: "Always 1; labels say which build runs.",
+			ConstLabels: prometheus.Labels{"version": version, "commit": commit(), "role": role},
+		}, func() float64 { return 1 }),
+	)
+	q, err := openQueue(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.q = q
+	b.closers = append(b.closers, q.Close)
+	b.reg.MustRegister(queue.NewCollector(q))
+
+	b.router = worker.NewRouter()
+	handlers.Register(b.router)
+
+	hostname, _ := os.Hostname()
+	if role != roleWeb {
+		b.pool = worker.NewPool(q, b.router, worker.Options{
+			Consumer:   hostname + "-" + strconv.Itoa(os.Getpid()),
+			Logger:     log,
+			Registerer: b.reg,
+		})
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	e.GET("/readyz", b.readyz)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{})))
+	if role != roleWorker {
+		intake := webhooks.New(cfg.WebhookSecret, q, b.router, webhooks.WithLogger(log), webhooks.WithRegisterer(b.reg))
+		e.POST("/webhooks", echo.WrapHandler(intake))
+		e.GET("/", b.home)
+	}
+
+	b.listener, err = net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
+	if err != nil {
+		b.close()
+		return nil, fmt.Errorf("PORT=%d cannot be listened on (%v): choose a free port", cfg.Port, err)
+	}
+	b.http = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute, // a 25 MB delivery on a slow link
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return b, nil
+}
+
+// openQueue opens Redis when REDIS_URL is set and the embedded store otherwise.
+func openQueue(ctx context.Context, cfg config.Config) (queue.Queue, error) {
+	opts := queue.Options{}
+	if cfg.RedisURL != "" {
+		ro, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
+		}
+		client := redis.NewClient(ro)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := client.Ping(pctx).Err(); err != nil {
+			client.Close()
+			return nil, fmt.Errorf("REDIS_URL: Redis at %s does not answer (%v): start Redis, fix REDIS_URL, or unset it to use the embedded store", ro.Addr, err)
+		}
+		q, err := queue.NewRedis(client, "shipbot", opts)
+		if err != nil {
+			client.Close()
+			return nil, fmt.Errorf("REDIS_URL: cannot set up the job stream in Redis at %s: %w", ro.Addr, err)
+		}
+		return q, nil
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("DATA_DIR=%s cannot be created (%v): point it at a writable directory", cfg.DataDir, err)
+	}
+	path := filepath.Join(cfg.DataDir, "shipbot.db")
+	q, err := queue.OpenEmbedded(path, opts)
+	if err != nil {
+		return nil, fmt.Errorf("DATA_DIR: the embedded store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
+	}
+	return q, nil
+}
+
+func (b *bot) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := b.q.Ping(ctx); err != nil {
+		return c.String(http.StatusServiceUnavailable, "not ready: the job store is unreachable\n")
+	}
+	return c.String(http.StatusOK, "ready\n")
+}
+
+// home is the landing page until the dashboard exists: what runs and how
+// the queue stands, no secrets.
+func (b *bot) home(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	st, err := b.q.Stats(ctx)
+	if err != nil {
+		return c.String(http.StatusServiceUnavailable, "shipbot "+version+": the job store is unreachable\n")
+	}
+	app := "not configured: set APP_ID, PRIVATE_KEY and WEBHOOK_SECRET"
+	if b.cfg.HasApp() {
+		app = "GitHub App " + strconv.FormatInt(b.cfg.AppID, 10)
+	}
+	return c.String(http.StatusOK, fmt.Sprintf("shipbot %s (%s)\nrole: %s\njobs: %d ready, %d running, %d waiting to retry, %d dead\n",
+		version, app, b.role, st.Ready, st.Leased, st.Delayed, st.Dead))
+}
+
+// run serves until ctx ends, then shuts down in order: stop accepting
+// deliveries, finish in-flight requests, stop workers.
+func (b *bot) run(ctx context.Context) error {
+	b.log.Info("shipbot started", "version", version, "role", b.role, "addr", b.listener.Addr().String(),
+		"store", map[bool]string{true: "redis", false: "embedded"}[b.cfg.RedisURL != ""], "app_configured", b.cfg.HasApp())
+	if !b.cfg.HasApp() {
+		b.log.Warn("no GitHub App configured (APP_ID is unset): webhooks are refused until APP_ID, PRIVATE_KEY and WEBHOOK_SECRET are set")
+	}
+	var wg sync.WaitGroup
+	if b.pool != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); b.pool.Run(ctx) }()
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- b.http.Serve(b.listener) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	b.log.Info("shutting down: finishing in-flight requests and jobs")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if serr := b.http.Shutdown(sctx); serr != nil {
+		b.log.Warn("HTTP shutdown did not finish cleanly", "err", serr)
+	}
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	b.log.Info("shipbot stopped")
+	return err
+}
+
+func (b *bot) close() {
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		_ = b.closers[i]()
+	}
+}

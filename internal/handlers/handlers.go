@@ -1,0 +1,132 @@
+// Package handlers turns queued deliveries into intents: one function per
+// event, decoding the payload and calling the engine. The engine does not
+// exist yet, so for now each handler decodes what it will need and logs the
+// intent; Register fixes which events and actions the intake queues.
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/worker"
+	"github.com/shipbot/shipbot/queue"
+)
+
+// Register adds the handler of every event shipbot acts on (SPEC §4).
+func Register(r *worker.Router) {
+	r.Handle("push", push)
+	r.Handle("pull_request", pullRequest, "opened", "reopened", "synchronize", "closed")
+	r.Handle("issue_comment", issueComment, "created")
+	r.Handle("check_suite", checks, "completed")
+	r.Handle("check_run", checks, "completed")
+	r.Handle("installation", installation)
+	r.Handle("installation_repositories", installation)
+}
+
+// decode unmarshals the payload; a payload that does not decode can never
+// succeed, so the error is permanent.
+func decode(job queue.Job, v any) error {
+	if err := json.Unmarshal(job.Payload, v); err != nil {
+		return worker.Permanent(fmt.Errorf("%s payload does not decode: %w", job.Event, err))
+	}
+	return nil
+}
+
+func push(ctx context.Context, job queue.Job) error {
+	var p struct {
+		Ref     string `json:"ref"`
+		After   string `json:"after"`
+		Deleted bool   `json:"deleted"`
+	}
+	if err := decode(job, &p); err != nil {
+		return err
+	}
+	logctx.From(ctx).Info("push received", "ref", p.Ref, "sha", p.After, "deleted", p.Deleted)
+	return nil
+}
+
+func pullRequest(ctx context.Context, job queue.Job) error {
+	var p struct {
+		Number      int `json:"number"`
+		PullRequest struct {
+			Merged bool `json:"merged"`
+			Head   struct {
+				SHA string `json:"sha"`
+				Ref string `json:"ref"`
+			} `json:"head"`
+		} `json:"pull_request"`
+	}
+	if err := decode(job, &p); err != nil {
+		return err
+	}
+	logctx.From(ctx).Info("pull request event received", "pr", p.Number, "head", p.PullRequest.Head.SHA,
+		"branch", p.PullRequest.Head.Ref, "merged", p.PullRequest.Merged)
+	return nil
+}
+
+func issueComment(ctx context.Context, job queue.Job) error {
+	var p struct {
+		Issue struct {
+			Number      int       `json:"number"`
+			PullRequest *struct{} `json:"pull_request"`
+		} `json:"issue"`
+		Comment struct {
+			ID   int64 `json:"id"`
+			User struct {
+				Login string `json:"login"`
+				Type  string `json:"type"`
+			} `json:"user"`
+		} `json:"comment"`
+	}
+	if err := decode(job, &p); err != nil {
+		return err
+	}
+	logctx.From(ctx).Info("comment received", "issue", p.Issue.Number, "on_pr", p.Issue.PullRequest != nil,
+		"comment", p.Comment.ID, "author", p.Comment.User.Login, "author_type", p.Comment.User.Type)
+	return nil
+}
+
+func checks(ctx context.Context, job queue.Job) error {
+	var p struct {
+		CheckSuite *struct {
+			HeadSHA    string `json:"head_sha"`
+			Conclusion string `json:"conclusion"`
+		} `json:"check_suite"`
+		CheckRun *struct {
+			HeadSHA    string `json:"head_sha"`
+			Conclusion string `json:"conclusion"`
+		} `json:"check_run"`
+	}
+	if err := decode(job, &p); err != nil {
+		return err
+	}
+	c := p.CheckSuite
+	if c == nil {
+		c = p.CheckRun
+	}
+	if c == nil {
+		return worker.Permanent(fmt.Errorf("%s payload has neither check_suite nor check_run", job.Event))
+	}
+	logctx.From(ctx).Info("checks completed", "sha", c.HeadSHA, "conclusion", c.Conclusion)
+	return nil
+}
+
+func installation(ctx context.Context, job queue.Job) error {
+	var p struct {
+		Account struct {
+			Login string `json:"login"`
+		} `json:"account"`
+		Installation struct {
+			Account struct {
+				Login string `json:"login"`
+			} `json:"account"`
+		} `json:"installation"`
+	}
+	if err := decode(job, &p); err != nil {
+		return err
+	}
+	logctx.From(ctx).Info("installation event received", "account", p.Installation.Account.Login)
+	return nil
+}

@@ -1,0 +1,314 @@
+// Package worker runs queued jobs: it leases them from the queue, hands each
+// to the handler registered for its event, keeps the lease alive while the
+// handler works, and acks, retries or dead-letters by what the handler
+// returned. A panic in a handler is a failed attempt, never a dead process.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/queue"
+)
+
+// Handler does the work of one job. Returning nil acks it. An error whose
+// chain has a Permanent() bool method returning true dead-letters the job at
+// once (retrying cannot help: bad config, no permission); any other error is
+// retried with backoff until the queue's attempts run out.
+type Handler func(ctx context.Context, job queue.Job) error
+
+// Router maps events (and optionally actions) to handlers.
+type Router struct {
+	routes map[string]route
+}
+
+type route struct {
+	actions map[string]bool // nil: every action
+	handle  Handler
+}
+
+// NewRouter returns an empty router.
+func NewRouter() *Router { return &Router{routes: map[string]route{}} }
+
+// Handle registers h for event; with actions given, only those actions are
+// accepted and the intake drops the others without queueing them.
+func (r *Router) Handle(event string, h Handler, actions ...string) {
+	rt := route{handle: h}
+	if len(actions) > 0 {
+		rt.actions = map[string]bool{}
+		for _, a := range actions {
+			rt.actions[a] = true
+		}
+	}
+	r.routes[event] = rt
+}
+
+// Accepts reports whether a handler acts on event with action.
+func (r *Router) Accepts(event, action string) bool {
+	rt, ok := r.routes[event]
+	return ok && (rt.actions == nil || rt.actions[action])
+}
+
+func (r *Router) handler(event, action string) Handler {
+	if !r.Accepts(event, action) {
+		return nil
+	}
+	return r.routes[event].handle
+}
+
+// Leaser is what a worker pool needs of the queue.
+type Leaser interface {
+	Lease(ctx context.Context, consumer string, wait time.Duration) (*queue.Lease, error)
+	Extend(ctx context.Context, l *queue.Lease) error
+	Ack(ctx context.Context, l *queue.Lease) error
+	Nack(ctx context.Context, l *queue.Lease, reason string, retry bool) error
+}
+
+// Pool is a set of workers sharing one consumer name prefix.
+type Pool struct {
+	q         Leaser
+	router    *Router
+	consumer  string
+	size      int
+	heartbeat time.Duration
+	grace     time.Duration
+	log       *slog.Logger
+	jobs      *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+}
+
+// Options configure a Pool.
+type Options struct {
+	// Consumer names this process in the queue (hostname-pid); workers
+	// append their index.
+	Consumer string
+	// Size is the number of jobs run at once. Default 4.
+	Size int
+	// Heartbeat is how often a running job's lease is extended; keep it well
+	// under the queue's visibility timeout. Default 10s.
+	Heartbeat time.Duration
+	// Grace is how long Run waits for running jobs after its context ends
+	// before cancelling them; a cancelled job is left unacked, so another
+	// worker (or this one after a restart) resumes it. Default 25s.
+	Grace      time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// NewPool returns a pool; Run starts it.
+func NewPool(q Leaser, r *Router, o Options) *Pool {
+	p := &Pool{q: q, router: r, consumer: o.Consumer, size: o.Size, heartbeat: o.Heartbeat, grace: o.Grace, log: o.Logger}
+	if p.consumer == "" {
+		p.consumer = "worker"
+	}
+	if p.size <= 0 {
+		p.size = 4
+	}
+	if p.heartbeat <= 0 {
+		p.heartbeat = 10 * time.Second
+	}
+	if p.grace <= 0 {
+		p.grace = 25 * time.Second
+	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	p.jobs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shipbot_jobs_total",
+		Help: "Jobs finished by event and result (ok, retry, dead, panic, lost, interrupted).",
+	}, []string{"event", "result"})
+	p.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "shipbot_job_seconds",
+		Help:    "Time a handler spent on a job.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+	}, []string{"event"})
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(p.jobs, p.duration)
+	}
+	return p
+}
+
+// Run works until ctx ends, then stops leasing, gives running jobs Grace to
+// finish, cancels the rest (leaving them unacked for another worker) and
+// returns once every worker goroutine has ended.
+func (p *Pool) Run(ctx context.Context) {
+	// Jobs run under their own context so that a shutdown signal stops new
+	// leases at once but lets running jobs finish within the grace period.
+	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelJobs()
+	var wg sync.WaitGroup
+	for i := 0; i < p.size; i++ {
+		wg.Add(1)
+		go func(consumer string) {
+			defer wg.Done()
+			p.loop(ctx, jobCtx, consumer)
+		}(fmt.Sprintf("%s-%d", p.consumer, i))
+	}
+	<-ctx.Done()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(p.grace):
+		p.log.Warn("shutdown grace period over: interrupting running jobs; they stay queued and resume after the visibility timeout or restart",
+			"grace", p.grace.String())
+		cancelJobs()
+		<-done
+	}
+}
+
+func (p *Pool) loop(ctx, jobCtx context.Context, consumer string) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		l, err := p.q.Lease(ctx, consumer, 5*time.Second)
+		switch {
+		case err == nil:
+			backoff = 100 * time.Millisecond
+			p.run(jobCtx, consumer, l)
+		case errors.Is(err, queue.ErrEmpty), ctx.Err() != nil:
+		default:
+			p.log.Error("cannot lease jobs: the job store is unreachable; retrying", "err", err, "retry_in", backoff.String())
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		}
+	}
+}
+
+// run executes one leased job and settles it with the queue.
+func (p *Pool) run(ctx context.Context, consumer string, l *queue.Lease) {
+	j := l.Job
+	log := p.log.With("job", j.ID, "delivery", j.DeliveryID, "event", j.Event, "action", j.Action,
+		"installation", j.InstallationID, "repo", j.Repo, "attempt", j.Attempt, "consumer", consumer)
+	shutdown := ctx // cancelled only when the pool's grace period is over
+	ctx, cancel := context.WithCancel(logctx.With(ctx, log))
+	defer cancel()
+
+	h := p.router.handler(j.Event, j.Action)
+	if h == nil {
+		// Queued by an intake that knew a handler this build does not have.
+		log.Warn("no handler for this event in this build; dead-lettering the job")
+		p.settle(ctx, log, l, "dead", p.q.Nack(ctx, l, "no handler for event "+j.Event, false))
+		return
+	}
+
+	lost := make(chan struct{})
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		p.keepAlive(ctx, log, l, lost, cancel)
+	}()
+
+	start := time.Now()
+	err := safeCall(ctx, h, j)
+	p.duration.WithLabelValues(j.Event).Observe(time.Since(start).Seconds())
+	cancel()
+	<-hbDone
+
+	select {
+	case <-lost:
+		log.Warn("job lease was lost while running; another worker has it now")
+		p.jobs.WithLabelValues(j.Event, "lost").Inc()
+		return
+	default:
+	}
+	// Settle with a fresh context: the job's context is cancelled by now.
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer scancel()
+	var pe *panicError
+	switch {
+	case err == nil:
+		log.Info("job done", "took", time.Since(start).String())
+		p.settle(sctx, log, l, "ok", p.q.Ack(sctx, l))
+	case shutdown.Err() != nil && !errors.As(err, &pe):
+		// Shutdown interrupted the job: leave it leased so that it is
+		// reclaimed after the visibility timeout and resumed.
+		log.Warn("job interrupted by shutdown; it will be resumed", "err", err)
+		p.jobs.WithLabelValues(j.Event, "interrupted").Inc()
+	case errors.As(err, &pe):
+		log.Error("job panicked; counted as a failed attempt", "panic", pe.value, "stack", pe.stack)
+		p.settle(sctx, log, l, "panic", p.q.Nack(sctx, l, "panic: "+fmt.Sprint(pe.value), true))
+	case IsPermanent(err):
+		log.Error("job failed permanently; dead-lettered", "err", err)
+		p.settle(sctx, log, l, "dead", p.q.Nack(sctx, l, err.Error(), false))
+	default:
+		log.Warn("job failed; will retry", "err", err)
+		p.settle(sctx, log, l, "retry", p.q.Nack(sctx, l, err.Error(), true))
+	}
+}
+
+func (p *Pool) settle(ctx context.Context, log *slog.Logger, l *queue.Lease, result string, err error) {
+	p.jobs.WithLabelValues(l.Job.Event, result).Inc()
+	if err != nil {
+		// The job stays leased and comes back after the visibility timeout:
+		// at-least-once, never lost.
+		log.Error("could not record the job's result with the queue; it will run again", "result", result, "err", err)
+	}
+}
+
+// keepAlive extends the lease every heartbeat until ctx ends; if the lease
+// was lost it closes lost and cancels the job, whose work now belongs to
+// another worker.
+func (p *Pool) keepAlive(ctx context.Context, log *slog.Logger, l *queue.Lease, lost chan<- struct{}, cancel context.CancelFunc) {
+	t := time.NewTicker(p.heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			err := p.q.Extend(ctx, l)
+			switch {
+			case err == nil:
+			case errors.Is(err, queue.ErrLeaseLost):
+				close(lost)
+				cancel()
+				return
+			case ctx.Err() != nil:
+				return
+			default:
+				log.Warn("could not extend the job's lease; will try again", "err", err)
+			}
+		}
+	}
+}
+
+type panicError struct {
+	value any
+	stack string
+}
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
+
+func safeCall(ctx context.Context, h Handler, j queue.Job) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicError{value: v, stack: string(debug.Stack())}
+		}
+	}()
+	return h(ctx, j)
+}
+
+// IsPermanent reports whether err says retrying cannot help.
+func IsPermanent(err error) bool {
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
+}
+
+// Permanent marks err as one retrying cannot fix.
+func Permanent(err error) error { return permanent{err} }
+
+type permanent struct{ error }
+
+func (permanent) Permanent() bool  { return true }
+func (p permanent) Unwrap() error { return p.error }

@@ -1,0 +1,84 @@
+package webhooks
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/shipbot/shipbot/fixtures"
+)
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// The end-to-end intake cases (real server, real Redis and the embedded
+// store) live in cmd/bot; these pin the pure parts.
+
+func TestDecodeRoutingFields(t *testing.T) {
+	for name, event := range fixtures.Events {
+		t.Run(name, func(t *testing.T) {
+			j, p := decode(event, "id-1", "application/json", fixtures.Webhook(name))
+			if p != nil {
+				t.Fatal(p.msg)
+			}
+			if j.Event != event || j.DeliveryID != "id-1" {
+				t.Fatalf("%+v", j)
+			}
+			if event != "ping" && (j.InstallationID != fixtures.InstallationID) {
+				t.Fatalf("installation = %d, want %d", j.InstallationID, fixtures.InstallationID)
+			}
+			if event != "ping" && event != "installation" && j.Repo != fixtures.Repo {
+				t.Fatalf("repo = %q, want %q", j.Repo, fixtures.Repo)
+			}
+			if strings.Contains(name, ".") && j.Action != strings.Split(name, ".")[1] {
+				t.Fatalf("action = %q for %s", j.Action, name)
+			}
+		})
+	}
+}
+
+func TestDecodeErrorsSayWhy(t *testing.T) {
+	for _, tc := range []struct {
+		name, contentType, body, want string
+		status                        int
+	}{
+		{"truncated", "application/json", `{"action":"opened",`, "not valid JSON", 400},
+		{"trailing garbage", "application/json", `{"action":"opened"} x`, "not valid JSON", 400},
+		{"form without payload", "application/x-www-form-urlencoded", `foo=bar`, "no payload field", 400},
+		{"xml", "text/xml", `<x/>`, "not a webhook content type", 415},
+		{"bad media type", "application/json; =", `{}`, "cannot be parsed", 415},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, p := decode("push", "d", tc.contentType, []byte(tc.body))
+			if p == nil || p.status != tc.status || !strings.Contains(p.msg, tc.want) {
+				t.Fatalf("got %+v, want %d %q", p, tc.status, tc.want)
+			}
+			if strings.Contains(p.msg, "\n") {
+				t.Fatalf("reason must be one line: %q", p.msg)
+			}
+		})
+	}
+}
+
+func TestVerify(t *testing.T) {
+	h := New([]byte("secret"), nil, nil)
+	body := []byte(`{"zen":"Design for failure."}`)
+	good := Sign([]byte("secret"), body)
+	for _, tc := range []struct {
+		name, header string
+		ok           bool
+	}{
+		{"good", good, true},
+		{"other secret", Sign([]byte("other"), body), false},
+		{"sha1 prefix", "sha1=" + good[7:], false},
+		{"truncated", good[:len(good)-2], false},
+		{"not hex", "sha256=" + strings.Repeat("z", 64), false},
+		{"empty", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := h.verify(tc.header, body); got != tc.ok {
+				t.Fatalf("verify = %v, want %v", got, tc.ok)
+			}
+		})
+	}
+}
