@@ -1,0 +1,222 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shipbot/shipbot/queue"
+)
+
+// The worker runs against the real embedded queue: fakes at the wire, not
+// mocks of our own interfaces.
+func openQueue(t *testing.T, path string) *queue.Embedded {
+	t.Helper()
+	q, err := queue.OpenEmbedded(path, queue.Options{
+		VisibilityTimeout: 300 * time.Millisecond,
+		MaxAttempts:       3,
+		Backoff:           func(int) time.Duration { return 10 * time.Millisecond },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func enqueue(t *testing.T, q queue.Queue, event, delivery string) {
+	t.Helper()
+	if _, err := q.Enqueue(context.Background(), queue.Job{DeliveryID: delivery, Event: event, Payload: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func start(t *testing.T, q queue.Queue, r *Router, o Options) (stop func()) {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = quiet()
+	}
+	p := NewPool(q, r, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func stats(t *testing.T, q queue.Queue) queue.Stats {
+	t.Helper()
+	s, err := q.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestPanicIsAFailedAttemptNotACrash(t *testing.T) {
+	q := openQueue(t, filepath.Join(t.TempDir(), "q.db"))
+	defer q.Close()
+	var calls atomic.Int32
+	r := NewRouter()
+	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+		if calls.Add(1) < 3 {
+			panic("boom")
+		}
+		return nil
+	})
+	start(t, q, r, Options{Size: 1})
+	enqueue(t, q, "push", "p1")
+	waitFor(t, "third attempt to succeed", func() bool { return calls.Load() == 3 && stats(t, q) == (queue.Stats{}) })
+}
+
+func TestAlwaysFailingJobIsDeadLettered(t *testing.T) {
+	q := openQueue(t, filepath.Join(t.TempDir(), "q.db"))
+	defer q.Close()
+	var calls atomic.Int32
+	r := NewRouter()
+	r.Handle("push", func(ctx context.Context, j queue.Job) error { calls.Add(1); return errors.New("flaky") })
+	start(t, q, r, Options{Size: 2})
+	enqueue(t, q, "push", "f1")
+	waitFor(t, "dead letter", func() bool { return stats(t, q).Dead == 1 })
+	time.Sleep(100 * time.Millisecond)
+	if calls.Load() != 3 {
+		t.Fatalf("handler ran %d times, want MaxAttempts = 3", calls.Load())
+	}
+	dead, err := q.Dead(context.Background(), 10)
+	if err != nil || len(dead) != 1 || dead[0].Reason == "" {
+		t.Fatalf("dead = %+v, %v", dead, err)
+	}
+}
+
+func TestPermanentErrorIsNotRetried(t *testing.T) {
+	q := openQueue(t, filepath.Join(t.TempDir(), "q.db"))
+	defer q.Close()
+	var calls atomic.Int32
+	r := NewRouter()
+	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+		calls.Add(1)
+		return Permanent(errors.New(".github/shipbot.yml: unknown key"))
+	})
+	start(t, q, r, Options{Size: 1})
+	enqueue(t, q, "push", "perm1")
+	waitFor(t, "dead letter", func() bool { return stats(t, q).Dead == 1 })
+	time.Sleep(100 * time.Millisecond)
+	if calls.Load() != 1 {
+		t.Fatalf("handler ran %d times, want 1", calls.Load())
+	}
+}
+
+func TestHeartbeatKeepsLongJobLeased(t *testing.T) {
+	q := openQueue(t, filepath.Join(t.TempDir(), "q.db"))
+	defer q.Close()
+	var calls atomic.Int32
+	r := NewRouter()
+	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+		calls.Add(1)
+		select { // three visibility timeouts long
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	})
+	start(t, q, r, Options{Size: 2, Heartbeat: 50 * time.Millisecond})
+	enqueue(t, q, "push", "long1")
+	waitFor(t, "long job to finish", func() bool { return calls.Load() == 1 && stats(t, q) == (queue.Stats{}) })
+	if calls.Load() != 1 {
+		t.Fatalf("long job ran %d times; the heartbeat should have kept it leased", calls.Load())
+	}
+}
+
+func TestShutdownFinishesRunningJobsWithinGrace(t *testing.T) {
+	q := openQueue(t, filepath.Join(t.TempDir(), "q.db"))
+	defer q.Close()
+	started := make(chan struct{})
+	r := NewRouter()
+	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+		close(started)
+		time.Sleep(200 * time.Millisecond)
+		return nil
+	})
+	stop := start(t, q, r, Options{Size: 1, Grace: 5 * time.Second, Heartbeat: 50 * time.Millisecond})
+	enqueue(t, q, "push", "g1")
+	<-started
+	stop()
+	if s := stats(t, q); s != (queue.Stats{}) {
+		t.Fatalf("job not acked after a graceful stop: %+v", s)
+	}
+}
+
+func TestShutdownLeavesUnfinishedJobForResumption(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	q := openQueue(t, path)
+	started := make(chan struct{})
+	r := NewRouter()
+	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+		close(started)
+		<-ctx.Done() // never finishes by itself
+		return ctx.Err()
+	})
+	stop := start(t, q, r, Options{Size: 1, Grace: 100 * time.Millisecond, Heartbeat: 50 * time.Millisecond})
+	enqueue(t, q, "push", "resume1")
+	<-started
+	stop()
+	if s := stats(t, q); s.Leased != 1 || s.Dead != 0 {
+		t.Fatalf("interrupted job should stay leased, not fail: %+v", s)
+	}
+	q.Close()
+
+	// The next process resumes it.
+	q = openQueue(t, path)
+	defer q.Close()
+	var resumed atomic.Int32
+	r2 := NewRouter()
+	r2.Handle("push", func(ctx context.Context, j queue.Job) error {
+		if j.DeliveryID == "resume1" {
+			resumed.Add(1)
+		}
+		return nil
+	})
+	start(t, q, r2, Options{Size: 1})
+	waitFor(t, "resumed job", func() bool { return resumed.Load() == 1 })
+}
+
+func TestRouterAccepts(t *testing.T) {
+	r := NewRouter()
+	noop := func(context.Context, queue.Job) error { return nil }
+	r.Handle("push", noop)
+	r.Handle("pull_request", noop, "opened", "closed")
+	for _, tc := range []struct {
+		event, action string
+		want          bool
+	}{
+		{"push", "", true},
+		{"pull_request", "opened", true},
+		{"pull_request", "labeled", false},
+		{"star", "created", false},
+	} {
+		if got := r.Accepts(tc.event, tc.action); got != tc.want {
+			t.Errorf("Accepts(%q, %q) = %v", tc.event, tc.action, got)
+		}
+	}
+}
