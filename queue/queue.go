@@ -30,7 +30,9 @@ type Job struct {
 	Payload []byte
 	// EnqueuedAt is set by the queue.
 	EnqueuedAt time.Time
-	// Attempt is 1 on the first lease and grows with every retry or reclaim.
+	// Attempt is 1 on the first lease and grows with every lease: a retry
+	// after Nack and a reclaim after an expired lease both count, so a job
+	// that crashes its worker cannot loop forever (see Options.MaxAttempts).
 	Attempt int
 }
 
@@ -67,6 +69,11 @@ type Queue interface {
 	// Seen reports whether a delivery id was ever enqueued (within the
 	// dedupe window), for failed-delivery recovery.
 	Seen(ctx context.Context, deliveryID string) (bool, error)
+	// ClaimRedelivery returns true only the first time it is called for a
+	// delivery id within the dedupe window, atomically across processes
+	// sharing the store, so failed-delivery recovery asks GitHub to
+	// redeliver a delivery at most once.
+	ClaimRedelivery(ctx context.Context, deliveryID string) (bool, error)
 	// Stats counts jobs by state, for metrics, /status and the dashboard.
 	Stats(ctx context.Context) (Stats, error)
 	// Dead lists up to n dead-lettered jobs, newest first.
@@ -79,11 +86,19 @@ type Queue interface {
 
 // Stats is a snapshot of the queue.
 type Stats struct {
-	Ready   int64 // waiting for a worker (including retries that are due)
-	Leased  int64 // held by a worker
+	Ready int64 // waiting for a worker (including retries that are due)
+	// Leased is held by a worker; a lease whose visibility timeout passed
+	// stays Leased until another worker reclaims it.
+	Leased  int64
 	Delayed int64 // waiting out a retry backoff
-	Dead    int64 // dead-lettered
+	// Dead is how many dead-lettered jobs are kept for Dead(): the newest
+	// DeadLetterCap, older ones are dropped.
+	Dead int64
 }
+
+// DeadLetterCap bounds the dead letters kept, so a flood of failing
+// deliveries cannot fill the store.
+const DeadLetterCap = 1000
 
 // DeadJob is a job that ran out of attempts or failed permanently.
 type DeadJob struct {

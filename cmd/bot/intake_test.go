@@ -79,21 +79,20 @@ func testPEM(t testing.TB) string {
 // startBot runs `bot serve` with env on a free port and waits for /healthz.
 func startBot(t *testing.T, env map[string]string, args ...string) *runningBot {
 	t.Helper()
-	port := testenv.FreePort(t)
 	full := map[string]string{
-		"PORT": strconv.Itoa(port), "DATA_DIR": t.TempDir(), "APP_ID": "1", "PRIVATE_KEY": testPEM(t),
+		"PORT": strconv.Itoa(testenv.FreePort(t)), "DATA_DIR": t.TempDir(), "APP_ID": "1", "PRIVATE_KEY": testPEM(t),
 		"WEBHOOK_SECRET": secret, "LOG_LEVEL": "debug", "GITHUB_API_URL": "http://127.0.0.1:1",
 	}
 	for k, v := range env {
 		full[k] = v
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &runningBot{url: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	b := &runningBot{url: "http://127.0.0.1:" + full["PORT"], logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() {
 		b.done <- run(ctx, append([]string{"serve"}, args...), func(k string) string { return full[k] }, b.logs, b.logs)
 	}()
 	t.Cleanup(func() { b.stop(t) })
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
 		case err := <-b.done:
@@ -109,7 +108,7 @@ func startBot(t *testing.T, env map[string]string, args ...string) *runningBot {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("bot did not answer /healthz within 15s\n%s", b.logs)
+			t.Fatalf("bot did not answer /healthz within 60s\n%s", b.logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -21,8 +21,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/shipbot/shipbot"
 	"github.com/shipbot/shipbot/internal/config"
+	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/handlers"
+	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/setup"
 	"github.com/shipbot/shipbot/internal/worker"
 	"github.com/shipbot/shipbot/queue"
 	"github.com/shipbot/shipbot/webhooks"
@@ -71,6 +75,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	return b.run(ctx)
 }
 
+// redeliveryEvery is how often the App's failed deliveries are swept; the
+// first sweep runs at start-up, so a restart after an outage recovers at once.
+const redeliveryEvery = 3 * time.Minute
+
 // bot is the wired process.
 type bot struct {
 	cfg      config.Config
@@ -80,6 +88,7 @@ type bot struct {
 	reg      *prometheus.Registry
 	router   *worker.Router
 	pool     *worker.Pool
+	github   *gh.Client
 	http     *http.Server
 	listener net.Listener
 	closers  []func() error
@@ -103,6 +112,14 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 	b.closers = append(b.closers, q.Close)
 	b.reg.MustRegister(queue.NewCollector(q))
 
+	if cfg.HasApp() {
+		b.github, err = gh.New(gh.Options{AppID: cfg.AppID, PrivateKey: cfg.PrivateKey, BaseURL: cfg.GitHubAPIURL, Registerer: b.reg})
+		if err != nil {
+			b.close()
+			return nil, fmt.Errorf("PRIVATE_KEY or GITHUB_API_URL: %w", err)
+		}
+	}
+
 	b.router = worker.NewRouter()
 	handlers.Register(b.router)
 
@@ -123,7 +140,28 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 	if role != roleWorker {
 		intake := webhooks.New(cfg.WebhookSecret, q, b.router, webhooks.WithLogger(log), webhooks.WithRegisterer(b.reg))
 		e.POST("/webhooks", echo.WrapHandler(intake))
-		e.GET("/", b.home)
+		if cfg.HasApp() {
+			e.GET("/", b.home)
+		} else {
+			// No App yet: the home page registers one through GitHub's
+			// manifest flow and saves the credentials to .env.
+			sp, err := setup.New(setup.Options{
+				Manifest:  shipbot.AppManifest,
+				PublicURL: cfg.PublicURL,
+				APIURL:    cfg.GitHubAPIURL,
+				EnvDir:    ".",
+				OnConfigured: func(c gh.AppCredentials) {
+					log.Info("GitHub App registered and saved to .env; restart the bot to use it", "app_id", c.ID, "app", c.Slug)
+				},
+			})
+			if err != nil {
+				b.close()
+				return nil, err
+			}
+			h := echo.WrapHandler(sp)
+			e.GET("/", h)
+			e.Any("/setup/*", h)
+		}
 	}
 
 	b.listener, err = net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
@@ -213,6 +251,15 @@ func (b *bot) run(ctx context.Context) error {
 	if b.pool != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); b.pool.Run(ctx) }()
+	}
+	if b.github != nil && b.role != roleWorker {
+		// GitHub never retries a failed delivery: ask for redelivery of
+		// every failed one the store does not have, once.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gh.NewRedeliverer(b.github, b.q).Run(logctx.With(ctx, b.log), redeliveryEvery)
+		}()
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- b.http.Serve(b.listener) }()

@@ -1,0 +1,990 @@
+package queue
+
+import (
+	"bytes"
+	"container/heap"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Embedded is the single-process queue: jobs live in a bbolt file, and the
+// queue's state (what is ready, leased, delayed) is rebuilt in memory from
+// it on open. Memory is the authority while the process runs, which keeps
+// Lease free of disk writes; the file is the authority across restarts.
+//
+// Every Enqueue, Ack, Nack and ClaimRedelivery is committed (fsync) before
+// it returns; concurrent ones share one commit. A lease is recorded by
+// appending (job id, attempt) to a small log next to the file with a plain
+// write, no fsync: it survives the death of the process, which is what
+// attempt counting has to survive (a job that crashes its worker must not
+// loop forever), while costing microseconds instead of a commit. A machine
+// crash can lose the record of the last leases; those jobs then get one
+// more attempt than MaxAttempts, which at-least-once allows.
+type Embedded struct {
+	db      *bolt.DB
+	opts    Options
+	logPath string
+	// forgetEvery paces deleting expired delivery ids; lookups check the
+	// expiry themselves, so this only bounds the file's growth.
+	forgetEvery time.Duration
+
+	writes chan *writeReq
+	kick   chan struct{}
+	done   chan struct{}
+	wg     sync.WaitGroup
+
+	mu          sync.Mutex
+	closed      bool
+	log         *os.File
+	logSize     int64
+	compactAt   int64
+	jobs        map[uint64]*entry
+	leased      map[uint64]*entry // leased and expired
+	ready       fifo
+	reclaim     fifo // expired leases, served before ready so they are not starved
+	delayed     delayHeap
+	waiters     []chan struct{}
+	clockWakeAt time.Time
+	tokenSeq    uint64
+	stats       Stats
+}
+
+var _ Queue = (*Embedded)(nil)
+
+type entryState uint8
+
+const (
+	stateGone entryState = iota
+	stateReady
+	stateLeased
+	// stateExpired: the lease ran out but nobody reclaimed the job yet;
+	// its holder may still Ack, Nack or Extend it.
+	stateExpired
+	stateDelayed
+)
+
+type entry struct {
+	id      uint64
+	n       int // leases started, the current one included
+	state   entryState
+	token   string
+	expires time.Time
+	readyAt time.Time
+}
+
+const (
+	bucketJobs         = "jobs"
+	bucketDead         = "dead"
+	bucketDeliveries   = "deliveries"
+	bucketRedeliveries = "redeliveries"
+	// bucketExpiries orders both kinds of delivery ids by expiry, so
+	// forgetting the expired ones does not scan every id ever seen.
+	bucketExpiries = "expiries"
+)
+
+const (
+	kindDelivery   = 'd'
+	kindRedelivery = 'r'
+	// jobHeaderLen: attempts used (uint32), ready-at unix ns (int64).
+	jobHeaderLen = 12
+	// deadHeaderLen: died unix ns, job id, attempts, reason length.
+	deadHeaderLen = 8 + 8 + 4 + 4
+	markLen       = 12
+	minCompactAt  = 1 << 20
+	// maxBatch bounds one commit so a burst cannot hold the writer long.
+	maxBatch = 512
+)
+
+// OpenEmbedded opens (creating it if needed) the queue file at path, plus
+// path+".leases". Jobs that a previous process had leased are ready at
+// once: that process is gone.
+func OpenEmbedded(path string, opts Options) (*Embedded, error) {
+	opts = opts.withDefaults()
+	// The timeout turns a second process on the same file into an error
+	// instead of a hang on the file lock.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("queue: open %s: %w: %w", path, ErrUnavailable, err)
+	}
+	e := &Embedded{
+		db:          db,
+		opts:        opts,
+		logPath:     path + ".leases",
+		forgetEvery: min(max(opts.DedupeWindow/2, time.Second), 10*time.Minute),
+		writes:      make(chan *writeReq),
+		kick:        make(chan struct{}, 1),
+		done:        make(chan struct{}),
+		jobs:        make(map[uint64]*entry),
+		leased:      make(map[uint64]*entry),
+		compactAt:   minCompactAt,
+		tokenSeq:    uint64(time.Now().UnixNano()), // tokens of an earlier process never match
+	}
+	if err := e.recover(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	e.wg.Add(2)
+	go e.committer()
+	go e.clock()
+	return e, nil
+}
+
+// recover applies the lease log to the file, loads the jobs, and starts a
+// fresh log.
+func (e *Embedded) recover() error {
+	marks, err := os.ReadFile(e.logPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("queue: read lease log: %w: %w", ErrUnavailable, err)
+	}
+	err = e.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range []string{bucketJobs, bucketDead, bucketDeliveries, bucketRedeliveries, bucketExpiries} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				return err
+			}
+		}
+		jobs := tx.Bucket([]byte(bucketJobs))
+		// A torn last record (the process died mid-write) is ignored.
+		for ; len(marks) >= markLen; marks = marks[markLen:] {
+			k := marks[:8]
+			n := binary.BigEndian.Uint32(marks[8:markLen])
+			v := jobs.Get(k)
+			if len(v) < jobHeaderLen || binary.BigEndian.Uint32(v) >= n {
+				continue
+			}
+			nv := bytes.Clone(v)
+			binary.BigEndian.PutUint32(nv, n)
+			if err := jobs.Put(bytes.Clone(k), nv); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue: recover: %w: %w", ErrUnavailable, err)
+	}
+	now := time.Now()
+	err = e.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(bucketJobs)).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(k) != 8 || len(v) < jobHeaderLen {
+				continue
+			}
+			ent := &entry{id: binary.BigEndian.Uint64(k), n: int(binary.BigEndian.Uint32(v))}
+			e.jobs[ent.id] = ent
+			if at := int64(binary.BigEndian.Uint64(v[4:])); at > now.UnixNano() {
+				ent.readyAt = unixTime(at)
+				e.setState(ent, stateDelayed)
+				heap.Push(&e.delayed, delayItem{at: ent.readyAt, ent: ent})
+			} else {
+				e.setState(ent, stateReady)
+				e.ready.push(ent)
+			}
+		}
+		e.stats.Dead = int64(tx.Bucket([]byte(bucketDead)).Stats().KeyN)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue: load: %w: %w", ErrUnavailable, err)
+	}
+	e.log, err = os.OpenFile(e.logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("queue: open lease log: %w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (e *Embedded) Enqueue(ctx context.Context, job Job) (Job, error) {
+	if err := validateJob(job); err != nil {
+		return Job{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Job{}, err
+	}
+	now := time.Now()
+	job.ID, job.Attempt = "", 0
+	job.EnqueuedAt = unixTime(now.UnixNano())
+	val := appendJob(make([]byte, jobHeaderLen), job) // header zero: no attempts, ready now
+	key := []byte(job.DeliveryID)
+	expires := now.Add(e.opts.DedupeWindow).UnixNano()
+
+	var id uint64
+	var dup bool
+	err := e.commit(func(tx *bolt.Tx) error {
+		id, dup = 0, false // the committer may run this twice
+		if v := tx.Bucket([]byte(bucketDeliveries)).Get(key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
+			dup = true
+			return nil
+		}
+		if err := remember(tx, kindDelivery, key, expires); err != nil {
+			return err
+		}
+		jobs := tx.Bucket([]byte(bucketJobs))
+		seq, err := jobs.NextSequence()
+		if err != nil {
+			return err
+		}
+		id = seq
+		return jobs.Put(u64key(seq), val)
+	})
+	if err != nil {
+		return Job{}, e.fail("enqueue", err)
+	}
+	if dup {
+		return Job{}, fmt.Errorf("%w: %s", ErrDuplicate, job.DeliveryID)
+	}
+	job.ID = strconv.FormatUint(id, 10)
+
+	e.mu.Lock()
+	if !e.closed {
+		ent := &entry{id: id}
+		e.jobs[id] = ent
+		e.setState(ent, stateReady)
+		e.ready.push(ent)
+		e.signal()
+	}
+	e.mu.Unlock()
+	return job, nil
+}
+
+// remember records a delivery id (kind d) or a redelivery claim (kind r)
+// until expires.
+func remember(tx *bolt.Tx, kind byte, key []byte, expires int64) error {
+	b := tx.Bucket([]byte(bucketDeliveries))
+	if kind == kindRedelivery {
+		b = tx.Bucket([]byte(bucketRedeliveries))
+	}
+	exp := u64key(uint64(expires))
+	if err := b.Put(key, exp); err != nil {
+		return err
+	}
+	idx := make([]byte, 0, 9+len(key))
+	idx = append(append(append(idx, exp...), kind), key...)
+	return tx.Bucket([]byte(bucketExpiries)).Put(idx, nil)
+}
+
+type leaseSnap struct {
+	id    uint64
+	n     int
+	token string
+}
+
+type buried struct {
+	id uint64
+	n  int
+}
+
+func (e *Embedded) Lease(ctx context.Context, consumer string, wait time.Duration) (*Lease, error) {
+	if consumer == "" {
+		return nil, errors.New("queue: lease needs a consumer name")
+	}
+	deadline := time.Now().Add(wait)
+	w := make(chan struct{}, 1)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	signaled := false
+	for {
+		e.mu.Lock()
+		if e.closed {
+			e.mu.Unlock()
+			return nil, e.fail("lease", errClosed)
+		}
+		if err := ctx.Err(); err != nil {
+			if signaled {
+				e.signal() // hand the wake-up we swallowed to another waiter
+			}
+			e.mu.Unlock()
+			return nil, err
+		}
+		snap, dead, err := e.take(time.Now())
+		if snap.id != 0 || len(dead) > 0 || err != nil {
+			e.mu.Unlock()
+			if berr := e.bury(dead, expiredReason); berr != nil && snap.id == 0 && err == nil {
+				err = berr
+			}
+			if err != nil {
+				return nil, err
+			}
+			if snap.id == 0 {
+				signaled = false
+				continue
+			}
+			return e.load(snap)
+		}
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			e.mu.Unlock()
+			return nil, ErrEmpty
+		}
+		e.waiters = append(e.waiters, w)
+		e.mu.Unlock()
+
+		if timer == nil {
+			timer = time.NewTimer(remaining)
+		} else {
+			timer.Reset(remaining)
+		}
+		signaled = false
+		select {
+		case <-w:
+			signaled = true
+		case <-timer.C:
+		case <-ctx.Done():
+		case <-e.done:
+		}
+		e.mu.Lock()
+		if !signaled && !e.dropWaiter(w) {
+			<-w // signal() picked us while we were leaving; it has already sent
+			signaled = true
+		}
+		e.mu.Unlock()
+	}
+}
+
+// take hands out the next job, reclaimed ones first, and records the lease
+// in the log before anyone can see it. Jobs out of attempts are removed and
+// returned in dead for the caller to bury outside the lock.
+func (e *Embedded) take(now time.Time) (snap leaseSnap, dead []buried, err error) {
+	for {
+		q := &e.reclaim
+		ent := q.pop()
+		if ent != nil && ent.state != stateExpired {
+			continue // acked, nacked or extended since it expired
+		}
+		if ent == nil {
+			q = &e.ready
+			if ent = q.pop(); ent == nil {
+				return leaseSnap{}, dead, nil
+			}
+			if ent.state != stateReady {
+				continue
+			}
+		}
+		if ent.n >= e.opts.MaxAttempts {
+			dead = append(dead, buried{id: ent.id, n: ent.n})
+			e.remove(ent)
+			continue
+		}
+		if err := e.markLease(ent.id, ent.n+1); err != nil {
+			q.pushFront(ent)
+			return leaseSnap{}, dead, e.fail("record lease", err)
+		}
+		ent.n++
+		if e.logSize >= e.compactAt {
+			e.compactLog() // after n++: the rewrite must carry this lease
+		}
+		e.tokenSeq++
+		ent.token = strconv.FormatUint(ent.id, 10) + "." + strconv.FormatUint(e.tokenSeq, 10)
+		ent.expires = now.Add(e.opts.VisibilityTimeout)
+		e.setState(ent, stateLeased)
+		e.leased[ent.id] = ent
+		e.wakeClockBy(ent.expires)
+		return leaseSnap{id: ent.id, n: ent.n, token: ent.token}, dead, nil
+	}
+}
+
+// load reads the leased job's record; the lease already counts, so on an
+// error the job comes back after the visibility timeout like any other.
+func (e *Embedded) load(s leaseSnap) (*Lease, error) {
+	var job Job
+	err := e.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket([]byte(bucketJobs)).Get(u64key(s.id))
+		if len(v) < jobHeaderLen {
+			return fmt.Errorf("queue: job %d has no record", s.id)
+		}
+		var err error
+		job, err = decodeJob(v[jobHeaderLen:])
+		return err
+	})
+	if err != nil {
+		return nil, e.fail("lease", err)
+	}
+	job.ID = strconv.FormatUint(s.id, 10)
+	job.Attempt = s.n
+	return &Lease{Job: job, Token: s.token}, nil
+}
+
+func (e *Embedded) markLease(id uint64, n int) error {
+	var rec [markLen]byte
+	binary.BigEndian.PutUint64(rec[:8], id)
+	binary.BigEndian.PutUint32(rec[8:], uint32(n))
+	if _, err := e.log.Write(rec[:]); err != nil {
+		return err
+	}
+	e.logSize += markLen
+	return nil
+}
+
+// compactLog replaces the log by one holding only the attempts of jobs
+// still in the queue. The rename is atomic, so a crash leaves either log,
+// and both are complete. On failure the old log stays, still complete, and
+// the rewrite is tried again after it doubled.
+func (e *Embedded) compactLog() {
+	buf := make([]byte, 0, markLen*64)
+	for id, ent := range e.jobs {
+		if ent.n > 0 {
+			buf = binary.BigEndian.AppendUint64(buf, id)
+			buf = binary.BigEndian.AppendUint32(buf, uint32(ent.n))
+		}
+	}
+	e.compactAt = max(minCompactAt, 2*int64(len(buf)), 2*e.logSize)
+	tmp := e.logPath + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return
+	}
+	if _, err := f.Write(buf); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return
+	}
+	if err := os.Rename(tmp, e.logPath); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return
+	}
+	e.log.Close()
+	e.log, e.logSize = f, int64(len(buf))
+	e.compactAt = max(minCompactAt, 2*e.logSize)
+}
+
+func (e *Embedded) Extend(ctx context.Context, l *Lease) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, err := e.held(l)
+	if err != nil {
+		return err
+	}
+	ent.expires = time.Now().Add(e.opts.VisibilityTimeout)
+	e.setState(ent, stateLeased)
+	return nil
+}
+
+func (e *Embedded) Ack(ctx context.Context, l *Lease) error {
+	e.mu.Lock()
+	ent, err := e.held(l)
+	if err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	id := ent.id
+	e.remove(ent)
+	e.mu.Unlock()
+	// Should the commit fail, the job is gone from memory but not from the
+	// file: it runs again after a restart, which at-least-once allows.
+	err = e.commit(func(tx *bolt.Tx) error { return tx.Bucket([]byte(bucketJobs)).Delete(u64key(id)) })
+	return e.fail("ack", err)
+}
+
+func (e *Embedded) Nack(ctx context.Context, l *Lease, reason string, retry bool) error {
+	e.mu.Lock()
+	ent, err := e.held(l)
+	if err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	id, n := ent.id, ent.n
+	if !retry || n >= e.opts.MaxAttempts {
+		if retry {
+			reason = exhaustedReason(reason)
+		}
+		e.remove(ent)
+		e.mu.Unlock()
+		return e.bury([]buried{{id: id, n: n}}, reason)
+	}
+	readyAt := time.Now().Add(e.opts.backoff(n))
+	ent.token = ""
+	ent.readyAt = readyAt
+	delete(e.leased, id)
+	e.setState(ent, stateDelayed)
+	heap.Push(&e.delayed, delayItem{at: readyAt, ent: ent})
+	e.wakeClockBy(readyAt)
+	e.mu.Unlock()
+
+	err = e.commit(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket([]byte(bucketJobs))
+		v := jobs.Get(u64key(id))
+		if len(v) < jobHeaderLen {
+			return nil // acked or buried meanwhile; do not bring it back
+		}
+		nv := bytes.Clone(v)
+		binary.BigEndian.PutUint32(nv, uint32(n))
+		binary.BigEndian.PutUint64(nv[4:], uint64(readyAt.UnixNano()))
+		return jobs.Put(u64key(id), nv)
+	})
+	return e.fail("nack", err)
+}
+
+// bury moves jobs from the jobs bucket to the dead letters, dropping the
+// oldest beyond DeadLetterCap. Dead-letter keys are consecutive sequence
+// numbers, so the one to drop is known without counting.
+func (e *Embedded) bury(jobs []buried, reason string) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	var added int64
+	err := e.commit(func(tx *bolt.Tx) error {
+		added = 0
+		live, dead := tx.Bucket([]byte(bucketJobs)), tx.Bucket([]byte(bucketDead))
+		for _, j := range jobs {
+			k := u64key(j.id)
+			v := live.Get(k)
+			if len(v) < jobHeaderLen {
+				continue
+			}
+			rec := make([]byte, deadHeaderLen, deadHeaderLen+len(reason)+len(v)-jobHeaderLen)
+			binary.BigEndian.PutUint64(rec, uint64(now))
+			binary.BigEndian.PutUint64(rec[8:], j.id)
+			binary.BigEndian.PutUint32(rec[16:], uint32(j.n))
+			binary.BigEndian.PutUint32(rec[20:], uint32(len(reason)))
+			rec = append(append(rec, reason...), v[jobHeaderLen:]...)
+			seq, err := dead.NextSequence()
+			if err != nil {
+				return err
+			}
+			if err := dead.Put(u64key(seq), rec); err != nil {
+				return err
+			}
+			if seq > DeadLetterCap {
+				if err := dead.Delete(u64key(seq - DeadLetterCap)); err != nil {
+					return err
+				}
+			}
+			if err := live.Delete(k); err != nil {
+				return err
+			}
+			added++
+		}
+		return nil
+	})
+	if err != nil {
+		return e.fail("dead-letter", err)
+	}
+	e.mu.Lock()
+	e.stats.Dead = min(e.stats.Dead+added, DeadLetterCap)
+	e.mu.Unlock()
+	return nil
+}
+
+// held finds the entry l still holds. An expired lease is still held
+// until someone reclaims the job, as in Redis.
+func (e *Embedded) held(l *Lease) (*entry, error) {
+	idStr, _, _ := strings.Cut(l.Token, ".")
+	id, err := strconv.ParseUint(idStr, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("queue: malformed lease token %q", l.Token)
+	}
+	if e.closed {
+		return nil, e.fail("settle lease", errClosed)
+	}
+	ent := e.jobs[id]
+	if ent == nil || ent.token != l.Token || (ent.state != stateLeased && ent.state != stateExpired) {
+		return nil, ErrLeaseLost
+	}
+	return ent, nil
+}
+
+func (e *Embedded) Seen(ctx context.Context, deliveryID string) (bool, error) {
+	var seen bool
+	now := time.Now().UnixNano()
+	err := e.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket([]byte(bucketDeliveries)).Get([]byte(deliveryID))
+		seen = len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now
+		return nil
+	})
+	return seen, e.fail("seen", err)
+}
+
+func (e *Embedded) ClaimRedelivery(ctx context.Context, deliveryID string) (bool, error) {
+	if deliveryID == "" || len(deliveryID) > maxDeliveryIDLen {
+		return false, fmt.Errorf("queue: claim redelivery: bad delivery id %q", deliveryID)
+	}
+	now := time.Now()
+	key := []byte(deliveryID)
+	var claimed bool
+	err := e.commit(func(tx *bolt.Tx) error {
+		claimed = false
+		if v := tx.Bucket([]byte(bucketRedeliveries)).Get(key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
+			return nil
+		}
+		claimed = true
+		return remember(tx, kindRedelivery, key, now.Add(e.opts.DedupeWindow).UnixNano())
+	})
+	if err != nil {
+		return false, e.fail("claim redelivery", err)
+	}
+	return claimed, nil
+}
+
+func (e *Embedded) Stats(ctx context.Context) (Stats, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return Stats{}, e.fail("stats", errClosed)
+	}
+	return e.stats, nil
+}
+
+func (e *Embedded) Dead(ctx context.Context, n int) ([]DeadJob, error) {
+	var out []DeadJob
+	err := e.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(bucketDead)).Cursor()
+		for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
+			if len(v) < deadHeaderLen {
+				continue
+			}
+			rl := int(binary.BigEndian.Uint32(v[20:]))
+			if len(v) < deadHeaderLen+rl {
+				continue
+			}
+			job, err := decodeJob(v[deadHeaderLen+rl:])
+			if err != nil {
+				return err
+			}
+			job.ID = strconv.FormatUint(binary.BigEndian.Uint64(v[8:]), 10)
+			job.Attempt = int(binary.BigEndian.Uint32(v[16:]))
+			out = append(out, DeadJob{
+				Job:    job,
+				Reason: string(v[deadHeaderLen : deadHeaderLen+rl]),
+				DiedAt: unixTime(int64(binary.BigEndian.Uint64(v))),
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, e.fail("dead", err)
+	}
+	return out, nil
+}
+
+func (e *Embedded) Ping(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return e.fail("ping", errClosed)
+	}
+	return nil
+}
+
+// Close waits for the commits in flight, then releases the file lock.
+// Leases still held count as used attempts when the file is opened again.
+func (e *Embedded) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	close(e.done)
+	e.wg.Wait()
+	err := e.db.Close()
+	return errors.Join(err, e.log.Close())
+}
+
+// setState moves ent between the Stats counters.
+func (e *Embedded) setState(ent *entry, s entryState) {
+	e.count(ent.state, -1)
+	ent.state = s
+	e.count(s, 1)
+}
+
+func (e *Embedded) count(s entryState, d int64) {
+	switch s {
+	case stateReady:
+		e.stats.Ready += d
+	case stateLeased, stateExpired:
+		e.stats.Leased += d
+	case stateDelayed:
+		e.stats.Delayed += d
+	}
+}
+
+func (e *Embedded) remove(ent *entry) {
+	e.setState(ent, stateGone)
+	ent.token = ""
+	delete(e.jobs, ent.id)
+	delete(e.leased, ent.id)
+}
+
+// signal wakes one waiting Lease: one ready job, one wake-up.
+func (e *Embedded) signal() {
+	if len(e.waiters) == 0 {
+		return
+	}
+	w := e.waiters[0]
+	copy(e.waiters, e.waiters[1:])
+	e.waiters[len(e.waiters)-1] = nil
+	e.waiters = e.waiters[:len(e.waiters)-1]
+	w <- struct{}{}
+}
+
+func (e *Embedded) dropWaiter(w chan struct{}) bool {
+	for i, x := range e.waiters {
+		if x == w {
+			e.waiters = append(e.waiters[:i], e.waiters[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// wakeClockBy makes sure the clock wakes up no later than t.
+func (e *Embedded) wakeClockBy(t time.Time) {
+	if !e.clockWakeAt.IsZero() && !t.Before(e.clockWakeAt) {
+		return
+	}
+	e.clockWakeAt = t
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// clock owns time: it makes delayed jobs ready and expired leases
+// reclaimable when they are due, and forgets expired delivery ids, so that
+// Lease only ever waits for a signal.
+func (e *Embedded) clock() {
+	defer e.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	forgetAt := time.Now().Add(e.forgetEvery)
+	for {
+		now := time.Now()
+		if !now.Before(forgetAt) {
+			// Best effort: a failure leaves the ids to the next round.
+			_ = e.forgetExpired(now)
+			forgetAt = now.Add(e.forgetEvery)
+		}
+		e.mu.Lock()
+		next := e.tick(now)
+		if next.IsZero() || forgetAt.Before(next) {
+			next = forgetAt
+		}
+		e.clockWakeAt = next
+		e.mu.Unlock()
+		timer.Reset(time.Until(next))
+		select {
+		case <-timer.C:
+		case <-e.kick:
+		case <-e.done:
+			return
+		}
+	}
+}
+
+// tick returns when it next has something to do, zero for nothing.
+func (e *Embedded) tick(now time.Time) time.Time {
+	var next time.Time
+	for len(e.delayed) > 0 {
+		it := e.delayed[0]
+		if it.ent.state != stateDelayed || !it.ent.readyAt.Equal(it.at) {
+			heap.Pop(&e.delayed)
+			continue
+		}
+		if it.at.After(now) {
+			next = it.at
+			break
+		}
+		heap.Pop(&e.delayed)
+		e.setState(it.ent, stateReady)
+		e.ready.push(it.ent)
+		e.signal()
+	}
+	for _, ent := range e.leased {
+		if ent.state != stateLeased {
+			continue
+		}
+		if !ent.expires.After(now) {
+			e.setState(ent, stateExpired)
+			e.reclaim.push(ent)
+			e.signal()
+			continue
+		}
+		if next.IsZero() || ent.expires.Before(next) {
+			next = ent.expires
+		}
+	}
+	return next
+}
+
+// forgetExpired deletes delivery ids and redelivery claims past the dedupe
+// window, a bounded number per round.
+func (e *Embedded) forgetExpired(now time.Time) error {
+	return e.commit(func(tx *bolt.Tx) error {
+		idx := tx.Bucket([]byte(bucketExpiries))
+		var keys [][]byte
+		c := idx.Cursor()
+		for k, _ := c.First(); k != nil && len(keys) < 10000; k, _ = c.Next() {
+			if len(k) < 9 || int64(binary.BigEndian.Uint64(k)) > now.UnixNano() {
+				break
+			}
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			b := tx.Bucket([]byte(bucketDeliveries))
+			if k[8] == kindRedelivery {
+				b = tx.Bucket([]byte(bucketRedeliveries))
+			}
+			// The id may have been remembered again since, with a later
+			// expiry and its own index key.
+			if v := b.Get(k[9:]); bytes.Equal(v, k[:8]) {
+				if err := b.Delete(k[9:]); err != nil {
+					return err
+				}
+			}
+			if err := idx.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+type writeReq struct {
+	fn   func(*bolt.Tx) error
+	done chan error
+}
+
+// commit runs fn in a write transaction and returns once it is on disk.
+// fn may run more than once, so it must reset what it reports.
+func (e *Embedded) commit(fn func(*bolt.Tx) error) error {
+	req := &writeReq{fn: fn, done: make(chan error, 1)}
+	select {
+	case e.writes <- req:
+	case <-e.done:
+		return errClosed
+	}
+	// Not abandoned on a cancelled context: the caller must learn whether
+	// the write happened.
+	return <-req.done
+}
+
+// committer is the group commit: it takes every write waiting when the
+// previous commit finished and commits them together, so concurrent writers
+// share one fsync and a lone writer never waits for company. bbolt's own
+// Batch would hold a lone write for MaxBatchDelay (10ms by default), far
+// beyond the latency a webhook acknowledgement can afford.
+func (e *Embedded) committer() {
+	defer e.wg.Done()
+	batch := make([]*writeReq, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-e.writes:
+			batch = append(batch, r)
+		case <-e.done:
+			return
+		}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-e.writes:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		err := e.db.Update(func(tx *bolt.Tx) error {
+			for _, r := range batch {
+				if err := r.fn(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil && len(batch) > 1 {
+			// One bad write must not fail its neighbours: retry alone.
+			for _, r := range batch {
+				r.done <- e.db.Update(r.fn)
+			}
+			continue
+		}
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+}
+
+// errClosed is what a closed Embedded reports, as unavailable: to intake,
+// a queue shutting down is a store it cannot reach.
+var errClosed = errors.New("queue: closed")
+
+func (e *Embedded) fail(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("queue: embedded %s: %w: %w", op, ErrUnavailable, err)
+}
+
+func u64key(v uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), v)
+}
+
+// fifo is a queue of entries that may hold stale ones; takers check state.
+type fifo struct {
+	items []*entry
+	head  int
+}
+
+func (q *fifo) push(x *entry) { q.items = append(q.items, x) }
+
+func (q *fifo) pushFront(x *entry) {
+	if q.head > 0 {
+		q.head--
+		q.items[q.head] = x
+		return
+	}
+	q.items = append([]*entry{x}, q.items...)
+}
+
+func (q *fifo) pop() *entry {
+	if q.head == len(q.items) {
+		return nil
+	}
+	x := q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	switch {
+	case q.head == len(q.items):
+		q.items, q.head = q.items[:0], 0
+	case q.head > 1024 && q.head*2 > len(q.items):
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	return x
+}
+
+type delayItem struct {
+	at  time.Time
+	ent *entry
+}
+
+type delayHeap []delayItem
+
+func (h delayHeap) Len() int           { return len(h) }
+func (h delayHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h delayHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *delayHeap) Push(x any)        { *h = append(*h, x.(delayItem)) }
+func (h *delayHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	old[len(old)-1] = delayItem{}
+	*h = old[:len(old)-1]
+	return x
+}

@@ -1,0 +1,58 @@
+package queue
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// statsTimeout keeps a slow or unreachable store from stalling the whole
+// scrape; Prometheus' own default scrape timeout is 10s.
+const statsTimeout = 2 * time.Second
+
+type collector struct {
+	q    Queue
+	jobs *prometheus.Desc
+	up   *prometheus.Desc
+}
+
+// NewCollector reports the queue's Stats at scrape time as
+// shipbot_queue_jobs{state="ready|leased|delayed|dead"}, and
+// shipbot_queue_up, which is 0 when Stats failed: the jobs series are then
+// left out rather than reported as zeros that would look like an empty
+// queue.
+func NewCollector(q Queue) prometheus.Collector {
+	return &collector{
+		q: q,
+		jobs: prometheus.NewDesc("shipbot_queue_jobs",
+			"Jobs in the queue by state; dead counts the dead letters kept.",
+			[]string{"state"}, nil),
+		up: prometheus.NewDesc("shipbot_queue_up",
+			"Whether the queue's store answered the last scrape.", nil, nil),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.jobs
+	ch <- c.up
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	// Collect has no context of its own: the scrape's request is not
+	// passed down by client_golang.
+	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+	defer cancel()
+	s, err := c.q.Stats(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	for _, v := range []struct {
+		state string
+		n     int64
+	}{{"ready", s.Ready}, {"leased", s.Leased}, {"delayed", s.Delayed}, {"dead", s.Dead}} {
+		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(v.n), v.state)
+	}
+}
