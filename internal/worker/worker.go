@@ -310,5 +310,5 @@ func Permanent(err error) error { return permanent{err} }
 
 type permanent struct{ error }
 
-func (permanent) Permanent() bool  { return true }
+func (permanent) Permanent() bool { return true }
 func (p permanent) Unwrap() error { return p.error }
