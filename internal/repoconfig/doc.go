@@ -1,0 +1,81 @@
+// Package repoconfig reads a repository's .github/shipbot.yml (SPEC §3) into
+// typed configuration with the defaults filled in. It is pure: the caller
+// fetches the file from the default branch (never a pull request's head) and
+// hands the bytes in. Unknown keys, bad durations and bad percentages are
+// errors naming the key and line; it never guesses.
+//
+// # Errors
+//
+// Parse reports every problem it finds, not just the first, as [Errors]: one
+// [*Error] per problem, sorted by line, each printing as one line that a
+// person can act on:
+//
+//	.github/shipbot.yml line 14: environments.production.rollout.batch: "25 %" is not a count or a percentage: use a whole number like 3 or a percentage like 25%
+//
+// Path is the dotted key path (list items as require_checks[1]; a key that
+// is not a plain name is quoted). It is empty only for problems with the
+// file as a whole (size, encoding, YAML syntax, more than one document, not
+// a mapping, aliases expanding too far) and for the closing "and N more
+// problems" line once 100 have been listed. Line is always at least 1.
+//
+// # Defaults
+//
+// An empty file, a file of only comments, and a missing file ([Default]) give:
+//
+//   - default_environment: staging
+//   - app: build "go build -o app .", run "./app", port_env PORT
+//   - environments staging (local, 2 instances, allow_branches true, no branch)
+//     and production (local, 4 instances, branch = the repository's default
+//     branch, allow_branches false, Production)
+//   - preview: driver local, forks false, ttl 72h
+//
+// A file with an environments key replaces that default set entirely: only
+// the environments it names exist. Each environment it names starts from
+// these values and the file's keys override them:
+//
+//   - driver local; instances 2, or 4 for an environment named production
+//     (instances only applies to the local driver; for aws it is 0)
+//   - branch: none, except an environment named production gets the default
+//     branch; write branch: "" to turn automatic deploys off there
+//   - require_checks all: with no checks configured on the repository this
+//     waits for nothing, and with checks it keeps red commits from shipping
+//   - deployers write
+//   - allow_branches false, except an environment named staging gets true
+//   - url none (the driver's)
+//   - rollout: canary 1, batch 25%, max_unavailable 25%, by_zone false, bake 0s
+//   - health: path /healthz, interval 2s, healthy_after 2, timeout 2m
+//   - Production is set for the environment named production (any case)
+//
+// A key whose value is empty (null) counts as not written, so commenting out
+// every line under rollout: gives the default rollout.
+//
+// default_environment, when not written, is staging if there is one,
+// otherwise the only environment; with several environments and none named
+// staging the file must set it.
+//
+// Environment names are compared ignoring case (as GitHub does), so two names
+// that differ only in case are an error, and [Config.Environment] finds
+// "Staging" for "staging".
+//
+// # Rules beyond SPEC §3
+//
+//   - durations use Go's syntax (30s, 2m, 1h30m); a bare number other than 0
+//     is an error, since 30 could be seconds or minutes. Percentages are 1%
+//     to 100% (decimals allowed, 12.5%); counts are whole numbers from 1.
+//   - health.timeout must be longer than interval × healthy_after, or a batch
+//     could never pass; health.interval is at least 100ms.
+//   - the local driver runs 1–100 instances per environment; canary may not
+//     exceed them.
+//   - aws.install is a Go text/template that may contain only text and
+//     {{.SHA}}, and must use {{.SHA}}: no functions, no control structures,
+//     so rendering it is always safe and cheap.
+//   - preview.aws may also set hosted_zone_id for a Route 53 record per
+//     preview (SPEC §7). It is checked even under driver: local, as SPEC
+//     §3's example keeps it there ready for the switch; an environment's
+//     aws: under driver: local is an error, as is instances: under aws.
+//   - anchors, aliases and merge keys (<<: *base) work; a key written out
+//     beats a merged one. Unknown keys are errors at every level, so there
+//     is no place for x-anchors: anchor a block where it is first used.
+//   - a deployers list narrows who may deploy; it never grants more than write
+//     access would: a listed login still needs write permission.
+package repoconfig

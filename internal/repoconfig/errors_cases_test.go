@@ -1,0 +1,500 @@
+package repoconfig
+
+// badFiles are configuration files with one kind of mistake each (a few
+// with several), and the exact lines Parse must print for them: the text a
+// person reads on their PR.
+var badFiles = []struct {
+	name string
+	yaml string
+	want []string
+}{
+	{"yaml syntax error", `environments:
+  staging:
+    driver: local
+   instances: 2
+`, []string{
+		`.github/shipbot.yml line 4: YAML syntax error: did not find expected key`,
+	}},
+	{"yaml syntax error on the first line", "environments: [\n", []string{
+		`.github/shipbot.yml line 1: YAML syntax error: did not find expected node content`,
+	}},
+	{"unknown alias", `app:
+  build: go build
+environments:
+  staging: *base
+`, []string{
+		`.github/shipbot.yml line 4: YAML syntax error: *base refers to no anchor: define &base before it`,
+	}},
+	{"not utf-8", "app:\n  build: \xff\n", []string{
+		`.github/shipbot.yml line 2: the file is not valid UTF-8 (byte 0xFF); save it as UTF-8`,
+	}},
+	{"control character", "app:\n  build: go build\n  run: ./app\x07\n", []string{
+		`.github/shipbot.yml line 3: the file contains the control character U+0007, which YAML does not allow; remove it`,
+	}},
+	{"second document", `preview:
+  forks: true
+---
+preview:
+  forks: false
+`, []string{
+		`.github/shipbot.yml line 3: a second YAML document starts here: shipbot reads a single document, so remove the --- or merge what follows into the first`,
+	}},
+	{"file is a list", "- staging\n- production\n", []string{
+		`.github/shipbot.yml line 1: the file must be a mapping of keys (default_environment, app, environments, preview), not a list`,
+	}},
+	{"file is a word", "staging\n", []string{
+		`.github/shipbot.yml line 1: the file must be a mapping of keys (default_environment, app, environments, preview), not "staging"`,
+	}},
+	{"unknown key with a typo", `enviroments:
+  staging: {}
+`, []string{
+		`.github/shipbot.yml line 1: enviroments: unknown key; did you mean environments? (valid keys here: default_environment, app, environments, preview)`,
+	}},
+	{"unknown key", `app:
+  build: make
+  image: web:latest
+`, []string{
+		`.github/shipbot.yml line 3: app.image: unknown key (valid keys here: build, run, port_env)`,
+	}},
+	{"key at the wrong level", `environments:
+  staging:
+    canary: 2
+`, []string{
+		`.github/shipbot.yml line 3: environments.staging.canary: unknown key; canary belongs under rollout: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, rollout, health, aws)`,
+	}},
+	{"unknown key typo in rollout", `environments:
+  production:
+    rollout:
+      maxunavailable: 25%
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.rollout.maxunavailable: unknown key; did you mean max_unavailable? (valid keys here: canary, batch, max_unavailable, by_zone, bake)`,
+	}},
+	{"duplicate key", `environments:
+  staging:
+    driver: local
+    driver: aws
+`, []string{
+		`.github/shipbot.yml line 4: environments.staging.driver: written twice (first on line 3); keep one`,
+	}},
+	{"batch with a space", `# shipbot
+default_environment: staging
+app:
+  build: go build -o app .
+  run: ./app
+environments:
+  staging:
+    allow_branches: true
+  production:
+    branch: main
+    url: https://example.com
+    rollout:
+      canary: 1
+      batch: 25 %
+`, []string{
+		`.github/shipbot.yml line 14: environments.production.rollout.batch: "25 %" is not a count or a percentage: use a whole number like 3 or a percentage like 25%`,
+	}},
+	{"percentages out of range", `environments:
+  production:
+    rollout:
+      batch: 0%
+      max_unavailable: 150%
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.rollout.batch: 0% is not a percentage from 1% to 100%`,
+		`.github/shipbot.yml line 5: environments.production.rollout.max_unavailable: 150% is not a percentage from 1% to 100%`,
+	}},
+	{"counts below one", `environments:
+  production:
+    instances: 0
+    rollout:
+      canary: 0
+      batch: 0
+    health:
+      healthy_after: 0
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.instances: 0 is too small: instances must be at least 1`,
+		`.github/shipbot.yml line 5: environments.production.rollout.canary: 0 is too small: canary must be at least 1`,
+		`.github/shipbot.yml line 6: environments.production.rollout.batch: 0 is too small: batch must be at least 1, or a percentage like 25%`,
+		`.github/shipbot.yml line 8: environments.production.health.healthy_after: 0 is too small: healthy_after must be at least 1`,
+	}},
+	{"not whole numbers", `environments:
+  production:
+    instances: 2.5
+    rollout:
+      canary: one
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.instances: "2.5" is not a whole number`,
+		`.github/shipbot.yml line 5: environments.production.rollout.canary: "one" is not a whole number`,
+	}},
+	{"too many local instances", `environments:
+  production:
+    instances: 1000
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.instances: 1000 is too many: at most 100 instances`,
+	}},
+	{"canary bigger than the environment", `environments:
+  staging:
+    instances: 2
+    rollout:
+      canary: 3
+`, []string{
+		`.github/shipbot.yml line 5: environments.staging.rollout.canary: 3 is more than the environment's 2 instances`,
+	}},
+	{"duration without a unit", `environments:
+  production:
+    rollout:
+      bake: 30
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.rollout.bake: 30 has no unit: write 30s for seconds or 30m for minutes`,
+	}},
+	{"bad durations", `environments:
+  production:
+    rollout:
+      bake: 30 secs
+    health:
+      interval: fast
+preview:
+  ttl: 3 days
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.rollout.bake: "30 secs" is not a duration: use a number with a unit, like 30s, 2m or 1h30m`,
+		`.github/shipbot.yml line 6: environments.production.health.interval: "fast" is not a duration: use a number with a unit, like 30s, 2m or 1h30m`,
+		`.github/shipbot.yml line 8: preview.ttl: "3 days" is not a duration: use a number with a unit, like 30s, 2m or 1h30m`,
+	}},
+	{"negative and zero durations", `environments:
+  production:
+    rollout:
+      bake: -5s
+    health:
+      interval: 0s
+      timeout: 0s
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.rollout.bake: -5s is negative: bake is a wait, 0s or longer`,
+		`.github/shipbot.yml line 6: environments.production.health.interval: 0s is too short: health checks are at least 100ms apart`,
+		`.github/shipbot.yml line 7: environments.production.health.timeout: 0s is not a timeout: make it longer than 0s`,
+	}},
+	{"timeout not longer than the passes", `environments:
+  production:
+    health:
+      interval: 5s
+      healthy_after: 3
+      timeout: 15s
+`, []string{
+		`.github/shipbot.yml line 6: environments.production.health.timeout: timeout 15s is too short: 3 passes 5s apart take 15s; make timeout longer than that, or interval shorter`,
+	}},
+	{"interval makes default timeout too short", `environments:
+  production:
+    health:
+      interval: 1m
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.health.interval: timeout 2m is too short: 2 passes 1m apart take 2m; make timeout longer than that, or interval shorter`,
+	}},
+	{"unknown driver", `environments:
+  production:
+    driver: docker
+preview:
+  driver: Local
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.driver: "docker" is not a driver: use local or aws`,
+		`.github/shipbot.yml line 5: preview.driver: "Local" is not a driver: use local or aws`,
+	}},
+	{"driver aws without an aws block", `environments:
+  production:
+    driver: aws
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.aws: driver aws needs an aws: block with region, target_group_arn, instance_tags, install`,
+	}},
+	{"aws block with driver local", `environments:
+  staging:
+    driver: local
+    aws:
+      region: us-east-1
+`, []string{
+		`.github/shipbot.yml line 4: environments.staging.aws: only applies to driver aws, and this environment's driver is local: remove aws: or set driver: aws`,
+	}},
+	{"aws block missing keys", `environments:
+  production:
+    driver: aws
+    aws:
+      region: us-east-1
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.aws.target_group_arn: missing, and driver aws needs it: the ARN of the ALB target group the instances sit behind`,
+		`.github/shipbot.yml line 4: environments.production.aws.instance_tags: missing, and driver aws needs it: e.g. instance_tags: {app: web, env: production}`,
+		`.github/shipbot.yml line 4: environments.production.aws.install: missing, and driver aws needs it: the command run on each instance, e.g. install: sudo /opt/web/bin/install {{.SHA}}`,
+	}},
+	{"aws block bad values", `environments:
+  production:
+    driver: aws
+    aws:
+      region: virginia
+      target_group_arn: tg-0123
+      instance_tags: {}
+      install: deploy.sh {{.SHA}}
+`, []string{
+		`.github/shipbot.yml line 5: environments.production.aws.region: "virginia" is not an AWS region like us-east-1`,
+		`.github/shipbot.yml line 6: environments.production.aws.target_group_arn: "tg-0123" is not a load balancer target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:...)`,
+		`.github/shipbot.yml line 7: environments.production.aws.instance_tags: no tags: name at least one, e.g. {app: web}, or every instance in the account would match`,
+	}},
+	{"install template does not parse", `environments:
+  production:
+    driver: aws
+    aws:
+      region: us-east-1
+      target_group_arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123
+      instance_tags: {app: web}
+      install: deploy {{.SHA}
+`, []string{
+		`.github/shipbot.yml line 8: environments.production.aws.install: not a valid template: bad character U+007D '}'`,
+	}},
+	{"install template uses more than .SHA", `environments:
+  production:
+    driver: aws
+    aws: &fleet
+      region: us-east-1
+      target_group_arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123
+      instance_tags: {app: web}
+      install: deploy {{.Ref}}
+  canary:
+    driver: aws
+    aws:
+      <<: *fleet
+      install: deploy {{printf "%.7s" .SHA}}
+  eu:
+    driver: aws
+    aws:
+      <<: *fleet
+      install: deploy latest
+default_environment: production
+`, []string{
+		`.github/shipbot.yml line 8: environments.production.aws.install: {{.Ref}} is not allowed: the template may only use {{.SHA}}`,
+		`.github/shipbot.yml line 13: environments.canary.aws.install: {{printf "%.7s" .SHA}} is not allowed: the template may only use {{.SHA}}`,
+		`.github/shipbot.yml line 18: environments.eu.aws.install: never uses {{.SHA}}: the command must say which release to install, e.g. install {{.SHA}}`,
+	}},
+	{"instances with driver aws", `environments:
+  production:
+    driver: aws
+    instances: 4
+    aws:
+      region: us-east-1
+      target_group_arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123
+      instance_tags: {app: web}
+      install: deploy {{.SHA}}
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.instances: only applies to driver local; with driver aws the instances are the EC2 instances aws.instance_tags finds`,
+	}},
+	{"require_checks", `environments:
+  production:
+    require_checks: ci
+  staging:
+    require_checks: [ci, ""]
+  qa:
+    require_checks: {ci: true}
+default_environment: staging
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.require_checks: "ci" is not all, none or a list of check names: to require one check, write [ci]`,
+		`.github/shipbot.yml line 5: environments.staging.require_checks[1]: must not be empty`,
+		`.github/shipbot.yml line 7: environments.qa.require_checks: expected all, none or a list of check names, got a mapping`,
+	}},
+	{"deployers below write", `environments:
+  production:
+    deployers: read
+  staging:
+    deployers: triage
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.deployers: read cannot deploy: deploying needs at least write (use write, maintain or admin, or list logins)`,
+		`.github/shipbot.yml line 5: environments.staging.deployers: triage cannot deploy: deploying needs at least write (use write, maintain or admin, or list logins)`,
+	}},
+	{"deployers not a permission or list", `environments:
+  production:
+    deployers: octocat
+  staging:
+    deployers: []
+  qa:
+    deployers: ["@octocat", shipbot/deployers, "not a login"]
+default_environment: staging
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.deployers: "octocat" is not a permission: use write, maintain or admin, or a list of logins like [octocat]`,
+		`.github/shipbot.yml line 5: environments.staging.deployers: an empty list lets no one deploy: list logins, or give a permission like write`,
+		`.github/shipbot.yml line 7: environments.qa.deployers[0]: write the login without the @: "octocat"`,
+		`.github/shipbot.yml line 7: environments.qa.deployers[1]: "shipbot/deployers" looks like a team; teams are not supported: list logins, or give a permission like write`,
+		`.github/shipbot.yml line 7: environments.qa.deployers[2]: "not a login" is not a GitHub login`,
+	}},
+	{"default_environment not defined", `default_environment: stagin
+environments:
+  staging: {}
+  production: {}
+`, []string{
+		`.github/shipbot.yml line 1: default_environment: "stagin" is not an environment here (did you mean staging?): the environments are production, staging`,
+	}},
+	{"default_environment ambiguous", `environments:
+  production: {}
+  qa: {}
+`, []string{
+		`.github/shipbot.yml line 1: default_environment: not set, and with no staging environment a bare /deploy has no obvious target: add default_environment: with one of production, qa`,
+	}},
+	{"two environments on one branch", `default_environment: production
+environments:
+  production:
+    branch: main
+  canary:
+    branch: main
+`, []string{
+		`.github/shipbot.yml line 6: environments.canary.branch: main already deploys to production (line 4): a branch deploys to one environment`,
+	}},
+	{"branch taken by production's default", `default_environment: production
+environments:
+  production:
+    driver: local
+  mainline:
+    branch: main
+`, []string{
+		`.github/shipbot.yml line 6: environments.mainline.branch: main already deploys to production (line 3): a branch deploys to one environment; production deploys the default branch unless it sets branch:`,
+	}},
+	{"production's default branch already taken", `default_environment: production
+environments:
+  mainline:
+    branch: main
+  production:
+    driver: local
+`, []string{
+		`.github/shipbot.yml line 5: environments.production.branch: main already deploys to mainline (line 4): a branch deploys to one environment; production deploys the default branch unless it sets branch:, e.g. branch: "" for none`,
+	}},
+	{"bad branch names", `environments:
+  production:
+    branch: refs/heads/main
+  staging:
+    branch: release/*
+  qa:
+    branch: "a..b"
+default_environment: staging
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.branch: write the branch name, "main", not the ref "refs/heads/main"`,
+		`.github/shipbot.yml line 5: environments.staging.branch: "release/*" is a pattern; name one branch`,
+		`.github/shipbot.yml line 7: environments.qa.branch: "a..b" is not a valid branch name`,
+	}},
+	{"environment names", `environments:
+  staging: {}
+  Staging: {}
+  "my env": {}
+`, []string{
+		`.github/shipbot.yml line 3: environments.Staging: the same environment as staging (line 2): environment names ignore case`,
+		`.github/shipbot.yml line 4: environments."my env": "my env" is not a usable environment name: use letters, digits, '.', '-' and '_', starting with a letter or digit`,
+	}},
+	{"no environments", `environments: {}
+`, []string{
+		`.github/shipbot.yml line 1: environments: no environments: define at least one, or remove environments: to get the default staging and production`,
+	}},
+	{"environments is a list", `environments:
+  - staging
+  - production
+`, []string{
+		`.github/shipbot.yml line 2: environments: expected a mapping of names to settings, got a list`,
+	}},
+	{"url not http", `environments:
+  production:
+    url: example.com
+  staging:
+    url: https://user:secret@staging.example.com
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.url: "example.com" is not an http(s) URL: write it like https://example.com`,
+		`.github/shipbot.yml line 5: environments.staging.url: the URL holds a user name or password, which would show on GitHub: remove it`,
+	}},
+	{"not a boolean", `environments:
+  staging:
+    allow_branches: yes
+preview:
+  forks: 1
+`, []string{
+		`.github/shipbot.yml line 3: environments.staging.allow_branches: "yes" is not true or false: write true or false`,
+		`.github/shipbot.yml line 5: preview.forks: "1" is not true or false: write true or false`,
+	}},
+	{"mapping expected", `environments:
+  production:
+    rollout: fast
+    health: [/healthz]
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.rollout: expected a mapping with keys like canary, batch, max_unavailable, by_zone, bake, got "fast"`,
+		`.github/shipbot.yml line 4: environments.production.health: expected a mapping with keys like path, interval, healthy_after, timeout, got a list`,
+	}},
+	{"single value expected", `environments:
+  production:
+    branch: [main, release]
+app:
+  build:
+    cmd: make
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.branch: expected a single value, got a list`,
+		`.github/shipbot.yml line 6: app.build: expected a single value, got a mapping`,
+	}},
+	{"app", `app:
+  build: ""
+  port_env: HTTP-PORT
+`, []string{
+		`.github/shipbot.yml line 2: app.build: must not be empty`,
+		`.github/shipbot.yml line 3: app.port_env: "HTTP-PORT" is not an environment variable name: use letters, digits and _, like PORT`,
+	}},
+	{"health path", `environments:
+  production:
+    health:
+      path: healthz
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.health.path: "healthz" is not a URL path: write it like /healthz`,
+	}},
+	{"preview ttl too short", `preview:
+  ttl: 30m
+`, []string{
+		`.github/shipbot.yml line 2: preview.ttl: 30m is too short: a preview lives at least 1h after its last push`,
+	}},
+	{"preview aws driver without aws block", `preview:
+  driver: aws
+`, []string{
+		`.github/shipbot.yml line 2: preview.aws: driver aws needs an aws: block with launch_template, listener_arn and domain`,
+	}},
+	{"preview aws bad values", `preview:
+  driver: aws
+  aws:
+    launch_template: web-preview
+    listener_arn: arn:aws:ec2:us-east-1:123:listener
+    domain: https://preview.example.com
+`, []string{
+		`.github/shipbot.yml line 5: preview.aws.listener_arn: "arn:aws:ec2:us-east-1:123:listener" is not a load balancer listener ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:...)`,
+		`.github/shipbot.yml line 6: preview.aws.domain: "https://preview.example.com" is not a domain: give the domain alone, like preview.example.com`,
+	}},
+	{"preview aws missing keys", `preview:
+  driver: aws
+  aws:
+    domain: preview.example.com
+`, []string{
+		`.github/shipbot.yml line 3: preview.aws.launch_template: missing, and driver aws needs it: the EC2 launch template preview instances start from, e.g. launch_template: web-preview`,
+		`.github/shipbot.yml line 3: preview.aws.listener_arn: missing, and driver aws needs it: the ARN of the ALB listener that gets a host rule per preview`,
+	}},
+	{"merge key of a plain value", `environments:
+  staging:
+    <<: fast
+`, []string{
+		`.github/shipbot.yml line 3: environments.staging: << merges mappings, like <<: *defaults; got "fast"`,
+	}},
+	{"key is a list", `environments:
+  [a, b]: {}
+`, []string{
+		`.github/shipbot.yml line 2: environments: a key must be a plain name, not a list`,
+	}},
+	{"many mistakes at once", `default_environment: staging
+environments:
+  production:
+    driver: aws
+    rollout:
+      canary: 0
+      batch: 25 %
+      bake: 30
+  staging:
+    instances: -1
+preview:
+  ttl: 1d
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.aws: driver aws needs an aws: block with region, target_group_arn, instance_tags, install`,
+		`.github/shipbot.yml line 6: environments.production.rollout.canary: 0 is too small: canary must be at least 1`,
+		`.github/shipbot.yml line 7: environments.production.rollout.batch: "25 %" is not a count or a percentage: use a whole number like 3 or a percentage like 25%`,
+		`.github/shipbot.yml line 8: environments.production.rollout.bake: 30 has no unit: write 30s for seconds or 30m for minutes`,
+		`.github/shipbot.yml line 10: environments.staging.instances: -1 is too small: instances must be at least 1`,
+		`.github/shipbot.yml line 12: preview.ttl: "1d" is not a duration: use a number with a unit, like 30s, 2m or 1h30m`,
+	}},
+}

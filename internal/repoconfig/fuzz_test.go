@@ -1,0 +1,147 @@
+package repoconfig
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+// FuzzParse: Parse never panics; a failure is Errors, each with a line in
+// the file and one printed line, a path unless it is about the whole file,
+// and the same text every time; a success satisfies every rule Parse checks.
+func FuzzParse(f *testing.F) {
+	example, err := os.ReadFile("testdata/spec-example.yml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(example)
+	f.Add([]byte(""))
+	for _, tt := range badFiles {
+		f.Add([]byte(tt.yaml))
+	}
+	f.Add([]byte("environments:\n  production:\n    health: &h {path: /up}\n  staging:\n    health:\n      <<: *h\n      interval: 1s\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data, "main")
+		if err != nil {
+			checkErrors(t, data, cfg, err)
+			return
+		}
+		checkConfig(t, cfg)
+	})
+}
+
+// fileLevel are the messages about the file as a whole, the only ones
+// without a key path.
+var fileLevel = []string{
+	"the file is ",
+	"the file contains the control character",
+	"YAML syntax error: ",
+	"a second YAML document starts here",
+	"the file must be a mapping",
+	"the file stands for more than",
+	"and ",
+}
+
+func checkErrors(t *testing.T, data []byte, cfg *Config, err error) {
+	t.Helper()
+	if cfg != nil {
+		t.Fatalf("config beside error %v", err)
+	}
+	var es Errors
+	if !errors.As(err, &es) || len(es) == 0 {
+		t.Fatalf("error %T %v is not a non-empty Errors", err, err)
+	}
+	lines := len(splitLines(data)) + 1 // a problem can be at the end of the file
+	for _, e := range es {
+		if e.Line < 1 || e.Line > lines {
+			t.Errorf("line %d outside the file's %d lines: %v", e.Line, lines, e)
+		}
+		if e.Msg == "" {
+			t.Errorf("empty message: %v", e)
+		}
+		if e.Path == "" && !startsWithAny(e.Msg, fileLevel) {
+			t.Errorf("no path: %v", e)
+		}
+		if s := e.Error(); strings.ContainsAny(s, "\n\r\u0085\u2028\u2029") || !strings.HasPrefix(s, FilePath+" line ") {
+			t.Errorf("not one line: %q", s)
+		}
+	}
+	if _, again := Parse(data, "main"); again == nil || again.Error() != err.Error() {
+		t.Errorf("not deterministic:\n%v\nthen\n%v", err, again)
+	}
+}
+
+func startsWithAny(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func checkConfig(t *testing.T, cfg *Config) {
+	t.Helper()
+	if _, ok := cfg.Environments[cfg.DefaultEnvironment]; !ok {
+		t.Errorf("default environment %q not among %v", cfg.DefaultEnvironment, cfg.EnvironmentNames())
+	}
+	if cfg.App.Build == "" || cfg.App.Run == "" || !envVarName.MatchString(cfg.App.PortEnv) {
+		t.Errorf("app %+v", cfg.App)
+	}
+	branches := map[string]string{}
+	for name, env := range cfg.Environments {
+		if env.Name != name || checkEnvironmentName(name) != "" {
+			t.Errorf("environment %q named %q", name, env.Name)
+		}
+		if env.Branch != "" {
+			if other, dup := branches[env.Branch]; dup {
+				t.Errorf("branch %q deploys to %s and %s", env.Branch, other, name)
+			}
+			branches[env.Branch] = name
+		}
+		switch env.Driver {
+		case DriverLocal:
+			if env.Instances < 1 || env.Instances > maxLocalInstances || env.AWS != nil || env.Rollout.Canary > env.Instances {
+				t.Errorf("local environment %s: %+v", name, env)
+			}
+		case DriverAWS:
+			a := env.AWS
+			if env.Instances != 0 || a == nil || a.Region == "" || a.TargetGroupARN == "" || len(a.InstanceTags) == 0 || checkInstall(a.Install) != "" {
+				t.Errorf("aws environment %s: %+v %+v", name, env, a)
+			}
+		default:
+			t.Errorf("environment %s driver %q", name, env.Driver)
+		}
+		r := env.Rollout
+		if r.Canary < 1 || !validAmount(r.Batch) || !validAmount(r.MaxUnavailable) || r.Bake < 0 {
+			t.Errorf("environment %s rollout %+v", name, r)
+		}
+		h := env.Health
+		need, ok := passesTake(h.Interval, h.HealthyAfter)
+		if !strings.HasPrefix(h.Path, "/") || h.Interval < minHealthInterval || h.HealthyAfter < 1 || !ok || h.Timeout <= need {
+			t.Errorf("environment %s health %+v", name, h)
+		}
+		d := env.Deployers
+		if len(d.Logins) == 0 && d.Min < PermWrite {
+			t.Errorf("environment %s deployers %+v", name, d)
+		}
+		if !env.RequireChecks.All && env.RequireChecks.Names == nil && env.RequireChecks.Names != nil {
+			t.Errorf("environment %s checks %+v", name, env.RequireChecks)
+		}
+	}
+	pv := cfg.Preview
+	if pv.TTL < minPreviewTTL || (pv.Driver != DriverLocal && pv.Driver != DriverAWS) || (pv.Driver == DriverAWS && pv.AWS == nil) {
+		t.Errorf("preview %+v", pv)
+	}
+	if pv.AWS != nil && (pv.AWS.LaunchTemplate == "" || pv.AWS.ListenerARN == "" || pv.AWS.Domain == "") {
+		t.Errorf("preview aws %+v", pv.AWS)
+	}
+}
+
+func validAmount(a Amount) bool {
+	if a.Percent != 0 {
+		return a.Count == 0 && a.Percent >= 1 && a.Percent <= 100
+	}
+	return a.Count >= 1
+}

@@ -1,0 +1,475 @@
+package repoconfig
+
+import (
+	"fmt"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// config applies the top-level keys over the defaults in cfg.
+func (p *parser) config(root *yaml.Node, cfg *Config) {
+	f, ok := p.fields(root, "", topKeys)
+	if !ok {
+		return
+	}
+	if e, ok := f["app"]; ok {
+		p.app(e, &cfg.App)
+	}
+	if e, ok := f["preview"]; ok {
+		p.preview(e, &cfg.Preview)
+	}
+	envsOK := true
+	if e, ok := f["environments"]; ok {
+		cfg.Environments, envsOK = p.environments(e)
+	}
+	if e, ok := f["default_environment"]; ok {
+		name, ok := p.text("default_environment", e.val)
+		if ok && envsOK {
+			if env, found := cfg.Environment(name); found {
+				cfg.DefaultEnvironment = env.Name
+			} else {
+				p.errf(e.line(), "default_environment", "%s is not an environment here%s: the environments are %s",
+					quote(name), didYouMean(name, cfg.EnvironmentNames()), strings.Join(cfg.EnvironmentNames(), ", "))
+			}
+		}
+		return
+	}
+	if !envsOK {
+		return
+	}
+	names := cfg.EnvironmentNames()
+	if env, ok := cfg.Environment(stagingName); ok {
+		cfg.DefaultEnvironment = env.Name
+	} else if len(names) == 1 {
+		cfg.DefaultEnvironment = names[0]
+	} else {
+		p.errf(f["environments"].key.Line, "default_environment",
+			"not set, and with no staging environment a bare /deploy has no obvious target: add default_environment: with one of %s",
+			strings.Join(names, ", "))
+	}
+}
+
+func didYouMean(name string, valid []string) string {
+	if s := closest(name, valid); s != "" && s != name {
+		return " (did you mean " + s + "?)"
+	}
+	return ""
+}
+
+func (p *parser) app(e entry, app *App) {
+	f, ok := p.fields(e.val, "app", appKeys)
+	if !ok {
+		return
+	}
+	if e, ok := f["build"]; ok {
+		app.Build, _ = p.text("app.build", e.val)
+	}
+	if e, ok := f["run"]; ok {
+		app.Run, _ = p.text("app.run", e.val)
+	}
+	if e, ok := f["port_env"]; ok {
+		if s, ok := p.text("app.port_env", e.val); ok {
+			if !envVarName.MatchString(s) {
+				p.errf(e.line(), "app.port_env", "%s is not an environment variable name: use letters, digits and _, like PORT", quote(s))
+			} else {
+				app.PortEnv = s
+			}
+		}
+	}
+}
+
+// environments reads the environments mapping; ok is false when it is too
+// broken to judge default_environment against.
+func (p *parser) environments(e entry) (map[string]*Environment, bool) {
+	const path = "environments"
+	entries, ok := p.mapping(e.val, path, nil)
+	if !ok {
+		return nil, false
+	}
+	if len(deref(e.val).Content) == 0 {
+		p.errf(e.line(), path, "no environments: define at least one, or remove environments: to get the default staging and production")
+		return nil, false
+	}
+	type claim struct {
+		env      string
+		line     int
+		implicit bool // production's default branch
+	}
+	if len(entries) == 0 {
+		return nil, false // every key was unusable, and said so
+	}
+	envs := make(map[string]*Environment, len(entries))
+	names := map[string]entry{}    // lower-case name → first entry
+	branches := map[string]claim{} // branch → environment deploying it
+	for _, ent := range entries {
+		name, epath := ent.name, join(path, ent.name)
+		if problem := checkEnvironmentName(name); problem != "" {
+			p.errf(ent.key.Line, epath, "%s", problem)
+		}
+		if first, dup := names[strings.ToLower(name)]; dup {
+			p.errf(ent.key.Line, epath, "the same environment as %s (line %d): environment names ignore case", first.name, first.key.Line)
+			continue
+		}
+		names[strings.ToLower(name)] = ent
+		env, c := p.environment(ent, epath)
+		envs[name] = env
+		if env.Branch == "" {
+			continue
+		}
+		if prev, taken := branches[env.Branch]; taken {
+			msg := fmt.Sprintf("%s already deploys to %s (line %d): a branch deploys to one environment", env.Branch, prev.env, prev.line)
+			if prev.implicit {
+				msg += fmt.Sprintf("; %s deploys the default branch unless it sets branch:", prev.env)
+			} else if c.implicit {
+				msg += fmt.Sprintf("; %s deploys the default branch unless it sets branch:, e.g. branch: \"\" for none", name)
+			}
+			p.errf(c.line, join(epath, "branch"), "%s", msg)
+			continue
+		}
+		branches[env.Branch] = claim{env: name, line: c.line, implicit: c.implicit}
+	}
+	return envs, true
+}
+
+// branchClaim says where an environment's branch came from.
+type branchClaim struct {
+	line     int
+	implicit bool
+}
+
+func (p *parser) environment(ent entry, path string) (*Environment, branchClaim) {
+	env := defaultEnvironment(ent.name, p.defaultBranch)
+	claim := branchClaim{line: ent.key.Line, implicit: true}
+	if isNull(ent.val) {
+		return env, claim
+	}
+	f, ok := p.fields(ent.val, path, envKeys)
+	if !ok {
+		return env, claim
+	}
+	driverOK := true
+	if e, ok := f["driver"]; ok {
+		env.Driver, driverOK = p.driver(join(path, "driver"), e.val, env.Driver)
+	}
+	if e, ok := f["branch"]; ok {
+		claim = branchClaim{line: e.line(), implicit: false}
+		if s, ok := p.scalar(join(path, "branch"), e.val); ok {
+			if problem := checkBranch(s); problem != "" {
+				p.errf(e.line(), join(path, "branch"), "%s", problem)
+			} else {
+				env.Branch = s
+			}
+		}
+	}
+	instancesOK := true
+	if e, ok := f["instances"]; ok {
+		switch {
+		case !driverOK:
+		case env.Driver != DriverLocal:
+			p.errf(e.line(), join(path, "instances"), "only applies to driver local; with driver %s the instances are the EC2 instances aws.instance_tags finds", env.Driver)
+		default:
+			env.Instances, instancesOK = p.count(join(path, "instances"), e.val, 1, maxLocalInstances, "instance")
+		}
+	}
+	if env.Driver != DriverLocal {
+		env.Instances = 0
+	}
+	if e, ok := f["require_checks"]; ok {
+		p.checks(join(path, "require_checks"), e.val, &env.RequireChecks)
+	}
+	if e, ok := f["deployers"]; ok {
+		p.deployers(join(path, "deployers"), e.val, &env.Deployers)
+	}
+	if e, ok := f["allow_branches"]; ok {
+		env.AllowBranches, _ = p.boolean(join(path, "allow_branches"), e.val)
+	}
+	if e, ok := f["url"]; ok {
+		env.URL, _ = p.url(join(path, "url"), e.val)
+	}
+	canaryOK, canaryLine := true, ent.key.Line
+	if e, ok := f["rollout"]; ok {
+		var line int
+		canaryOK, line = p.rollout(join(path, "rollout"), e.val, &env.Rollout)
+		canaryLine = e.key.Line
+		if line > 0 {
+			canaryLine = line
+		}
+	}
+	if e, ok := f["health"]; ok {
+		p.health(join(path, "health"), e.val, &env.Health)
+	}
+	aws, hasAWS := f["aws"]
+	switch {
+	case !driverOK:
+	case env.Driver == DriverAWS && !hasAWS:
+		line := ent.key.Line
+		if e, ok := f["driver"]; ok {
+			line = e.line()
+		}
+		p.errf(line, join(path, "aws"), "driver aws needs an aws: block with %s", strings.Join(fleetKeys, ", "))
+	case env.Driver == DriverAWS:
+		env.AWS = p.fleet(join(path, "aws"), aws)
+	case hasAWS:
+		p.errf(aws.key.Line, join(path, "aws"), "only applies to driver aws, and this environment's driver is %s: remove aws: or set driver: aws", env.Driver)
+	}
+	// The local driver knows its instance count, so a canary bigger than
+	// the environment is a mistake visible now rather than at deploy time.
+	if driverOK && env.Driver == DriverLocal && instancesOK && canaryOK && env.Rollout.Canary > env.Instances {
+		p.errf(canaryLine, join(path, "rollout.canary"), "%d is more than the environment's %d instances", env.Rollout.Canary, env.Instances)
+	}
+	return env, claim
+}
+
+// maxLocalInstances bounds the processes one environment starts on the
+// bot's own machine.
+const maxLocalInstances = 100
+
+func (p *parser) driver(path string, n *yaml.Node, def Driver) (Driver, bool) {
+	s, ok := p.scalar(path, n)
+	if !ok {
+		return def, false
+	}
+	switch d := Driver(s); d {
+	case DriverLocal, DriverAWS:
+		return d, true
+	}
+	p.errf(n.Line, path, "%s is not a driver: use local or aws", quote(s))
+	return def, false
+}
+
+// rollout reports whether canary is good and, if written, its line, for
+// the check against the instance count.
+func (p *parser) rollout(path string, n *yaml.Node, r *Rollout) (canaryOK bool, canaryLine int) {
+	f, ok := p.fields(n, path, rolloutKeys)
+	if !ok {
+		return false, 0
+	}
+	canaryOK = true
+	if e, ok := f["canary"]; ok {
+		r.Canary, canaryOK = p.count(join(path, "canary"), e.val, 1, 0, "instance")
+		canaryLine = e.line()
+	}
+	if e, ok := f["batch"]; ok {
+		r.Batch, _ = p.amount(join(path, "batch"), e.val, r.Batch)
+	}
+	if e, ok := f["max_unavailable"]; ok {
+		r.MaxUnavailable, _ = p.amount(join(path, "max_unavailable"), e.val, r.MaxUnavailable)
+	}
+	if e, ok := f["by_zone"]; ok {
+		r.ByZone, _ = p.boolean(join(path, "by_zone"), e.val)
+	}
+	if e, ok := f["bake"]; ok {
+		kpath := join(path, "bake")
+		if d, ok := p.duration(kpath, e.val); ok {
+			if d < 0 {
+				p.errf(e.line(), kpath, "%s is negative: bake is a wait, 0s or longer", e.val.Value)
+			} else {
+				r.Bake = d
+			}
+		}
+	}
+	return canaryOK, canaryLine
+}
+
+func (p *parser) health(path string, n *yaml.Node, h *Health) {
+	f, ok := p.fields(n, path, healthKeys)
+	if !ok {
+		return
+	}
+	good := true
+	if e, ok := f["path"]; ok {
+		kpath := join(path, "path")
+		if s, ok := p.text(kpath, e.val); ok {
+			if problem := checkHealthPath(s); problem != "" {
+				p.errf(e.line(), kpath, "%s", problem)
+				good = false
+			} else {
+				h.Path = s
+			}
+		}
+	}
+	if e, ok := f["interval"]; ok {
+		kpath := join(path, "interval")
+		d, ok := p.duration(kpath, e.val)
+		switch {
+		case !ok:
+			good = false
+		case d < minHealthInterval:
+			p.errf(e.line(), kpath, "%s is too short: health checks are at least %s apart", e.val.Value, minHealthInterval)
+			good = false
+		default:
+			h.Interval = d
+		}
+	}
+	if e, ok := f["healthy_after"]; ok {
+		var ok bool
+		h.HealthyAfter, ok = p.count(join(path, "healthy_after"), e.val, 1, maxHealthyAfter, "pass")
+		good = good && ok
+	}
+	if e, ok := f["timeout"]; ok {
+		kpath := join(path, "timeout")
+		d, ok := p.duration(kpath, e.val)
+		switch {
+		case !ok:
+			good = false
+		case d <= 0:
+			p.errf(e.line(), kpath, "%s is not a timeout: make it longer than 0s", e.val.Value)
+			good = false
+		default:
+			h.Timeout = d
+		}
+	}
+	// healthy_after passes one interval apart take interval × healthy_after;
+	// a timeout no longer than that fails every batch.
+	if need, ok := passesTake(h.Interval, h.HealthyAfter); good && (!ok || h.Timeout <= need) {
+		key := "timeout"
+		for _, k := range []string{"timeout", "interval", "healthy_after"} {
+			if _, ok := f[k]; ok {
+				key = k
+				break
+			}
+		}
+		took := "longer than any timeout"
+		if ok {
+			took = prettyDuration(need)
+		}
+		p.errf(f[key].line(), join(path, key), "timeout %s is too short: %d passes %s apart take %s; make timeout longer than that, or interval shorter",
+			prettyDuration(h.Timeout), h.HealthyAfter, prettyDuration(h.Interval), took)
+	}
+}
+
+func (p *parser) fleet(path string, block entry) *AWSFleet {
+	f, ok := p.fields(block.val, path, fleetKeys)
+	if !ok {
+		return nil
+	}
+	fl := &AWSFleet{}
+	p.required(path, block, f, fleetKeys, map[string]string{
+		"region":           "e.g. region: us-east-1",
+		"target_group_arn": "the ARN of the ALB target group the instances sit behind",
+		"instance_tags":    "e.g. instance_tags: {app: web, env: production}",
+		"install":          "the command run on each instance, e.g. install: sudo /opt/web/bin/install {{.SHA}}",
+	})
+	if e, ok := f["region"]; ok {
+		fl.Region, _ = p.region(join(path, "region"), e.val)
+	}
+	if e, ok := f["target_group_arn"]; ok {
+		fl.TargetGroupARN, _ = p.arn(join(path, "target_group_arn"), e.val, "target group")
+	}
+	if e, ok := f["instance_tags"]; ok {
+		fl.InstanceTags = p.tags(join(path, "instance_tags"), e.val)
+	}
+	if e, ok := f["install"]; ok {
+		kpath := join(path, "install")
+		if s, ok := p.text(kpath, e.val); ok {
+			if problem := checkInstall(s); problem != "" {
+				p.errf(e.line(), kpath, "%s", problem)
+			} else {
+				fl.Install = s
+			}
+		}
+	}
+	return fl
+}
+
+// required reports each key of keys that f lacks, at the block's key.
+func (p *parser) required(path string, block entry, f map[string]entry, keys []string, hints map[string]string) {
+	for _, k := range keys {
+		if _, ok := f[k]; !ok {
+			p.errf(block.key.Line, join(path, k), "missing, and driver aws needs it: %s", hints[k])
+		}
+	}
+}
+
+func (p *parser) tags(path string, n *yaml.Node) map[string]string {
+	entries, ok := p.mapping(n, path, nil)
+	if !ok {
+		return nil
+	}
+	if len(entries) == 0 {
+		p.errf(deref(n).Line, path, "no tags: name at least one, e.g. {app: web}, or every instance in the account would match")
+		return nil
+	}
+	tags := make(map[string]string, len(entries))
+	for _, e := range entries {
+		kpath := join(path, e.name)
+		if strings.TrimSpace(e.name) == "" {
+			p.errf(e.key.Line, kpath, "a tag needs a name")
+			continue
+		}
+		if isNull(e.val) {
+			p.errf(e.line(), kpath, "the tag has no value: write one, or \"\" to match an empty value")
+			continue
+		}
+		if v, ok := p.scalar(kpath, e.val); ok {
+			tags[e.name] = v
+		}
+	}
+	return tags
+}
+
+func (p *parser) preview(e entry, pv *Preview) {
+	const path = "preview"
+	f, ok := p.fields(e.val, path, previewKeys)
+	if !ok {
+		return
+	}
+	driverOK := true
+	if e, ok := f["driver"]; ok {
+		pv.Driver, driverOK = p.driver(join(path, "driver"), e.val, pv.Driver)
+	}
+	if e, ok := f["forks"]; ok {
+		pv.Forks, _ = p.boolean(join(path, "forks"), e.val)
+	}
+	if e, ok := f["ttl"]; ok {
+		kpath := join(path, "ttl")
+		if d, ok := p.duration(kpath, e.val); ok {
+			if d < minPreviewTTL {
+				p.errf(e.line(), kpath, "%s is too short: a preview lives at least 1h after its last push", e.val.Value)
+			} else {
+				pv.TTL = d
+			}
+		}
+	}
+	aws, hasAWS := f["aws"]
+	switch {
+	case !driverOK:
+	case pv.Driver == DriverAWS && !hasAWS:
+		line := e.key.Line
+		if d, ok := f["driver"]; ok {
+			line = d.line()
+		}
+		p.errf(line, join(path, "aws"), "driver aws needs an aws: block with launch_template, listener_arn and domain")
+	case hasAWS:
+		// SPEC §3's own example keeps preview.aws beside driver: local,
+		// ready for the switch, so it is read and checked either way.
+		pv.AWS = p.previewAWS(join(path, "aws"), aws)
+	}
+}
+
+func (p *parser) previewAWS(path string, block entry) *AWSPreview {
+	f, ok := p.fields(block.val, path, previewAWSKeys)
+	if !ok {
+		return nil
+	}
+	a := &AWSPreview{}
+	p.required(path, block, f, previewAWSKeys[:3], map[string]string{
+		"launch_template": "the EC2 launch template preview instances start from, e.g. launch_template: web-preview",
+		"listener_arn":    "the ARN of the ALB listener that gets a host rule per preview",
+		"domain":          "previews are reached at pr-NUMBER.DOMAIN, e.g. domain: preview.example.com",
+	})
+	if e, ok := f["launch_template"]; ok {
+		a.LaunchTemplate, _ = p.text(join(path, "launch_template"), e.val)
+	}
+	if e, ok := f["listener_arn"]; ok {
+		a.ListenerARN, _ = p.arn(join(path, "listener_arn"), e.val, "listener")
+	}
+	if e, ok := f["domain"]; ok {
+		a.Domain, _ = p.domain(join(path, "domain"), e.val)
+	}
+	if e, ok := f["hosted_zone_id"]; ok {
+		a.HostedZoneID, _ = p.text(join(path, "hosted_zone_id"), e.val)
+	}
+	return a
+}

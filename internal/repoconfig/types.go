@@ -1,0 +1,137 @@
+package repoconfig
+
+import (
+	"math"
+	"time"
+)
+
+// Config is a repository's deploy configuration.
+type Config struct {
+	// DefaultEnvironment is what a bare /deploy targets.
+	DefaultEnvironment string
+	App                App
+	// Environments by name, e.g. "production", "staging".
+	Environments map[string]*Environment
+	Preview      Preview
+}
+
+// App says how the local driver builds and runs the application.
+type App struct {
+	Build   string // shell command run in the source tree, e.g. "go build -o app ."
+	Run     string // command that starts one instance, e.g. "./app"
+	PortEnv string // environment variable the app reads its port from; default PORT
+}
+
+// Driver names where an environment runs.
+type Driver string
+
+const (
+	DriverLocal Driver = "local"
+	DriverAWS   Driver = "aws"
+)
+
+// Environment is one deploy target.
+type Environment struct {
+	Name string
+	// Branch: a push to it deploys here automatically; empty means none.
+	Branch string
+	Driver Driver
+	// Instances is the instance count for the local driver.
+	Instances int
+	// RequireChecks: which checks must be green before deploying.
+	RequireChecks Checks
+	// Deployers: who may deploy or roll back here by comment.
+	Deployers Deployers
+	// AllowBranches: may a PR's branch be deployed here by comment?
+	AllowBranches bool
+	// URL shown as the deployment's environment URL; empty: the driver's.
+	URL string
+	// Production marks the deployment production_environment on GitHub.
+	Production bool
+	Rollout    Rollout
+	Health     Health
+	AWS        *AWSFleet // set when Driver is aws
+}
+
+// Checks is require_checks: all, none, or a list of check names.
+type Checks struct {
+	All   bool
+	Names []string // when !All; empty and !All means none
+}
+
+// Permission is a repository permission level, ordered.
+type Permission int
+
+const (
+	PermNone Permission = iota
+	PermRead
+	PermTriage
+	PermWrite
+	PermMaintain
+	PermAdmin
+)
+
+// Deployers is either a minimum permission or a list of logins.
+type Deployers struct {
+	Min    Permission // when Logins is empty
+	Logins []string
+}
+
+// Amount is a count of instances or a percentage of them.
+type Amount struct {
+	Count   int
+	Percent float64 // 0 < Percent <= 100 when set; Count is 0 then
+}
+
+// Of resolves the amount against a total, rounding a percentage up and never
+// below 1.
+func (a Amount) Of(total int) int {
+	if a.Percent > 0 {
+		// The epsilon keeps 25% of 4 at 1 despite float error.
+		return max(int(math.Ceil(a.Percent*float64(total)/100-1e-9)), 1)
+	}
+	return max(a.Count, 1)
+}
+
+// Rollout shapes a batched rollout (SPEC §6.1).
+type Rollout struct {
+	Canary         int    // instances in the first batch; default 1
+	Batch          Amount // each later batch; default 25%
+	MaxUnavailable Amount // never more out of rotation at once; default 25%
+	ByZone         bool   // a batch never spans two zones
+	Bake           time.Duration
+}
+
+// Health is how an instance is judged healthy.
+type Health struct {
+	Path         string        // default /healthz
+	Interval     time.Duration // default 2s
+	HealthyAfter int           // consecutive passes; default 2
+	Timeout      time.Duration // per batch; default 2m
+}
+
+// AWSFleet is an environment on EC2 behind an ALB target group.
+type AWSFleet struct {
+	Region         string
+	TargetGroupARN string
+	InstanceTags   map[string]string
+	Install        string // command template run through SSM; {{.SHA}} is the release
+}
+
+// Preview configures the per-PR environments.
+type Preview struct {
+	Driver Driver
+	Forks  bool
+	TTL    time.Duration // default 72h
+	AWS    *AWSPreview
+	// Rollout/Health for previews use the defaults.
+	Health Health
+}
+
+// AWSPreview is how previews are made on AWS.
+type AWSPreview struct {
+	LaunchTemplate string
+	ListenerARN    string
+	Domain         string
+	HostedZoneID   string // optional: a Route 53 record per preview when set
+}
