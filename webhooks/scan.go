@@ -1,0 +1,572 @@
+package webhooks
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"strings"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// fields are the parts of a delivery that routing needs.
+type fields struct {
+	action         string // top-level "action"
+	installationID int64  // "installation" → "id"
+	repo           string // "repository" → "full_name"
+}
+
+// maxDepth is encoding/json's nesting limit: 10000 nested arrays or objects
+// are valid, one more is not.
+const maxDepth = 10000
+
+// Which routing field the next value belongs to (after its key), or which
+// top-level object the keys at depth 2 belong to.
+const (
+	ctxNone = iota
+	ctxAction
+	ctxInstallation
+	ctxRepository
+	ctxID
+	ctxFullName
+)
+
+// scan validates b as one JSON document and, in the same pass, extracts the
+// routing fields. It accepts exactly what encoding/json.Valid accepts: RFC
+// 8259 JSON with optional surrounding whitespace, nesting up to maxDepth,
+// and (like Valid) any bytes ≥ 0x20 inside strings, invalid UTF-8 included.
+//
+// On failure errOffset is what encoding/json reports as SyntaxError.Offset:
+// the number of bytes read up to and including the offending byte, or
+// len(b) when the input ends early. The fields are then zero.
+//
+// Extraction follows decoding the document into map[string]any:
+//   - keys are compared after unescaping ("act\u0069on" is "action"), and
+//     exactly: case matters (encoding/json's struct decoding would also
+//     match "Action"; GitHub never sends that);
+//   - only the paths action, installation.id and repository.full_name count,
+//     keys of the same name deeper in the document are ignored;
+//   - a duplicate key replaces the earlier one, whatever either value is
+//     (a later "installation":{} leaves no id);
+//   - a missing value, or one of the wrong type (null included), gives the
+//     zero value: action and full_name must be strings, and id must be an
+//     integer literal in int64's range, so 1e3, 1.0 and 9223372036854775808
+//     give 0, as decoding them into an int64 fails;
+//   - strings are unescaped the way encoding/json does it, which replaces
+//     invalid UTF-8 and unpaired surrogate escapes with U+FFFD.
+//
+// The returned strings are copies: b may be reused once scan returns. Apart
+// from them scan does not allocate.
+//
+// Strings are most of a webhook's bytes, so scan skips them with a bitmap
+// of the bytes that can end one ('"', '\\' and control characters),
+// computed eight bytes at a time (see special) for each 64-byte block of b
+// when the scan first reaches it: the end of a string is then one shift and
+// a trailing-zeros count away, and only escapes are looked at byte by byte.
+// The rest (structure, numbers, literals) is a byte-at-a-time state machine
+// with a bit per level of nesting saying object or array.
+func scan(b []byte) (f fields, ok bool, errOffset int) {
+	var (
+		n     = len(b)
+		i     int // the next byte to look at
+		c     byte
+		depth int
+		stack [maxDepth/64 + 1]uint64 // bit d: the container at depth d is an object
+
+		s, e  int  // a string's contents are b[s:e]
+		esc   bool // and have escapes
+		isKey bool // the string is a key, not a value
+
+		ctx  = ctxNone // what the next value is, set by its key
+		vctx int       // what the value being scanned is
+		in   = ctxNone // at depth 2: ctxInstallation or ctxRepository if inside that object
+		kbuf [16]byte  // an unescaped key
+
+		// Strings are skipped with the bitmap of string-ending bytes
+		// (see special) of the 64-byte block at blk, bit j for b[blk+j].
+		// Blocks are aligned at multiples of 64 and mapped when the scan
+		// first needs them; the last, partial one is mapped from a copy
+		// padded with zeros, which end any string that runs off the end.
+		blk  = -64
+		mask uint64
+		pad  [64]byte
+	)
+
+value:
+	for ; i < n; i++ {
+		if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
+			break
+		}
+	}
+	if i >= n {
+		return fields{}, false, n
+	}
+	vctx, ctx = ctx, ctxNone
+	if c == '"' {
+		isKey = false
+		goto str
+	}
+	switch c {
+	case '{':
+		if depth++; depth > maxDepth {
+			return fields{}, false, i + 1
+		}
+		stack[depth>>6] |= 1 << (depth & 63)
+		if depth == 2 {
+			in = vctx
+		}
+		for i++; i < n; i++ {
+			if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
+				break
+			}
+		}
+		if i < n && c == '}' {
+			i++
+			depth--
+			goto after
+		}
+		goto key
+	case '[':
+		if depth++; depth > maxDepth {
+			return fields{}, false, i + 1
+		}
+		stack[depth>>6] &^= 1 << (depth & 63)
+		for i++; i < n; i++ {
+			if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
+				break
+			}
+		}
+		if i < n && c == ']' {
+			i++
+			depth--
+			goto after
+		}
+		goto value
+	case 't':
+		if i+4 <= n && string(b[i:i+4]) == "true" {
+			i += 4
+			goto after
+		}
+		return fields{}, false, literalError(b, i, "true")
+	case 'f':
+		if i+5 <= n && string(b[i:i+5]) == "false" {
+			i += 5
+			goto after
+		}
+		return fields{}, false, literalError(b, i, "false")
+	case 'n':
+		if i+4 <= n && string(b[i:i+4]) == "null" {
+			i += 4
+			goto after
+		}
+		return fields{}, false, literalError(b, i, "null")
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		s = i
+		if c == '-' {
+			if i++; i >= n {
+				return fields{}, false, n
+			}
+			c = b[i]
+		}
+		switch {
+		case c == '0':
+			i++
+		case c-'1' < 9:
+			for i++; i < n && b[i]-'0' < 10; i++ {
+			}
+		default:
+			return fields{}, false, i + 1
+		}
+		e = i // the end of the integer part
+		if i < n && b[i] == '.' {
+			if i++; i >= n {
+				return fields{}, false, n
+			}
+			if b[i]-'0' >= 10 {
+				return fields{}, false, i + 1
+			}
+			for i++; i < n && b[i]-'0' < 10; i++ {
+			}
+		}
+		if i < n && b[i]|0x20 == 'e' {
+			if i++; i < n && (b[i] == '+' || b[i] == '-') {
+				i++
+			}
+			if i >= n {
+				return fields{}, false, n
+			}
+			if b[i]-'0' >= 10 {
+				return fields{}, false, i + 1
+			}
+			for i++; i < n && b[i]-'0' < 10; i++ {
+			}
+		}
+		if vctx == ctxID && e == i {
+			f.installationID = parseInt(b[s:e])
+		}
+		goto after
+	}
+	return fields{}, false, i + 1
+
+str: // b[i] is the opening quote of a key (isKey) or a value
+	i++
+	s = i
+	esc = false
+strLoop:
+	if i-blk >= 64 {
+		blk = i &^ 63
+		var p *[64]byte
+		if blk+64 <= n {
+			p = (*[64]byte)(b[blk:])
+		} else {
+			copy(pad[:], b[blk:])
+			p = &pad
+		}
+		mask = gather(special(binary.LittleEndian.Uint64(p[0:]))) |
+			gather(special(binary.LittleEndian.Uint64(p[8:])))<<8 |
+			gather(special(binary.LittleEndian.Uint64(p[16:])))<<16 |
+			gather(special(binary.LittleEndian.Uint64(p[24:])))<<24 |
+			gather(special(binary.LittleEndian.Uint64(p[32:])))<<32 |
+			gather(special(binary.LittleEndian.Uint64(p[40:])))<<40 |
+			gather(special(binary.LittleEndian.Uint64(p[48:])))<<48 |
+			gather(special(binary.LittleEndian.Uint64(p[56:])))<<56
+	}
+	if m := mask >> (uint(i) & 63); m != 0 {
+		i += bits.TrailingZeros64(m)
+	} else {
+		i = blk + 64
+		goto strLoop
+	}
+	if i >= n {
+		return fields{}, false, n
+	}
+	if c = b[i]; c != '"' {
+		switch {
+		case c == '\\':
+			esc = true
+			if i = escapeEnd(b, i); i < 0 {
+				return fields{}, false, -i
+			}
+		case c < 0x20:
+			return fields{}, false, i + 1
+		default: // a false flag (see special)
+			i++
+		}
+		goto strLoop
+	}
+	e = i
+	i++
+	if isKey {
+		goto colon
+	}
+	switch vctx {
+	case ctxAction:
+		f.action = unquote(b[s:e], esc)
+	case ctxFullName:
+		f.repo = unquote(b[s:e], esc)
+	}
+
+after: // a value ended just before b[i]
+	for ; i < n; i++ {
+		if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
+			break
+		}
+	}
+	if depth == 0 {
+		if i < n {
+			return fields{}, false, i + 1
+		}
+		return f, true, 0
+	}
+	if i >= n {
+		return fields{}, false, n
+	}
+	switch c {
+	case ',':
+		i++
+		if stack[depth>>6]>>(depth&63)&1 != 0 {
+			goto key
+		}
+		goto value
+	case '}':
+		if stack[depth>>6]>>(depth&63)&1 != 0 {
+			i++
+			depth--
+			goto after
+		}
+	case ']':
+		if stack[depth>>6]>>(depth&63)&1 == 0 {
+			i++
+			depth--
+			goto after
+		}
+	}
+	return fields{}, false, i + 1
+
+key: // in an object, after '{' or ','
+	for ; i < n; i++ {
+		if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
+			break
+		}
+	}
+	if i >= n {
+		return fields{}, false, n
+	}
+	if c != '"' {
+		return fields{}, false, i + 1
+	}
+	isKey = true
+	goto str
+
+colon: // the key b[s:e] ended just before b[i]
+	for ; i < n; i++ {
+		if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
+			break
+		}
+	}
+	if i >= n {
+		return fields{}, false, n
+	}
+	if c != ':' {
+		return fields{}, false, i + 1
+	}
+	i++
+	if depth == 1 || depth == 2 && in != ctxNone {
+		k := b[s:e]
+		if esc {
+			k = unescapeKey(k, &kbuf)
+		}
+		switch {
+		case depth == 1:
+			switch string(k) {
+			case "action":
+				ctx, f.action = ctxAction, ""
+			case "installation":
+				ctx, f.installationID = ctxInstallation, 0
+			case "repository":
+				ctx, f.repo = ctxRepository, ""
+			}
+		case in == ctxInstallation:
+			if string(k) == "id" {
+				ctx, f.installationID = ctxID, 0
+			}
+		default: // ctxRepository
+			if string(k) == "full_name" {
+				ctx, f.repo = ctxFullName, ""
+			}
+		}
+	}
+	goto value
+}
+
+// wsMask has the bits of JSON's four whitespace bytes.
+const wsMask = 1<<' ' | 1<<'\t' | 1<<'\n' | 1<<'\r'
+
+const (
+	lsb = 0x0101010101010101 // the low bit of every byte
+	msb = 0x8080808080808080 // the high bit of every byte
+)
+
+// gather packs the high bits of m's eight bytes into its low byte, byte j's
+// into bit j: shifted down they sit at bits 8j, and the multiplier adds a
+// copy of bit 8j at bit 56+j, the partial products never overlapping.
+func gather(m uint64) uint64 { return (m >> 7) * 0x0102040810204080 >> 56 }
+
+// special flags, in the high bit of each byte, the bytes of w (eight bytes
+// of a string, little-endian) that end the fast path: '"', '\\' and the
+// control characters below 0x20. Flipping bit 1 maps '"' (0x22) to 0x20 and
+// keeps control characters below 0x20, so one "less than 0x21" test finds
+// both; a "zero byte" test of w^'\\' finds backslashes. Bytes ≥ 0x80 are
+// never flagged, so one "&^ w" serves both tests.
+//
+// Every byte that ends the fast path is flagged, and the lowest flag is
+// exact, but a borrow out of a flagged byte can flag bytes above it that
+// are not special: '#' above '"' and ']' above '\\' (and runs of them), as
+// in the string "\"#". Whoever reads past the lowest flag must check.
+func special(w uint64) uint64 {
+	x := w ^ (lsb * 0x02)
+	y := w ^ (lsb * '\\')
+	return ((x - lsb*0x21) | (y - lsb)) &^ w & msb
+}
+
+// escapeEnd checks the escape sequence at b[i] (a backslash) and returns the
+// index just past it, or the error offset, negated.
+func escapeEnd(b []byte, i int) int {
+	n := len(b)
+	if i++; i >= n {
+		return -n
+	}
+	switch b[i] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return i + 1
+	case 'u':
+		for k := 0; k < 4; k++ {
+			if i++; i >= n {
+				return -n
+			}
+			if !isHex(b[i]) {
+				return -(i + 1)
+			}
+		}
+		return i + 1
+	}
+	return -(i + 1)
+}
+
+func isHex(c byte) bool { return c-'0' < 10 || (c|0x20)-'a' < 6 }
+
+// literalError is the error offset of a value starting at b[i] that is not
+// the literal lit: the first byte that differs, or the end of input.
+func literalError(b []byte, i int, lit string) int {
+	for k := 0; k < len(lit); k++ {
+		if i+k >= len(b) {
+			return len(b)
+		}
+		if b[i+k] != lit[k] {
+			return i + k + 1
+		}
+	}
+	panic("webhooks: literalError on a valid literal")
+}
+
+// parseInt converts a valid JSON integer literal (optional '-', no leading
+// zeros) to int64, or returns 0 if it is out of range, as decoding it into
+// an int64 with encoding/json fails.
+func parseInt(d []byte) int64 {
+	neg := d[0] == '-'
+	if neg {
+		d = d[1:]
+	}
+	if len(d) > 19 {
+		return 0
+	}
+	var u uint64
+	for _, c := range d {
+		u = u*10 + uint64(c-'0') // cannot overflow uint64 with 19 digits
+	}
+	switch {
+	case !neg && u <= 1<<63-1:
+		return int64(u)
+	case neg && u <= 1<<63:
+		return -int64(u) // -(1<<63) wraps to itself, as wanted
+	}
+	return 0
+}
+
+// unescapeKey unescapes a key with escapes into buf, for comparison with
+// the wanted keys. Keys that cannot be one of them (longer than buf, or not
+// ASCII) come back empty.
+func unescapeKey(raw []byte, buf *[16]byte) []byte {
+	k := 0
+	for i := 0; i < len(raw); k++ {
+		if k == len(buf) {
+			return nil
+		}
+		c := raw[i]
+		if c != '\\' {
+			buf[k] = c
+			i++
+			continue
+		}
+		switch c = raw[i+1]; c {
+		case 'u':
+			r := hex4(raw[i+2:])
+			if r >= utf8.RuneSelf {
+				return nil
+			}
+			buf[k] = byte(r)
+			i += 6
+			continue
+		case 'b':
+			c = '\b'
+		case 'f':
+			c = '\f'
+		case 'n':
+			c = '\n'
+		case 'r':
+			c = '\r'
+		case 't':
+			c = '\t'
+		} // else '"', '\\' or '/', itself
+		buf[k] = c
+		i += 2
+	}
+	return buf[:k]
+}
+
+// hex4 decodes four hex digits already checked by escapeEnd.
+func hex4(h []byte) rune {
+	var r rune
+	for _, c := range h[:4] {
+		switch {
+		case c <= '9':
+			c -= '0'
+		case c <= 'F':
+			c -= 'A' - 10
+		default:
+			c -= 'a' - 10
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
+}
+
+// unquote returns the value of a validated JSON string's contents (raw,
+// between the quotes) as encoding/json decodes it, in new memory.
+func unquote(raw []byte, esc bool) string {
+	if !esc && utf8.Valid(raw) {
+		return string(raw)
+	}
+	var sb strings.Builder
+	sb.Grow(len(raw))
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		switch {
+		case c == '\\':
+			switch c = raw[i+1]; c {
+			case 'u':
+				r := hex4(raw[i+2:])
+				i += 6
+				if utf16.IsSurrogate(r) {
+					// Only a high half followed by an escaped low half is
+					// a pair; otherwise this half becomes U+FFFD and the
+					// next escape, if any, is decoded on its own.
+					d := unicode.ReplacementChar
+					if i+6 <= len(raw) && raw[i] == '\\' && raw[i+1] == 'u' {
+						if d = utf16.DecodeRune(r, hex4(raw[i+2:])); d != unicode.ReplacementChar {
+							i += 6
+						}
+					}
+					r = d
+				}
+				sb.WriteRune(r)
+			case 'b':
+				sb.WriteByte('\b')
+				i += 2
+			case 'f':
+				sb.WriteByte('\f')
+				i += 2
+			case 'n':
+				sb.WriteByte('\n')
+				i += 2
+			case 'r':
+				sb.WriteByte('\r')
+				i += 2
+			case 't':
+				sb.WriteByte('\t')
+				i += 2
+			default: // '"', '\\', '/'
+				sb.WriteByte(c)
+				i += 2
+			}
+		case c < utf8.RuneSelf:
+			sb.WriteByte(c)
+			i++
+		default:
+			r, size := utf8.DecodeRune(raw[i:]) // invalid bytes become U+FFFD, one each
+			sb.WriteRune(r)
+			i += size
+		}
+	}
+	return sb.String()
+}
