@@ -483,16 +483,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		template = route.Path
 	}
 	if f, ok := s.takeFault(r.Method, apiPath, specTemplate(template)); ok {
-		if f.Latency > 0 {
-			select {
-			case <-time.After(f.Latency):
-			case <-r.Context().Done():
-				return
-			}
-		}
-		if f.DropConnection {
-			s.record(call, 0, true)
-			dropConnection(w)
+		if s.stall(w, r, call, f) {
 			return
 		}
 		if f.Status != 0 {
@@ -502,6 +493,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.write(w, r, route, c.rawParams, body, c, call, h(s, c))
+}
+
+// stall applies a fault's latency and dropped connection, the parts every
+// route fakes alike; it reports whether the request is over.
+func (s *Server) stall(w http.ResponseWriter, r *http.Request, call Call, f Fault) bool {
+	if f.Latency > 0 {
+		select {
+		case <-time.After(f.Latency):
+		case <-r.Context().Done():
+			return true
+		}
+	}
+	if f.DropConnection {
+		s.record(call, 0, true)
+		dropConnection(w)
+		return true
+	}
+	return false
 }
 
 // specTemplate undoes the multi-segment rewrite, so fault patterns can use

@@ -23,16 +23,7 @@ func (s *Server) serveCodeload(w http.ResponseWriter, r *http.Request, start tim
 		s.t.Errorf("githubtest: the archive download %s was sent with an Authorization header; the redirect target authenticates by the token in its URL and is another host, so the bot's credentials must not be forwarded to it", r.URL.Path)
 	}
 	if f, ok := s.takeFault(r.Method, r.URL.Path, ""); ok {
-		if f.Latency > 0 {
-			select {
-			case <-time.After(f.Latency):
-			case <-r.Context().Done():
-				return
-			}
-		}
-		if f.DropConnection {
-			s.record(call, 0, true)
-			dropConnection(w)
+		if s.stall(w, r, call, f) {
 			return
 		}
 		if f.Status != 0 {
