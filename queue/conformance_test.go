@@ -545,6 +545,25 @@ var conformanceCases = []struct {
 		}
 	}},
 
+	{name: "ReleasedRedeliveryCanBeClaimedAgain", run: func(t *testing.T, s *store) {
+		ctx := context.Background()
+		if ok, err := s.q.ClaimRedelivery(ctx, "asked"); err != nil || !ok {
+			t.Fatalf("claim = %v, %v", ok, err)
+		}
+		if err := s.q.ReleaseRedelivery(ctx, "asked"); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		if ok, err := s.q.ClaimRedelivery(ctx, "asked"); err != nil || !ok {
+			t.Fatalf("claim after release = %v, %v; want true: a failed request must be asked again", ok, err)
+		}
+		if ok, _ := s.q.ClaimRedelivery(ctx, "asked"); ok {
+			t.Fatal("claimed twice after one release")
+		}
+		if err := s.q.ReleaseRedelivery(ctx, "never-claimed"); err != nil {
+			t.Fatalf("releasing an unclaimed delivery: %v", err)
+		}
+	}},
+
 	{name: "ClaimRedeliveryRacesToOneWinner", run: func(t *testing.T, s *store) {
 		var wins atomic.Int32
 		var wg sync.WaitGroup

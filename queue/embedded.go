@@ -630,6 +630,15 @@ func (e *Embedded) ClaimRedelivery(ctx context.Context, deliveryID string) (bool
 	return claimed, nil
 }
 
+func (e *Embedded) ReleaseRedelivery(ctx context.Context, deliveryID string) error {
+	// The expiry index entry stays behind; the sweep deletes a marker only
+	// when it still carries that expiry, so a stale index entry is harmless.
+	err := e.commit(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketRedeliveries)).Delete([]byte(deliveryID))
+	})
+	return e.fail("release redelivery", err)
+}
+
 func (e *Embedded) Stats(ctx context.Context) (Stats, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

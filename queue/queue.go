@@ -74,6 +74,9 @@ type Queue interface {
 	// sharing the store, so failed-delivery recovery asks GitHub to
 	// redeliver a delivery at most once.
 	ClaimRedelivery(ctx context.Context, deliveryID string) (bool, error)
+	// ReleaseRedelivery forgets a claim whose redelivery request failed,
+	// so that the next sweep asks again instead of losing the delivery.
+	ReleaseRedelivery(ctx context.Context, deliveryID string) error
 	// Stats counts jobs by state, for metrics, /status and the dashboard.
 	Stats(ctx context.Context) (Stats, error)
 	// Dead lists up to n dead-lettered jobs, newest first.

@@ -315,6 +315,13 @@ func (r *Redis) ClaimRedelivery(ctx context.Context, deliveryID string) (bool, e
 	return ok, nil
 }
 
+func (r *Redis) ReleaseRedelivery(ctx context.Context, deliveryID string) error {
+	if err := r.client.Del(ctx, r.redeliveryPrefix+deliveryID).Err(); err != nil {
+		return r.fail("release redelivery", err)
+	}
+	return nil
+}
+
 func (r *Redis) Stats(ctx context.Context) (Stats, error) {
 	keys := []string{r.stream, r.delayed, r.dead}
 	res, err := r.withGroup(ctx, func() (any, error) {

@@ -79,6 +79,9 @@ type DeliveryLedger interface {
 	// ClaimRedelivery records that a redelivery of guid is being asked for;
 	// it is true only the first time, for any number of processes.
 	ClaimRedelivery(ctx context.Context, guid string) (bool, error)
+	// ReleaseRedelivery forgets a claim whose request to GitHub failed, so
+	// the next sweep asks again: a failed ask must not lose the delivery.
+	ReleaseRedelivery(ctx context.Context, guid string) error
 }
 
 // Redeliverer recovers webhooks GitHub failed to deliver. GitHub never
@@ -107,7 +110,8 @@ type SweepResult struct {
 
 // Sweep asks for a redelivery of each delivery in the window whose attempts
 // all failed, that the bot never stored, and whose redelivery has not been
-// asked for before.
+// asked for before. A request GitHub refuses (other than 404: the delivery
+// is gone) releases the claim, so the next sweep asks again.
 func (r *Redeliverer) Sweep(ctx context.Context) (SweepResult, error) {
 	var res SweepResult
 	list, err := r.c.ListHookDeliveries(ctx, r.now().Add(-r.window))
@@ -165,6 +169,11 @@ func (r *Redeliverer) Sweep(ctx context.Context) (SweepResult, error) {
 			if errors.As(err, &ge) && ge.Status == http.StatusNotFound {
 				log.Warn("webhook delivery is gone; cannot redeliver it", "delivery", guid, "event", g.latest.Event)
 				continue
+			}
+			// Not asked after all: give the claim back so that the next
+			// sweep (this process's or another's) tries again.
+			if rerr := r.ledger.ReleaseRedelivery(ctx, guid); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("redeliver %s: the next sweep will skip it: %w", guid, rerr))
 			}
 			errs = append(errs, err)
 			continue

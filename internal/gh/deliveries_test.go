@@ -42,6 +42,13 @@ func (l *ledger) ClaimRedelivery(_ context.Context, guid string) (bool, error) {
 	return true, nil
 }
 
+func (l *ledger) ReleaseRedelivery(_ context.Context, guid string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.claimed, guid)
+	return nil
+}
+
 var _ gh.DeliveryLedger = (*ledger)(nil)
 
 func TestRedelivererAsksOnceForFailedUnseen(t *testing.T) {
@@ -129,5 +136,30 @@ func TestRedelivererRun(t *testing.T) {
 	<-done
 	if got := e.srv.Redeliveries(); len(got) != 1 {
 		t.Errorf("redeliveries = %v, want one", got)
+	}
+}
+
+func TestRedelivererAsksAgainAfterAFailedRequest(t *testing.T) {
+	e := newEnv(t, nil)
+	lost := e.srv.AddDelivery(githubtest.Delivery{GUID: "guid-lost", Event: "push", StatusCode: 502})
+	// GitHub refuses the first request for a redelivery.
+	e.srv.Fault("POST", "/app/hook/deliveries/{delivery_id}/attempts", githubtest.Fault{Status: 422, Times: 1})
+
+	r := gh.NewRedeliverer(e.c, newLedger())
+	if _, err := r.Sweep(e.ctx); err == nil {
+		t.Fatal("first sweep: want the refused request reported")
+	}
+	if got := e.srv.Redeliveries(); len(got) != 0 {
+		t.Fatalf("redeliveries after the refused request = %v, want none", got)
+	}
+	res, err := r.Sweep(e.ctx)
+	if err != nil || len(res.Redelivered) != 1 {
+		t.Fatalf("second sweep: %+v, %v; want the delivery asked for again", res, err)
+	}
+	if _, err := r.Sweep(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.srv.Redeliveries(); len(got) != 1 || got[0] != lost {
+		t.Fatalf("redeliveries = %v, want exactly [%d] once", got, lost)
 	}
 }
