@@ -181,3 +181,44 @@ func TestDotenvLoaderReadsWhatSetupWrites(t *testing.T) {
 		t.Fatalf("round trip: %v %+v", err, c)
 	}
 }
+
+// TestOutageRecoveredWithoutWaiting: a delivery refused with 503 while Redis
+// is down is asked for again as soon as Redis answers, not at the next
+// periodic sweep minutes later.
+func TestOutageRecoveredWithoutWaiting(t *testing.T) {
+	srv := githubtest.New(t, githubtest.WithSpec(restDescription(t)))
+	r := testenv.StartRedis(t)
+	port := testenv.FreePort(t)
+	botURL := "http://127.0.0.1:" + strconv.Itoa(port)
+	body := fixtures.Webhook("push")
+	deliver := func(guid string) int {
+		req, _ := http.NewRequest(http.MethodPost, botURL+"/webhooks", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("X-GitHub-Delivery", guid)
+		req.Header.Set("X-Hub-Signature-256", webhooks.Sign([]byte(secret), body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	srv.OnRedeliver(func(d githubtest.Delivery) int { return deliver(d.GUID) })
+	b := startBot(t, map[string]string{"PORT": strconv.Itoa(port), "REDIS_URL": r.URL(), "GITHUB_API_URL": srv.URL,
+		"APP_ID": strconv.FormatInt(srv.AppID, 10), "PRIVATE_KEY": string(srv.PrivateKeyPEM)})
+
+	r.Kill()
+	// GitHub delivers during the outage, gets 503, and records the failure.
+	status := deliver("during-outage")
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("delivery during the outage: %d, want 503", status)
+	}
+	srv.AddDelivery(githubtest.Delivery{GUID: "during-outage", Event: "push", StatusCode: status, InstallationID: srv.InstallationID})
+	time.Sleep(2 * storeWatchEvery) // the bot notices the outage
+	r.Start()
+
+	eventually(t, "the refused delivery was not redelivered and processed after Redis came back", func() bool {
+		return len(b.logs.lines(`"delivery":"during-outage"`, `"msg":"job done"`)) == 1
+	})
+}

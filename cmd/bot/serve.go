@@ -79,6 +79,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 // first sweep runs at start-up, so a restart after an outage recovers at once.
 const redeliveryEvery = 3 * time.Minute
 
+// storeWatchEvery is how often the store is pinged to notice its recovery.
+const storeWatchEvery = 2 * time.Second
+
 // bot is the wired process.
 type bot struct {
 	cfg      config.Config
@@ -255,10 +258,15 @@ func (b *bot) run(ctx context.Context) error {
 	if b.github != nil && b.role != roleWorker {
 		// GitHub never retries a failed delivery: ask for redelivery of
 		// every failed one the store does not have, once.
-		wg.Add(1)
+		rd := gh.NewRedeliverer(b.github, b.q)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			gh.NewRedeliverer(b.github, b.q).Run(logctx.With(ctx, b.log), redeliveryEvery)
+			rd.Run(logctx.With(ctx, b.log), redeliveryEvery)
+		}()
+		go func() {
+			defer wg.Done()
+			b.sweepOnRecovery(logctx.With(ctx, b.log), rd)
 		}()
 	}
 	serveErr := make(chan error, 1)
@@ -281,6 +289,37 @@ func (b *bot) run(ctx context.Context) error {
 	}
 	b.log.Info("shipbot stopped")
 	return err
+}
+
+// sweepOnRecovery watches the store and, when it answers again after an
+// outage, sweeps for redelivery at once: deliveries refused with 503 while
+// it was down come back within seconds instead of at the next periodic
+// sweep.
+func (b *bot) sweepOnRecovery(ctx context.Context, rd *gh.Redeliverer) {
+	t := time.NewTicker(storeWatchEvery)
+	defer t.Stop()
+	down := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := b.q.Ping(pctx)
+		cancel()
+		switch {
+		case err != nil && !down:
+			down = true
+			b.log.Error("job store unreachable: deliveries are refused with 503 until it is back", "err", err)
+		case err == nil && down:
+			down = false
+			b.log.Info("job store reachable again: asking GitHub to redeliver what was refused")
+			if _, err := rd.Sweep(ctx); err != nil && ctx.Err() == nil {
+				b.log.Error("redelivery sweep after the outage failed; the periodic sweep will try again", "err", err)
+			}
+		}
+	}
 }
 
 func (b *bot) close() {
