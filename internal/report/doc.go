@@ -1,0 +1,10 @@
+// Package report owns every text shipbot shows on GitHub: deployment status
+// descriptions, the shipbot/ENV check run (progress line, summary, table of
+// batches) and the PR comment for a preview. It is pure: snapshots in,
+// strings out, no I/O and no clock, so the same snapshot renders to the same
+// bytes and a caller can skip writing text that has not changed (SPEC §11).
+//
+// One way to say a thing: each sentence is built in one function here (the
+// progress line in Progress, the one-line result in headline), and the
+// status description and the check-run title are the same line.
+package report
