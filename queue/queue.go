@@ -52,6 +52,8 @@ type Queue interface {
 	// survive a crash of the store. If a job with the same DeliveryID was
 	// enqueued before (within the dedupe window), it stores nothing and
 	// returns ErrDuplicate. The dedupe and the store happen atomically.
+	// It does not keep job.Payload after it returns: intake reuses that
+	// buffer for the next delivery.
 	Enqueue(ctx context.Context, job Job) (Job, error)
 	// Lease blocks up to wait for a job that is ready (new, due for retry,
 	// or whose previous lease expired) and leases it to consumer. It
