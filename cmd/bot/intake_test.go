@@ -386,3 +386,33 @@ func TestSplitRoles(t *testing.T) {
 		t.Fatalf("worker role serves /webhooks (%d); it must not take deliveries", got)
 	}
 }
+
+// TestConcurrentDeliveriesKeepTheirOwnPayloads guards intake's pooled body
+// buffers: each job must carry the payload of its own delivery, whatever
+// arrives alongside it.
+func TestConcurrentDeliveriesKeepTheirOwnPayloads(t *testing.T) {
+	stores(t, func(t *testing.T, b *runningBot, _ *testenv.Redis) {
+		const n = 40
+		comment := string(fixtures.Webhook("issue_comment.created"))
+		want := strconv.FormatInt(fixtures.CommentID, 10)
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				body := []byte(strings.Replace(comment, want, strconv.Itoa(900000+i), -1))
+				if status, answer := b.post(t, delivery{event: "issue_comment", id: fmt.Sprintf("conc-%d", i), body: body}); status != 202 {
+					t.Errorf("delivery %d: %d %s", i, status, answer)
+				}
+			}(i)
+		}
+		wg.Wait()
+		eventually(t, "not every job ran", func() bool { return len(b.logs.lines(`"msg":"comment received"`)) == n })
+		for i := 0; i < n; i++ {
+			id, own := fmt.Sprintf(`"delivery":"conc-%d"`, i), fmt.Sprintf(`"comment":%d`, 900000+i)
+			if len(b.logs.lines(id, `"msg":"comment received"`, own)) != 1 {
+				t.Errorf("job %s did not run with its own payload: %v", id, b.logs.lines(id, `"msg":"comment received"`))
+			}
+		}
+	})
+}
