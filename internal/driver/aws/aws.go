@@ -1,0 +1,602 @@
+// Package aws is shipbot's driver for environments on AWS: a fleet of EC2
+// instances, found by their tags and grouped by availability zone, behind
+// an ALB target group, updated through SSM Run Command (SPEC §7).
+//
+// It owns the conversation with EC2, Elastic Load Balancing v2 and SSM,
+// over small interfaces of the SDK clients it uses; the engine
+// (internal/deploy) decides what happens and in which order.
+//
+// What runs on an instance is kept in the instance's tag shipbot:release
+// (ReleaseTag): Install deletes it before running the install command and
+// sets it to the SHA once the command succeeded, so an instance whose
+// install failed or was interrupted reads as running no known release and
+// is installed again by the next rollout.
+//
+// The fleet path needs these IAM actions: ec2:DescribeInstances,
+// ec2:CreateTags and ec2:DeleteTags (on the fleet's instances, for
+// ReleaseTag); elasticloadbalancing:DescribeTargetHealth,
+// DescribeTargetGroupAttributes, RegisterTargets and DeregisterTargets (on
+// the target group); ssm:SendCommand (on the AWS-RunShellScript document
+// and the instances) and ssm:GetCommandInvocation. The target group must be
+// used by a load balancer listener, or its targets never become healthy.
+package aws
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+
+	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/repoconfig"
+)
+
+// ReleaseTag is the EC2 tag holding the SHA an instance runs, as far as
+// shipbot installed it.
+const ReleaseTag = "shipbot:release"
+
+// The SDK calls the driver makes, as small interfaces (the SDK clients
+// satisfy them).
+type ec2API interface {
+	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, opts ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+	CreateTags(ctx context.Context, in *ec2.CreateTagsInput, opts ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+	DeleteTags(ctx context.Context, in *ec2.DeleteTagsInput, opts ...func(*ec2.Options)) (*ec2.DeleteTagsOutput, error)
+}
+
+type elbAPI interface {
+	DescribeTargetHealth(ctx context.Context, in *elb.DescribeTargetHealthInput, opts ...func(*elb.Options)) (*elb.DescribeTargetHealthOutput, error)
+	RegisterTargets(ctx context.Context, in *elb.RegisterTargetsInput, opts ...func(*elb.Options)) (*elb.RegisterTargetsOutput, error)
+	DeregisterTargets(ctx context.Context, in *elb.DeregisterTargetsInput, opts ...func(*elb.Options)) (*elb.DeregisterTargetsOutput, error)
+	DescribeTargetGroupAttributes(ctx context.Context, in *elb.DescribeTargetGroupAttributesInput, opts ...func(*elb.Options)) (*elb.DescribeTargetGroupAttributesOutput, error)
+}
+
+type ssmAPI interface {
+	SendCommand(ctx context.Context, in *ssm.SendCommandInput, opts ...func(*ssm.Options)) (*ssm.SendCommandOutput, error)
+	GetCommandInvocation(ctx context.Context, in *ssm.GetCommandInvocationInput, opts ...func(*ssm.Options)) (*ssm.GetCommandInvocationOutput, error)
+}
+
+// Options configures the driver. The zero value is ready for production.
+type Options struct {
+	// Config is the AWS configuration to start from; nil loads it from the
+	// SDK's standard chain (AWS_REGION, AWS_ENDPOINT_URL, profiles,
+	// instance roles). An environment's aws.region overrides its region.
+	Config *awssdk.Config
+	// HTTPClient, when set, carries every AWS request (tests record and
+	// inject responses with it).
+	HTTPClient awssdk.HTTPClient
+	// Poll is how often the driver asks AWS whether a wait is over
+	// (draining, healthy, command finished); default 2s.
+	Poll time.Duration
+	// DrainMargin is added to the target group's deregistration delay to
+	// bound Drain; default 15s.
+	DrainMargin time.Duration
+	// InstallTimeout bounds one install command; default 15m.
+	InstallTimeout time.Duration
+	// RetryMaxAttempts is the SDK retryer's attempts per call (throttling,
+	// 5xx); default 5.
+	RetryMaxAttempts int
+}
+
+// Driver runs environments whose driver is aws. It is safe for concurrent
+// use; clients are made once per region.
+type Driver struct {
+	cfg  awssdk.Config
+	opts Options
+
+	mu      sync.Mutex
+	regions map[string]*clients
+}
+
+type clients struct {
+	ec2 ec2API
+	elb elbAPI
+	ssm ssmAPI
+}
+
+var _ deploy.Driver = (*Driver)(nil)
+
+// New returns a driver over the AWS configuration in opts, or the standard
+// chain's. Loading the standard chain reads the environment and files only;
+// credentials are resolved at the first call.
+func New(opts Options) (*Driver, error) {
+	var cfg awssdk.Config
+	if opts.Config != nil {
+		cfg = opts.Config.Copy()
+	} else {
+		var err error
+		cfg, err = config.LoadDefaultConfig(context.Background())
+		if err != nil {
+			return nil, fmt.Errorf("aws: load configuration from the standard chain (AWS_REGION, AWS_PROFILE, ~/.aws/config): %w", err)
+		}
+	}
+	if opts.HTTPClient != nil {
+		cfg.HTTPClient = opts.HTTPClient
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 2 * time.Second
+	}
+	if opts.DrainMargin <= 0 {
+		opts.DrainMargin = 15 * time.Second
+	}
+	if opts.InstallTimeout <= 0 {
+		opts.InstallTimeout = 15 * time.Minute
+	}
+	if opts.RetryMaxAttempts <= 0 {
+		opts.RetryMaxAttempts = 5
+	}
+	return &Driver{cfg: cfg, opts: opts, regions: map[string]*clients{}}, nil
+}
+
+// fleet returns the environment's aws settings and the clients of its region.
+func (d *Driver) fleet(t deploy.Target) (*repoconfig.AWSFleet, *clients, error) {
+	env := t.Environment
+	if env == nil || env.AWS == nil {
+		name := "?"
+		if env != nil {
+			name = env.Name
+		}
+		return nil, nil, permanentError("shipbot", "environment "+name, fmt.Errorf("no aws settings: set environments.%s.aws in .github/shipbot.yml", name))
+	}
+	f := env.AWS
+	if f.TargetGroupARN == "" {
+		return nil, nil, permanentError("shipbot", "environment "+env.Name, fmt.Errorf("aws.target_group_arn is empty"))
+	}
+	if len(f.InstanceTags) == 0 {
+		// An empty filter would match every instance of the account.
+		return nil, nil, permanentError("shipbot", "environment "+env.Name, fmt.Errorf("aws.instance_tags is empty: name the tags that pick this environment's instances"))
+	}
+	region := f.Region
+	if region == "" {
+		region = d.cfg.Region
+	}
+	if region == "" {
+		return nil, nil, permanentError("shipbot", "environment "+env.Name, fmt.Errorf("no region: set aws.region or AWS_REGION"))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.regions[region]
+	if c == nil {
+		attempts := d.opts.RetryMaxAttempts
+		c = &clients{
+			ec2: ec2.NewFromConfig(d.cfg, func(o *ec2.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
+			elb: elb.NewFromConfig(d.cfg, func(o *elb.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
+			ssm: ssm.NewFromConfig(d.cfg, func(o *ssm.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
+		}
+		d.regions[region] = c
+	}
+	return f, c, nil
+}
+
+// Instances lists the running EC2 instances carrying every one of the
+// environment's instance_tags, with their zones, the release of their
+// ReleaseTag, and health and rotation as the target group reports them:
+// in rotation = registered and not draining; healthy = in rotation and
+// "healthy". An instance not registered is out of rotation and unhealthy,
+// so the plan replaces it first.
+func (d *Driver) Instances(ctx context.Context, t deploy.Target) ([]deploy.Instance, error) {
+	f, c, err := d.fleet(t)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(f.InstanceTags))
+	for k := range f.InstanceTags {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	filters := []ec2types.Filter{{Name: awssdk.String("instance-state-name"), Values: []string{"running"}}}
+	for _, k := range keys {
+		filters = append(filters, ec2types.Filter{Name: awssdk.String("tag:" + k), Values: []string{f.InstanceTags[k]}})
+	}
+	var out []deploy.Instance
+	pages := ec2.NewDescribeInstancesPaginator(c.ec2, &ec2.DescribeInstancesInput{Filters: filters})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, callError("ec2:DescribeInstances", "instances tagged "+tagList(keys, f.InstanceTags), err)
+		}
+		for _, res := range page.Reservations {
+			for _, in := range res.Instances {
+				inst := deploy.Instance{ID: awssdk.ToString(in.InstanceId)}
+				if in.Placement != nil {
+					inst.Zone = awssdk.ToString(in.Placement.AvailabilityZone)
+				}
+				for _, tag := range in.Tags {
+					if awssdk.ToString(tag.Key) == ReleaseTag {
+						inst.Release = awssdk.ToString(tag.Value)
+					}
+				}
+				out = append(out, inst)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+
+	th, err := c.elb.DescribeTargetHealth(ctx, &elb.DescribeTargetHealthInput{TargetGroupArn: awssdk.String(f.TargetGroupARN)})
+	if err != nil {
+		return nil, callError("elasticloadbalancing:DescribeTargetHealth", f.TargetGroupARN, err)
+	}
+	states := map[string]elbtypes.TargetHealthStateEnum{}
+	for _, desc := range th.TargetHealthDescriptions {
+		if desc.Target == nil || desc.TargetHealth == nil {
+			continue
+		}
+		states[awssdk.ToString(desc.Target.Id)] = desc.TargetHealth.State
+	}
+	for i := range out {
+		st, ok := states[out[i].ID]
+		out[i].InRotation = ok && inRotation(st)
+		out[i].Healthy = out[i].InRotation && st == elbtypes.TargetHealthStateEnumHealthy
+	}
+	slices.SortFunc(out, func(a, b deploy.Instance) int {
+		if a.Zone != b.Zone {
+			return strings.Compare(a.Zone, b.Zone)
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+// inRotation: the load balancer may send the target requests in this state.
+func inRotation(st elbtypes.TargetHealthStateEnum) bool {
+	switch st {
+	case elbtypes.TargetHealthStateEnumHealthy, elbtypes.TargetHealthStateEnumInitial,
+		elbtypes.TargetHealthStateEnumUnhealthy, elbtypes.TargetHealthStateEnumUnavailable:
+		return true
+	}
+	return false // unused, draining, unhealthy.draining
+}
+
+// Prepare does nothing: instances fetch the release themselves in the
+// install command.
+func (d *Driver) Prepare(ctx context.Context, t deploy.Target, r deploy.Release, log io.Writer) error {
+	return nil
+}
+
+// Drain deregisters the instance from the target group and waits until the
+// target group no longer lists it as draining, bounded by the group's
+// deregistration_delay.timeout_seconds plus Options.DrainMargin. An
+// instance already out (unused) is left as it is and one already draining
+// is only waited for, so Drain is safe to repeat.
+func (d *Driver) Drain(ctx context.Context, t deploy.Target, inst deploy.Instance) error {
+	f, c, err := d.fleet(t)
+	if err != nil {
+		return err
+	}
+	tg := f.TargetGroupARN
+	st, _, err := d.targetState(ctx, c, tg, inst.ID)
+	if err != nil {
+		return err
+	}
+	if st == elbtypes.TargetHealthStateEnumUnused {
+		return nil
+	}
+	delay, err := d.deregistrationDelay(ctx, c, tg)
+	if err != nil {
+		return err
+	}
+	// A target already draining (an earlier Drain that gave up) is only
+	// waited for: deregistering it again would restart nothing useful.
+	if inRotation(st) {
+		_, err = c.elb.DeregisterTargets(ctx, &elb.DeregisterTargetsInput{
+			TargetGroupArn: awssdk.String(tg),
+			Targets:        []elbtypes.TargetDescription{{Id: awssdk.String(inst.ID)}},
+		})
+		if err != nil {
+			return callError("elasticloadbalancing:DeregisterTargets", inst.ID+" in "+tg, err)
+		}
+	}
+	bound := delay + d.opts.DrainMargin
+	var last elbtypes.TargetHealthStateEnum
+	err = d.poll(ctx, bound, func(ctx context.Context) (bool, error) {
+		st, _, err := d.targetState(ctx, c, tg, inst.ID)
+		last = st
+		return st == elbtypes.TargetHealthStateEnumUnused, err
+	})
+	if err == errPollTimeout {
+		return waitError("elasticloadbalancing:DescribeTargetHealth", inst.ID+" in "+tg,
+			"still %s %s after deregistering it (deregistration delay %s + %s margin)", last, bound.Round(time.Second), delay, d.opts.DrainMargin)
+	}
+	return err
+}
+
+// deregistrationDelay reads the target group's
+// deregistration_delay.timeout_seconds (AWS's default is 300).
+func (d *Driver) deregistrationDelay(ctx context.Context, c *clients, tg string) (time.Duration, error) {
+	out, err := c.elb.DescribeTargetGroupAttributes(ctx, &elb.DescribeTargetGroupAttributesInput{TargetGroupArn: awssdk.String(tg)})
+	if err != nil {
+		return 0, callError("elasticloadbalancing:DescribeTargetGroupAttributes", tg, err)
+	}
+	for _, a := range out.Attributes {
+		if awssdk.ToString(a.Key) == "deregistration_delay.timeout_seconds" {
+			s, err := strconv.Atoi(awssdk.ToString(a.Value))
+			if err != nil || s < 0 {
+				return 0, permanentError("elasticloadbalancing:DescribeTargetGroupAttributes", tg, fmt.Errorf("deregistration_delay.timeout_seconds is %q, not a number of seconds", awssdk.ToString(a.Value)))
+			}
+			return time.Duration(s) * time.Second, nil
+		}
+	}
+	return 300 * time.Second, nil
+}
+
+// targetState is the target group's view of one instance: its state, and
+// the reason in words when it is not healthy.
+func (d *Driver) targetState(ctx context.Context, c *clients, tg, id string) (elbtypes.TargetHealthStateEnum, string, error) {
+	out, err := c.elb.DescribeTargetHealth(ctx, &elb.DescribeTargetHealthInput{
+		TargetGroupArn: awssdk.String(tg),
+		Targets:        []elbtypes.TargetDescription{{Id: awssdk.String(id)}},
+	})
+	if err != nil {
+		return "", "", callError("elasticloadbalancing:DescribeTargetHealth", id+" in "+tg, err)
+	}
+	for _, desc := range out.TargetHealthDescriptions {
+		if desc.Target == nil || awssdk.ToString(desc.Target.Id) != id || desc.TargetHealth == nil {
+			continue
+		}
+		h := desc.TargetHealth
+		why := string(h.Reason)
+		if s := awssdk.ToString(h.Description); s != "" {
+			why = strings.TrimPrefix(why+": "+s, ": ")
+		}
+		return h.State, why, nil
+	}
+	return elbtypes.TargetHealthStateEnumUnused, "not registered", nil
+}
+
+// installData is what the install template may use.
+type installData struct {
+	SHA  string
+	Ref  string
+	Repo string
+}
+
+// Install runs the environment's install command, rendered with the
+// release ({{.SHA}}, {{.Ref}}, {{.Repo}}), on the instance through SSM Run
+// Command (AWS-RunShellScript), waits until the command ends, and writes
+// its output to log. On success it sets the instance's ReleaseTag; on
+// failure the error carries the command's status and the tail of its
+// output. One instance per call, as the engine installs instances one by
+// one (in parallel), well under SendCommand's 50.
+func (d *Driver) Install(ctx context.Context, t deploy.Target, inst deploy.Instance, r deploy.Release, log io.Writer) error {
+	f, c, err := d.fleet(t)
+	if err != nil {
+		return err
+	}
+	command, err := renderInstall(f.Install, r)
+	if err != nil {
+		return permanentError("shipbot", "aws.install of "+t.Environment.Name, err)
+	}
+	// What runs is unknown from here until the command succeeds.
+	_, err = c.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{
+		Resources: []string{inst.ID},
+		Tags:      []ec2types.Tag{{Key: awssdk.String(ReleaseTag)}},
+	})
+	if err != nil {
+		return callError("ec2:DeleteTags", inst.ID, err)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, d.opts.InstallTimeout)
+	defer cancel()
+	sent, err := c.ssm.SendCommand(ctx, &ssm.SendCommandInput{
+		DocumentName: awssdk.String("AWS-RunShellScript"),
+		InstanceIds:  []string{inst.ID},
+		Parameters:   map[string][]string{"commands": {command}},
+		Comment:      awssdk.String(limit("shipbot install "+shortSHA(r.SHA)+" "+t.Repo+" "+t.Environment.Name, 100)),
+	})
+	if err != nil {
+		return callError("ssm:SendCommand", inst.ID, err)
+	}
+	id := awssdk.ToString(sent.Command.CommandId)
+	resource := fmt.Sprintf("command %s on %s", id, inst.ID)
+
+	var inv *ssm.GetCommandInvocationOutput
+	err = d.poll(ctx, d.opts.InstallTimeout, func(ctx context.Context) (bool, error) {
+		out, err := c.ssm.GetCommandInvocation(ctx, &ssm.GetCommandInvocationInput{CommandId: awssdk.String(id), InstanceId: awssdk.String(inst.ID)})
+		if err != nil {
+			if !permanent(err) {
+				return false, nil // InvocationDoesNotExist right after SendCommand, or throttled
+			}
+			return false, callError("ssm:GetCommandInvocation", resource, err)
+		}
+		inv = out
+		return terminal(out.Status), nil
+	})
+	if err == errPollTimeout {
+		status := "no invocation yet"
+		if inv != nil {
+			status = string(inv.Status)
+		}
+		return waitError("ssm:GetCommandInvocation", resource, "install of %s not finished after %s (%s)", shortSHA(r.SHA), d.opts.InstallTimeout, status)
+	}
+	if err != nil {
+		return err
+	}
+	stdout, stderr := awssdk.ToString(inv.StandardOutputContent), awssdk.ToString(inv.StandardErrorContent)
+	if stdout != "" {
+		io.WriteString(log, ensureNewline(stdout))
+	}
+	if stderr != "" {
+		io.WriteString(log, ensureNewline(stderr))
+	}
+	if inv.Status != ssmtypes.CommandInvocationStatusSuccess {
+		msg := fmt.Sprintf("install of %s ended %s (exit code %d)", shortSHA(r.SHA), inv.Status, inv.ResponseCode)
+		if s := tail(stderr, 500); s != "" {
+			msg += "; stderr: " + s
+		}
+		if s := tail(stdout, 500); s != "" {
+			msg += "; stdout: " + s
+		}
+		return permanentError("ssm:GetCommandInvocation", resource, fmt.Errorf("%s", msg))
+	}
+
+	_, err = c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{
+		Resources: []string{inst.ID},
+		Tags:      []ec2types.Tag{{Key: awssdk.String(ReleaseTag), Value: awssdk.String(r.SHA)}},
+	})
+	return callError("ec2:CreateTags", inst.ID, err)
+}
+
+func renderInstall(text string, r deploy.Release) (string, error) {
+	if strings.TrimSpace(text) == "" {
+		return "", fmt.Errorf("aws.install is empty: give the command that installs {{.SHA}} on an instance")
+	}
+	tmpl, err := template.New("install").Option("missingkey=error").Parse(text)
+	if err != nil {
+		return "", fmt.Errorf("aws.install is not a valid template: %w", err)
+	}
+	var b strings.Builder
+	if err := tmpl.Execute(&b, installData{SHA: r.SHA, Ref: r.Ref, Repo: r.Repo}); err != nil {
+		return "", fmt.Errorf("aws.install cannot be rendered: %w", err)
+	}
+	return b.String(), nil
+}
+
+func terminal(s ssmtypes.CommandInvocationStatus) bool {
+	switch s {
+	case ssmtypes.CommandInvocationStatusSuccess, ssmtypes.CommandInvocationStatusFailed,
+		ssmtypes.CommandInvocationStatusCancelled, ssmtypes.CommandInvocationStatusTimedOut:
+		return true
+	}
+	return false
+}
+
+// Check reports the target group's view of the instance, because the
+// driver cannot reach instances directly (they sit in private subnets; only
+// the load balancer's health checks, on the target group's own path, reach
+// them). Before Admit the instance is not registered and the load balancer
+// has nothing to say, so Check returns nil: the real gate is Admit, which
+// waits for "healthy" within health.timeout. Once registered, anything but
+// "healthy" is a failed check (this is what fails a bake). path is not
+// used: the target group's health check path is what AWS checks.
+func (d *Driver) Check(ctx context.Context, t deploy.Target, inst deploy.Instance, path string) error {
+	f, c, err := d.fleet(t)
+	if err != nil {
+		return err
+	}
+	st, why, err := d.targetState(ctx, c, f.TargetGroupARN, inst.ID)
+	if err != nil {
+		return err
+	}
+	switch st {
+	case elbtypes.TargetHealthStateEnumHealthy, elbtypes.TargetHealthStateEnumUnused:
+		return nil
+	}
+	return waitError("elasticloadbalancing:DescribeTargetHealth", inst.ID+" in "+f.TargetGroupARN, "target is %s (%s)", st, why)
+}
+
+// Admit registers the instance with the target group and waits until the
+// group reports it healthy, bounded by the environment's health.timeout.
+func (d *Driver) Admit(ctx context.Context, t deploy.Target, inst deploy.Instance) error {
+	f, c, err := d.fleet(t)
+	if err != nil {
+		return err
+	}
+	tg := f.TargetGroupARN
+	_, err = c.elb.RegisterTargets(ctx, &elb.RegisterTargetsInput{
+		TargetGroupArn: awssdk.String(tg),
+		Targets:        []elbtypes.TargetDescription{{Id: awssdk.String(inst.ID)}},
+	})
+	if err != nil {
+		return callError("elasticloadbalancing:RegisterTargets", inst.ID+" in "+tg, err)
+	}
+	bound := t.Environment.Health.Timeout
+	if bound <= 0 {
+		bound = 2 * time.Minute
+	}
+	var last elbtypes.TargetHealthStateEnum
+	var lastWhy string
+	err = d.poll(ctx, bound, func(ctx context.Context) (bool, error) {
+		st, why, err := d.targetState(ctx, c, tg, inst.ID)
+		last, lastWhy = st, why
+		if err == nil && strings.HasPrefix(why, string(elbtypes.TargetHealthReasonEnumNotInUse)) {
+			// No waiting helps: the load balancer never checks a target
+			// group that no listener uses.
+			return false, permanentError("elasticloadbalancing:DescribeTargetHealth", inst.ID+" in "+tg,
+				fmt.Errorf("the target group is not used by any load balancer listener (%s), so its targets never become healthy", why))
+		}
+		return st == elbtypes.TargetHealthStateEnumHealthy, err
+	})
+	if err == errPollTimeout {
+		return waitError("elasticloadbalancing:DescribeTargetHealth", inst.ID+" in "+tg,
+			"not healthy %s after registering it (health.timeout): %s (%s)", bound, last, lastWhy)
+	}
+	return err
+}
+
+// errPollTimeout: the poll's bound passed without done.
+var errPollTimeout = fmt.Errorf("aws: wait timed out")
+
+// poll calls fn at once and then every Options.Poll until it reports done
+// or fails, or bound passes (errPollTimeout), or ctx ends (ctx's error).
+func (d *Driver) poll(ctx context.Context, bound time.Duration, fn func(context.Context) (bool, error)) error {
+	deadline := time.Now().Add(bound)
+	tick := time.NewTicker(d.opts.Poll)
+	defer tick.Stop()
+	for {
+		done, err := fn(ctx)
+		if err != nil || done {
+			return err
+		}
+		if !time.Now().Before(deadline) {
+			return errPollTimeout
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func tagList(keys []string, tags map[string]string) string {
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + tags[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+// tail is the last n bytes of s, trimmed, marked when cut.
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
+
+func limit(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+func shortSHA(sha string) string {
+	if len(sha) > 7 {
+		return sha[:7]
+	}
+	return sha
+}
+
+func ensureNewline(s string) string {
+	if strings.HasSuffix(s, "\n") {
+		return s
+	}
+	return s + "\n"
+}
