@@ -395,9 +395,12 @@ func (r *run) retire(ctx context.Context, b Batch, surged []Instance) []Instance
 func (r *run) procedure(ctx context.Context, b Batch, rel Release, br *BatchResult, forward bool) ([]Instance, *stepError) {
 	t, live := r.in.Target, b.Instances
 	var failed *stepError
+	// step is the phase under way, for a cancellation that fails none.
+	step := StepDrain
 	// keep records the phase's first failure and drops the instances that
 	// failed; it reports whether to go on.
-	keep := func(step string, errs []error) bool {
+	keep := func(phase string, errs []error) bool {
+		step = phase
 		k, err := first(errs)
 		if err == nil {
 			return ctx.Err() == nil
@@ -418,6 +421,13 @@ func (r *run) procedure(ctx context.Context, b Batch, rel Release, br *BatchResu
 		return len(live) > 0
 	}
 	finish := func() ([]Instance, *stepError) {
+		if failed == nil && ctx.Err() != nil {
+			// Stopped by cancellation with no step failing: the batch is
+			// not done, and reporting it done would let the next batch
+			// leave rotation while this one is still out.
+			failed = &stepError{batch: b.Index, step: step, err: ctx.Err(),
+				msg: fmt.Sprintf("cancelled during %s", step)}
+		}
 		if failed != nil && (forward || ctx.Err() != nil) {
 			return nil, failed
 		}

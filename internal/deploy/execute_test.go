@@ -1100,3 +1100,42 @@ func BenchmarkExecuteOverhead(b *testing.B) {
 		})
 	}
 }
+
+// cancelOnCheck cancels the run right after the n-th passing health check of
+// one instance returns: the moment a batch's health step has succeeded but
+// the batch is not back in rotation yet.
+type cancelOnCheck struct {
+	*fakeFleet
+	id     string
+	n      int
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnCheck) Check(ctx context.Context, t Target, inst Instance, path string) error {
+	err := c.fakeFleet.Check(ctx, t, inst, path)
+	if err == nil && inst.ID == c.id {
+		if c.n--; c.n == 0 {
+			c.cancel()
+		}
+	}
+	return err
+}
+
+func TestExecuteCancelledAsHealthPassesStopsBeforeTheNextBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ro := defaultRollout()
+		ro.MaxUnavailable = repoconfig.Amount{Count: 1}
+		f := newFakeFleet(t.Errorf, 1, production(4)...) // the fleet fails the test past max_unavailable
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		d := &cancelOnCheck{fakeFleet: f, id: "production-1", n: testEnvironment(ro).Health.HealthyAfter, cancel: cancel}
+		in := testInput(testEnvironment(ro), d, prevSHA)
+		res := Execute(ctx, in)
+		if res.Outcome != OutcomeCancelled {
+			t.Fatalf("got %s: %s; want cancelled", res.Outcome, res.Reason)
+		}
+		if calls := f.callsTo("production-2"); len(calls) > 0 {
+			t.Fatalf("the next batch was touched after cancellation: %q", calls)
+		}
+	})
+}
