@@ -46,7 +46,7 @@ func TestSetupPageThenServe(t *testing.T) {
 	b := startBot(t, base)
 
 	// Without a secret no delivery is accepted.
-	if status, body := b.post(t, delivery{event: "push", id: "early", body: fixtures.Webhook("push")}); status != 503 || !strings.Contains(body, "WEBHOOK_SECRET") {
+	if status, body := b.post(t, delivery{event: "push", id: "early", body: tagPush()}); status != 503 || !strings.Contains(body, "WEBHOOK_SECRET") {
 		t.Fatalf("delivery before setup: %d %s", status, body)
 	}
 
@@ -119,7 +119,7 @@ func TestFailedDeliveriesRedeliveredAfterRestart(t *testing.T) {
 
 	// The first bot stores one delivery, then goes away.
 	b := startBot(t, env)
-	if status, _ := b.post(t, delivery{event: "push", id: "seen-1", body: fixtures.Webhook("push")}); status != 202 {
+	if status, _ := b.post(t, delivery{event: "push", id: "seen-1", body: tagPush()}); status != 202 {
 		t.Fatalf("seen-1: %d", status)
 	}
 	eventually(t, "seen-1 not processed", func() bool { return len(b.logs.lines(`"delivery":"seen-1"`, `"msg":"job done"`)) == 1 })
@@ -136,7 +136,7 @@ func TestFailedDeliveriesRedeliveredAfterRestart(t *testing.T) {
 	env["PORT"] = strconv.Itoa(port)
 	botURL := "http://127.0.0.1:" + env["PORT"]
 	srv.OnRedeliver(func(d githubtest.Delivery) int {
-		body := fixtures.Webhook("push")
+		body := tagPush()
 		req, _ := http.NewRequest(http.MethodPost, botURL+"/webhooks", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-GitHub-Event", d.Event)
@@ -190,7 +190,7 @@ func TestOutageRecoveredWithoutWaiting(t *testing.T) {
 	r := testenv.StartRedis(t)
 	port := testenv.FreePort(t)
 	botURL := "http://127.0.0.1:" + strconv.Itoa(port)
-	body := fixtures.Webhook("push")
+	body := tagPush()
 	deliver := func(guid string) int {
 		req, _ := http.NewRequest(http.MethodPost, botURL+"/webhooks", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,7 +13,10 @@ import (
 
 func TestReceiveDeliversLikeGitHub(t *testing.T) {
 	b := startBot(t, nil)
-	payload := filepath.Join(testenv.RepoRoot(t), "fixtures", "webhooks", "push.json")
+	payload := filepath.Join(t.TempDir(), "push.json")
+	if err := os.WriteFile(payload, tagPush(), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	env := func(k string) string { return map[string]string{"WEBHOOK_SECRET": secret}[k] }
 	recv := func(args ...string) (string, error) {
 		var out bytes.Buffer

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,10 +24,15 @@ import (
 
 	"github.com/shipbot/shipbot"
 	"github.com/shipbot/shipbot/internal/config"
+	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/driver/local"
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/handlers"
 	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/notify"
+	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/setup"
+	"github.com/shipbot/shipbot/internal/store"
 	"github.com/shipbot/shipbot/internal/worker"
 	"github.com/shipbot/shipbot/queue"
 	"github.com/shipbot/shipbot/webhooks"
@@ -92,6 +98,7 @@ type bot struct {
 	router   *worker.Router
 	pool     *worker.Pool
 	github   *gh.Client
+	driver   *local.Driver // nil without an App or in the web role
 	http     *http.Server
 	listener net.Listener
 	closers  []func() error
@@ -123,13 +130,24 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 		}
 	}
 
-	b.router = worker.NewRouter()
-	handlers.Register(b.router)
-
 	hostname, _ := os.Hostname()
+	holder := hostname + "-" + strconv.Itoa(os.Getpid())
+	var deps handlers.Deps
+	if cfg.HasApp() && role != roleWeb {
+		eng, err := b.buildEngine(ctx, holder)
+		if err != nil {
+			b.close()
+			return nil, err
+		}
+		deps.Engine = eng
+		deps.GitHub = func(id int64) handlers.GitHub { return b.github.Installation(id) }
+	}
+	b.router = worker.NewRouter()
+	handlers.Register(b.router, deps)
+
 	if role != roleWeb {
 		b.pool = worker.NewPool(q, b.router, worker.Options{
-			Consumer:   hostname + "-" + strconv.Itoa(os.Getpid()),
+			Consumer:   holder,
 			Logger:     log,
 			Registerer: b.reg,
 		})
@@ -181,6 +199,66 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return b, nil
+}
+
+// lockTTL is how long an environment's deploy lock outlives a bot that
+// died holding it.
+const lockTTL = 30 * time.Second
+
+// buildEngine wires the deploy engine: the store (Redis, or DATA_DIR/state.db),
+// the local driver fetching sources from GitHub, and the GitHub notifier.
+func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, error) {
+	cfg := b.cfg
+	var st deploy.Store
+	if cfg.RedisURL != "" {
+		ro, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
+		}
+		client := redis.NewClient(ro)
+		b.closers = append(b.closers, client.Close)
+		st = store.NewRedis(client, "shipbot")
+	} else {
+		path := filepath.Join(cfg.DataDir, "state.db")
+		es, err := store.OpenEmbedded(path)
+		if err != nil {
+			return nil, fmt.Errorf("DATA_DIR: the deploy store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
+		}
+		b.closers = append(b.closers, es.Close)
+		st = es
+	}
+	drv, err := local.New(local.Options{
+		DataDir: cfg.DataDir,
+		Logger:  b.log,
+		Source: func(ctx context.Context, r deploy.Release) (io.ReadCloser, error) {
+			owner, name, _ := strings.Cut(r.Repo, "/")
+			return b.github.Installation(r.InstallationID).DownloadTarball(ctx, owner, name, r.SHA)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("DATA_DIR: the local driver cannot start: %w", err)
+	}
+	b.driver = drv
+	b.closers = append(b.closers, func() error {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+		defer cancel()
+		return drv.Close(cctx)
+	})
+	n, err := notify.New(notify.Options{
+		Installation:   func(id int64) notify.GitHub { return b.github.Installation(id) },
+		PublicURL:      cfg.PublicURL,
+		EnvironmentURL: drv.URL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return deploy.NewEngine(deploy.EngineOptions{
+		Store:    st,
+		Drivers:  map[repoconfig.Driver]deploy.Driver{repoconfig.DriverLocal: drv},
+		Notifier: n,
+		LockTTL:  lockTTL,
+		Holder:   holder,
+	})
 }
 
 // openQueue opens Redis when REDIS_URL is set and the embedded store otherwise.
@@ -267,6 +345,17 @@ func (b *bot) run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			b.sweepOnRecovery(logctx.With(ctx, b.log), rd)
+		}()
+	}
+	if b.driver != nil {
+		// Bring the local environments back up on their releases (drift
+		// repair after a restart).
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.driver.Restore(ctx); err != nil && ctx.Err() == nil {
+				b.log.Warn("some local instances did not come back after the restart", "err", err)
+			}
 		}()
 	}
 	serveErr := make(chan error, 1)

@@ -1,7 +1,7 @@
 // Package handlers turns queued deliveries into intents: one function per
-// event, decoding the payload and calling the engine. The engine does not
-// exist yet, so for now each handler decodes what it will need and logs the
-// intent; Register fixes which events and actions the intake queues.
+// event, decoding the payload and calling the engine. A push deploys (push.go);
+// the other events are decoded and logged until their features exist.
+// Register fixes which events and actions the intake queues.
 package handlers
 
 import (
@@ -15,8 +15,9 @@ import (
 )
 
 // Register adds the handler of every event shipbot acts on (SPEC §4).
-func Register(r *worker.Router) {
-	r.Handle("push", push)
+// With deps.Engine nil (no GitHub App configured) a push is only logged.
+func Register(r *worker.Router, deps Deps) {
+	r.Handle("push", deps.push)
 	r.Handle("pull_request", pullRequest, "opened", "reopened", "synchronize", "closed")
 	r.Handle("issue_comment", issueComment, "created")
 	r.Handle("check_suite", checks, "completed")
@@ -31,19 +32,6 @@ func decode(job queue.Job, v any) error {
 	if err := json.Unmarshal(job.Payload, v); err != nil {
 		return worker.Permanent(fmt.Errorf("%s payload does not decode: %w", job.Event, err))
 	}
-	return nil
-}
-
-func push(ctx context.Context, job queue.Job) error {
-	var p struct {
-		Ref     string `json:"ref"`
-		After   string `json:"after"`
-		Deleted bool   `json:"deleted"`
-	}
-	if err := decode(job, &p); err != nil {
-		return err
-	}
-	logctx.From(ctx).Info("push received", "ref", p.Ref, "sha", p.After, "deleted", p.Deleted)
 	return nil
 }
 

@@ -1,0 +1,520 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/store"
+)
+
+// Store is what the engine needs to remember deploys, schedule them one at
+// a time per environment and keep the release history.
+type Store interface {
+	PutDeploy(ctx context.Context, d store.Deploy) error
+	GetDeploy(ctx context.Context, id string) (store.Deploy, error)
+	UpdateDeploy(ctx context.Context, id string, fn func(*store.Deploy) error) (store.Deploy, error)
+	Enqueue(ctx context.Context, env store.EnvKey, deployID string) ([]string, error)
+	Pending(ctx context.Context, env store.EnvKey) (string, bool, error)
+	Running(ctx context.Context, env store.EnvKey) (string, bool, error)
+	TakePending(ctx context.Context, env store.EnvKey, l store.Lease) (string, bool, error)
+	FinishRunning(ctx context.Context, env store.EnvKey, l store.Lease, deployID string) error
+	AcquireLock(ctx context.Context, env store.EnvKey, holder string, ttl time.Duration) (store.Lease, bool, error)
+	RenewLock(ctx context.Context, l store.Lease, ttl time.Duration) error
+	ReleaseLock(ctx context.Context, l store.Lease) error
+	RecordRelease(ctx context.Context, env store.EnvKey, rel store.Release) error
+	CurrentRelease(ctx context.Context, env store.EnvKey) (store.Release, error)
+}
+
+// DeployInfo is what the outside is told about a deploy: enough to name it
+// on GitHub and to find what was written there before.
+type DeployInfo struct {
+	ID             string
+	Repo           string // owner/name
+	InstallationID int64
+	Environment    string
+	Production     bool
+	// EnvironmentURL is the environment's configured url; "" lets the
+	// notifier use the driver's.
+	EnvironmentURL string
+	SHA            string
+	Ref            string
+	Creator        string
+	Kind           string // store.Kind*
+	Previous       string
+	// SupersededBy is the SHA that replaced a superseded deploy.
+	SupersededBy       string
+	GitHubDeploymentID int64
+	CheckRunID         int64
+	CreatedAt          time.Time
+	StartedAt          time.Time
+}
+
+// Notifier tells the outside (GitHub) about a deploy. Every method may be
+// called again for the same deploy after a crash.
+type Notifier interface {
+	// Created announces a queued deploy and returns what it created.
+	Created(ctx context.Context, d DeployInfo) (ghDeploymentID, checkRunID int64, err error)
+	// Update is one event of the deploy's rollout, in order. Finished
+	// events are not passed here: Finished is.
+	Update(ctx context.Context, d DeployInfo, ev Event) error
+	// Finished is the rollout's end.
+	Finished(ctx context.Context, d DeployInfo, res Result) error
+	// Superseded says the deploy will never run: a newer one
+	// (d.SupersededBy) replaced it.
+	Superseded(ctx context.Context, d DeployInfo) error
+}
+
+// EngineOptions configure an Engine.
+type EngineOptions struct {
+	Store    Store
+	Drivers  map[repoconfig.Driver]Driver
+	Notifier Notifier
+	// LockTTL is how long the deploy lock of an environment outlives a
+	// holder that stops renewing it; default 30s.
+	LockTTL time.Duration
+	// Holder names this process in the lock (hostname-pid).
+	Holder string
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Engine runs deploys: one at a time per environment, the newest queued
+// one next, each through Execute, with its record, release history and
+// GitHub reporting.
+type Engine struct {
+	o EngineOptions
+}
+
+// NewEngine returns an engine.
+func NewEngine(o EngineOptions) (*Engine, error) {
+	if o.Store == nil || o.Notifier == nil {
+		return nil, errors.New("deploy engine: Store and Notifier are required")
+	}
+	if o.Holder == "" {
+		return nil, errors.New("deploy engine: Holder is empty: name the process holding deploy locks")
+	}
+	if o.LockTTL <= 0 {
+		o.LockTTL = 30 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Engine{o: o}, nil
+}
+
+// Request asks for a release on an environment.
+type Request struct {
+	// ID identifies the deploy; the same ID again (a repeated job) is the
+	// same deploy. Empty: one is made from the environment, SHA and time.
+	ID      string
+	Target  Target
+	Release Release
+	Kind    string // store.Kind*
+	Creator string
+}
+
+// ErrLockLost is returned when the deploy lock was lost mid-rollout; the
+// rollout stopped where it was and the next holder carries it on.
+var ErrLockLost = errors.New("deploy lock lost mid-rollout")
+
+// Deploy records the request as a queued deploy, tells the Notifier,
+// enqueues it (superseding older queued ones) and, if this process gets the
+// environment's lock, runs every pending deploy of the environment until
+// none is left. Every step is safe to repeat: a job retried after a crash
+// calls Deploy again with the same request ID.
+func (e *Engine) Deploy(ctx context.Context, req Request) error {
+	if req.Target.Environment == nil {
+		return errors.New("deploy: request without an environment")
+	}
+	env := store.EnvKey{Repo: req.Target.Repo, Name: req.Target.Environment.Name}
+	id := req.ID
+	if id == "" {
+		id = fmt.Sprintf("%s:%s:%d", env, req.Release.SHA, e.o.Now().UnixNano())
+	}
+	d, err := e.o.Store.GetDeploy(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		d = store.Deploy{
+			ID: id, Env: env, SHA: req.Release.SHA, Ref: req.Release.Ref, Creator: req.Creator,
+			Kind: req.Kind, State: store.StateQueued, InstallationID: req.Release.InstallationID,
+			CreatedAt: e.o.Now(),
+		}
+		if err := e.o.Store.PutDeploy(ctx, d); err != nil {
+			return fmt.Errorf("deploy %s: record: %w", id, err)
+		}
+		d, err = e.o.Store.GetDeploy(ctx, id)
+	}
+	if err != nil {
+		return fmt.Errorf("deploy %s: read record: %w", id, err)
+	}
+	if d.State == store.StateQueued {
+		if d.GitHubDeploymentID == 0 {
+			ghID, crID, err := e.o.Notifier.Created(ctx, e.info(req.Target, d))
+			if err != nil {
+				return fmt.Errorf("deploy %s: announce: %w", id, err)
+			}
+			d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *store.Deploy) error {
+				x.GitHubDeploymentID, x.CheckRunID = ghID, crID
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("deploy %s: record GitHub ids: %w", id, err)
+			}
+		}
+		superseded, err := e.o.Store.Enqueue(ctx, env, id)
+		if err != nil {
+			return fmt.Errorf("deploy %s: enqueue: %w", id, err)
+		}
+		for _, old := range superseded {
+			if err := e.supersede(ctx, req.Target, env, old, id); err != nil {
+				return err
+			}
+		}
+	}
+	return e.runAll(ctx, req.Target, env)
+}
+
+// supersede marks deploy old superseded (by the newest queued deploy, which
+// is by unless by itself lost) and tells the Notifier.
+func (e *Engine) supersede(ctx context.Context, t Target, env store.EnvKey, old, by string) error {
+	if old == by {
+		pending, ok, err := e.o.Store.Pending(ctx, env)
+		if err != nil {
+			return fmt.Errorf("deploy %s: read pending: %w", old, err)
+		}
+		if !ok {
+			if pending, ok, err = e.o.Store.Running(ctx, env); err != nil || !ok {
+				return err
+			}
+		}
+		by = pending
+	}
+	newer, err := e.o.Store.GetDeploy(ctx, by)
+	if err != nil {
+		return fmt.Errorf("deploy %s: read the deploy superseding it: %w", old, err)
+	}
+	d, err := e.o.Store.UpdateDeploy(ctx, old, func(x *store.Deploy) error {
+		x.State = store.StateSuperseded
+		x.Reason = "superseded by " + newer.SHA
+		x.FinishedAt = e.o.Now()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("deploy %s: mark superseded: %w", old, err)
+	}
+	info := e.info(t, d)
+	info.SupersededBy = newer.SHA
+	if err := e.o.Notifier.Superseded(ctx, info); err != nil {
+		return fmt.Errorf("deploy %s: report superseded: %w", old, err)
+	}
+	return nil
+}
+
+// runAll takes the environment's lock and runs what is pending; it gives
+// the lock back and looks again, so that a deploy enqueued just before the
+// release is not left waiting for nobody.
+func (e *Engine) runAll(ctx context.Context, t Target, env store.EnvKey) error {
+	for {
+		lease, ok, err := e.o.Store.AcquireLock(ctx, env, e.o.Holder, e.o.LockTTL)
+		if err != nil {
+			return fmt.Errorf("deploy lock of %s: %w", env, err)
+		}
+		if !ok {
+			return nil // the holder runs it
+		}
+		err = e.drain(ctx, t, env, lease)
+		// A new context: the lock must go back even when ctx ended.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if rerr := e.o.Store.ReleaseLock(rctx, lease); rerr != nil && err == nil {
+			err = fmt.Errorf("release the deploy lock of %s: %w", env, rerr)
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+		if _, more, err := e.o.Store.Pending(ctx, env); err != nil || !more {
+			return err
+		}
+	}
+}
+
+// drain runs the orphan in the running slot, if any, then every pending
+// deploy, while renewing the lease; losing the lease cancels the run.
+func (e *Engine) drain(ctx context.Context, t Target, env store.EnvKey, lease store.Lease) error {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.renew(runCtx, lease, cancel)
+	}()
+	defer wg.Wait()
+	defer cancel(nil) // stops renew before the Wait
+
+	if id, ok, err := e.o.Store.Running(runCtx, env); err != nil {
+		return fmt.Errorf("read the running deploy of %s: %w", env, err)
+	} else if ok {
+		logctx.From(ctx).Info("carrying on a deploy whose holder stopped", "deploy", id, "environment", env.String())
+		if err := e.run(runCtx, t, env, lease, id); err != nil {
+			return err
+		}
+	}
+	for {
+		id, ok, err := e.o.Store.TakePending(runCtx, env, lease)
+		if err != nil {
+			if cause := context.Cause(runCtx); cause != nil {
+				return cause
+			}
+			return fmt.Errorf("take the pending deploy of %s: %w", env, err)
+		}
+		if !ok {
+			return nil
+		}
+		if err := e.run(runCtx, t, env, lease, id); err != nil {
+			return err
+		}
+	}
+}
+
+// renew keeps the lease alive every LockTTL/3 until ctx ends, and cancels
+// ctx with ErrLockLost when the store says the lease is gone.
+func (e *Engine) renew(ctx context.Context, lease store.Lease, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(e.o.LockTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := e.o.Store.RenewLock(ctx, lease, e.o.LockTTL)
+		switch {
+		case err == nil:
+		case errors.Is(err, store.ErrLockLost):
+			logctx.From(ctx).Error("deploy lock lost: stopping the rollout where it is", "environment", lease.Env.String())
+			cancel(ErrLockLost)
+			return
+		case ctx.Err() == nil:
+			logctx.From(ctx).Warn("could not renew the deploy lock; trying again", "environment", lease.Env.String(), "err", err)
+		}
+	}
+}
+
+// terminal reports whether a deploy state is an end.
+func terminal(state string) bool {
+	switch state {
+	case store.StateSuccess, store.StateFailure, store.StateError, store.StateSuperseded, store.StateCancelled:
+		return true
+	}
+	return false
+}
+
+// run executes the deploy in the running slot and finishes it.
+func (e *Engine) run(ctx context.Context, t Target, env store.EnvKey, lease store.Lease, id string) error {
+	log := logctx.From(ctx).With("deploy", id, "environment", env.String())
+	d, err := e.o.Store.GetDeploy(ctx, id)
+	if err != nil {
+		return fmt.Errorf("deploy %s: read: %w", id, err)
+	}
+	if terminal(d.State) {
+		// Finished before a crash, not yet out of the slot: say so again
+		// (the last step may not have reached GitHub) and free the slot.
+		if d.State != store.StateSuperseded {
+			res := Result{Outcome: outcomeOf(d.State), Release: releaseOf(d), Previous: d.Previous, Reason: d.Reason, Started: d.StartedAt, Finished: d.FinishedAt}
+			if err := e.o.Notifier.Finished(ctx, e.info(t, d), res); err != nil {
+				return fmt.Errorf("deploy %s: report the end: %w", id, err)
+			}
+		}
+		return e.o.Store.FinishRunning(ctx, env, lease, id)
+	}
+	if d.State != store.StateRunning || d.StartedAt.IsZero() {
+		prev := ""
+		cur, err := e.o.Store.CurrentRelease(ctx, env)
+		switch {
+		case err == nil:
+			prev = cur.SHA
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("deploy %s: read the current release: %w", id, err)
+		}
+		d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *store.Deploy) error {
+			x.State, x.StartedAt, x.Previous = store.StateRunning, e.o.Now(), prev
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("deploy %s: mark running: %w", id, err)
+		}
+	}
+	info := e.info(t, d)
+	drv := e.o.Drivers[t.Environment.Driver]
+	if drv == nil {
+		// Execute says so as an error outcome; nothing is touched.
+		log.Warn("no driver for the environment", "driver", string(t.Environment.Driver))
+	}
+
+	updates := newUpdater(ctx, e.o.Notifier, info)
+	var logBuf bytes.Buffer
+	res := Execute(ctx, ExecInput{
+		Target:   t,
+		Release:  releaseOf(d),
+		Previous: d.Previous,
+		Driver:   drv,
+		Report: func(ev Event) {
+			if ev.Kind != Finished {
+				updates.send(ev)
+			}
+		},
+		Log: &syncWriter{w: &logBuf},
+		Now: e.o.Now,
+	})
+	updates.close()
+
+	if res.Outcome == OutcomeCancelled {
+		if cause := context.Cause(ctx); cause != nil {
+			return fmt.Errorf("deploy %s stopped: %w", id, cause)
+		}
+		return fmt.Errorf("deploy %s stopped: %s", id, res.Reason)
+	}
+	// The rest must happen even if the job's context ends now.
+	fctx := context.WithoutCancel(ctx)
+	timings := timingsOf(res.Batches)
+	if res.Outcome == OutcomeSuccess || res.Outcome == OutcomeFailure {
+		result := store.ResultSuccess
+		if res.Outcome == OutcomeFailure {
+			result = store.ResultFailure
+		}
+		if err := e.o.Store.RecordRelease(fctx, env, store.Release{
+			DeployID: id, SHA: d.SHA, Ref: d.Ref, By: d.Creator, At: res.Finished, Result: result, Batches: timings,
+		}); err != nil {
+			return fmt.Errorf("deploy %s: record the release: %w", id, err)
+		}
+	}
+	d, err = e.o.Store.UpdateDeploy(fctx, id, func(x *store.Deploy) error {
+		x.State = stateOf(res.Outcome)
+		x.Reason = res.Reason
+		x.FinishedAt = res.Finished
+		x.Batches = timings
+		x.LogTail = logBuf.String()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("deploy %s: record the result: %w", id, err)
+	}
+	log.Info("deploy finished", "outcome", string(res.Outcome), "reason", res.Reason)
+	if err := e.o.Notifier.Finished(fctx, e.info(t, d), res); err != nil {
+		return fmt.Errorf("deploy %s: report the end: %w", id, err)
+	}
+	return e.o.Store.FinishRunning(fctx, env, lease, id)
+}
+
+func (e *Engine) info(t Target, d store.Deploy) DeployInfo {
+	info := DeployInfo{
+		ID: d.ID, Repo: d.Env.Repo, InstallationID: d.InstallationID, Environment: d.Env.Name,
+		SHA: d.SHA, Ref: d.Ref, Creator: d.Creator, Kind: d.Kind, Previous: d.Previous,
+		GitHubDeploymentID: d.GitHubDeploymentID, CheckRunID: d.CheckRunID,
+		CreatedAt: d.CreatedAt, StartedAt: d.StartedAt,
+	}
+	if t.Environment != nil {
+		info.Production = t.Environment.Production
+		info.EnvironmentURL = t.Environment.URL
+	}
+	return info
+}
+
+func releaseOf(d store.Deploy) Release {
+	return Release{Repo: d.Env.Repo, InstallationID: d.InstallationID, SHA: d.SHA, Ref: d.Ref}
+}
+
+func stateOf(o Outcome) string {
+	switch o {
+	case OutcomeSuccess:
+		return store.StateSuccess
+	case OutcomeFailure:
+		return store.StateFailure
+	case OutcomeCancelled:
+		return store.StateCancelled
+	default:
+		return store.StateError
+	}
+}
+
+func outcomeOf(state string) Outcome {
+	switch state {
+	case store.StateSuccess:
+		return OutcomeSuccess
+	case store.StateFailure:
+		return OutcomeFailure
+	case store.StateCancelled:
+		return OutcomeCancelled
+	default:
+		return OutcomeError
+	}
+}
+
+func timingsOf(bs []BatchResult) []store.BatchTiming {
+	if len(bs) == 0 {
+		return nil
+	}
+	out := make([]store.BatchTiming, len(bs))
+	for i, b := range bs {
+		out[i] = store.BatchTiming{
+			Index: b.Index, Instances: b.Instances, Started: b.Started, Finished: b.Finished,
+			Drain: b.Drain, Install: b.Install, Health: b.Health, Admit: b.Admit, Bake: b.Bake, Err: b.Err,
+		}
+	}
+	return out
+}
+
+// updater hands a run's events to the Notifier in order on its own
+// goroutine, so GitHub's latency never holds a batch (ExecInput.Report must
+// be cheap).
+type updater struct {
+	ch   chan Event
+	done chan struct{}
+}
+
+func newUpdater(ctx context.Context, n Notifier, info DeployInfo) *updater {
+	u := &updater{ch: make(chan Event, 1024), done: make(chan struct{})}
+	go func() {
+		defer close(u.done)
+		uctx := context.WithoutCancel(ctx)
+		for ev := range u.ch {
+			if err := n.Update(uctx, info, ev); err != nil {
+				logctx.From(ctx).Warn("could not report a rollout event", "deploy", info.ID, "event", ev.Kind.String(), "err", err)
+			}
+		}
+	}()
+	return u
+}
+
+func (u *updater) send(ev Event) { u.ch <- ev }
+
+// close waits until every event sent was handed over.
+func (u *updater) close() {
+	close(u.ch)
+	<-u.done
+}
+
+// syncWriter bounds the deploy log kept in memory; Execute serializes its
+// writes, the mutex keeps that true whatever it does.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.w.Len() > store.MaxLogTail*2 {
+		// Keep the tail only: the store keeps no more than MaxLogTail.
+		keep := append([]byte(nil), s.w.Bytes()[s.w.Len()-store.MaxLogTail:]...)
+		s.w.Reset()
+		s.w.Write(keep)
+	}
+	return s.w.Write(p)
+}

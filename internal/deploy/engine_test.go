@@ -1,0 +1,284 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/store"
+)
+
+// notes records what the engine tells the outside, as lines.
+type notes struct {
+	mu    sync.Mutex
+	lines []string
+	next  int64
+}
+
+func (n *notes) add(format string, args ...any) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.lines = append(n.lines, fmt.Sprintf(format, args...))
+}
+
+func (n *notes) Created(_ context.Context, d DeployInfo) (int64, int64, error) {
+	n.add("created %s %s", d.ID, d.SHA)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.next++
+	return n.next, n.next + 1000, nil
+}
+
+func (n *notes) Update(_ context.Context, d DeployInfo, ev Event) error {
+	if ev.Kind == Planned || ev.Kind == BatchStarted {
+		n.add("%s %s %s %d", ev.Kind, d.ID, "", ev.Batch)
+	}
+	if d.GitHubDeploymentID == 0 {
+		n.add("update without a deployment id: %s", d.ID)
+	}
+	return nil
+}
+
+func (n *notes) Finished(_ context.Context, d DeployInfo, res Result) error {
+	n.add("finished %s %s", d.ID, res.Outcome)
+	return nil
+}
+
+func (n *notes) Superseded(_ context.Context, d DeployInfo) error {
+	n.add("superseded %s by %s", d.ID, d.SupersededBy)
+	return nil
+}
+
+func (n *notes) has(line string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Contains(n.lines, line)
+}
+
+func (n *notes) count(prefix string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, l := range n.lines {
+		if len(l) >= len(prefix) && l[:len(prefix)] == prefix {
+			c++
+		}
+	}
+	return c
+}
+
+type engineCase struct {
+	st    *store.Embedded
+	fleet *fakeFleet
+	notes *notes
+	eng   *Engine
+	env   store.EnvKey
+	tgt   Target
+}
+
+func newEngineCase(t *testing.T) *engineCase {
+	t.Helper()
+	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ro := repoconfig.Rollout{Canary: 1, Batch: count(1), MaxUnavailable: count(1)}
+	c := &engineCase{st: st, fleet: newFakeFleet(t.Errorf, 1, production(4)...), notes: &notes{},
+		env: store.EnvKey{Repo: "acme/web", Name: "production"}}
+	c.tgt = Target{Repo: "acme/web", Environment: testEnvironment(ro)}
+	c.eng, err = NewEngine(EngineOptions{
+		Store: st, Drivers: map[repoconfig.Driver]Driver{repoconfig.DriverLocal: c.fleet}, Notifier: c.notes,
+		LockTTL: 30 * time.Second, Holder: "test",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *engineCase) request(id, sha string) Request {
+	return Request{ID: id, Target: c.tgt, Release: Release{Repo: "acme/web", InstallationID: 42, SHA: sha, Ref: "main"}, Kind: store.KindPush, Creator: "octocat"}
+}
+
+func (c *engineCase) lockFree(t *testing.T) {
+	t.Helper()
+	l, ok, err := c.st.AcquireLock(context.Background(), c.env, "probe", time.Second)
+	if err != nil || !ok {
+		t.Fatalf("lock of %s not free after the deploy: ok %t err %v", c.env, ok, err)
+	}
+	_ = c.st.ReleaseLock(context.Background(), l)
+	if id, ok, _ := c.st.Running(context.Background(), c.env); ok {
+		t.Fatalf("running slot still holds %s", id)
+	}
+}
+
+func TestEngineDeploys(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		if err := c.st.RecordRelease(ctx, c.env, store.Release{DeployID: "old", SHA: prevSHA, Result: store.ResultSuccess, At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.st.GetDeploy(ctx, "d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.State != store.StateSuccess || d.Previous != prevSHA || len(d.Batches) != 4 || d.GitHubDeploymentID == 0 || d.CheckRunID == 0 {
+			t.Fatalf("record: state %s previous %s batches %d ids %d/%d", d.State, d.Previous, len(d.Batches), d.GitHubDeploymentID, d.CheckRunID)
+		}
+		cur, err := c.st.CurrentRelease(ctx, c.env)
+		if err != nil || cur.SHA != newRelease || len(cur.Batches) != 4 {
+			t.Fatalf("current release %+v, %v", cur, err)
+		}
+		if !c.notes.has("finished d1 success") || c.notes.count("created") != 1 || c.notes.count("update without") != 0 {
+			t.Fatalf("notes: %q", c.notes.lines)
+		}
+		c.lockFree(t)
+
+		// The same job again (at-least-once) changes nothing.
+		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if c.notes.count("created") != 1 || c.notes.count("finished") != 1 {
+			t.Fatalf("a repeated job announced or ran again: %q", c.notes.lines)
+		}
+	})
+}
+
+func TestEngineSupersedesQueued(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		// Someone else holds the lock: both deploys queue.
+		l, _, err := c.st.AcquireLock(ctx, c.env, "other", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.eng.Deploy(ctx, c.request("older", prevSHA)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // CreatedAt orders them
+		if err := c.eng.Deploy(ctx, c.request("newer", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if !c.notes.has("superseded older by " + newRelease) {
+			t.Fatalf("notes: %q", c.notes.lines)
+		}
+		if d, _ := c.st.GetDeploy(ctx, "older"); d.State != store.StateSuperseded {
+			t.Fatalf("older: %s", d.State)
+		}
+		// An older one arriving late loses at once.
+		if err := c.st.PutDeploy(ctx, store.Deploy{ID: "late", Env: c.env, SHA: "abcdef1", Kind: store.KindPush, State: store.StateQueued, CreatedAt: time.Now().Add(-time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.eng.Deploy(ctx, c.request("late", "abcdef1")); err != nil {
+			t.Fatal(err)
+		}
+		if !c.notes.has("superseded late by " + newRelease) {
+			t.Fatalf("notes: %q", c.notes.lines)
+		}
+		// The holder goes away; a retry of the newer job runs it.
+		if err := c.st.ReleaseLock(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.eng.Deploy(ctx, c.request("newer", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if !c.notes.has("finished newer success") || c.notes.count("finished") != 1 {
+			t.Fatalf("notes: %q", c.notes.lines)
+		}
+		c.lockFree(t)
+	})
+}
+
+func TestEngineCarriesOnOrphan(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		// A holder took the deploy and died: its lease expires with the
+		// deploy in the running slot.
+		if err := c.st.PutDeploy(ctx, store.Deploy{ID: "orphan", Env: c.env, SHA: newRelease, Kind: store.KindPush, State: store.StateRunning,
+			StartedAt: time.Now(), Previous: prevSHA, InstallationID: 42, GitHubDeploymentID: 7, CheckRunID: 8}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.st.Enqueue(ctx, c.env, "orphan"); err != nil {
+			t.Fatal(err)
+		}
+		l, _, err := c.st.AcquireLock(ctx, c.env, "dead", time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := c.st.TakePending(ctx, c.env, l); !ok || err != nil {
+			t.Fatalf("take: %t %v", ok, err)
+		}
+		time.Sleep(2 * time.Second)
+
+		// The next job of the environment carries it on before its own.
+		if err := c.eng.Deploy(ctx, c.request("next", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if !c.notes.has("finished orphan success") || !c.notes.has("finished next success") {
+			t.Fatalf("notes: %q", c.notes.lines)
+		}
+		c.lockFree(t)
+	})
+}
+
+func TestEngineLockLostStopsTheRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		// Cancelled mid-batch, Execute must stop before anything else
+		// leaves rotation: the fake fleet's safety checks fail the test.
+		c.eng.o.LockTTL = 3 * time.Second
+		// The lock vanishes mid-rollout (as after a store failover).
+		st := &losingStore{Embedded: c.st, after: 2}
+		c.eng.o.Store = st
+		err := c.eng.Deploy(ctx, c.request("d1", newRelease))
+		if !errors.Is(err, ErrLockLost) {
+			t.Fatalf("err %v, want ErrLockLost", err)
+		}
+		if c.notes.count("finished") != 0 {
+			t.Fatalf("a cancelled run was reported finished: %q", c.notes.lines)
+		}
+		// The retried job carries it on.
+		st.after = 1 << 30
+		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if !c.notes.has("finished d1 success") {
+			t.Fatalf("notes: %q", c.notes.lines)
+		}
+	})
+}
+
+// losingStore says the lease is lost on the after-th renewal.
+type losingStore struct {
+	*store.Embedded
+	mu    sync.Mutex
+	n     int
+	after int
+}
+
+func (s *losingStore) RenewLock(ctx context.Context, l store.Lease, ttl time.Duration) error {
+	s.mu.Lock()
+	s.n++
+	lose := s.n == s.after
+	s.mu.Unlock()
+	if lose {
+		_ = s.Embedded.ReleaseLock(ctx, l)
+		return store.ErrLockLost
+	}
+	return s.Embedded.RenewLock(ctx, l, ttl)
+}

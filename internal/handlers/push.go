@@ -1,0 +1,134 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/gh"
+	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/queue"
+)
+
+// Deployer is the engine call a push makes.
+type Deployer interface {
+	Deploy(ctx context.Context, req deploy.Request) error
+}
+
+// GitHub is what the push handler reads and writes on GitHub itself: the
+// configuration file, and the check run that reports a bad one.
+type GitHub interface {
+	ReadFile(ctx context.Context, owner, repo, path, ref string) ([]byte, bool, error)
+	CreateCheckRun(ctx context.Context, owner, repo string, run gh.CheckRun) (int64, error)
+}
+
+// Deps are what the handlers act through.
+type Deps struct {
+	Engine Deployer
+	// GitHub returns the client acting for an installation.
+	GitHub func(installationID int64) GitHub
+}
+
+// configCheck is the check run that reports a bad .github/shipbot.yml.
+const configCheck = "shipbot/config"
+
+// zeroSHA is the "after" of a push that deleted its branch.
+const zeroSHA = "0000000000000000000000000000000000000000"
+
+func (deps Deps) push(ctx context.Context, job queue.Job) error {
+	var p struct {
+		Ref     string `json:"ref"`
+		After   string `json:"after"`
+		Deleted bool   `json:"deleted"`
+		Sender  struct {
+			Login string `json:"login"`
+		} `json:"sender"`
+		Repository struct {
+			FullName      string `json:"full_name"`
+			DefaultBranch string `json:"default_branch"`
+		} `json:"repository"`
+		Installation struct {
+			ID int64 `json:"id"`
+		} `json:"installation"`
+	}
+	if err := decode(job, &p); err != nil {
+		return err
+	}
+	log := logctx.From(ctx)
+	log.Info("push received", "ref", p.Ref, "sha", p.After, "deleted", p.Deleted)
+	if deps.Engine == nil || deps.GitHub == nil {
+		return nil
+	}
+	branch, isBranch := strings.CutPrefix(p.Ref, "refs/heads/")
+	if p.Deleted || p.After == "" || p.After == zeroSHA || !isBranch {
+		return nil // a deleted branch or a tag: nothing to deploy
+	}
+	repo := p.Repository.FullName
+	if repo == "" {
+		repo = job.Repo
+	}
+	inst := p.Installation.ID
+	if inst == 0 {
+		inst = job.InstallationID
+	}
+	owner, name, _ := strings.Cut(repo, "/")
+	c := deps.GitHub(inst)
+
+	data, _, err := c.ReadFile(ctx, owner, name, repoconfig.FilePath, "")
+	if err != nil {
+		return fmt.Errorf("read %s of %s: %w", repoconfig.FilePath, repo, err)
+	}
+	cfg, err := repoconfig.Parse(data, p.Repository.DefaultBranch)
+	if err != nil {
+		var bad repoconfig.Errors
+		if !errors.As(err, &bad) {
+			return err
+		}
+		log.Warn("bad configuration file: not deploying", "problems", len(bad))
+		return reportBadConfig(ctx, c, owner, name, p.After, bad)
+	}
+	env := cfg.ForBranch(branch)
+	if env == nil {
+		log.Info("no environment deploys from this branch", "branch", branch)
+		return nil
+	}
+	id := job.DeliveryID
+	if id == "" {
+		id = job.ID
+	}
+	return deps.Engine.Deploy(ctx, deploy.Request{
+		ID:      "push-" + id + "-" + strings.ToLower(env.Name),
+		Target:  deploy.Target{Repo: repo, Environment: env, App: cfg.App},
+		Release: deploy.Release{Repo: repo, InstallationID: inst, SHA: p.After, Ref: branch},
+		Kind:    store.KindPush,
+		Creator: p.Sender.Login,
+	})
+}
+
+// reportBadConfig fails the shipbot/config check on the pushed commit,
+// naming every problem with its key and line. The job is done: retrying
+// cannot fix the file.
+//
+// TODO(report): this text belongs in package report (one place for every
+// string shipbot writes on GitHub); it is here until report has a renderer
+// for configuration errors.
+func reportBadConfig(ctx context.Context, c GitHub, owner, repo, sha string, bad repoconfig.Errors) error {
+	title := fmt.Sprintf("%s has %d problem%s: not deploying", repoconfig.FilePath, len(bad), map[bool]string{true: "", false: "s"}[len(bad) == 1])
+	var b strings.Builder
+	b.WriteString("shipbot read `" + repoconfig.FilePath + "` from the default branch and will not deploy on a guess. Fix these and push again:\n\n")
+	for _, e := range bad {
+		b.WriteString("- " + e.Error() + "\n")
+	}
+	_, err := c.CreateCheckRun(ctx, owner, repo, gh.CheckRun{
+		Name: configCheck, HeadSHA: sha, Status: "completed", Conclusion: "failure",
+		Output: &gh.CheckRunOutput{Title: title, Summary: b.String()},
+	})
+	if err != nil {
+		return fmt.Errorf("report the bad configuration on %s: %w", sha, err)
+	}
+	return nil
+}
