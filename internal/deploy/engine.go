@@ -10,25 +10,25 @@ import (
 
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/repoconfig"
-	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 )
 
 // Store is what the engine needs to remember deploys, schedule them one at
 // a time per environment and keep the release history.
 type Store interface {
-	PutDeploy(ctx context.Context, d store.Deploy) error
-	GetDeploy(ctx context.Context, id string) (store.Deploy, error)
-	UpdateDeploy(ctx context.Context, id string, fn func(*store.Deploy) error) (store.Deploy, error)
-	Enqueue(ctx context.Context, env store.EnvKey, deployID string) ([]string, error)
-	Pending(ctx context.Context, env store.EnvKey) (string, bool, error)
-	Running(ctx context.Context, env store.EnvKey) (string, bool, error)
-	TakePending(ctx context.Context, env store.EnvKey, l store.Lease) (string, bool, error)
-	FinishRunning(ctx context.Context, env store.EnvKey, l store.Lease, deployID string) error
-	AcquireLock(ctx context.Context, env store.EnvKey, holder string, ttl time.Duration) (store.Lease, bool, error)
-	RenewLock(ctx context.Context, l store.Lease, ttl time.Duration) error
-	ReleaseLock(ctx context.Context, l store.Lease) error
-	RecordRelease(ctx context.Context, env store.EnvKey, rel store.Release) error
-	CurrentRelease(ctx context.Context, env store.EnvKey) (store.Release, error)
+	PutDeploy(ctx context.Context, d record.Deploy) error
+	GetDeploy(ctx context.Context, id string) (record.Deploy, error)
+	UpdateDeploy(ctx context.Context, id string, fn func(*record.Deploy) error) (record.Deploy, error)
+	Enqueue(ctx context.Context, env record.EnvKey, deployID string) ([]string, error)
+	Pending(ctx context.Context, env record.EnvKey) (string, bool, error)
+	Running(ctx context.Context, env record.EnvKey) (string, bool, error)
+	TakePending(ctx context.Context, env record.EnvKey, l record.Lease) (string, bool, error)
+	FinishRunning(ctx context.Context, env record.EnvKey, l record.Lease, deployID string) error
+	AcquireLock(ctx context.Context, env record.EnvKey, holder string, ttl time.Duration) (record.Lease, bool, error)
+	RenewLock(ctx context.Context, l record.Lease, ttl time.Duration) error
+	ReleaseLock(ctx context.Context, l record.Lease) error
+	RecordRelease(ctx context.Context, env record.EnvKey, rel record.Release) error
+	CurrentRelease(ctx context.Context, env record.EnvKey) (record.Release, error)
 }
 
 // DeployInfo is what the outside is told about a deploy: enough to name it
@@ -45,7 +45,7 @@ type DeployInfo struct {
 	SHA            string
 	Ref            string
 	Creator        string
-	Kind           string // store.Kind*
+	Kind           string // record.Kind*
 	Previous       string
 	// SupersededBy is the SHA that replaced a superseded deploy.
 	SupersededBy       string
@@ -115,7 +115,7 @@ type Request struct {
 	ID      string
 	Target  Target
 	Release Release
-	Kind    string // store.Kind*
+	Kind    string // record.Kind*
 	Creator string
 }
 
@@ -132,16 +132,16 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 	if req.Target.Environment == nil {
 		return errors.New("deploy: request without an environment")
 	}
-	env := store.EnvKey{Repo: req.Target.Repo, Name: req.Target.Environment.Name}
+	env := record.EnvKey{Repo: req.Target.Repo, Name: req.Target.Environment.Name}
 	id := req.ID
 	if id == "" {
 		id = fmt.Sprintf("%s:%s:%d", env, req.Release.SHA, e.o.Now().UnixNano())
 	}
 	d, err := e.o.Store.GetDeploy(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		d = store.Deploy{
+	if errors.Is(err, record.ErrNotFound) {
+		d = record.Deploy{
 			ID: id, Env: env, SHA: req.Release.SHA, Ref: req.Release.Ref, Creator: req.Creator,
-			Kind: req.Kind, State: store.StateQueued, InstallationID: req.Release.InstallationID,
+			Kind: req.Kind, State: record.StateQueued, InstallationID: req.Release.InstallationID,
 			CreatedAt: e.o.Now(),
 		}
 		if err := e.o.Store.PutDeploy(ctx, d); err != nil {
@@ -152,13 +152,13 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 	if err != nil {
 		return fmt.Errorf("deploy %s: read record: %w", id, err)
 	}
-	if d.State == store.StateQueued {
+	if d.State == record.StateQueued {
 		if d.GitHubDeploymentID == 0 {
 			ghID, crID, err := e.o.Notifier.Created(ctx, e.info(req.Target, d))
 			if err != nil {
 				return fmt.Errorf("deploy %s: announce: %w", id, err)
 			}
-			d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *store.Deploy) error {
+			d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
 				x.GitHubDeploymentID, x.CheckRunID = ghID, crID
 				return nil
 			})
@@ -181,7 +181,7 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 
 // supersede marks deploy old superseded (by the newest queued deploy, which
 // is by unless by itself lost) and tells the Notifier.
-func (e *Engine) supersede(ctx context.Context, t Target, env store.EnvKey, old, by string) error {
+func (e *Engine) supersede(ctx context.Context, t Target, env record.EnvKey, old, by string) error {
 	if old == by {
 		pending, ok, err := e.o.Store.Pending(ctx, env)
 		if err != nil {
@@ -198,8 +198,8 @@ func (e *Engine) supersede(ctx context.Context, t Target, env store.EnvKey, old,
 	if err != nil {
 		return fmt.Errorf("deploy %s: read the deploy superseding it: %w", old, err)
 	}
-	d, err := e.o.Store.UpdateDeploy(ctx, old, func(x *store.Deploy) error {
-		x.State = store.StateSuperseded
+	d, err := e.o.Store.UpdateDeploy(ctx, old, func(x *record.Deploy) error {
+		x.State = record.StateSuperseded
 		x.Reason = "superseded by " + newer.SHA
 		x.FinishedAt = e.o.Now()
 		return nil
@@ -218,7 +218,7 @@ func (e *Engine) supersede(ctx context.Context, t Target, env store.EnvKey, old,
 // runAll takes the environment's lock and runs what is pending; it gives
 // the lock back and looks again, so that a deploy enqueued just before the
 // release is not left waiting for nobody.
-func (e *Engine) runAll(ctx context.Context, t Target, env store.EnvKey) error {
+func (e *Engine) runAll(ctx context.Context, t Target, env record.EnvKey) error {
 	for {
 		lease, ok, err := e.o.Store.AcquireLock(ctx, env, e.o.Holder, e.o.LockTTL)
 		if err != nil {
@@ -245,7 +245,7 @@ func (e *Engine) runAll(ctx context.Context, t Target, env store.EnvKey) error {
 
 // drain runs the orphan in the running slot, if any, then every pending
 // deploy, while renewing the lease; losing the lease cancels the run.
-func (e *Engine) drain(ctx context.Context, t Target, env store.EnvKey, lease store.Lease) error {
+func (e *Engine) drain(ctx context.Context, t Target, env record.EnvKey, lease record.Lease) error {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -284,7 +284,7 @@ func (e *Engine) drain(ctx context.Context, t Target, env store.EnvKey, lease st
 
 // renew keeps the lease alive every LockTTL/3 until ctx ends, and cancels
 // ctx with ErrLockLost when the store says the lease is gone.
-func (e *Engine) renew(ctx context.Context, lease store.Lease, cancel context.CancelCauseFunc) {
+func (e *Engine) renew(ctx context.Context, lease record.Lease, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(e.o.LockTTL / 3)
 	defer t.Stop()
 	for {
@@ -296,7 +296,7 @@ func (e *Engine) renew(ctx context.Context, lease store.Lease, cancel context.Ca
 		err := e.o.Store.RenewLock(ctx, lease, e.o.LockTTL)
 		switch {
 		case err == nil:
-		case errors.Is(err, store.ErrLockLost):
+		case errors.Is(err, record.ErrLockLost):
 			logctx.From(ctx).Error("deploy lock lost: stopping the rollout where it is", "environment", lease.Env.String())
 			cancel(ErrLockLost)
 			return
@@ -309,14 +309,14 @@ func (e *Engine) renew(ctx context.Context, lease store.Lease, cancel context.Ca
 // terminal reports whether a deploy state is an end.
 func terminal(state string) bool {
 	switch state {
-	case store.StateSuccess, store.StateFailure, store.StateError, store.StateSuperseded, store.StateCancelled:
+	case record.StateSuccess, record.StateFailure, record.StateError, record.StateSuperseded, record.StateCancelled:
 		return true
 	}
 	return false
 }
 
 // run executes the deploy in the running slot and finishes it.
-func (e *Engine) run(ctx context.Context, t Target, env store.EnvKey, lease store.Lease, id string) error {
+func (e *Engine) run(ctx context.Context, t Target, env record.EnvKey, lease record.Lease, id string) error {
 	log := logctx.From(ctx).With("deploy", id, "environment", env.String())
 	d, err := e.o.Store.GetDeploy(ctx, id)
 	if err != nil {
@@ -325,7 +325,7 @@ func (e *Engine) run(ctx context.Context, t Target, env store.EnvKey, lease stor
 	if terminal(d.State) {
 		// Finished before a crash, not yet out of the slot: say so again
 		// (the last step may not have reached GitHub) and free the slot.
-		if d.State != store.StateSuperseded {
+		if d.State != record.StateSuperseded {
 			res := Result{Outcome: outcomeOf(d.State), Release: releaseOf(d), Previous: d.Previous, Reason: d.Reason, Started: d.StartedAt, Finished: d.FinishedAt}
 			if err := e.o.Notifier.Finished(ctx, e.info(t, d), res); err != nil {
 				return fmt.Errorf("deploy %s: report the end: %w", id, err)
@@ -333,17 +333,17 @@ func (e *Engine) run(ctx context.Context, t Target, env store.EnvKey, lease stor
 		}
 		return e.o.Store.FinishRunning(ctx, env, lease, id)
 	}
-	if d.State != store.StateRunning || d.StartedAt.IsZero() {
+	if d.State != record.StateRunning || d.StartedAt.IsZero() {
 		prev := ""
 		cur, err := e.o.Store.CurrentRelease(ctx, env)
 		switch {
 		case err == nil:
 			prev = cur.SHA
-		case !errors.Is(err, store.ErrNotFound):
+		case !errors.Is(err, record.ErrNotFound):
 			return fmt.Errorf("deploy %s: read the current release: %w", id, err)
 		}
-		d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *store.Deploy) error {
-			x.State, x.StartedAt, x.Previous = store.StateRunning, e.o.Now(), prev
+		d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
+			x.State, x.StartedAt, x.Previous = record.StateRunning, e.o.Now(), prev
 			return nil
 		})
 		if err != nil {
@@ -384,17 +384,17 @@ func (e *Engine) run(ctx context.Context, t Target, env store.EnvKey, lease stor
 	fctx := context.WithoutCancel(ctx)
 	timings := timingsOf(res.Batches)
 	if res.Outcome == OutcomeSuccess || res.Outcome == OutcomeFailure {
-		result := store.ResultSuccess
+		result := record.ResultSuccess
 		if res.Outcome == OutcomeFailure {
-			result = store.ResultFailure
+			result = record.ResultFailure
 		}
-		if err := e.o.Store.RecordRelease(fctx, env, store.Release{
+		if err := e.o.Store.RecordRelease(fctx, env, record.Release{
 			DeployID: id, SHA: d.SHA, Ref: d.Ref, By: d.Creator, At: res.Finished, Result: result, Batches: timings,
 		}); err != nil {
 			return fmt.Errorf("deploy %s: record the release: %w", id, err)
 		}
 	}
-	d, err = e.o.Store.UpdateDeploy(fctx, id, func(x *store.Deploy) error {
+	d, err = e.o.Store.UpdateDeploy(fctx, id, func(x *record.Deploy) error {
 		x.State = stateOf(res.Outcome)
 		x.Reason = res.Reason
 		x.FinishedAt = res.Finished
@@ -412,7 +412,7 @@ func (e *Engine) run(ctx context.Context, t Target, env store.EnvKey, lease stor
 	return e.o.Store.FinishRunning(fctx, env, lease, id)
 }
 
-func (e *Engine) info(t Target, d store.Deploy) DeployInfo {
+func (e *Engine) info(t Target, d record.Deploy) DeployInfo {
 	info := DeployInfo{
 		ID: d.ID, Repo: d.Env.Repo, InstallationID: d.InstallationID, Environment: d.Env.Name,
 		SHA: d.SHA, Ref: d.Ref, Creator: d.Creator, Kind: d.Kind, Previous: d.Previous,
@@ -426,43 +426,43 @@ func (e *Engine) info(t Target, d store.Deploy) DeployInfo {
 	return info
 }
 
-func releaseOf(d store.Deploy) Release {
+func releaseOf(d record.Deploy) Release {
 	return Release{Repo: d.Env.Repo, InstallationID: d.InstallationID, SHA: d.SHA, Ref: d.Ref}
 }
 
 func stateOf(o Outcome) string {
 	switch o {
 	case OutcomeSuccess:
-		return store.StateSuccess
+		return record.StateSuccess
 	case OutcomeFailure:
-		return store.StateFailure
+		return record.StateFailure
 	case OutcomeCancelled:
-		return store.StateCancelled
+		return record.StateCancelled
 	default:
-		return store.StateError
+		return record.StateError
 	}
 }
 
 func outcomeOf(state string) Outcome {
 	switch state {
-	case store.StateSuccess:
+	case record.StateSuccess:
 		return OutcomeSuccess
-	case store.StateFailure:
+	case record.StateFailure:
 		return OutcomeFailure
-	case store.StateCancelled:
+	case record.StateCancelled:
 		return OutcomeCancelled
 	default:
 		return OutcomeError
 	}
 }
 
-func timingsOf(bs []BatchResult) []store.BatchTiming {
+func timingsOf(bs []BatchResult) []record.BatchTiming {
 	if len(bs) == 0 {
 		return nil
 	}
-	out := make([]store.BatchTiming, len(bs))
+	out := make([]record.BatchTiming, len(bs))
 	for i, b := range bs {
-		out[i] = store.BatchTiming{
+		out[i] = record.BatchTiming{
 			Index: b.Index, Instances: b.Instances, Started: b.Started, Finished: b.Finished,
 			Drain: b.Drain, Install: b.Install, Health: b.Health, Admit: b.Admit, Bake: b.Bake, Err: b.Err,
 		}
@@ -510,9 +510,9 @@ type syncWriter struct {
 func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.w.Len() > store.MaxLogTail*2 {
+	if s.w.Len() > record.MaxLogTail*2 {
 		// Keep the tail only: the store keeps no more than MaxLogTail.
-		keep := append([]byte(nil), s.w.Bytes()[s.w.Len()-store.MaxLogTail:]...)
+		keep := append([]byte(nil), s.w.Bytes()[s.w.Len()-record.MaxLogTail:]...)
 		s.w.Reset()
 		s.w.Write(keep)
 	}

@@ -13,9 +13,9 @@ func TestEnvKeyParsesWhatStringWrites(t *testing.T) {
 		want EnvKey
 		bad  bool
 	}{
-		{name: "plain", in: "octo/app:production", want: EnvKey{"octo/app", "production"}},
-		{name: "colon in environment", in: "octo/app:eu:west", want: EnvKey{"octo/app", "eu:west"}},
-		{name: "space in environment", in: "octo/app:pr 12", want: EnvKey{"octo/app", "pr 12"}},
+		{name: "plain", in: "octo/app:production", want: EnvKey{Repo: "octo/app", Name: "production"}},
+		{name: "colon in environment", in: "octo/app:eu:west", want: EnvKey{Repo: "octo/app", Name: "eu:west"}},
+		{name: "space in environment", in: "octo/app:pr 12", want: EnvKey{Repo: "octo/app", Name: "pr 12"}},
 		{name: "no environment", in: "octo/app", bad: true},
 		{name: "empty environment", in: "octo/app:", bad: true},
 		{name: "no owner", in: "app:production", bad: true},

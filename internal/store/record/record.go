@@ -1,0 +1,204 @@
+// Package record holds the records shipbot keeps about deploys (Deploy,
+// Release, the deploy Lease, EnvLock, Preview) and the errors of the stores
+// that keep them, with no storage library attached: the engine speaks in
+// these types without knowing whether Redis or a bbolt file holds them.
+// internal/store implements the stores.
+package record
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// EnvKey names one environment of one repository.
+type EnvKey struct {
+	Repo string `json:"repo"` // owner/name
+	Name string `json:"name"` // the environment, as in .github/shipbot.yml
+}
+
+// String is "owner/name:environment". Repository names cannot hold a colon,
+// so the first one separates the two (ParseEnvKey).
+func (k EnvKey) String() string { return k.Repo + ":" + k.Name }
+
+// ParseEnvKey is the inverse of EnvKey.String.
+func ParseEnvKey(s string) (EnvKey, error) {
+	repo, name, _ := strings.Cut(s, ":")
+	k := EnvKey{Repo: repo, Name: name}
+	return k, k.Validate()
+}
+
+// Validate reports what is wrong with k, if anything.
+func (k EnvKey) Validate() error {
+	if err := ValidateRepo(k.Repo); err != nil {
+		return err
+	}
+	switch {
+	case k.Name == "":
+		return fmt.Errorf("store: environment of %s: empty name", k.Repo)
+	case len(k.Name) > 255: // GitHub's limit for an environment name
+		return fmt.Errorf("store: environment %.40q...: longer than 255 bytes", k.Name)
+	case !utf8.ValidString(k.Name) || strings.IndexFunc(k.Name, unicode.IsControl) >= 0:
+		return fmt.Errorf("store: environment %q: not printable text", k.Name)
+	}
+	return nil
+}
+
+// ValidateRepo reports whether repo is owner/name.
+func ValidateRepo(repo string) error {
+	owner, name, ok := strings.Cut(repo, "/")
+	if !ok || owner == "" || name == "" || strings.Contains(name, "/") ||
+		strings.ContainsAny(repo, ": \t\r\n") || len(repo) > 256 {
+		return fmt.Errorf("store: repository %q: want owner/name", repo)
+	}
+	return nil
+}
+
+// Deploy kinds.
+const (
+	KindPush     = "push"     // a push to an environment's branch
+	KindComment  = "comment"  // /deploy
+	KindRollback = "rollback" // /rollback, or the engine putting a release back
+	KindPreview  = "preview"  // a pull request's preview environment
+)
+
+// Deploy states.
+const (
+	StateQueued     = "queued"     // created, not yet running
+	StateWaiting    = "waiting"    // waits for required checks
+	StateLocked     = "locked"     // waits for /unlock
+	StateRunning    = "running"    // rolling out
+	StateSuccess    = "success"    // done, every batch healthy
+	StateFailure    = "failure"    // a batch failed; touched instances were put back
+	StateError      = "error"      // could not run (config, driver, GitHub)
+	StateSuperseded = "superseded" // a newer deploy replaced it before it ran
+	StateCancelled  = "cancelled"  // stopped by a person or a closed PR
+)
+
+// Release results.
+const (
+	ResultSuccess    = "success"
+	ResultFailure    = "failure"
+	ResultRolledBack = "rolled-back" // was current, then a rollback replaced it
+)
+
+// Bounds on what is kept.
+const (
+	// MaxLogTail bounds Deploy.LogTail; a longer log keeps its end.
+	MaxLogTail = 64 << 10
+	// DeploysKept is how many deploy records are kept per environment; a
+	// write beyond it deletes the oldest, except a pending or running one.
+	DeploysKept = 200
+	// ReleasesKept is how many releases are kept per environment: the newest
+	// ReleasesKept of any result, and besides them the newest ReleasesKept
+	// successes, so a run of failures cannot push the last good release,
+	// which /rollback needs, out of the history.
+	ReleasesKept = 100
+)
+
+// Deploy is one attempt to put a SHA on an environment.
+type Deploy struct {
+	ID  string `json:"id"`
+	Env EnvKey `json:"env"`
+	SHA string `json:"sha"`
+	// Ref is the branch or tag the SHA came from, for people.
+	Ref     string `json:"ref,omitempty"`
+	Creator string `json:"creator,omitempty"` // GitHub login
+	Kind    string `json:"kind"`              // Kind*
+	State   string `json:"state"`             // State*
+	// Reason says why the deploy is in its State, in a sentence for people
+	// (what failed and where; what superseded it).
+	Reason             string `json:"reason,omitempty"`
+	GitHubDeploymentID int64  `json:"github_deployment_id,omitempty"`
+	CheckRunID         int64  `json:"check_run_id,omitempty"`
+	InstallationID     int64  `json:"installation_id,omitempty"`
+	// CreatedAt orders deploys: the newest queued one of an environment is
+	// the one that runs (Enqueue). PutDeploy sets it when zero.
+	CreatedAt  time.Time     `json:"created_at"`
+	StartedAt  time.Time     `json:"started_at"`
+	FinishedAt time.Time     `json:"finished_at"`
+	Batches    []BatchTiming `json:"batches,omitempty"`
+	// Previous is the SHA the environment ran before, which a failed
+	// rollout puts back.
+	Previous string `json:"previous,omitempty"`
+	// LogTail is the end of the deploy's log, at most MaxLogTail bytes.
+	LogTail string `json:"log_tail,omitempty"`
+}
+
+// BatchTiming is how one batch of a rollout went.
+type BatchTiming struct {
+	Index     int       `json:"index"`
+	Instances []string  `json:"instances"`
+	Started   time.Time `json:"started"`
+	Finished  time.Time `json:"finished"`
+	// Each step's duration, summed over the batch's instances where they
+	// ran one after another.
+	Drain   time.Duration `json:"drain_ns"`
+	Install time.Duration `json:"install_ns"`
+	Health  time.Duration `json:"health_ns"`
+	Admit   time.Duration `json:"admit_ns"`
+	Bake    time.Duration `json:"bake_ns"`
+	Err     string        `json:"err,omitempty"`
+}
+
+// Release is one finished deploy in an environment's history.
+type Release struct {
+	// DeployID identifies the release: recording the same DeployID again
+	// replaces the entry where it stands.
+	DeployID string        `json:"deploy_id"`
+	SHA      string        `json:"sha"`
+	Ref      string        `json:"ref,omitempty"`
+	By       string        `json:"by,omitempty"`
+	At       time.Time     `json:"at"`
+	Result   string        `json:"result"` // Result*
+	Batches  []BatchTiming `json:"batches,omitempty"`
+}
+
+// Lease is a held deploy lock. Token is its fencing token: every
+// acquisition of an environment's lock gets a larger one than all before
+// it, and the store checks it atomically wherever a lease is required, so a
+// holder that stalled past its TTL cannot act after someone else took over.
+type Lease struct {
+	Env    EnvKey
+	Holder string
+	Token  int64
+}
+
+// EnvLock is a person's /lock on an environment.
+type EnvLock struct {
+	By     string    `json:"by"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// Preview is a pull request's preview environment.
+type Preview struct {
+	Repo          string    `json:"repo"`
+	Number        int       `json:"number"`
+	SHA           string    `json:"sha"`
+	URL           string    `json:"url,omitempty"`
+	DeploymentIDs []int64   `json:"deployment_ids,omitempty"`
+	CommentID     int64     `json:"comment_id,omitempty"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	Closed        bool      `json:"closed,omitempty"`
+}
+
+var (
+	// ErrNotFound: no such record.
+	ErrNotFound = errors.New("store: not found")
+	// ErrLockLost: the lease is no longer the environment's deploy lock: it
+	// expired (whether or not someone took the lock since) or was released.
+	ErrLockLost = errors.New("store: deploy lock lost")
+	// ErrBusy: TakePending found a deploy still in the running slot. Under a
+	// current lease that deploy is an orphan of a holder whose lock expired;
+	// carry it on or finish it (FinishRunning) first.
+	ErrBusy = errors.New("store: a deploy is still running in this environment")
+	// ErrAmbiguous: a SHA prefix matches releases of different SHAs.
+	ErrAmbiguous = errors.New("store: ambiguous SHA prefix")
+	// ErrUnavailable wraps every failure to reach the store (Redis down, the
+	// embedded file closed), so callers can answer 503 or retry.
+	ErrUnavailable = errors.New("store: unavailable")
+)
