@@ -18,14 +18,13 @@ type EventKind int
 const (
 	// Planned: the plan is made (Event.Plan); nothing has been touched yet.
 	Planned EventKind = iota + 1
-	// BatchStarted: batch Event.Batch begins; Plan.Progress(Batch) is the
-	// progress line.
+	// BatchStarted: batch Event.Batch begins.
 	BatchStarted
 	// InstanceStep: Event.Step begins on Event.Instance. During a rollback
 	// (after RollingBack) the steps put Result.Previous back.
 	InstanceStep
 	// BatchHealthy: the batch's instances run the release, healthy and back
-	// in rotation; Plan.Progress(Batch+1) counts them.
+	// in rotation.
 	BatchHealthy
 	// Baking: the batch's bake begins.
 	Baking

@@ -610,7 +610,6 @@ func TestExecuteEvents(t *testing.T) {
 				in := testInput(testEnvironment(ro), f, prevSHA)
 				var got []string
 				var last time.Time
-				var progress []string
 				in.Report = func(ev Event) {
 					got = append(got, eventLine(ev))
 					if ev.Plan == nil {
@@ -620,9 +619,6 @@ func TestExecuteEvents(t *testing.T) {
 						t.Errorf("%s: At went back from %v to %v", eventLine(ev), last, ev.At)
 					}
 					last = ev.At
-					if ev.Kind == BatchHealthy {
-						progress = append(progress, ev.Plan.Progress(ev.Batch+1))
-					}
 					if (ev.Kind == Finished) != (ev.Result != nil) {
 						t.Errorf("%s: Result %v", eventLine(ev), ev.Result)
 					}
@@ -633,9 +629,6 @@ func TestExecuteEvents(t *testing.T) {
 				Execute(context.Background(), in)
 				if !slices.Equal(got, tt.want) {
 					t.Errorf("events:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tt.want, "\n  "))
-				}
-				if tt.faults == nil && !slices.Equal(progress, []string{"batch 2 of 2 · 1/2 instances on abc1234", "2 of 2 batches done · 2/2 instances on abc1234"}) {
-					t.Errorf("progress = %q", progress)
 				}
 			})
 		})

@@ -331,29 +331,6 @@ func brokenFirst(a, b Instance) int {
 	return cmp.Compare(a.ID, b.ID)
 }
 
-// Progress is the check run's progress line (SPEC §5) once done batches have
-// completed, e.g. "batch 2 of 4 · 3/12 instances on abc1234".
-func (p Plan) Progress(done int) string {
-	n := len(p.Batches)
-	done = max(0, min(done, n))
-	total, on := len(p.Skipped), len(p.Skipped)
-	for i, b := range p.Batches {
-		total += len(b.Instances)
-		if i < done {
-			on += len(b.Instances)
-		}
-	}
-	counts := fmt.Sprintf("%d/%d instances on %s", on, total, short(p.Release))
-	switch {
-	case n == 0:
-		return "nothing to do · " + counts
-	case done == n:
-		return fmt.Sprintf("%d of %d %s done · %s", n, n, word(n, "batch", "batches"), counts)
-	default:
-		return fmt.Sprintf("batch %d of %d · %s", done+1, n, counts)
-	}
-}
-
 func (p *Plan) note(format string, args ...any) {
 	p.Notes = append(p.Notes, fmt.Sprintf(format, args...))
 }
