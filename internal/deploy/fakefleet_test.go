@@ -83,7 +83,7 @@ type fault struct {
 func newFakeFleet(errorf func(string, ...any), maxUnavailable int, members ...Instance) *fakeFleet {
 	f := &fakeFleet{
 		errorf:         errorf,
-		wait:           simulatedWait,
+		wait:           sleepCtx, // under testing/synctest, the bubble's clock
 		maxUnavailable: maxUnavailable,
 		healthPath:     "/healthz",
 		insts:          map[string]*fakeInstance{},
@@ -98,22 +98,6 @@ func newFakeFleet(errorf func(string, ...any), maxUnavailable int, members ...In
 		}
 	}
 	return f
-}
-
-// simulatedWait sleeps on the clock of the calling goroutine: under
-// testing/synctest the bubble's fake one.
-func simulatedWait(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // fault sets the faults of instance id, replacing any it had.

@@ -187,28 +187,14 @@ func (e *Embedded) fail(op string, err error) error {
 }
 
 func (e *Embedded) PutDeploy(ctx context.Context, d Deploy) error {
-	if d.CreatedAt.IsZero() {
-		d.CreatedAt = time.Now()
-	}
-	_, err := e.writeDeploy(ctx, "put deploy", d.ID, func(old *Deploy) (Deploy, error) {
-		if old != nil && old.Env != d.Env {
-			return Deploy{}, fmt.Errorf("store: deploy %s belongs to %s, not %s", d.ID, old.Env, d.Env)
-		}
-		return d, nil
-	})
-	return err
+	return putDeploy(ctx, e.writeDeploy, d)
 }
 
 // UpdateDeploy lets fn change the deploy inside one transaction. An error
 // from fn is returned as is and nothing is written. fn may not change ID
 // or Env.
 func (e *Embedded) UpdateDeploy(ctx context.Context, id string, fn func(*Deploy) error) (Deploy, error) {
-	return e.writeDeploy(ctx, "update deploy", id, func(old *Deploy) (Deploy, error) {
-		if old == nil {
-			return Deploy{}, fmt.Errorf("%w: deploy %s", ErrNotFound, id)
-		}
-		return applyUpdate(*old, fn)
-	})
+	return updateDeploy(ctx, e.writeDeploy, id, fn)
 }
 
 func (e *Embedded) writeDeploy(ctx context.Context, op, id string, next func(old *Deploy) (Deploy, error)) (Deploy, error) {

@@ -62,16 +62,7 @@ type errAbort struct{ err error }
 func (e errAbort) Error() string { return e.err.Error() }
 
 func (r *Redis) PutDeploy(ctx context.Context, d Deploy) error {
-	if d.CreatedAt.IsZero() {
-		d.CreatedAt = time.Now()
-	}
-	_, err := r.writeDeploy(ctx, "put deploy", d.ID, func(old *Deploy) (Deploy, error) {
-		if old != nil && old.Env != d.Env {
-			return Deploy{}, fmt.Errorf("store: deploy %s belongs to %s, not %s", d.ID, old.Env, d.Env)
-		}
-		return d, nil
-	})
-	return err
+	return putDeploy(ctx, r.writeDeploy, d)
 }
 
 // UpdateDeploy reads the deploy, lets fn change it and writes it back,
@@ -79,12 +70,7 @@ func (r *Redis) PutDeploy(ctx context.Context, d Deploy) error {
 // may run more than once and must only change d. An error from fn is
 // returned as is and nothing is written. fn may not change ID or Env.
 func (r *Redis) UpdateDeploy(ctx context.Context, id string, fn func(*Deploy) error) (Deploy, error) {
-	return r.writeDeploy(ctx, "update deploy", id, func(old *Deploy) (Deploy, error) {
-		if old == nil {
-			return Deploy{}, fmt.Errorf("%w: deploy %s", ErrNotFound, id)
-		}
-		return applyUpdate(*old, fn)
-	})
+	return updateDeploy(ctx, r.writeDeploy, id, fn)
 }
 
 // applyUpdate runs an UpdateDeploy callback on a copy of d.

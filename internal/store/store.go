@@ -15,6 +15,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"github.com/shipbot/shipbot/internal/store/record"
@@ -74,6 +75,34 @@ var (
 	states  = []string{StateQueued, StateWaiting, StateLocked, StateRunning, StateSuccess, StateFailure, StateError, StateSuperseded, StateCancelled}
 	results = []string{ResultSuccess, ResultFailure, ResultRolledBack}
 )
+
+// writeDeployFunc is the primitive each store implements for deploy
+// records: read the record (nil when absent), let next decide what to
+// write, write it atomically. PutDeploy and UpdateDeploy are the same on
+// both stores on top of it.
+type writeDeployFunc func(ctx context.Context, op, id string, next func(old *Deploy) (Deploy, error)) (Deploy, error)
+
+func putDeploy(ctx context.Context, write writeDeployFunc, d Deploy) error {
+	if d.CreatedAt.IsZero() {
+		d.CreatedAt = time.Now()
+	}
+	_, err := write(ctx, "put deploy", d.ID, func(old *Deploy) (Deploy, error) {
+		if old != nil && old.Env != d.Env {
+			return Deploy{}, fmt.Errorf("store: deploy %s belongs to %s, not %s", d.ID, old.Env, d.Env)
+		}
+		return d, nil
+	})
+	return err
+}
+
+func updateDeploy(ctx context.Context, write writeDeployFunc, id string, fn func(*Deploy) error) (Deploy, error) {
+	return write(ctx, "update deploy", id, func(old *Deploy) (Deploy, error) {
+		if old == nil {
+			return Deploy{}, fmt.Errorf("%w: deploy %s", ErrNotFound, id)
+		}
+		return applyUpdate(*old, fn)
+	})
+}
 
 func validateDeploy(d *Deploy) error {
 	switch {
