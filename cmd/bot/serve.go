@@ -148,6 +148,7 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 	if role != roleWeb {
 		b.pool = worker.NewPool(q, b.router, worker.Options{
 			Consumer:   holder,
+			Heartbeat:  jobHeartbeat,
 			Logger:     log,
 			Registerer: b.reg,
 		})
@@ -201,9 +202,17 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 	return b, nil
 }
 
-// lockTTL is how long an environment's deploy lock outlives a bot that
-// died holding it.
-const lockTTL = 30 * time.Second
+// The job lease and the deploy lock are timed together. After a crash the
+// dead bot's lock expires at most lockTTL after its last renewal, and its
+// job can be reclaimed no sooner than jobVisibility - jobHeartbeat after
+// the crash. lockTTL must be shorter than that: otherwise the retried job
+// finds the dead holder's lock, leaves the deploy to it, and the deploy
+// stays in progress for good (SPEC §8: a dead worker's job carries on).
+const (
+	jobVisibility = 30 * time.Second // queue: a lease not extended for this long is reclaimed
+	jobHeartbeat  = 10 * time.Second // worker: how often a running job extends its lease
+	lockTTL       = 15 * time.Second // engine: renewed every lockTTL/3 while a deploy runs
+)
 
 // buildEngine wires the deploy engine: the store (Redis, or DATA_DIR/state.db),
 // the local driver fetching sources from GitHub, and the GitHub notifier.
@@ -263,7 +272,7 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 
 // openQueue opens Redis when REDIS_URL is set and the embedded store otherwise.
 func openQueue(ctx context.Context, cfg config.Config) (queue.Queue, error) {
-	opts := queue.Options{}
+	opts := queue.Options{VisibilityTimeout: jobVisibility}
 	if cfg.RedisURL != "" {
 		ro, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
