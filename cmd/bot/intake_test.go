@@ -232,8 +232,10 @@ func TestIntake(t *testing.T) {
 				signature: webhooks.Sign([]byte("another secret"), push)}, 401, "WEBHOOK_SECRET", false, "delivery rejected"},
 			{"malformed signature", delivery{event: "push", id: "d-malsig", body: push, signature: "sha256=zz"}, 401, "does not match", false, "delivery rejected"},
 			{"malformed JSON", delivery{event: "push", id: "d-badjson", body: []byte(`{"ref": "refs/heads/main",`)}, 400, "not valid JSON", false, "delivery rejected"},
+			// A close: an opened PR builds a preview, which needs a GitHub
+			// this bot does not have; closing a PR without a preview needs none.
 			{"form-encoded", delivery{event: "pull_request", id: "d-form", contentType: "application/x-www-form-urlencoded",
-				body: []byte("payload=" + url.QueryEscape(string(fixtures.Webhook("pull_request.opened"))))}, 202, "queued", true, "delivery queued"},
+				body: []byte("payload=" + url.QueryEscape(string(fixtures.Webhook("pull_request.closed.unmerged"))))}, 202, "queued", true, "delivery queued"},
 			{"ping", delivery{event: "ping", id: "d-ping", body: fixtures.Webhook("ping")}, 200, "pong", false, "ping answered"},
 			{"event nobody handles", delivery{event: "star", id: "d-star", body: []byte(`{"action":"created"}`)}, 202, "ignored", false, "delivery ignored"},
 			{"action nobody handles", delivery{event: "pull_request", id: "d-labeled", body: bytes.Replace(fixtures.Webhook("pull_request.opened"),

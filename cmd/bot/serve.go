@@ -98,7 +98,8 @@ type bot struct {
 	router   *worker.Router
 	pool     *worker.Pool
 	github   *gh.Client
-	driver   *local.Driver // nil without an App or in the web role
+	driver   *local.Driver         // nil without an App or in the web role
+	previews handlers.PreviewStore // the deploy store; nil without an App or in the web role
 	http     *http.Server
 	listener net.Listener
 	closers  []func() error
@@ -141,6 +142,12 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 		}
 		deps.Engine = eng
 		deps.GitHub = func(id int64) handlers.GitHub { return b.github.Installation(id) }
+		deps.Previews = handlers.Previews{
+			GitHub:    func(id int64) handlers.PreviewGitHub { return b.github.Installation(id) },
+			Store:     b.previews,
+			Drivers:   map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: b.driver},
+			PublicURL: cfg.PublicURL,
+		}
 	}
 	b.router = worker.NewRouter()
 	handlers.Register(b.router, deps)
@@ -226,7 +233,8 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 		}
 		client := redis.NewClient(ro)
 		b.closers = append(b.closers, client.Close)
-		st = store.NewRedis(client, "shipbot")
+		rs := store.NewRedis(client, "shipbot")
+		st, b.previews = rs, rs
 	} else {
 		path := filepath.Join(cfg.DataDir, "state.db")
 		es, err := store.OpenEmbedded(path)
@@ -234,7 +242,7 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 			return nil, fmt.Errorf("DATA_DIR: the deploy store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
 		}
 		b.closers = append(b.closers, es.Close)
-		st = es
+		st, b.previews = es, es
 	}
 	drv, err := local.New(local.Options{
 		DataDir: cfg.DataDir,

@@ -1,6 +1,7 @@
 // Package handlers turns queued deliveries into intents: one function per
-// event, decoding the payload and calling the engine. A push deploys (push.go);
-// the other events are decoded and logged until their features exist.
+// event, decoding the payload and calling the engine. A push deploys (push.go),
+// a pull request gets a preview (pull_request.go); the other events are
+// decoded and logged until their features exist.
 // Register fixes which events and actions the intake queues.
 package handlers
 
@@ -18,7 +19,7 @@ import (
 // With deps.Engine nil (no GitHub App configured) a push is only logged.
 func Register(r *worker.Router, deps Deps) {
 	r.Handle("push", deps.push)
-	r.Handle("pull_request", pullRequest, "opened", "reopened", "synchronize", "closed")
+	r.Handle("pull_request", deps.pullRequest, "opened", "reopened", "synchronize", "closed")
 	r.Handle("issue_comment", issueComment, "created")
 	r.Handle("check_suite", checks, "completed")
 	r.Handle("check_run", checks, "completed")
@@ -32,25 +33,6 @@ func decode(job queue.Job, v any) error {
 	if err := json.Unmarshal(job.Payload, v); err != nil {
 		return worker.Permanent(fmt.Errorf("%s payload does not decode: %w", job.Event, err))
 	}
-	return nil
-}
-
-func pullRequest(ctx context.Context, job queue.Job) error {
-	var p struct {
-		Number      int `json:"number"`
-		PullRequest struct {
-			Merged bool `json:"merged"`
-			Head   struct {
-				SHA string `json:"sha"`
-				Ref string `json:"ref"`
-			} `json:"head"`
-		} `json:"pull_request"`
-	}
-	if err := decode(job, &p); err != nil {
-		return err
-	}
-	logctx.From(ctx).Info("pull request event received", "pr", p.Number, "head", p.PullRequest.Head.SHA,
-		"branch", p.PullRequest.Head.Ref, "merged", p.PullRequest.Merged)
 	return nil
 }
 

@@ -31,6 +31,8 @@ type Deps struct {
 	Engine Deployer
 	// GitHub returns the client acting for an installation.
 	GitHub func(installationID int64) GitHub
+	// Previews give pull requests their preview environments.
+	Previews Previews
 }
 
 // configCheck is the check run that reports a bad .github/shipbot.yml.

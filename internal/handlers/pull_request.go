@@ -1,0 +1,322 @@
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/gh"
+	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
+	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/queue"
+)
+
+// PreviewGitHub is what the pull_request handler reads and writes on GitHub:
+// the configuration (and the check run reporting a bad one), the preview's
+// transient deployments and their statuses, and the one sticky PR comment.
+type PreviewGitHub interface {
+	GitHub
+	CreateDeployment(ctx context.Context, owner, repo string, req gh.DeploymentRequest) (gh.Deployment, error)
+	CreateDeploymentStatus(ctx context.Context, owner, repo string, deploymentID int64, st gh.DeploymentStatus) (int64, error)
+	UpsertStickyComment(ctx context.Context, owner, repo string, number int, marker, body string) (gh.Comment, bool, error)
+}
+
+// PreviewStore keeps what is known of each pull request's preview: the
+// commit it runs, its URL and every GitHub deployment made for it.
+type PreviewStore interface {
+	PutPreview(ctx context.Context, p store.Preview) error
+	GetPreview(ctx context.Context, repo string, number int) (store.Preview, error)
+}
+
+// Previews are the dependencies of pull request previews. With any of
+// GitHub, Store or Drivers unset, pull_request events are only logged.
+type Previews struct {
+	GitHub func(installationID int64) PreviewGitHub
+	Store  PreviewStore
+	// Drivers by repoconfig.Driver; a driver missing here (aws, for now)
+	// is answered with "not supported yet".
+	Drivers map[repoconfig.Driver]deploy.Previewer
+	// PublicURL is where the bot is reached; log_url is PublicURL/deploys/{id}.
+	PublicURL string
+}
+
+func (p Previews) enabled() bool { return p.GitHub != nil && p.Store != nil && p.Drivers != nil }
+
+// prEvent is the part of a pull_request payload the handler reads.
+type prEvent struct {
+	Action      string `json:"action"`
+	Number      int    `json:"number"`
+	PullRequest struct {
+		Merged bool `json:"merged"`
+		Head   struct {
+			SHA  string `json:"sha"`
+			Ref  string `json:"ref"`
+			Repo *struct {
+				FullName string `json:"full_name"`
+			} `json:"repo"` // null when the fork was deleted
+		} `json:"head"`
+		Base struct {
+			Repo struct {
+				FullName string `json:"full_name"`
+			} `json:"repo"`
+		} `json:"base"`
+	} `json:"pull_request"`
+	Repository struct {
+		FullName      string `json:"full_name"`
+		DefaultBranch string `json:"default_branch"`
+	} `json:"repository"`
+	Installation struct {
+		ID int64 `json:"id"`
+	} `json:"installation"`
+}
+
+// fromFork reports whether the PR's head lives in another repository.
+func (e *prEvent) fromFork(repo string) bool {
+	base := e.PullRequest.Base.Repo.FullName
+	if base == "" {
+		base = repo
+	}
+	h := e.PullRequest.Head.Repo
+	return h == nil || !strings.EqualFold(h.FullName, base)
+}
+
+// pullRequest builds, updates or tears down the PR's preview (SPEC §4, §5).
+// Every step is safe to repeat: a redelivered or retried event reuses the
+// deployment recorded for the head SHA, EnsurePreview of the release already
+// running is a no-op, the comment is upserted, and a closed preview is
+// marked Closed so that a second close writes nothing.
+func (deps Deps) pullRequest(ctx context.Context, job queue.Job) error {
+	var e prEvent
+	if err := decode(job, &e); err != nil {
+		return err
+	}
+	log := logctx.From(ctx)
+	log.Info("pull request event received", "action", e.Action, "pr", e.Number, "head", e.PullRequest.Head.SHA,
+		"branch", e.PullRequest.Head.Ref, "merged", e.PullRequest.Merged)
+	pv := deps.Previews
+	if !pv.enabled() || e.Number < 1 {
+		return nil
+	}
+	repo := e.Repository.FullName
+	if repo == "" {
+		repo = job.Repo
+	}
+	inst := e.Installation.ID
+	if inst == 0 {
+		inst = job.InstallationID
+	}
+	owner, name, _ := strings.Cut(repo, "/")
+	c := pv.GitHub(inst)
+	action := e.Action
+	if action == "" {
+		action = job.Action
+	}
+	if action == "closed" {
+		return deps.closePreview(ctx, c, owner, name, repo, &e)
+	}
+	return deps.updatePreview(ctx, c, owner, name, repo, inst, &e, job)
+}
+
+// updatePreview makes the preview run the PR head. Its GitHub writes are at
+// most 4 (SPEC §11): the transient deployment, in_progress (no queued: the
+// build starts at once), the final status and the sticky comment.
+func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name, repo string, inst int64, e *prEvent, job queue.Job) error {
+	log := logctx.From(ctx)
+	pv := deps.Previews
+	sha := e.PullRequest.Head.SHA
+	if sha == "" {
+		return nil
+	}
+
+	// Configuration comes from the default branch only (SPEC §3, §9): a PR
+	// cannot change what its preview runs with.
+	data, _, err := c.ReadFile(ctx, owner, name, repoconfig.FilePath, "")
+	if err != nil {
+		return fmt.Errorf("read %s of %s: %w", repoconfig.FilePath, repo, err)
+	}
+	cfg, err := repoconfig.Parse(data, e.Repository.DefaultBranch)
+	if err != nil {
+		var bad repoconfig.Errors
+		if !errors.As(err, &bad) {
+			return err
+		}
+		log.Warn("bad configuration file: no preview", "problems", len(bad))
+		return reportBadConfig(ctx, c, owner, name, sha, bad)
+	}
+
+	if e.fromFork(repo) && !cfg.Preview.Forks {
+		log.Info("pull request from a fork: no preview (preview.forks is off)", "pr", e.Number)
+		_, _, err := c.UpsertStickyComment(ctx, owner, name, e.Number, report.PreviewMarker, forkComment)
+		if err != nil {
+			return fmt.Errorf("comment on #%d: %w", e.Number, err)
+		}
+		return nil
+	}
+
+	rec, err := pv.Store.GetPreview(ctx, repo, e.Number)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		rec = store.Preview{Repo: repo, Number: e.Number}
+	case err != nil:
+		return fmt.Errorf("read the preview of #%d: %w", e.Number, err)
+	}
+	if rec.Closed { // reopened: the old deployments were made inactive at close
+		rec = store.Preview{Repo: repo, Number: e.Number}
+	}
+
+	// One transient deployment per head SHA. The previous SHA's deployment
+	// is not marked inactive here: that would be a fifth write per update.
+	// GitHub's auto_inactive does not apply to transient environments (and
+	// gh sends auto_inactive: false anyway), so the older deployments of
+	// pr-N stay "success" until the PR closes, when closePreview marks every
+	// one of them inactive.
+	env := fmt.Sprintf("pr-%d", e.Number)
+	var depID int64
+	if rec.SHA == sha && len(rec.DeploymentIDs) > 0 {
+		depID = rec.DeploymentIDs[len(rec.DeploymentIDs)-1] // a retry or redelivery
+	} else {
+		snap := report.Deploy{Env: env, SHA: sha, Ref: e.PullRequest.Head.Ref, PR: e.Number, Kind: report.KindPreview, State: report.StateInProgress}
+		dep, err := c.CreateDeployment(ctx, owner, name, gh.DeploymentRequest{
+			SHA: sha, Environment: env, Description: report.Status(snap).Description, Transient: true,
+		})
+		if err != nil {
+			return fmt.Errorf("create the preview deployment of #%d: %w", e.Number, err)
+		}
+		depID = dep.ID
+		rec.SHA = sha
+		rec.DeploymentIDs = append(rec.DeploymentIDs, depID)
+		rec.UpdatedAt = time.Now()
+		if err := pv.Store.PutPreview(ctx, rec); err != nil {
+			return fmt.Errorf("record the preview of #%d: %w", e.Number, err)
+		}
+	}
+
+	id := job.DeliveryID
+	if id == "" {
+		id = job.ID
+	}
+	snap := report.Deploy{
+		Env: env, SHA: sha, Ref: e.PullRequest.Head.Ref, PR: e.Number, Kind: report.KindPreview,
+		State: report.StateInProgress, EnvironmentURL: rec.URL, StartedAt: time.Now(),
+	}
+	if pv.PublicURL != "" {
+		snap.LogURL = strings.TrimRight(pv.PublicURL, "/") + "/deploys/preview-" + id
+	}
+
+	drv := pv.Drivers[cfg.Preview.Driver]
+	var url string
+	var runErr error
+	if drv == nil {
+		snap.State = report.StateError
+		if cfg.Preview.Driver == repoconfig.DriverAWS {
+			snap.Reason = "AWS previews are not supported yet; set preview.driver: local"
+		} else {
+			snap.Reason = fmt.Sprintf("previews with driver %q are not supported", cfg.Preview.Driver)
+		}
+	} else {
+		if err := deps.deploymentStatus(ctx, c, owner, name, depID, snap); err != nil {
+			return err
+		}
+		var buildLog bytes.Buffer
+		url, runErr = drv.EnsurePreview(ctx, deploy.Preview{Repo: repo, Number: e.Number, Config: cfg.Preview, App: cfg.App},
+			deploy.Release{Repo: repo, InstallationID: inst, SHA: sha, Ref: e.PullRequest.Head.Ref}, &buildLog)
+		if runErr != nil && ctx.Err() != nil {
+			return runErr // shutting down: try again later
+		}
+		snap.FinishedAt = time.Now()
+		if runErr != nil {
+			snap.State, snap.Reason = report.StateFailure, runErr.Error()
+			log.Warn("preview failed", "pr", e.Number, "sha", sha, "err", runErr)
+		} else {
+			snap.State, snap.EnvironmentURL = report.StateSuccess, url
+		}
+	}
+	if err := deps.deploymentStatus(ctx, c, owner, name, depID, snap); err != nil {
+		return err
+	}
+
+	comment := report.Preview{SHA: sha, URL: snap.EnvironmentURL, LogURL: snap.LogURL, UpdatedAt: snap.FinishedAt}
+	if comment.UpdatedAt.IsZero() {
+		comment.UpdatedAt = time.Now()
+	}
+	if snap.State == report.StateSuccess {
+		comment.State = report.PreviewReady
+	} else {
+		comment.State, comment.Reason = report.PreviewFailed, snap.Reason
+	}
+	if _, _, err := c.UpsertStickyComment(ctx, owner, name, e.Number, report.PreviewMarker, report.PreviewComment(comment)); err != nil {
+		return fmt.Errorf("comment on #%d: %w", e.Number, err)
+	}
+	if url != "" && url != rec.URL {
+		rec.URL, rec.UpdatedAt = url, time.Now()
+		if err := pv.Store.PutPreview(ctx, rec); err != nil {
+			return fmt.Errorf("record the preview of #%d: %w", e.Number, err)
+		}
+	}
+	return nil
+}
+
+// closePreview tears the preview down, marks every deployment of it
+// inactive, says so in the comment and marks the preview Closed.
+func (deps Deps) closePreview(ctx context.Context, c PreviewGitHub, owner, name, repo string, e *prEvent) error {
+	pv := deps.Previews
+	rec, err := pv.Store.GetPreview(ctx, repo, e.Number)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		rec = store.Preview{Repo: repo, Number: e.Number}
+	case err != nil:
+		return fmt.Errorf("read the preview of #%d: %w", e.Number, err)
+	}
+	p := deploy.Preview{Repo: repo, Number: e.Number}
+	for _, d := range pv.Drivers {
+		if err := d.TeardownPreview(ctx, p); err != nil {
+			return fmt.Errorf("tear down the preview of #%d: %w", e.Number, err)
+		}
+	}
+	if rec.Closed || len(rec.DeploymentIDs) == 0 {
+		return nil // already torn down, or never built (a fork): nothing to say
+	}
+	env := fmt.Sprintf("pr-%d", e.Number)
+	snap := report.Deploy{Env: env, SHA: rec.SHA, PR: e.Number, Kind: report.KindPreview, State: report.StateInactive}
+	for _, id := range rec.DeploymentIDs {
+		if err := deps.deploymentStatus(ctx, c, owner, name, id, snap); err != nil {
+			return err
+		}
+	}
+	reason := "the pull request was closed"
+	if e.PullRequest.Merged {
+		reason = "the pull request was merged"
+	}
+	body := report.PreviewComment(report.Preview{SHA: rec.SHA, State: report.PreviewTornDown, Reason: reason, UpdatedAt: time.Now()})
+	if _, _, err := c.UpsertStickyComment(ctx, owner, name, e.Number, report.PreviewMarker, body); err != nil {
+		return fmt.Errorf("comment on #%d: %w", e.Number, err)
+	}
+	rec.Closed, rec.URL, rec.UpdatedAt = true, "", time.Now()
+	if err := pv.Store.PutPreview(ctx, rec); err != nil {
+		return fmt.Errorf("record the preview of #%d: %w", e.Number, err)
+	}
+	logctx.From(ctx).Info("preview torn down", "pr", e.Number, "deployments", len(rec.DeploymentIDs))
+	return nil
+}
+
+func (deps Deps) deploymentStatus(ctx context.Context, c PreviewGitHub, owner, name string, id int64, snap report.Deploy) error {
+	st := report.Status(snap)
+	if _, err := c.CreateDeploymentStatus(ctx, owner, name, id, gh.DeploymentStatus{
+		State: gh.DeploymentState(st.State), EnvironmentURL: st.EnvironmentURL, LogURL: st.LogURL, Description: st.Description,
+	}); err != nil {
+		return fmt.Errorf("set deployment %d %s: %w", id, st.State, err)
+	}
+	return nil
+}
+
+// forkComment answers a pull request from a fork when preview.forks is off.
+//
+// TODO(report): this text belongs in package report with the other texts
+// shipbot writes on GitHub.
+const forkComment = report.PreviewMarker + "\nNo preview for this pull request: it comes from a fork, and `preview.forks` is off in `" + repoconfig.FilePath + "` on the default branch.\n"
