@@ -136,18 +136,9 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 
 	// Configuration comes from the default branch only (SPEC §3, §9): a PR
 	// cannot change what its preview runs with.
-	data, _, err := c.ReadFile(ctx, owner, name, repoconfig.FilePath, "")
-	if err != nil {
-		return fmt.Errorf("read %s of %s: %w", repoconfig.FilePath, repo, err)
-	}
-	cfg, err := repoconfig.Parse(data, e.Repository.DefaultBranch)
-	if err != nil {
-		var bad repoconfig.Errors
-		if !errors.As(err, &bad) {
-			return err
-		}
-		log.Warn("bad configuration file: no preview", "problems", len(bad))
-		return reportBadConfig(ctx, c, owner, name, sha, bad)
+	cfg, err := loadConfig(ctx, c, repo, e.Repository.DefaultBranch, sha)
+	if cfg == nil {
+		return err
 	}
 
 	if e.fromFork(repo) && !cfg.Preview.Forks {

@@ -77,21 +77,11 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 	if inst == 0 {
 		inst = job.InstallationID
 	}
-	owner, name, _ := strings.Cut(repo, "/")
 	c := deps.GitHub(inst)
 
-	data, _, err := c.ReadFile(ctx, owner, name, repoconfig.FilePath, "")
-	if err != nil {
-		return fmt.Errorf("read %s of %s: %w", repoconfig.FilePath, repo, err)
-	}
-	cfg, err := repoconfig.Parse(data, p.Repository.DefaultBranch)
-	if err != nil {
-		var bad repoconfig.Errors
-		if !errors.As(err, &bad) {
-			return err
-		}
-		log.Warn("bad configuration file: not deploying", "problems", len(bad))
-		return reportBadConfig(ctx, c, owner, name, p.After, bad)
+	cfg, err := loadConfig(ctx, c, repo, p.Repository.DefaultBranch, p.After)
+	if cfg == nil {
+		return err
 	}
 	env := cfg.ForBranch(branch)
 	if env == nil {
@@ -109,6 +99,28 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 		Kind:    store.KindPush,
 		Creator: p.Sender.Login,
 	})
+}
+
+// loadConfig reads .github/shipbot.yml from the default branch (never a
+// pull request's head: SPEC §3, §9) and parses it. A file with mistakes
+// fails the shipbot/config check on sha and returns a nil config: nothing
+// runs on a guess, and the job is done, since retrying cannot fix the file.
+func loadConfig(ctx context.Context, c GitHub, repo, defaultBranch, sha string) (*repoconfig.Config, error) {
+	owner, name, _ := strings.Cut(repo, "/")
+	data, _, err := c.ReadFile(ctx, owner, name, repoconfig.FilePath, "")
+	if err != nil {
+		return nil, fmt.Errorf("read %s of %s: %w", repoconfig.FilePath, repo, err)
+	}
+	cfg, err := repoconfig.Parse(data, defaultBranch)
+	if err != nil {
+		var bad repoconfig.Errors
+		if !errors.As(err, &bad) {
+			return nil, err
+		}
+		logctx.From(ctx).Warn("bad configuration file: nothing will run", "problems", len(bad), "sha", sha)
+		return nil, reportBadConfig(ctx, c, owner, name, sha, bad)
+	}
+	return cfg, nil
 }
 
 // reportBadConfig fails the shipbot/config check on the pushed commit,
