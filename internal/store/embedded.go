@@ -712,48 +712,26 @@ func (e *Embedded) Releases(ctx context.Context, env EnvKey, n int) ([]Release, 
 	return e.releases(ctx, env, n, false)
 }
 
+// successes lists env's successful releases, newest first; n < 0: all.
+func (e *Embedded) successes(ctx context.Context, env EnvKey, n int) ([]Release, error) {
+	return e.releases(ctx, env, n, true)
+}
+
 // CurrentRelease is env's newest successful release.
 func (e *Embedded) CurrentRelease(ctx context.Context, env EnvKey) (Release, error) {
-	if err := env.Validate(); err != nil {
-		return Release{}, err
-	}
-	rs, err := e.releases(ctx, env, 1, true)
-	if err != nil {
-		return Release{}, err
-	}
-	if len(rs) == 0 {
-		return Release{}, fmt.Errorf("%w: no successful release in %s", ErrNotFound, env)
-	}
-	return rs[0], nil
+	return currentRelease(ctx, env, e.successes)
 }
 
 // PreviousRelease is what /rollback puts back: the newest success before
 // the current one that runs another SHA.
 func (e *Embedded) PreviousRelease(ctx context.Context, env EnvKey) (Release, error) {
-	if err := env.Validate(); err != nil {
-		return Release{}, err
-	}
-	rs, err := e.releases(ctx, env, -1, true)
-	if err != nil {
-		return Release{}, err
-	}
-	if p, ok := previousRelease(rs); ok {
-		return p, nil
-	}
-	return Release{}, fmt.Errorf("%w: no successful release before the current one in %s", ErrNotFound, env)
+	return previousReleaseOf(ctx, env, e.successes)
 }
 
 // FindRelease is the newest successful release of env whose SHA is ref or
 // starts with it (7 hex digits at least).
 func (e *Embedded) FindRelease(ctx context.Context, env EnvKey, ref string) (Release, error) {
-	if err := env.Validate(); err != nil {
-		return Release{}, err
-	}
-	rs, err := e.releases(ctx, env, -1, true)
-	if err != nil {
-		return Release{}, err
-	}
-	return findRelease(env, rs, ref)
+	return findReleaseOf(ctx, env, ref, e.successes)
 }
 
 // LockEnvironment locks env for by with reason; if it is locked already,

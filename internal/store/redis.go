@@ -396,48 +396,26 @@ func (r *Redis) Releases(ctx context.Context, env EnvKey, n int) ([]Release, err
 	return r.releases(ctx, "releases", env, n)
 }
 
+// successes lists env's successful releases, newest first; n < 0: all.
+func (r *Redis) successes(ctx context.Context, env EnvKey, n int) ([]Release, error) {
+	return r.releases(ctx, "successes", env, n)
+}
+
 // CurrentRelease is env's newest successful release.
 func (r *Redis) CurrentRelease(ctx context.Context, env EnvKey) (Release, error) {
-	if err := env.Validate(); err != nil {
-		return Release{}, err
-	}
-	rs, err := r.releases(ctx, "successes", env, 1)
-	if err != nil {
-		return Release{}, err
-	}
-	if len(rs) == 0 {
-		return Release{}, fmt.Errorf("%w: no successful release in %s", ErrNotFound, env)
-	}
-	return rs[0], nil
+	return currentRelease(ctx, env, r.successes)
 }
 
 // PreviousRelease is what /rollback puts back: the newest success before
 // the current one that runs another SHA.
 func (r *Redis) PreviousRelease(ctx context.Context, env EnvKey) (Release, error) {
-	if err := env.Validate(); err != nil {
-		return Release{}, err
-	}
-	rs, err := r.releases(ctx, "successes", env, -1)
-	if err != nil {
-		return Release{}, err
-	}
-	if p, ok := previousRelease(rs); ok {
-		return p, nil
-	}
-	return Release{}, fmt.Errorf("%w: no successful release before the current one in %s", ErrNotFound, env)
+	return previousReleaseOf(ctx, env, r.successes)
 }
 
 // FindRelease is the newest successful release of env whose SHA is ref or
 // starts with it (7 hex digits at least).
 func (r *Redis) FindRelease(ctx context.Context, env EnvKey, ref string) (Release, error) {
-	if err := env.Validate(); err != nil {
-		return Release{}, err
-	}
-	rs, err := r.releases(ctx, "successes", env, -1)
-	if err != nil {
-		return Release{}, err
-	}
-	return findRelease(env, rs, ref)
+	return findReleaseOf(ctx, env, ref, r.successes)
 }
 
 // releases reads up to n (all: -1) releases from one of env's two indexes,

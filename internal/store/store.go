@@ -104,6 +104,50 @@ func updateDeploy(ctx context.Context, write writeDeployFunc, id string, fn func
 	})
 }
 
+// successesFunc lists an environment's successful releases, newest first
+// (n < 0: all kept); the release queries below are the same on both stores
+// on top of it.
+type successesFunc func(ctx context.Context, env EnvKey, n int) ([]Release, error)
+
+func currentRelease(ctx context.Context, env EnvKey, list successesFunc) (Release, error) {
+	if err := env.Validate(); err != nil {
+		return Release{}, err
+	}
+	rs, err := list(ctx, env, 1)
+	if err != nil {
+		return Release{}, err
+	}
+	if len(rs) == 0 {
+		return Release{}, fmt.Errorf("%w: no successful release in %s", ErrNotFound, env)
+	}
+	return rs[0], nil
+}
+
+func previousReleaseOf(ctx context.Context, env EnvKey, list successesFunc) (Release, error) {
+	if err := env.Validate(); err != nil {
+		return Release{}, err
+	}
+	rs, err := list(ctx, env, -1)
+	if err != nil {
+		return Release{}, err
+	}
+	if p, ok := previousRelease(rs); ok {
+		return p, nil
+	}
+	return Release{}, fmt.Errorf("%w: no successful release before the current one in %s", ErrNotFound, env)
+}
+
+func findReleaseOf(ctx context.Context, env EnvKey, ref string, list successesFunc) (Release, error) {
+	if err := env.Validate(); err != nil {
+		return Release{}, err
+	}
+	rs, err := list(ctx, env, -1)
+	if err != nil {
+		return Release{}, err
+	}
+	return findRelease(env, rs, ref)
+}
+
 func validateDeploy(d *Deploy) error {
 	switch {
 	case d.ID == "" || len(d.ID) > 200:
