@@ -26,22 +26,7 @@ import (
 const secret = "it's a secret to everybody"
 
 // syncBuffer collects the bot's log lines from its goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer struct{ testenv.Buffer }
 
 // lines returns the log lines that contain every one of subs.
 func (s *syncBuffer) lines(subs ...string) []string {

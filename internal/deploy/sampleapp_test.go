@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -123,7 +122,7 @@ type sampleApp struct {
 	cmd     *exec.Cmd
 	url     string
 	started time.Time
-	stderr  *syncBuffer
+	stderr  *testenv.Buffer
 	waitErr chan error
 }
 
@@ -156,7 +155,7 @@ func startSampleApp(t *testing.T, bin string, env ...string) *sampleApp {
 	app := &sampleApp{
 		cmd:     exec.Command(bin),
 		url:     "http://127.0.0.1:" + strconv.Itoa(port),
-		stderr:  &syncBuffer{},
+		stderr:  &testenv.Buffer{},
 		waitErr: make(chan error, 1),
 	}
 	app.cmd.Env = append(withoutPort(os.Environ()), append(env, "PORT="+strconv.Itoa(port))...)
@@ -248,22 +247,4 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer the child's stderr copier and the test can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

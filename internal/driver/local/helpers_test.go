@@ -144,32 +144,13 @@ func sampleTarball(t testing.TB, sha, version string, healthy bool) ([]byte, err
 	return buf.Bytes(), nil
 }
 
-// syncBuffer collects the driver's log lines; they are printed when a test
-// fails.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type harness struct {
 	t      testing.TB
 	timing timings
 	d      *Driver
 	dir    string
 	src    *source
-	logs   *syncBuffer
+	logs   *testenv.Buffer
 }
 
 // newHarness starts a driver on dir (a fresh one when "") and closes it when
@@ -185,7 +166,7 @@ func newHarness(t testing.TB, dir string, src *source) *harness {
 	if src == nil {
 		src = newSource(t)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	d, err := New(Options{
 		DataDir:     dir,
 		Source:      src.fetch,

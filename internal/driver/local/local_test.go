@@ -24,6 +24,7 @@ import (
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/testenv"
 )
 
 func TestPrepareBuildsOnceAndIsIdempotent(t *testing.T) {
@@ -519,7 +520,7 @@ func TestChildEnvDropsTheBotsSecrets(t *testing.T) {
 
 func TestProxyPortIsStableAndMovesOnlyWhenTaken(t *testing.T) {
 	dir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	open := func() *Driver {
 		d, err := New(Options{DataDir: dir, Source: newSource(t).fetch, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 		if err != nil {
