@@ -98,8 +98,8 @@ type bot struct {
 	router   *worker.Router
 	pool     *worker.Pool
 	github   *gh.Client
-	driver   *local.Driver         // nil without an App or in the web role
-	previews handlers.PreviewStore // the deploy store; nil without an App or in the web role
+	driver   *local.Driver // nil without an App or in the web role
+	store    appStore      // the deploy store; nil without an App
 	http     *http.Server
 	listener net.Listener
 	closers  []func() error
@@ -134,6 +134,12 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 	hostname, _ := os.Hostname()
 	holder := hostname + "-" + strconv.Itoa(os.Getpid())
 	var deps handlers.Deps
+	if cfg.HasApp() {
+		if err := b.openStore(); err != nil {
+			b.close()
+			return nil, err
+		}
+	}
 	if cfg.HasApp() && role != roleWeb {
 		eng, err := b.buildEngine(ctx, holder)
 		if err != nil {
@@ -144,7 +150,7 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 		deps.GitHub = func(id int64) handlers.GitHub { return b.github.Installation(id) }
 		deps.Previews = handlers.Previews{
 			GitHub:    func(id int64) handlers.PreviewGitHub { return b.github.Installation(id) },
-			Store:     b.previews,
+			Store:     b.store,
 			Drivers:   map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: b.driver},
 			PublicURL: cfg.PublicURL,
 		}
@@ -221,29 +227,42 @@ const (
 	lockTTL       = 15 * time.Second // engine: renewed every lockTTL/3 while a deploy runs
 )
 
-// buildEngine wires the deploy engine: the store (Redis, or DATA_DIR/state.db),
-// the local driver fetching sources from GitHub, and the GitHub notifier.
-func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, error) {
+// appStore is everything the bot keeps about deploys, in Redis or
+// DATA_DIR/state.db: what the engine, the handlers and the dashboard read
+// and write.
+type appStore interface {
+	deploy.Store
+	handlers.PreviewStore
+}
+
+// openStore opens the deploy store: Redis when REDIS_URL is set, else
+// DATA_DIR/state.db.
+func (b *bot) openStore() error {
 	cfg := b.cfg
-	var st deploy.Store
 	if cfg.RedisURL != "" {
 		ro, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
-			return nil, fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
+			return fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
 		}
 		client := redis.NewClient(ro)
 		b.closers = append(b.closers, client.Close)
-		rs := store.NewRedis(client, "shipbot")
-		st, b.previews = rs, rs
-	} else {
-		path := filepath.Join(cfg.DataDir, "state.db")
-		es, err := store.OpenEmbedded(path)
-		if err != nil {
-			return nil, fmt.Errorf("DATA_DIR: the deploy store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
-		}
-		b.closers = append(b.closers, es.Close)
-		st, b.previews = es, es
+		b.store = store.NewRedis(client, "shipbot")
+		return nil
 	}
+	path := filepath.Join(cfg.DataDir, "state.db")
+	es, err := store.OpenEmbedded(path)
+	if err != nil {
+		return fmt.Errorf("DATA_DIR: the deploy store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
+	}
+	b.closers = append(b.closers, es.Close)
+	b.store = es
+	return nil
+}
+
+// buildEngine wires the deploy engine over the store: the local driver
+// fetching sources from GitHub, and the GitHub notifier.
+func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, error) {
+	cfg := b.cfg
 	drv, err := local.New(local.Options{
 		DataDir: cfg.DataDir,
 		Logger:  b.log,
@@ -270,7 +289,7 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 		return nil, err
 	}
 	return deploy.NewEngine(deploy.EngineOptions{
-		Store:    st,
+		Store:    b.store,
 		Drivers:  map[repoconfig.Driver]deploy.Driver{repoconfig.DriverLocal: drv},
 		Notifier: n,
 		LockTTL:  lockTTL,
