@@ -20,7 +20,7 @@ import (
 func Register(r *worker.Router, deps Deps) {
 	r.Handle("push", deps.push)
 	r.Handle("pull_request", deps.pullRequest, "opened", "reopened", "synchronize", "closed")
-	r.Handle("issue_comment", issueComment, "created")
+	r.Handle("issue_comment", deps.issueComment, "created")
 	r.Handle("check_suite", checks, "completed")
 	r.Handle("check_run", checks, "completed")
 	r.Handle("installation", installation)
@@ -33,28 +33,6 @@ func decode(job queue.Job, v any) error {
 	if err := json.Unmarshal(job.Payload, v); err != nil {
 		return worker.Permanent(fmt.Errorf("%s payload does not decode: %w", job.Event, err))
 	}
-	return nil
-}
-
-func issueComment(ctx context.Context, job queue.Job) error {
-	var p struct {
-		Issue struct {
-			Number      int       `json:"number"`
-			PullRequest *struct{} `json:"pull_request"`
-		} `json:"issue"`
-		Comment struct {
-			ID   int64 `json:"id"`
-			User struct {
-				Login string `json:"login"`
-				Type  string `json:"type"`
-			} `json:"user"`
-		} `json:"comment"`
-	}
-	if err := decode(job, &p); err != nil {
-		return err
-	}
-	logctx.From(ctx).Info("comment received", "issue", p.Issue.Number, "on_pr", p.Issue.PullRequest != nil,
-		"comment", p.Comment.ID, "author", p.Comment.User.Login, "author_type", p.Comment.User.Type)
 	return nil
 }
 

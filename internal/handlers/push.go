@@ -33,6 +33,8 @@ type Deps struct {
 	GitHub func(installationID int64) GitHub
 	// Previews give pull requests their preview environments.
 	Previews Previews
+	// Commands run the commands of PR comments.
+	Commands Commands
 }
 
 // configCheck is the check run that reports a bad .github/shipbot.yml.
