@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ type Store interface {
 	ReleaseLock(ctx context.Context, l record.Lease) error
 	RecordRelease(ctx context.Context, env record.EnvKey, rel record.Release) error
 	CurrentRelease(ctx context.Context, env record.EnvKey) (record.Release, error)
+	EnvironmentLock(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error)
 }
 
 // DeployInfo is what the outside is told about a deploy: enough to name it
@@ -47,6 +49,13 @@ type DeployInfo struct {
 	Creator        string
 	Kind           string // record.Kind*
 	Previous       string
+	// State is the deploy's record.State* when it is announced or waits:
+	// queued, waiting (for WaitingOn) or locked (by LockedBy).
+	State     string
+	WaitingOn []string
+	// LockedBy and LockReason are the /lock holding the environment.
+	LockedBy   string
+	LockReason string
 	// SupersededBy is the SHA that replaced a superseded deploy.
 	SupersededBy       string
 	GitHubDeploymentID int64
@@ -68,6 +77,9 @@ type Notifier interface {
 	// Superseded says the deploy will never run: a newer one
 	// (d.SupersededBy) replaced it.
 	Superseded(ctx context.Context, d DeployInfo) error
+	// Waiting says a queued deploy now waits, for d.State's reason: a /lock
+	// on the environment (d.LockedBy) or required checks (d.WaitingOn).
+	Waiting(ctx context.Context, d DeployInfo) error
 }
 
 // EngineOptions configure an Engine.
@@ -117,6 +129,9 @@ type Request struct {
 	Release Release
 	Kind    string // record.Kind*
 	Creator string
+	// WaitingOn are required checks not green yet: the deploy is recorded
+	// and announced as waiting for them, and queued only by ChecksPassed.
+	WaitingOn []string
 }
 
 // ErrLockLost is returned when the deploy lock was lost mid-rollout; the
@@ -144,6 +159,10 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 			Kind: req.Kind, State: record.StateQueued, InstallationID: req.Release.InstallationID,
 			CreatedAt: e.o.Now(),
 		}
+		if len(req.WaitingOn) > 0 {
+			d.State, d.WaitingOn = record.StateWaiting, req.WaitingOn
+			d.Reason = "waiting for required checks: " + strings.Join(req.WaitingOn, ", ")
+		}
 		if err := e.o.Store.PutDeploy(ctx, d); err != nil {
 			return fmt.Errorf("deploy %s: record: %w", id, err)
 		}
@@ -152,31 +171,127 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 	if err != nil {
 		return fmt.Errorf("deploy %s: read record: %w", id, err)
 	}
-	if d.State == record.StateQueued {
-		if d.GitHubDeploymentID == 0 {
-			ghID, crID, err := e.o.Notifier.Created(ctx, e.info(req.Target, d))
+	switch d.State {
+	case record.StateQueued, record.StateLocked, record.StateWaiting:
+	default:
+		return e.runAll(ctx, req.Target, env) // past queueing: a repeated job
+	}
+	if d.GitHubDeploymentID == 0 {
+		info := e.info(req.Target, d)
+		if d.State == record.StateQueued {
+			// A /lock already holds the environment: say so from the start
+			// rather than with a second status a moment later.
+			lk, locked, err := e.o.Store.EnvironmentLock(ctx, env)
 			if err != nil {
-				return fmt.Errorf("deploy %s: announce: %w", id, err)
+				return fmt.Errorf("deploy %s: read the lock of %s: %w", id, env, err)
 			}
-			d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
-				x.GitHubDeploymentID, x.CheckRunID = ghID, crID
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("deploy %s: record GitHub ids: %w", id, err)
+			if locked {
+				info.State, info.LockedBy, info.LockReason = record.StateLocked, lk.By, lk.Reason
 			}
 		}
-		superseded, err := e.o.Store.Enqueue(ctx, env, id)
+		ghID, crID, err := e.o.Notifier.Created(ctx, info)
 		if err != nil {
-			return fmt.Errorf("deploy %s: enqueue: %w", id, err)
+			return fmt.Errorf("deploy %s: announce: %w", id, err)
 		}
-		for _, old := range superseded {
-			if err := e.supersede(ctx, req.Target, env, old, id); err != nil {
-				return err
+		d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
+			x.GitHubDeploymentID, x.CheckRunID = ghID, crID
+			if x.State == record.StateQueued && info.State == record.StateLocked {
+				x.State, x.Reason = record.StateLocked, lockReason(info.LockedBy, info.LockReason)
 			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("deploy %s: record GitHub ids: %w", id, err)
 		}
 	}
-	return e.runAll(ctx, req.Target, env)
+	if d.State == record.StateWaiting {
+		return nil // ChecksPassed or ChecksFailed goes on
+	}
+	return e.enqueue(ctx, req.Target, env, id)
+}
+
+// enqueue puts deploy id in the environment's pending slot, superseding
+// older queued ones, and runs what is pending if this process gets the lock.
+func (e *Engine) enqueue(ctx context.Context, t Target, env record.EnvKey, id string) error {
+	superseded, err := e.o.Store.Enqueue(ctx, env, id)
+	if err != nil {
+		return fmt.Errorf("deploy %s: enqueue: %w", id, err)
+	}
+	for _, old := range superseded {
+		if err := e.supersede(ctx, t, env, old, id); err != nil {
+			return err
+		}
+	}
+	return e.runAll(ctx, t, env)
+}
+
+// ChecksPassed queues a deploy that waited for required checks, and runs
+// it if this process gets the environment's lock. A deploy no longer
+// waiting (a repeated event) is left as it is.
+func (e *Engine) ChecksPassed(ctx context.Context, t Target, id string) error {
+	d, err := e.o.Store.GetDeploy(ctx, id)
+	if err != nil {
+		return fmt.Errorf("deploy %s: read: %w", id, err)
+	}
+	env := d.Env
+	if d.State == record.StateWaiting {
+		d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
+			if x.State == record.StateWaiting {
+				x.State, x.WaitingOn, x.Reason = record.StateQueued, nil, ""
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("deploy %s: mark queued: %w", id, err)
+		}
+	}
+	switch d.State {
+	case record.StateQueued, record.StateLocked:
+		return e.enqueue(ctx, t, env, id)
+	}
+	return nil
+}
+
+// ChecksFailed ends a deploy that waited for required checks as a failure
+// naming what failed (reason). Nothing was touched.
+func (e *Engine) ChecksFailed(ctx context.Context, t Target, id, reason string) error {
+	var was string
+	d, err := e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
+		was = x.State
+		if x.State == record.StateWaiting {
+			x.State, x.Reason, x.FinishedAt = record.StateFailure, reason, e.o.Now()
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("deploy %s: mark failed: %w", id, err)
+	}
+	if was != record.StateWaiting && !(was == record.StateFailure && d.Reason == reason) {
+		return nil // not waiting any more; a repeat after the failure is reported again below
+	}
+	res := Result{Outcome: OutcomeFailure, Release: releaseOf(d), Reason: reason, Finished: d.FinishedAt}
+	if err := e.o.Notifier.Finished(ctx, e.info(t, d), res); err != nil {
+		return fmt.Errorf("deploy %s: report the failed checks: %w", id, err)
+	}
+	return nil
+}
+
+// Resume runs what is pending in t's environment unless a /lock holds it:
+// what /unlock calls.
+func (e *Engine) Resume(ctx context.Context, t Target) error {
+	if t.Environment == nil {
+		return errors.New("resume: no environment")
+	}
+	return e.runAll(ctx, t, record.EnvKey{Repo: t.Repo, Name: t.Environment.Name})
+}
+
+// lockReason is a locked deploy's Reason.
+func lockReason(by, why string) string {
+	s := "waiting for /unlock: locked by " + by
+	if why != "" {
+		s += " (" + why + ")"
+	}
+	return s
 }
 
 // supersede marks deploy old superseded (by the newest queued deploy, which
@@ -227,7 +342,7 @@ func (e *Engine) runAll(ctx context.Context, t Target, env record.EnvKey) error 
 		if !ok {
 			return nil // the holder runs it
 		}
-		err = e.drain(ctx, t, env, lease)
+		held, err := e.drain(ctx, t, env, lease)
 		// A new context: the lock must go back even when ctx ended.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		if rerr := e.o.Store.ReleaseLock(rctx, lease); rerr != nil && err == nil {
@@ -237,6 +352,13 @@ func (e *Engine) runAll(ctx context.Context, t Target, env record.EnvKey) error 
 		if err != nil {
 			return err
 		}
+		if held {
+			// An /unlock between the look and the release found the deploy
+			// lock taken and left the queue to us: look again.
+			if _, still, err := e.o.Store.EnvironmentLock(ctx, env); err != nil || still {
+				return err
+			}
+		}
 		if _, more, err := e.o.Store.Pending(ctx, env); err != nil || !more {
 			return err
 		}
@@ -244,8 +366,10 @@ func (e *Engine) runAll(ctx context.Context, t Target, env record.EnvKey) error 
 }
 
 // drain runs the orphan in the running slot, if any, then every pending
-// deploy, while renewing the lease; losing the lease cancels the run.
-func (e *Engine) drain(ctx context.Context, t Target, env record.EnvKey, lease record.Lease) error {
+// deploy, while renewing the lease; losing the lease cancels the run. It
+// stops before a pending deploy while a /lock holds the environment
+// (held), marking that deploy locked.
+func (e *Engine) drain(ctx context.Context, t Target, env record.EnvKey, lease record.Lease) (held bool, err error) {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -258,28 +382,67 @@ func (e *Engine) drain(ctx context.Context, t Target, env record.EnvKey, lease r
 	defer cancel(nil) // stops renew before the Wait
 
 	if id, ok, err := e.o.Store.Running(runCtx, env); err != nil {
-		return fmt.Errorf("read the running deploy of %s: %w", env, err)
+		return false, fmt.Errorf("read the running deploy of %s: %w", env, err)
 	} else if ok {
 		logctx.From(ctx).Info("carrying on a deploy whose holder stopped", "deploy", id, "environment", env.String())
 		if err := e.run(runCtx, t, env, lease, id); err != nil {
-			return err
+			return false, err
 		}
 	}
 	for {
+		if held, err := e.heldByLock(runCtx, t, env); err != nil || held {
+			return held, err
+		}
 		id, ok, err := e.o.Store.TakePending(runCtx, env, lease)
 		if err != nil {
 			if cause := context.Cause(runCtx); cause != nil {
-				return cause
+				return false, cause
 			}
-			return fmt.Errorf("take the pending deploy of %s: %w", env, err)
+			return false, fmt.Errorf("take the pending deploy of %s: %w", env, err)
 		}
 		if !ok {
-			return nil
+			return false, nil
 		}
 		if err := e.run(runCtx, t, env, lease, id); err != nil {
-			return err
+			return false, err
 		}
 	}
+}
+
+// heldByLock reports whether a /lock holds the environment; the pending
+// deploy, if any, is then marked locked and GitHub told why it waits.
+func (e *Engine) heldByLock(ctx context.Context, t Target, env record.EnvKey) (bool, error) {
+	lk, locked, err := e.o.Store.EnvironmentLock(ctx, env)
+	if err != nil {
+		return false, fmt.Errorf("read the lock of %s: %w", env, err)
+	}
+	if !locked {
+		return false, nil
+	}
+	id, ok, err := e.o.Store.Pending(ctx, env)
+	if err != nil || !ok {
+		return true, err
+	}
+	reason := lockReason(lk.By, lk.Reason)
+	changed := false
+	d, err := e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
+		if x.State == record.StateQueued || (x.State == record.StateLocked && x.Reason != reason) {
+			x.State, x.Reason, changed = record.StateLocked, reason, true
+		}
+		return nil
+	})
+	if err != nil {
+		return true, fmt.Errorf("deploy %s: mark locked: %w", id, err)
+	}
+	if changed {
+		logctx.From(ctx).Info("deploy waits for /unlock", "deploy", id, "environment", env.String(), "locked_by", lk.By)
+		info := e.info(t, d)
+		info.LockedBy, info.LockReason = lk.By, lk.Reason
+		if err := e.o.Notifier.Waiting(ctx, info); err != nil {
+			return true, fmt.Errorf("deploy %s: report the lock: %w", id, err)
+		}
+	}
+	return true, nil
 }
 
 // renew keeps the lease alive every LockTTL/3 until ctx ends, and cancels
@@ -417,7 +580,7 @@ func (e *Engine) info(t Target, d record.Deploy) DeployInfo {
 		ID: d.ID, Repo: d.Env.Repo, InstallationID: d.InstallationID, Environment: d.Env.Name,
 		SHA: d.SHA, Ref: d.Ref, Creator: d.Creator, Kind: d.Kind, Previous: d.Previous,
 		GitHubDeploymentID: d.GitHubDeploymentID, CheckRunID: d.CheckRunID,
-		CreatedAt: d.CreatedAt, StartedAt: d.StartedAt,
+		CreatedAt: d.CreatedAt, StartedAt: d.StartedAt, State: d.State, WaitingOn: d.WaitingOn,
 	}
 	if t.Environment != nil {
 		info.Production = t.Environment.Production

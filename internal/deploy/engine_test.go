@@ -30,6 +30,9 @@ func (n *notes) add(format string, args ...any) {
 
 func (n *notes) Created(_ context.Context, d DeployInfo) (int64, int64, error) {
 	n.add("created %s %s", d.ID, d.SHA)
+	if d.State != "" && d.State != store.StateQueued {
+		n.add("created %s as %s %s%v", d.ID, d.State, d.LockedBy, d.WaitingOn)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.next++
@@ -53,6 +56,11 @@ func (n *notes) Finished(_ context.Context, d DeployInfo, res Result) error {
 
 func (n *notes) Superseded(_ context.Context, d DeployInfo) error {
 	n.add("superseded %s by %s", d.ID, d.SupersededBy)
+	return nil
+}
+
+func (n *notes) Waiting(_ context.Context, d DeployInfo) error {
+	n.add("waiting %s %s %s", d.ID, d.State, d.LockedBy)
 	return nil
 }
 
@@ -281,4 +289,156 @@ func (s *losingStore) RenewLock(ctx context.Context, l store.Lease, ttl time.Dur
 		return store.ErrLockLost
 	}
 	return s.Embedded.RenewLock(ctx, l, ttl)
+}
+
+func (c *engineCase) state(t *testing.T, id string) store.Deploy {
+	t.Helper()
+	d, err := c.st.GetDeploy(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// A /lock holds pushes: the deploy is announced as locked and runs after
+// the unlock, through Resume; one queued before the lock is marked locked.
+func TestEngineLockHoldsDeploysUntilResume(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		if _, _, err := c.st.LockEnvironment(ctx, c.env, "alice", "incident 42"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if d := c.state(t, "d1"); d.State != store.StateLocked || d.Reason != "waiting for /unlock: locked by alice (incident 42)" {
+			t.Fatalf("locked deploy: state %s reason %q", d.State, d.Reason)
+		}
+		if !c.notes.has("created d1 as locked alice[]") || c.notes.count("finished") != 0 {
+			t.Fatalf("notes %v", c.notes.lines)
+		}
+		// A repeated job changes nothing while locked.
+		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if c.notes.count("created d1") != 2 || c.notes.count("finished") != 0 {
+			t.Fatalf("repeat wrote again: %v", c.notes.lines)
+		}
+		if _, _, err := c.st.UnlockEnvironment(ctx, c.env); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.eng.Resume(ctx, c.tgt); err != nil {
+			t.Fatal(err)
+		}
+		if d := c.state(t, "d1"); d.State != store.StateSuccess {
+			t.Fatalf("after unlock: %s %q", d.State, d.Reason)
+		}
+		c.lockFree(t)
+	})
+}
+
+// A deploy queued behind a running one, then /locked, waits as locked
+// (GitHub told once) while the running one finishes.
+func TestEngineLockTakenWhileQueuedMarksThePendingDeploy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		// Hold the deploy lock as another process would while it runs.
+		l, ok, err := c.st.AcquireLock(ctx, c.env, "other", time.Minute)
+		if err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if d := c.state(t, "d1"); d.State != store.StateQueued {
+			t.Fatalf("queued behind the holder: %s", d.State)
+		}
+		if _, _, err := c.st.LockEnvironment(ctx, c.env, "bob", ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.st.ReleaseLock(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // the second pass must not tell GitHub again
+			if err := c.eng.Resume(ctx, c.tgt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := c.state(t, "d1"); d.State != store.StateLocked || d.Reason != "waiting for /unlock: locked by bob" {
+			t.Fatalf("state %s reason %q", d.State, d.Reason)
+		}
+		if c.notes.count("waiting d1 locked bob") != 1 {
+			t.Fatalf("notes %v", c.notes.lines)
+		}
+		if _, _, err := c.st.UnlockEnvironment(ctx, c.env); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.eng.Resume(ctx, c.tgt); err != nil {
+			t.Fatal(err)
+		}
+		if d := c.state(t, "d1"); d.State != store.StateSuccess {
+			t.Fatalf("after unlock: %s", d.State)
+		}
+		c.lockFree(t)
+	})
+}
+
+// A deploy waiting for checks is announced and not queued; ChecksPassed
+// runs it, ChecksFailed ends it as a failure naming the check.
+func TestEngineWaitsForChecks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		req := c.request("d1", newRelease)
+		req.WaitingOn = []string{"ci/test"}
+		if err := c.eng.Deploy(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		if d := c.state(t, "d1"); d.State != store.StateWaiting || !slices.Equal(d.WaitingOn, []string{"ci/test"}) {
+			t.Fatalf("waiting: %s %v", d.State, d.WaitingOn)
+		}
+		if _, ok, _ := c.st.Pending(ctx, c.env); ok {
+			t.Fatal("a deploy waiting for checks is pending")
+		}
+		if !c.notes.has("created d1 as waiting [ci/test]") {
+			t.Fatalf("notes %v", c.notes.lines)
+		}
+		if err := c.eng.ChecksPassed(ctx, c.tgt, "d1"); err != nil {
+			t.Fatal(err)
+		}
+		if d := c.state(t, "d1"); d.State != store.StateSuccess || len(d.WaitingOn) != 0 {
+			t.Fatalf("after checks: %s %v", d.State, d.WaitingOn)
+		}
+
+		req = c.request("d2", "2222222222222222222222222222222222222222")
+		req.WaitingOn = []string{"ci/test", "lint"}
+		if err := c.eng.Deploy(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		reason := "required check lint failed on 2222222"
+		for range 2 { // repeated: reported again, state unchanged
+			if err := c.eng.ChecksFailed(ctx, c.tgt, "d2", reason); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := c.state(t, "d2"); d.State != store.StateFailure || d.Reason != reason {
+			t.Fatalf("failed checks: %s %q", d.State, d.Reason)
+		}
+		if c.notes.count("finished d2 failure") != 2 {
+			t.Fatalf("notes %v", c.notes.lines)
+		}
+		// A late pass after the failure runs nothing.
+		if err := c.eng.ChecksPassed(ctx, c.tgt, "d2"); err != nil {
+			t.Fatal(err)
+		}
+		if d := c.state(t, "d2"); d.State != store.StateFailure {
+			t.Fatalf("late pass: %s", d.State)
+		}
+		if cur, _ := c.st.CurrentRelease(ctx, c.env); cur.SHA != newRelease {
+			t.Fatalf("current release %s", cur.SHA)
+		}
+		c.lockFree(t)
+	})
 }

@@ -83,6 +83,12 @@ func (n *Notifier) snapshot(d deploy.DeployInfo) report.Deploy {
 	if n.o.PublicURL != "" {
 		s.LogURL = n.o.PublicURL + "/deploys/" + d.ID
 	}
+	switch d.State {
+	case store.StateWaiting:
+		s.State, s.WaitingOn = report.StateWaitingForChecks, d.WaitingOn
+	case store.StateLocked:
+		s.State, s.LockedBy, s.LockReason = report.StateLocked, d.LockedBy, d.LockReason
+	}
 	return s
 }
 
@@ -280,6 +286,18 @@ func (n *Notifier) Superseded(ctx context.Context, d deploy.DeployInfo) error {
 	defer n.forget(d.ID)
 	s := n.snapshot(d)
 	s.State, s.SupersededBy = report.StateSuperseded, d.SupersededBy
+	c := n.o.Installation(d.InstallationID)
+	owner, repo := split(d.Repo)
+	if err := n.status(ctx, c, owner, repo, d.GitHubDeploymentID, s); err != nil {
+		return err
+	}
+	return n.checkRun(ctx, c, owner, repo, d.CheckRunID, s)
+}
+
+// Waiting says why a queued deploy waits (a /lock, required checks) in
+// its deployment status and check run: 2 writes.
+func (n *Notifier) Waiting(ctx context.Context, d deploy.DeployInfo) error {
+	s := n.snapshot(d)
 	c := n.o.Installation(d.InstallationID)
 	owner, repo := split(d.Repo)
 	if err := n.status(ctx, c, owner, repo, d.GitHubDeploymentID, s); err != nil {

@@ -126,6 +126,8 @@ type Deploy struct {
 	Previous string `json:"previous,omitempty"`
 	// LogTail is the end of the deploy's log, at most MaxLogTail bytes.
 	LogTail string `json:"log_tail,omitempty"`
+	// WaitingOn are the required checks not green yet (StateWaiting).
+	WaitingOn []string `json:"waiting_on,omitempty"`
 }
 
 // BatchTiming is how one batch of a rollout went.
