@@ -32,7 +32,15 @@ type Config struct {
 	// dashboard's sign-in. Optional.
 	ClientID     string
 	ClientSecret string
+
+	// DashboardToken gives bearer access to the whole dashboard (and signs
+	// a browser in through the token form). Optional.
+	DashboardToken string
 }
+
+// MinDashboardTokenLen is the shortest DASHBOARD_TOKEN accepted: it guards
+// every repository's deploy history, so it must not be guessable.
+const MinDashboardTokenLen = 32
 
 // HasApp reports whether GitHub App credentials are configured; without them
 // the bot serves the setup page.
@@ -127,6 +135,13 @@ func Load(getenv func(string) string, dotenv []byte) (Config, error) {
 	}
 	c.ClientID = get("GITHUB_CLIENT_ID")
 	c.ClientSecret = get("GITHUB_CLIENT_SECRET")
+	if (c.ClientID == "") != (c.ClientSecret == "") {
+		bad("GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET must be set together: copy both from the App's settings page, or unset both to turn off sign-in with GitHub")
+	}
+	c.DashboardToken = strings.TrimSpace(get("DASHBOARD_TOKEN"))
+	if c.DashboardToken != "" && len(c.DashboardToken) < MinDashboardTokenLen {
+		bad("DASHBOARD_TOKEN is shorter than %d characters: use a long random value, e.g. the output of `openssl rand -hex 32`", MinDashboardTokenLen)
+	}
 	return c, errors.Join(errs...)
 }
 

@@ -54,6 +54,8 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"redis url", map[string]string{"REDIS_URL": "localhost:6379"}, "REDIS_URL"},
 		{"api url", map[string]string{"GITHUB_API_URL": "api.github.com"}, "GITHUB_API_URL"},
 		{"public url", map[string]string{"PUBLIC_URL": "shipbot"}, "PUBLIC_URL"},
+		{"dashboard token too short", map[string]string{"DASHBOARD_TOKEN": "hunter2"}, "DASHBOARD_TOKEN is shorter than 32"},
+		{"client id without secret", map[string]string{"GITHUB_CLIENT_ID": "Iv1.abc"}, "GITHUB_CLIENT_SECRET"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(env(tc.env), nil)
@@ -108,5 +110,16 @@ func TestDotenvBadLine(t *testing.T) {
 	_, err := Load(env(nil), []byte("APP_ID=1\nthis is not a pair\n"))
 	if err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestDashboardToken(t *testing.T) {
+	tok := strings.Repeat("x", MinDashboardTokenLen)
+	c, err := Load(env(map[string]string{"DASHBOARD_TOKEN": " " + tok + " "}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DashboardToken != tok {
+		t.Fatalf("DashboardToken = %q, want %q", c.DashboardToken, tok)
 	}
 }

@@ -114,6 +114,7 @@ type Server struct {
 	calls         []Call
 	faults        []*faultRule
 	onRedeliver   func(Delivery) int
+	oauth         oauthState // oauth.go
 }
 
 type app struct {
@@ -366,8 +367,9 @@ type reqCtx struct {
 	params       map[string]string // unescaped
 	rawParams    map[string]string // as the router matched them
 	op           string
-	installation int64 // from the token
-	appID        int64 // from the JWT
+	installation int64  // from the token
+	appID        int64  // from the JWT
+	user         string // from a user token (oauth.go)
 	auth         string
 }
 
@@ -396,6 +398,8 @@ func authKind(op string) string {
 	case "apps/get-authenticated", "apps/get-installation", "apps/create-installation-access-token",
 		"apps/list-webhook-deliveries", "apps/redeliver-webhook-delivery":
 		return "jwt"
+	case "users/get-authenticated", "apps/list-installations-for-authenticated-user", "apps/list-installation-repos-for-authenticated-user":
+		return "user"
 	}
 	return "token"
 }
@@ -416,7 +420,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveCodeload(w, r, start)
 		return
 	}
-	if s.serveWeb(w, r, body) {
+	if s.serveWeb(w, r, body) || s.serveOAuth(w, r, body) {
 		return
 	}
 	apiPath, ok := strings.CutPrefix(r.URL.Path, s.prefix)
@@ -583,6 +587,8 @@ func (s *Server) authenticate(c *reqCtx, apiPath string) (response, bool) {
 		c.auth = "none"
 	case scheme == "bearer" && strings.Count(cred, ".") == 2:
 		c.auth = "jwt"
+	case (scheme == "bearer" || scheme == "token") && strings.HasPrefix(cred, userTokenPrefix):
+		c.auth = "user"
 	case scheme == "bearer" || scheme == "token":
 		c.auth = "token"
 	default:
@@ -617,6 +623,8 @@ func (s *Server) authenticate(c *reqCtx, apiPath string) (response, bool) {
 			s.t.Errorf("githubtest: %s (%s %s) was sent with an installation token that expired at %s", c.op, c.r.Method, apiPath, tok.expires.Format(time.RFC3339))
 			return errorResponse(http.StatusUnauthorized, "Bad credentials"), false
 		}
+	case "user":
+		return s.authenticateUser(c, cred, apiPath)
 	}
 	return response{}, true
 }
@@ -627,6 +635,8 @@ func describeAuth(kind string) string {
 		return "App JWT (Authorization: Bearer <jwt>)"
 	case "token":
 		return "installation token (Authorization: token <token>)"
+	case "user":
+		return "user token from the OAuth web flow (Authorization: Bearer ghu_…)"
 	case "none":
 		return "no"
 	}
