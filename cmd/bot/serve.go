@@ -88,6 +88,10 @@ const redeliveryEvery = 3 * time.Minute
 // storeWatchEvery is how often the store is pinged to notice its recovery.
 const storeWatchEvery = 2 * time.Second
 
+// recheckEvery is how often deploys waiting for required checks are
+// judged again without a check event.
+const recheckEvery = time.Minute
+
 // bot is the wired process.
 type bot struct {
 	cfg      config.Config
@@ -100,6 +104,9 @@ type bot struct {
 	github   *gh.Client
 	driver   *local.Driver // nil without an App or in the web role
 	store    appStore      // the deploy store; nil without an App
+	// recheck looks at deploys waiting for required checks; nil without
+	// an App or in the web role.
+	recheck func(context.Context) error
 	http     *http.Server
 	listener net.Listener
 	closers  []func() error
@@ -154,6 +161,8 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 			Drivers:   map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: b.driver},
 			PublicURL: cfg.PublicURL,
 		}
+		deps.Waiting = b.store
+		b.recheck = deps.RecheckWaiting
 	}
 	b.router = worker.NewRouter()
 	handlers.Register(b.router, deps)
@@ -233,6 +242,7 @@ const (
 type appStore interface {
 	deploy.Store
 	handlers.PreviewStore
+	handlers.WaitingDeploys
 }
 
 // openStore opens the deploy store: Redis when REDIS_URL is set, else
@@ -381,6 +391,26 @@ func (b *bot) run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			b.sweepOnRecovery(logctx.With(ctx, b.log), rd)
+		}()
+	}
+	if b.recheck != nil {
+		// Check events GitHub never delivered must not leave a deploy
+		// waiting for good; the wait for checks is bounded here too.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(recheckEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if err := b.recheck(logctx.With(ctx, b.log)); err != nil && ctx.Err() == nil {
+					b.log.Warn("could not look at the deploys waiting for checks; trying again in a minute", "err", err)
+				}
+			}
 		}()
 	}
 	if b.driver != nil {

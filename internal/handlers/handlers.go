@@ -21,8 +21,8 @@ func Register(r *worker.Router, deps Deps) {
 	r.Handle("push", deps.push)
 	r.Handle("pull_request", deps.pullRequest, "opened", "reopened", "synchronize", "closed")
 	r.Handle("issue_comment", deps.issueComment, "created")
-	r.Handle("check_suite", checks, "completed")
-	r.Handle("check_run", checks, "completed")
+	r.Handle("check_suite", deps.checks, "completed")
+	r.Handle("check_run", deps.checks, "completed")
 	r.Handle("installation", installation)
 	r.Handle("installation_repositories", installation)
 }
@@ -33,31 +33,6 @@ func decode(job queue.Job, v any) error {
 	if err := json.Unmarshal(job.Payload, v); err != nil {
 		return worker.Permanent(fmt.Errorf("%s payload does not decode: %w", job.Event, err))
 	}
-	return nil
-}
-
-func checks(ctx context.Context, job queue.Job) error {
-	var p struct {
-		CheckSuite *struct {
-			HeadSHA    string `json:"head_sha"`
-			Conclusion string `json:"conclusion"`
-		} `json:"check_suite"`
-		CheckRun *struct {
-			HeadSHA    string `json:"head_sha"`
-			Conclusion string `json:"conclusion"`
-		} `json:"check_run"`
-	}
-	if err := decode(job, &p); err != nil {
-		return err
-	}
-	c := p.CheckSuite
-	if c == nil {
-		c = p.CheckRun
-	}
-	if c == nil {
-		return worker.Permanent(fmt.Errorf("%s payload has neither check_suite nor check_run", job.Event))
-	}
-	logctx.From(ctx).Info("checks completed", "sha", c.HeadSHA, "conclusion", c.Conclusion)
 	return nil
 }
 

@@ -5,18 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/repoconfig"
-	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
 
-// Deployer is the engine call a push makes.
+// Deployer is what a push and a check event ask of the engine.
 type Deployer interface {
 	Deploy(ctx context.Context, req deploy.Request) error
+	ChecksPassed(ctx context.Context, t deploy.Target, id string) error
+	ChecksFailed(ctx context.Context, t deploy.Target, id, reason string) error
 }
 
 // GitHub is what the push handler reads and writes on GitHub itself: the
@@ -24,6 +27,9 @@ type Deployer interface {
 type GitHub interface {
 	ReadFile(ctx context.Context, owner, repo, path, ref string) ([]byte, bool, error)
 	CreateCheckRun(ctx context.Context, owner, repo string, run gh.CheckRun) (int64, error)
+	CheckRunsForRef(ctx context.Context, owner, repo, sha string) ([]gh.CheckRunInfo, error)
+	CombinedStatus(ctx context.Context, owner, repo, sha string) (gh.CombinedStatus, error)
+	DefaultBranch(ctx context.Context, owner, repo string) (string, error)
 }
 
 // Deps are what the handlers act through.
@@ -35,6 +41,12 @@ type Deps struct {
 	Previews Previews
 	// Commands run the commands of PR comments.
 	Commands Commands
+	// Waiting finds deploys waiting for required checks; nil: check
+	// events are only logged.
+	Waiting WaitingDeploys
+	// ChecksTimeout bounds the wait for required checks; 0 means
+	// DefaultChecksTimeout.
+	ChecksTimeout time.Duration
 }
 
 // configCheck is the check run that reports a bad .github/shipbot.yml.
@@ -94,13 +106,38 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 	if id == "" {
 		id = job.ID
 	}
-	return deps.Engine.Deploy(ctx, deploy.Request{
+	req := deploy.Request{
 		ID:      "push-" + id + "-" + strings.ToLower(env.Name),
 		Target:  deploy.Target{Repo: repo, Environment: env, App: cfg.App},
 		Release: deploy.Release{Repo: repo, InstallationID: inst, SHA: p.After, Ref: branch},
-		Kind:    store.KindPush,
+		Kind:    record.KindPush,
 		Creator: p.Sender.Login,
-	})
+	}
+	if !required(env.RequireChecks) {
+		return deps.Engine.Deploy(ctx, req)
+	}
+	v, err := readChecks(ctx, c, repo, p.After, env.RequireChecks)
+	if err != nil {
+		return err
+	}
+	if len(v.Waiting) == 0 && v.Failed == "" {
+		return deps.Engine.Deploy(ctx, req)
+	}
+	// Recorded and announced as waiting: a check event (or the minute
+	// sweep) decides, even when a check is red already, so that the
+	// failure is one path.
+	req.WaitingOn = v.Waiting
+	if v.Failed != "" {
+		req.WaitingOn = append([]string{v.Red}, v.Waiting...)
+	}
+	if err := deps.Engine.Deploy(ctx, req); err != nil {
+		return err
+	}
+	if v.Failed != "" {
+		return deps.Engine.ChecksFailed(ctx, req.Target, req.ID, v.Failed)
+	}
+	log.Info("deploy waits for required checks", "environment", env.Name, "checks", strings.Join(v.Waiting, ", "))
+	return nil
 }
 
 // loadConfig reads .github/shipbot.yml from the default branch (never a

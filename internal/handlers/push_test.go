@@ -13,10 +13,23 @@ import (
 	"github.com/shipbot/shipbot/queue"
 )
 
-type deployer struct{ reqs []deploy.Request }
+type deployer struct {
+	reqs           []deploy.Request
+	passed, failed []string
+}
 
 func (d *deployer) Deploy(_ context.Context, r deploy.Request) error {
 	d.reqs = append(d.reqs, r)
+	return nil
+}
+
+func (d *deployer) ChecksPassed(_ context.Context, _ deploy.Target, id string) error {
+	d.passed = append(d.passed, id)
+	return nil
+}
+
+func (d *deployer) ChecksFailed(_ context.Context, _ deploy.Target, id, reason string) error {
+	d.failed = append(d.failed, id+": "+reason)
 	return nil
 }
 
