@@ -94,19 +94,19 @@ const recheckEvery = time.Minute
 
 // bot is the wired process.
 type bot struct {
-	cfg      config.Config
-	role     string
-	log      *slog.Logger
-	q        queue.Queue
-	reg      *prometheus.Registry
-	router   *worker.Router
-	pool     *worker.Pool
-	github   *gh.Client
-	driver   *local.Driver // nil without an App or in the web role
-	store    appStore      // the deploy store; nil without an App
+	cfg    config.Config
+	role   string
+	log    *slog.Logger
+	q      queue.Queue
+	reg    *prometheus.Registry
+	router *worker.Router
+	pool   *worker.Pool
+	github *gh.Client
+	driver *local.Driver // nil without an App or in the web role
+	store  appStore      // the deploy store; nil without an App
 	// recheck looks at deploys waiting for required checks; nil without
 	// an App or in the web role.
-	recheck func(context.Context) error
+	recheck  func(context.Context) error
 	http     *http.Server
 	listener net.Listener
 	closers  []func() error

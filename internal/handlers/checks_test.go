@@ -31,7 +31,7 @@ func TestEvaluateChecks(t *testing.T) {
 	}{
 		{name: "all, nothing on the commit: passes", req: all},
 		{name: "all, green runs and statuses", req: all,
-			runs: []gh.CheckRunInfo{run("test", "completed", "success"), run("lint", "completed", "skipped"), run("docs", "completed", "neutral")},
+			runs:     []gh.CheckRunInfo{run("test", "completed", "success"), run("lint", "completed", "skipped"), run("docs", "completed", "neutral")},
 			statuses: []gh.CommitStatus{status("ci/legacy", "success")}},
 		{name: "all, one running", req: all,
 			runs:        []gh.CheckRunInfo{run("test", "completed", "success"), run("lint", "in_progress", "")},
@@ -68,7 +68,9 @@ func TestEvaluateChecks(t *testing.T) {
 
 type waitingStore struct{ deploys []record.Deploy }
 
-func (w waitingStore) ListRepos(context.Context) ([]string, error) { return []string{"octo-org/web"}, nil }
+func (w waitingStore) ListRepos(context.Context) ([]string, error) {
+	return []string{"octo-org/web"}, nil
+}
 func (w waitingStore) ListEnvironments(_ context.Context, repo string) ([]record.EnvKey, error) {
 	return []record.EnvKey{{Repo: repo, Name: "production"}}, nil
 }
