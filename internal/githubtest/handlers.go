@@ -48,6 +48,8 @@ var routeTable = []route{
 	{"GET", "/repos/{owner}/{repo}/collaborators/{username}/permission", "repos/get-collaborator-permission-level", (*Server).getPermission},
 	{"GET", "/repos/{owner}/{repo}/contents/{path+}", "repos/get-content", (*Server).getContent},
 	{"GET", "/repos/{owner}/{repo}/tarball/{ref+}", "repos/download-tarball-archive", (*Server).tarballRedirect},
+	{"GET", "/repos/{owner}/{repo}/pulls/{pull_number}", "pulls/get", (*Server).getPull},
+	{"GET", "/repos/{owner}/{repo}/commits/{ref+}", "repos/get-commit", (*Server).getCommit},
 	{"GET", "/user", "users/get-authenticated", (*Server).getAuthenticatedUser},
 	{"GET", "/user/installations", "apps/list-installations-for-authenticated-user", (*Server).listUserInstallations},
 	{"GET", "/user/installations/{installation_id}/repositories", "apps/list-installation-repos-for-authenticated-user", (*Server).listUserInstallationRepos},

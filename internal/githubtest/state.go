@@ -26,6 +26,7 @@ type repo struct {
 	perms         map[string]string          // login → role
 	deployments   []*Deployment
 	statuses      map[string][]CommitStatus // SHA → statuses, newest last
+	pulls         map[int]*PullRequest      // number → pull request (pulls.go)
 }
 
 type file struct {
