@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,30 +19,14 @@ const (
 	deployRepo  = "hello-world"
 )
 
-// sampleRelease copies the sample app to a fresh directory with the given
-// version and health, for githubtest to serve as the tarball of a SHA.
+// sampleRelease writes a release of the sample app with the given version
+// and health to a fresh directory, for githubtest to serve as the tarball
+// of a SHA.
 func sampleRelease(t *testing.T, version string, healthy bool) string {
 	t.Helper()
-	src := filepath.Join(testenv.RepoRoot(t), "fixtures", "sample-app")
 	dst := t.TempDir()
-	entries, err := os.ReadDir(src)
-	if err != nil {
+	if err := fixtures.WriteSampleApp(dst, version, healthy); err != nil {
 		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.Name() == "version.go" {
-			b = []byte("package main\n\nconst Version = " + strconv.Quote(version) + "\n\nconst Healthy = " + strconv.FormatBool(healthy) + "\n")
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return dst
 }

@@ -15,24 +15,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shipbot/shipbot/fixtures"
 	"github.com/shipbot/shipbot/internal/testenv"
 )
 
-// The sample app (fixtures/sample-app) is its own module, so the main
-// module's `go test ./...` never runs a test inside it; this test builds it
-// the way the local driver does and checks the behaviour the deploy tests
-// rely on.
+// The sample app (fixtures/sample-app) is shipped as a tree of its own
+// (fixtures.SampleApp); this test builds releases of it the way the local
+// driver does and checks the behaviour the deploy tests rely on.
 func TestSampleApp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the sample app")
 	}
-	src := filepath.Join(testenv.RepoRoot(t), "fixtures", "sample-app")
-
-	// The healthy release from the tree as it is, and a broken one from a
-	// copy with version.go rewritten, built side by side.
-	broken := t.TempDir()
-	copyTree(t, src, broken)
-	writeFile(t, filepath.Join(broken, "version.go"), "package main\n\nconst Version = \"v2\"\n\nconst Healthy = false\n")
+	// A healthy release and a broken one, built side by side.
+	src, broken := t.TempDir(), t.TempDir()
+	if err := fixtures.WriteSampleApp(src, "v1", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := fixtures.WriteSampleApp(broken, "v2", false); err != nil {
+		t.Fatal(err)
+	}
 	var good, bad string
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -216,35 +217,4 @@ func withoutPort(env []string) []string {
 		}
 	}
 	return out
-}
-
-func copyTree(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }

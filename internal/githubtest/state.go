@@ -309,6 +309,16 @@ func (s *Server) AddCheckRun(owner, name string, run CheckRun) int64 {
 	return run.ID
 }
 
+// CompleteCheckRun completes check run id with conclusion, as CI would
+// when it finishes.
+func (s *Server) CompleteCheckRun(id int64, conclusion string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.checkRuns[id]; c != nil {
+		c.Status, c.Conclusion, c.CompletedAt = "completed", conclusion, time.Now().UTC()
+	}
+}
+
 // SetCommitStatus adds a commit status on sha.
 func (s *Server) SetCommitStatus(owner, name, sha string, st CommitStatus) {
 	s.mu.Lock()
