@@ -1,9 +1,12 @@
 // Package aws is shipbot's driver for environments on AWS: a fleet of EC2
 // instances, found by their tags and grouped by availability zone, behind
-// an ALB target group, updated through SSM Run Command (SPEC §7).
+// an ALB target group, updated through SSM Run Command (SPEC §7); and
+// pull-request previews, each an instance from a launch template behind
+// its own target group and host-header listener rule (preview.go), with
+// a sweep for the ones nobody tore down (sweep.go).
 //
-// It owns the conversation with EC2, Elastic Load Balancing v2 and SSM,
-// over small interfaces of the SDK clients it uses; the engine
+// It owns the conversation with EC2, Elastic Load Balancing v2, SSM and
+// Route 53, over small interfaces of the SDK clients it uses; the engine
 // (internal/deploy) decides what happens and in which order.
 //
 // What runs on an instance is kept in the instance's tag shipbot:release
@@ -19,6 +22,7 @@
 // the target group); ssm:SendCommand (on the AWS-RunShellScript document
 // and the instances) and ssm:GetCommandInvocation. The target group must be
 // used by a load balancer listener, or its targets never become healthy.
+// Previews and the sweep need more; the README lists them as a policy.
 package aws
 
 import (
@@ -38,6 +42,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
+	"github.com/aws/aws-sdk-go-v2/service/route53"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
@@ -89,6 +94,20 @@ type Options struct {
 	// RetryMaxAttempts is the SDK retryer's attempts per call (throttling,
 	// 5xx); default 5.
 	RetryMaxAttempts int
+
+	// PreviewInstall is the command, a template like aws.install, that
+	// installs a release on a preview instance through SSM; default
+	// DefaultPreviewInstall.
+	PreviewInstall string
+	// PreviewPort is the port a preview instance serves HTTP on, for its
+	// target group; default 80.
+	PreviewPort int32
+	// BootTimeout bounds the wait for a new preview instance to run and
+	// for its SSM agent to register; default 10m.
+	BootTimeout time.Duration
+	// SweepRegions are the regions SweepPreviews looks in; default the
+	// configured region.
+	SweepRegions []string
 }
 
 // Driver runs environments whose driver is aws. It is safe for concurrent
@@ -102,9 +121,10 @@ type Driver struct {
 }
 
 type clients struct {
-	ec2 ec2API
-	elb elbAPI
+	ec2 previewEC2API
+	elb previewELBAPI
 	ssm ssmAPI
+	r53 route53API
 }
 
 var _ deploy.Driver = (*Driver)(nil)
@@ -138,6 +158,18 @@ func New(opts Options) (*Driver, error) {
 	if opts.RetryMaxAttempts <= 0 {
 		opts.RetryMaxAttempts = 5
 	}
+	if strings.TrimSpace(opts.PreviewInstall) == "" {
+		opts.PreviewInstall = DefaultPreviewInstall
+	}
+	if _, err := renderInstall(opts.PreviewInstall, deploy.Release{}); err != nil {
+		return nil, fmt.Errorf("aws: the preview install command %q: %w", opts.PreviewInstall, err)
+	}
+	if opts.PreviewPort <= 0 {
+		opts.PreviewPort = 80
+	}
+	if opts.BootTimeout <= 0 {
+		opts.BootTimeout = 10 * time.Minute
+	}
 	return &Driver{cfg: cfg, opts: opts, regions: map[string]*clients{}}, nil
 }
 
@@ -166,6 +198,11 @@ func (d *Driver) fleet(t deploy.Target) (*repoconfig.AWSFleet, *clients, error) 
 	if region == "" {
 		return nil, nil, permanentError("shipbot", "environment "+env.Name, fmt.Errorf("no region: set aws.region or AWS_REGION"))
 	}
+	return f, d.clients(region), nil
+}
+
+// clients returns the SDK clients of region, made at the first use.
+func (d *Driver) clients(region string) *clients {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	c := d.regions[region]
@@ -175,10 +212,11 @@ func (d *Driver) fleet(t deploy.Target) (*repoconfig.AWSFleet, *clients, error) 
 			ec2: ec2.NewFromConfig(d.cfg, func(o *ec2.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
 			elb: elb.NewFromConfig(d.cfg, func(o *elb.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
 			ssm: ssm.NewFromConfig(d.cfg, func(o *ssm.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
+			r53: route53.NewFromConfig(d.cfg, func(o *route53.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
 		}
 		d.regions[region] = c
 	}
-	return f, c, nil
+	return c
 }
 
 // Instances lists the running EC2 instances carrying every one of the
@@ -278,7 +316,10 @@ func (d *Driver) Drain(ctx context.Context, t deploy.Target, inst deploy.Instanc
 	if err != nil {
 		return err
 	}
-	tg := f.TargetGroupARN
+	return d.drain(ctx, c, f.TargetGroupARN, inst)
+}
+
+func (d *Driver) drain(ctx context.Context, c *clients, tg string, inst deploy.Instance) error {
 	st, _, err := d.targetState(ctx, c, tg, inst.ID)
 	if err != nil {
 		return err
@@ -381,8 +422,19 @@ func (d *Driver) Install(ctx context.Context, t deploy.Target, inst deploy.Insta
 	if err != nil {
 		return permanentError("shipbot", "aws.install of "+t.Environment.Name, err)
 	}
+	comment := "shipbot install " + shortSHA(r.SHA) + " " + t.Repo + " " + t.Environment.Name
+	return d.install(ctx, c, inst.ID, command, r.SHA, comment, 0, log)
+}
+
+// install runs command on the instance as Install describes. With boot > 0
+// the instance may have just started: SendCommand is repeated for up to
+// boot while SSM does not know the instance yet (its agent registers a
+// little after the instance is running).
+func (d *Driver) install(ctx context.Context, c *clients, instID, command, sha, comment string, boot time.Duration, log io.Writer) error {
+	inst := deploy.Instance{ID: instID}
+	r := deploy.Release{SHA: sha}
 	// What runs is unknown from here until the command succeeds.
-	_, err = c.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{
+	_, err := c.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{
 		Resources: []string{inst.ID},
 		Tags:      []ec2types.Tag{{Key: awssdk.String(ReleaseTag)}},
 	})
@@ -390,19 +442,38 @@ func (d *Driver) Install(ctx context.Context, t deploy.Target, inst deploy.Insta
 		return callError("ec2:DeleteTags", inst.ID, err)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, d.opts.InstallTimeout)
-	defer cancel()
-	sent, err := c.ssm.SendCommand(ctx, &ssm.SendCommandInput{
-		DocumentName: awssdk.String("AWS-RunShellScript"),
-		InstanceIds:  []string{inst.ID},
-		Parameters:   map[string][]string{"commands": {command}},
-		Comment:      awssdk.String(limit("shipbot install "+shortSHA(r.SHA)+" "+t.Repo+" "+t.Environment.Name, 100)),
-	})
+	send := func(ctx context.Context) (*ssm.SendCommandOutput, error) {
+		return c.ssm.SendCommand(ctx, &ssm.SendCommandInput{
+			DocumentName: awssdk.String("AWS-RunShellScript"),
+			InstanceIds:  []string{inst.ID},
+			Parameters:   map[string][]string{"commands": {command}},
+			Comment:      awssdk.String(limit(comment, 100)),
+		})
+	}
+	var sent *ssm.SendCommandOutput
+	if boot > 0 {
+		var lastErr error
+		err = d.poll(ctx, boot, func(ctx context.Context) (bool, error) {
+			sent, lastErr = send(ctx)
+			if errorCode(lastErr) == "InvalidInstanceId" {
+				return false, nil // the agent has not registered yet
+			}
+			return true, lastErr
+		})
+		if err == errPollTimeout {
+			return waitError("ssm:SendCommand", inst.ID, "SSM does not know the instance %s after it started (is the SSM agent installed, and may its instance profile use SSM?): %v", boot, lastErr)
+		}
+	} else {
+		sent, err = send(ctx)
+	}
 	if err != nil {
 		return callError("ssm:SendCommand", inst.ID, err)
 	}
 	id := awssdk.ToString(sent.Command.CommandId)
 	resource := fmt.Sprintf("command %s on %s", id, inst.ID)
+
+	ctx, cancel := context.WithTimeout(ctx, d.opts.InstallTimeout)
+	defer cancel()
 
 	var inv *ssm.GetCommandInvocationOutput
 	err = d.poll(ctx, d.opts.InstallTimeout, func(ctx context.Context) (bool, error) {
@@ -506,15 +577,19 @@ func (d *Driver) Admit(ctx context.Context, t deploy.Target, inst deploy.Instanc
 	if err != nil {
 		return err
 	}
-	tg := f.TargetGroupARN
-	_, err = c.elb.RegisterTargets(ctx, &elb.RegisterTargetsInput{
+	return d.admit(ctx, c, f.TargetGroupARN, inst, t.Environment.Health.Timeout)
+}
+
+// admit registers the instance with tg and waits, up to bound (default
+// 2m), until tg reports it healthy.
+func (d *Driver) admit(ctx context.Context, c *clients, tg string, inst deploy.Instance, bound time.Duration) error {
+	_, err := c.elb.RegisterTargets(ctx, &elb.RegisterTargetsInput{
 		TargetGroupArn: awssdk.String(tg),
 		Targets:        []elbtypes.TargetDescription{{Id: awssdk.String(inst.ID)}},
 	})
 	if err != nil {
 		return callError("elasticloadbalancing:RegisterTargets", inst.ID+" in "+tg, err)
 	}
-	bound := t.Environment.Health.Timeout
 	if bound <= 0 {
 		bound = 2 * time.Minute
 	}

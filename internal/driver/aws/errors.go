@@ -49,6 +49,16 @@ func permanentError(api, resource string, err error) error {
 	return &Error{API: api, Resource: resource, Err: err, perm: true}
 }
 
+// errorCode is the AWS error code of err, or "" when err is nil or not an
+// AWS API error.
+func errorCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
 // permanent classifies an SDK error by its AWS error code.
 func permanent(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -62,8 +72,14 @@ func permanent(err error) bool {
 	switch {
 	case strings.Contains(code, "Throttl"), code == "RequestLimitExceeded",
 		code == "TooManyRequestsException", code == "ServiceUnavailable",
+		code == "ServiceUnavailableException", code == "Unavailable",
 		code == "InternalError", code == "InternalFailure",
-		code == "InternalServerError", code == "InvocationDoesNotExist":
+		code == "InternalServerError", code == "InvocationDoesNotExist",
+		// Capacity comes back; a rule just deleted may still hold its
+		// target group for a moment; Route 53 applies one change per
+		// record at a time; two previews may race for one rule priority.
+		code == "InsufficientInstanceCapacity", code == "ResourceInUse",
+		code == "PriorRequestNotComplete", code == "PriorityInUse":
 		return false
 	case strings.HasPrefix(code, "AccessDenied"), code == "UnauthorizedOperation",
 		code == "AuthFailure", code == "UnrecognizedClientException",
