@@ -2,32 +2,556 @@ package handlers
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
 
+	"github.com/shipbot/shipbot/internal/command"
+	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
+	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
 
-// Commands are the dependencies of PR comment commands.
-type Commands struct{}
+// CommandGitHub is what PR comment commands read and write on GitHub: the
+// configuration, the pull request's head, refs, the commenter's
+// permission, the 👀 reaction and the one reply per comment.
+type CommandGitHub interface {
+	ReadFile(ctx context.Context, owner, repo, path, ref string) ([]byte, bool, error)
+	PullRequest(ctx context.Context, owner, repo string, number int) (gh.PullRequest, error)
+	ResolveRef(ctx context.Context, owner, repo, ref string) (sha string, found bool, err error)
+	CollaboratorPermission(ctx context.Context, owner, repo, login string) (gh.Permission, error)
+	AddReaction(ctx context.Context, owner, repo string, commentID int64, content string) error
+	UpsertStickyComment(ctx context.Context, owner, repo string, number int, marker, body string) (gh.Comment, bool, error)
+}
 
-func (deps Deps) issueComment(ctx context.Context, job queue.Job) error {
-	var p struct {
-		Issue struct {
-			Number      int       `json:"number"`
-			PullRequest *struct{} `json:"pull_request"`
-		} `json:"issue"`
-		Comment struct {
-			ID   int64 `json:"id"`
-			User struct {
-				Login string `json:"login"`
-				Type  string `json:"type"`
-			} `json:"user"`
-		} `json:"comment"`
+// CommandStore is what commands read and write of the deploy store: the
+// /lock of each environment, its releases and its deploys.
+type CommandStore interface {
+	LockEnvironment(ctx context.Context, env record.EnvKey, by, reason string) (record.EnvLock, bool, error)
+	UnlockEnvironment(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error)
+	EnvironmentLock(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error)
+	CurrentRelease(ctx context.Context, env record.EnvKey) (record.Release, error)
+	PreviousRelease(ctx context.Context, env record.EnvKey) (record.Release, error)
+	FindRelease(ctx context.Context, env record.EnvKey, ref string) (record.Release, error)
+	GetDeploy(ctx context.Context, id string) (record.Deploy, error)
+	ListDeploys(ctx context.Context, env record.EnvKey, n int) ([]record.Deploy, error)
+	Pending(ctx context.Context, env record.EnvKey) (string, bool, error)
+	Running(ctx context.Context, env record.EnvKey) (string, bool, error)
+}
+
+// CommandEngine is the engine calls commands make: /deploy and /rollback
+// deploy, /unlock resumes what queued behind the lock.
+type CommandEngine interface {
+	Deploy(ctx context.Context, req deploy.Request) error
+	Resume(ctx context.Context, t deploy.Target) error
+}
+
+// Commands are the dependencies of PR comment commands. With any of
+// GitHub, Store or Engine unset, comments are only logged.
+type Commands struct {
+	GitHub func(installationID int64) CommandGitHub
+	Store  CommandStore
+	Engine CommandEngine
+	// PublicURL is where the bot is reached; a deploy's page is
+	// PublicURL/deploys/{id}.
+	PublicURL string
+}
+
+func (c Commands) enabled() bool { return c.GitHub != nil && c.Store != nil && c.Engine != nil }
+
+// commentEvent is the part of an issue_comment payload the handler reads.
+type commentEvent struct {
+	Action string `json:"action"`
+	Issue  struct {
+		Number      int       `json:"number"`
+		PullRequest *struct{} `json:"pull_request"`
+	} `json:"issue"`
+	Comment struct {
+		ID        int64     `json:"id"`
+		Body      string    `json:"body"`
+		CreatedAt time.Time `json:"created_at"`
+		User      struct {
+			Login string `json:"login"`
+			Type  string `json:"type"`
+		} `json:"user"`
+	} `json:"comment"`
+	Repository struct {
+		FullName      string `json:"full_name"`
+		DefaultBranch string `json:"default_branch"`
+	} `json:"repository"`
+	Installation struct {
+		ID int64 `json:"id"`
+	} `json:"installation"`
+}
+
+// screen decides whether a comment is one to act on: created (not edited
+// or deleted), by a person (not a bot, this one included), with at least
+// one command line. It is the first half of the pure core.
+func screen(action, login, userType, body string) (cmds []command.Command, errs []*command.Error, act bool) {
+	if action != "created" || isBot(login, userType) {
+		return nil, nil, false
 	}
-	if err := decode(job, &p); err != nil {
+	cmds, errs = command.Parse(body)
+	return cmds, errs, len(cmds)+len(errs) > 0
+}
+
+// isBot: GitHub marks Apps' accounts type Bot and names them "slug[bot]".
+func isBot(login, userType string) bool {
+	return strings.EqualFold(userType, "Bot") || strings.HasSuffix(strings.ToLower(login), "[bot]")
+}
+
+// issueComment runs the commands of a PR comment (SPEC §4) and answers
+// them in one reply. Every step is safe to repeat: the reply is found again
+// by its marker and edited, deploys have ids made from the comment, a
+// repeated /lock is recognised, so a retried job neither doubles the reply
+// nor the deploys.
+func (deps Deps) issueComment(ctx context.Context, job queue.Job) error {
+	var e commentEvent
+	if err := decode(job, &e); err != nil {
 		return err
 	}
-	logctx.From(ctx).Info("comment received", "issue", p.Issue.Number, "on_pr", p.Issue.PullRequest != nil,
-		"comment", p.Comment.ID, "author", p.Comment.User.Login, "author_type", p.Comment.User.Type)
+	log := logctx.From(ctx)
+	if e.Action == "" {
+		e.Action = job.Action
+	}
+	cmds, errs, act := screen(e.Action, e.Comment.User.Login, e.Comment.User.Type, e.Comment.Body)
+	log.Info("comment received", "issue", e.Issue.Number, "on_pr", e.Issue.PullRequest != nil, "comment", e.Comment.ID,
+		"author", e.Comment.User.Login, "author_type", e.Comment.User.Type, "commands", len(cmds), "command_errors", len(errs), "acting", act)
+	cs := deps.Commands
+	if !act || !cs.enabled() || e.Issue.Number < 1 {
+		return nil
+	}
+	repo := e.Repository.FullName
+	if repo == "" {
+		repo = job.Repo
+	}
+	inst := e.Installation.ID
+	if inst == 0 {
+		inst = job.InstallationID
+	}
+	owner, name, _ := strings.Cut(repo, "/")
+	r := &commentRun{
+		cs: cs, c: cs.GitHub(inst), e: &e, repo: repo, owner: owner, name: name, inst: inst,
+		locks: map[string]*record.EnvLock{},
+	}
+	if e.Issue.PullRequest == nil {
+		return r.reply(ctx, []report.Answer{{Outcome: report.OutcomeNotPullRequest}})
+	}
+	return r.run(ctx, cmds, errs)
+}
+
+// commentRun is one comment being answered.
+type commentRun struct {
+	cs                Commands
+	c                 CommandGitHub
+	e                 *commentEvent
+	repo, owner, name string
+	inst              int64
+	cfg               *repoconfig.Config
+
+	perm    *repoconfig.Permission
+	pr      *gh.PullRequest
+	locks   map[string]*record.EnvLock // by environment, as this comment leaves them
+	checked map[string]bool            // environments whose lock was read
+}
+
+// action is what a command leaves to do after the reply is posted.
+type action struct {
+	deploy *deploy.Request
+	resume *deploy.Target
+}
+
+func (r *commentRun) run(ctx context.Context, cmds []command.Command, errs []*command.Error) error {
+	cfg, problems, err := r.config(ctx)
+	if err != nil {
+		return err
+	}
+	if cfg == nil {
+		return r.reply(ctx, []report.Answer{{Outcome: report.OutcomeBadConfig, Block: problems}})
+	}
+	r.cfg = cfg
+
+	var answers []report.Answer
+	var actions []action
+	for _, item := range inOrder(cmds, errs) {
+		if item.err != nil {
+			answers = append(answers, r.parseError(item.err))
+			continue
+		}
+		a, act, err := r.command(ctx, item.cmd)
+		if err != nil {
+			return err
+		}
+		answers = append(answers, a)
+		actions = append(actions, act)
+	}
+
+	for _, a := range answers {
+		if a.Outcome.Accepted() {
+			if err := r.c.AddReaction(ctx, r.owner, r.name, r.e.Comment.ID, "eyes"); err != nil {
+				return fmt.Errorf("react to comment %d: %w", r.e.Comment.ID, err)
+			}
+			break
+		}
+	}
+	// The reply goes out before the engine runs: a deploy may take minutes.
+	if err := r.reply(ctx, answers); err != nil {
+		return err
+	}
+	for _, act := range actions {
+		switch {
+		case act.deploy != nil:
+			if err := r.cs.Engine.Deploy(ctx, *act.deploy); err != nil {
+				return fmt.Errorf("deploy %s: %w", act.deploy.ID, err)
+			}
+		case act.resume != nil:
+			if err := r.cs.Engine.Resume(ctx, *act.resume); err != nil {
+				return fmt.Errorf("resume %s after /unlock: %w", act.resume.Environment.Name, err)
+			}
+		}
+	}
 	return nil
+}
+
+func (r *commentRun) reply(ctx context.Context, answers []report.Answer) error {
+	id := r.e.Comment.ID
+	body := report.ReplyComment(report.Reply{CommentID: id, Commenter: r.e.Comment.User.Login, Answers: answers})
+	if _, _, err := r.c.UpsertStickyComment(ctx, r.owner, r.name, r.e.Issue.Number, report.ReplyMarker(id), body); err != nil {
+		return fmt.Errorf("reply to comment %d on #%d: %w", id, r.e.Issue.Number, err)
+	}
+	return nil
+}
+
+// config reads .github/shipbot.yml from the default branch (SPEC §3, §9).
+// A file with mistakes gives a nil config and the problems as a Markdown
+// list for the reply.
+func (r *commentRun) config(ctx context.Context) (*repoconfig.Config, string, error) {
+	data, _, err := r.c.ReadFile(ctx, r.owner, r.name, repoconfig.FilePath, "")
+	if err != nil {
+		return nil, "", fmt.Errorf("read %s of %s: %w", repoconfig.FilePath, r.repo, err)
+	}
+	cfg, err := repoconfig.Parse(data, r.e.Repository.DefaultBranch)
+	if err != nil {
+		var bad repoconfig.Errors
+		if !errors.As(err, &bad) {
+			return nil, "", err
+		}
+		var b strings.Builder
+		for _, p := range bad {
+			b.WriteString("- " + p.Error() + "\n")
+		}
+		return nil, b.String(), nil
+	}
+	return cfg, "", nil
+}
+
+// lineItem is a command or a parse error, in the order of the comment.
+type lineItem struct {
+	cmd command.Command
+	err *command.Error
+}
+
+func inOrder(cmds []command.Command, errs []*command.Error) []lineItem {
+	out := make([]lineItem, 0, len(cmds)+len(errs))
+	i, j := 0, 0
+	for i < len(cmds) || j < len(errs) {
+		if j == len(errs) || (i < len(cmds) && cmds[i].Line < errs[j].Line) {
+			out = append(out, lineItem{cmd: cmds[i]})
+			i++
+		} else {
+			out = append(out, lineItem{err: errs[j]})
+			j++
+		}
+	}
+	return out
+}
+
+func (r *commentRun) parseError(e *command.Error) report.Answer {
+	a := report.Answer{Command: e.Raw, Outcome: report.OutcomeParseError, Message: e.Msg, Hint: e.Hint}
+	if e.Kind == command.UnknownCommand {
+		a.Outcome, a.Block = report.OutcomeUnknownCommand, helpText(r.cfg)
+	}
+	return a
+}
+
+// helpText is command.HelpText for the configuration's environments.
+func helpText(cfg *repoconfig.Config) string {
+	names := cfg.EnvironmentNames()
+	perms := map[string]string{}
+	for _, n := range names {
+		perms[n] = deployersWords(cfg.Environments[n].Deployers)
+	}
+	return command.HelpText(names, perms)
+}
+
+func deployersWords(d repoconfig.Deployers) string {
+	if len(d.Logins) == 0 {
+		return d.String()
+	}
+	ms := make([]string, len(d.Logins))
+	for i, l := range d.Logins {
+		ms[i] = "@" + strings.TrimPrefix(l, "@")
+	}
+	return strings.Join(ms, ", ")
+}
+
+// command gathers what the command's outcome depends on, decides it (the
+// pure part, in decide) and carries out what is quick: /lock and /unlock
+// change the store now; deploys and resumes are returned as the action to
+// run after the reply.
+func (r *commentRun) command(ctx context.Context, c command.Command) (report.Answer, action, error) {
+	base := report.Answer{Command: c.Raw, Name: c.Name}
+	switch c.Name {
+	case command.Help:
+		base.Outcome, base.Block = report.OutcomeHelp, helpText(r.cfg)
+		return base, action{}, nil
+	case command.Status:
+		a, err := r.status(ctx, c)
+		return a, action{}, err
+	}
+	env, refusal := environmentFor(c, r.cfg, r.e.Repository.DefaultBranch)
+	if refusal != nil {
+		refusal.Command, refusal.Name = c.Raw, c.Name
+		return *refusal, action{}, nil
+	}
+	perm, err := r.permission(ctx)
+	if err != nil {
+		return report.Answer{}, action{}, err
+	}
+	if a := permitted(c, env, r.e.Comment.User.Login, perm); a != nil {
+		return *a, action{}, nil
+	}
+	key := record.EnvKey{Repo: r.repo, Name: env.Name}
+	lock, err := r.lock(ctx, key)
+	if err != nil {
+		return report.Answer{}, action{}, err
+	}
+	in := decideInput{
+		Cmd: c, Env: env, Commenter: r.e.Comment.User.Login, CommentID: r.e.Comment.ID, CommentAt: r.e.Comment.CreatedAt,
+		Lock: lock, PublicURL: r.cs.PublicURL,
+	}
+	switch c.Name {
+	case command.Deploy, command.Rollback:
+		if err := r.gatherDeploy(ctx, &in, key); err != nil {
+			return report.Answer{}, action{}, err
+		}
+	case command.Unlock:
+		if _, ok, err := r.cs.Store.Pending(ctx, key); err != nil {
+			return report.Answer{}, action{}, fmt.Errorf("read the queue of %s: %w", key, err)
+		} else if ok {
+			in.Pending = 1
+		}
+	}
+	d := decide(in)
+	target := deploy.Target{Repo: r.repo, Environment: env, App: r.cfg.App}
+	var act action
+	switch d.effect {
+	case effectDeploy:
+		d.request.Target = target
+		d.request.Release.Repo, d.request.Release.InstallationID = r.repo, r.inst
+		act.deploy = &d.request
+	case effectLock:
+		lk, created, err := r.cs.Store.LockEnvironment(ctx, key, r.e.Comment.User.Login, c.Reason)
+		if err != nil {
+			return report.Answer{}, action{}, fmt.Errorf("lock %s: %w", key, err)
+		}
+		r.locks[strings.ToLower(env.Name)] = &lk
+		if !created { // someone locked it in between
+			d.answer.Outcome, d.answer.LockedBy, d.answer.LockReason, d.answer.LockedAt = report.OutcomeAlreadyLocked, lk.By, lk.Reason, lk.At
+		}
+	case effectUnlock:
+		if _, _, err := r.cs.Store.UnlockEnvironment(ctx, key); err != nil {
+			return report.Answer{}, action{}, fmt.Errorf("unlock %s: %w", key, err)
+		}
+		r.locks[strings.ToLower(env.Name)] = nil
+		act.resume = &target
+	}
+	return d.answer, act, nil
+}
+
+func (r *commentRun) permission(ctx context.Context) (repoconfig.Permission, error) {
+	if r.perm == nil {
+		p, err := r.c.CollaboratorPermission(ctx, r.owner, r.name, r.e.Comment.User.Login)
+		if err != nil {
+			return repoconfig.PermNone, fmt.Errorf("read the permission of %s: %w", r.e.Comment.User.Login, err)
+		}
+		rp, _ := repoconfig.ParsePermission(string(p))
+		r.perm = &rp
+	}
+	return *r.perm, nil
+}
+
+// lock is the environment's /lock as this comment has left it so far.
+func (r *commentRun) lock(ctx context.Context, key record.EnvKey) (*record.EnvLock, error) {
+	k := strings.ToLower(key.Name)
+	if r.checked == nil {
+		r.checked = map[string]bool{}
+	}
+	if !r.checked[k] {
+		lk, ok, err := r.cs.Store.EnvironmentLock(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("read the lock of %s: %w", key, err)
+		}
+		r.checked[k] = true
+		if ok {
+			r.locks[k] = &lk
+		}
+	}
+	return r.locks[k], nil
+}
+
+// gatherDeploy reads what /deploy and /rollback decide on: an earlier
+// attempt of the same deploy (a retried job), the pull request's head or
+// the ref, the releases.
+func (r *commentRun) gatherDeploy(ctx context.Context, in *decideInput, key record.EnvKey) error {
+	id := deployID(in.Cmd.Name, in.CommentID, in.Env.Name)
+	switch d, err := r.cs.Store.GetDeploy(ctx, id); {
+	case err == nil:
+		in.Existing = &d
+		return nil
+	case !errors.Is(err, record.ErrNotFound):
+		return fmt.Errorf("read deploy %s: %w", id, err)
+	}
+	if in.Cmd.Name == command.Deploy {
+		if in.Cmd.Ref != "" {
+			sha, found, err := r.c.ResolveRef(ctx, r.owner, r.name, in.Cmd.Ref)
+			if err != nil {
+				return fmt.Errorf("resolve %s: %w", in.Cmd.Ref, err)
+			}
+			in.RefSHA, in.RefFound = sha, found
+		} else {
+			if r.pr == nil {
+				pr, err := r.c.PullRequest(ctx, r.owner, r.name, r.e.Issue.Number)
+				if err != nil {
+					return fmt.Errorf("read pull request #%d: %w", r.e.Issue.Number, err)
+				}
+				r.pr = &pr
+			}
+			in.PR = *r.pr
+		}
+		if !in.Env.AllowBranches && in.Env.Branch != "" {
+			sha, found, err := r.c.ResolveRef(ctx, r.owner, r.name, in.Env.Branch)
+			if err != nil {
+				return fmt.Errorf("resolve %s: %w", in.Env.Branch, err)
+			}
+			if found {
+				in.BranchHead = sha
+			}
+		}
+		return nil
+	}
+	cur, err := r.cs.Store.CurrentRelease(ctx, key)
+	switch {
+	case err == nil:
+		in.Current = &cur
+	case !errors.Is(err, record.ErrNotFound):
+		return fmt.Errorf("read the current release of %s: %w", key, err)
+	}
+	var target record.Release
+	if in.Cmd.Ref == "" {
+		target, err = r.cs.Store.PreviousRelease(ctx, key)
+	} else {
+		target, err = r.findRelease(ctx, key, in.Cmd.Ref)
+	}
+	switch {
+	case err == nil:
+		in.Target = &target
+	case errors.Is(err, record.ErrNotFound), errors.Is(err, record.ErrAmbiguous):
+	default:
+		return fmt.Errorf("read the releases of %s: %w", key, err)
+	}
+	return nil
+}
+
+// findRelease finds the release ref names: a SHA or prefix of one the
+// environment ran, else what the ref (a tag, a branch) points at now, if
+// the environment ran that.
+func (r *commentRun) findRelease(ctx context.Context, key record.EnvKey, ref string) (record.Release, error) {
+	rel, err := r.cs.Store.FindRelease(ctx, key, ref)
+	if err == nil || !errors.Is(err, record.ErrNotFound) {
+		return rel, err
+	}
+	sha, found, gerr := r.c.ResolveRef(ctx, r.owner, r.name, ref)
+	if gerr != nil {
+		return record.Release{}, fmt.Errorf("resolve %s: %w", ref, gerr)
+	}
+	if !found {
+		return record.Release{}, err
+	}
+	return r.cs.Store.FindRelease(ctx, key, sha)
+}
+
+// status answers /status: the table of every environment, or of one.
+func (r *commentRun) status(ctx context.Context, c command.Command) (report.Answer, error) {
+	a := report.Answer{Command: c.Raw, Name: c.Name, Outcome: report.OutcomeStatus}
+	names := r.cfg.EnvironmentNames()
+	if c.Env != "" {
+		env, ok := r.cfg.Environment(c.Env)
+		if !ok {
+			a.Outcome, a.Env, a.Environments = report.OutcomeUnknownEnvironment, c.Env, names
+			return a, nil
+		}
+		a.Env, names = env.Name, []string{env.Name}
+	}
+	rows := make([]report.EnvStatus, 0, len(names))
+	for _, n := range names {
+		row, err := r.envStatus(ctx, record.EnvKey{Repo: r.repo, Name: n})
+		if err != nil {
+			return report.Answer{}, err
+		}
+		rows = append(rows, row)
+	}
+	a.Block = report.StatusTable(rows)
+	return a, nil
+}
+
+// statusDeploys is how many recent deploys /status reads per environment.
+const statusDeploys = 5
+
+func (r *commentRun) envStatus(ctx context.Context, key record.EnvKey) (report.EnvStatus, error) {
+	st := report.EnvStatus{Env: key.Name}
+	s := r.cs.Store
+	cur, err := s.CurrentRelease(ctx, key)
+	switch {
+	case err == nil:
+		st.SHA, st.Ref, st.By, st.At = cur.SHA, cur.Ref, cur.By, cur.At
+	case !errors.Is(err, record.ErrNotFound):
+		return st, fmt.Errorf("read the current release of %s: %w", key, err)
+	}
+	lk, err := r.lock(ctx, key)
+	if err != nil {
+		return st, err
+	}
+	if lk != nil {
+		st.Locked, st.LockedBy, st.LockReason, st.LockedAt = true, lk.By, lk.Reason, lk.At
+	}
+	deploys, err := s.ListDeploys(ctx, key, statusDeploys)
+	if err != nil {
+		return st, fmt.Errorf("list the deploys of %s: %w", key, err)
+	}
+	running, _, err := s.Running(ctx, key)
+	if err != nil {
+		return st, fmt.Errorf("read the running deploy of %s: %w", key, err)
+	}
+	for _, d := range deploys {
+		line := report.DeployLine{SHA: d.SHA, Ref: d.Ref, By: d.Creator, Kind: report.Kind(d.Kind), State: d.State, At: d.CreatedAt}
+		switch {
+		case d.ID == running || d.State == record.StateRunning:
+			l := line
+			st.Running = &l
+		case d.State == record.StateQueued || d.State == record.StateLocked || d.State == record.StateWaiting:
+			st.Queued = append(st.Queued, line)
+		default:
+			if !d.FinishedAt.IsZero() {
+				line.At = d.FinishedAt
+			}
+			st.Last = append(st.Last, line)
+		}
+	}
+	return st, nil
 }
