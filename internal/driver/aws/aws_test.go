@@ -499,6 +499,9 @@ func TestErrors(t *testing.T) {
 			{"InvalidInstanceID.NotFound", true}, {"TargetGroupNotFound", true},
 			{"Throttling", false}, {"ThrottlingException", false}, {"RequestLimitExceeded", false},
 			{"InvocationDoesNotExist", false}, {"InternalError", false},
+			{"PriorityInUse", false}, {"ResourceInUse", false}, {"PriorRequestNotComplete", false},
+			{"InsufficientInstanceCapacity", false}, {"InvalidChangeBatch", true}, {"NoSuchHostedZone", true},
+			{"TooManyTargetGroups", true}, {"InvalidInstanceId", true}, {"VcpuLimitExceeded", true},
 		} {
 			err := callError("x:Y", "r", &apiErr{code: tc.code})
 			if got := err.(*Error).Permanent(); got != tc.want {

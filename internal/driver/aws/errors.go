@@ -87,7 +87,12 @@ func permanent(err error) bool {
 		return true
 	case strings.HasPrefix(code, "Validation"), strings.HasPrefix(code, "InvalidParameter"),
 		strings.HasPrefix(code, "Invalid"), strings.HasSuffix(code, "NotFound"),
-		strings.Contains(code, "NotFound"), code == "MissingParameter":
+		strings.Contains(code, "NotFound"), strings.HasPrefix(code, "NoSuch"),
+		code == "MissingParameter",
+		// Quotas (TooManyTargetGroups, TooManyRules, …) do not lift by
+		// themselves; TooManyRequestsException and RequestLimitExceeded were
+		// matched above.
+		strings.HasPrefix(code, "TooMany"), strings.HasSuffix(code, "LimitExceeded"):
 		return true
 	}
 	return ae.ErrorFault() == smithy.FaultClient

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,47 +296,122 @@ func (w *previewWorld) assertInstalled(t *testing.T, inst, sha string) {
 	t.Errorf("no SendCommand of AWS-RunShellScript %q to %s", "/opt/shipbot/install "+sha, inst)
 }
 
-// TestPreviewFailedUpdateKeepsServing: an install that fails on the new
-// instance (injected: moto finishes every command with Success) fails the
-// update, terminates the new instance and leaves the old one serving the
-// previous release; the retry then goes through.
+// TestPreviewFailedUpdateKeepsServing: an update whose new instance fails
+// its install, or never becomes healthy, fails, terminates the new
+// instance and leaves the old one serving the previous release; the retry
+// then goes through. Both failures are injected in front of moto, which
+// finishes every SSM command with Success and reports every registered
+// target healthy at once.
 func TestPreviewFailedUpdateKeepsServing(t *testing.T) {
 	t.Parallel()
-	w := newPreviewWorld(t)
-	ctx := context.Background()
-	p := w.preview(8)
-	if _, err := w.driver.EnsurePreview(ctx, p, deploy.Release{Repo: previewRepo, SHA: shaA}, nil); err != nil {
-		t.Fatal(err)
-	}
-	old := w.state(t, 8).targets[0]
+	for _, tc := range []struct {
+		name string
+		// inject fails the update on any instance but old.
+		inject func(old string) func(c call) *http.Response
+		api    string
+		want   string
+		perm   bool
+	}{
+		{
+			name: "install fails",
+			inject: func(old string) func(c call) *http.Response {
+				return func(c call) *http.Response {
+					if c.Action != "GetCommandInvocation" || c.JSON["InstanceId"] == old {
+						return nil
+					}
+					return jsonResponse(200, map[string]any{
+						"CommandId": c.JSON["CommandId"], "InstanceId": c.JSON["InstanceId"], "DocumentName": "AWS-RunShellScript",
+						"Status": "Failed", "StatusDetails": "Failed", "ResponseCode": 1,
+						"StandardErrorContent": "install: no such release\n",
+					})
+				}
+			},
+			api: "ssm:GetCommandInvocation", want: "no such release", perm: true,
+		},
+		{
+			name: "never healthy",
+			inject: func(old string) func(c call) *http.Response {
+				return func(c call) *http.Response {
+					ids := c.targetIDs()
+					if c.Action != "DescribeTargetHealth" || len(ids) != 1 || ids[0] == old {
+						return nil
+					}
+					return health(ids[0], "unhealthy", "Target.ResponseCodeMismatch", func() bool { return true })(c)
+				}
+			},
+			api: "elasticloadbalancing:DescribeTargetHealth", want: "Target.ResponseCodeMismatch",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newPreviewWorld(t)
+			ctx := context.Background()
+			p := w.preview(8)
+			p.Config.Health.Timeout = time.Second
+			if _, err := w.driver.EnsurePreview(ctx, p, deploy.Release{Repo: previewRepo, SHA: shaA}, nil); err != nil {
+				t.Fatal(err)
+			}
+			old := w.state(t, 8).targets[0]
 
-	w.rec.setInject(func(c call) *http.Response {
-		if c.Action != "GetCommandInvocation" || c.JSON["InstanceId"] == old {
-			return nil
-		}
-		return jsonResponse(200, map[string]any{
-			"CommandId": c.JSON["CommandId"], "InstanceId": c.JSON["InstanceId"], "DocumentName": "AWS-RunShellScript",
-			"Status": "Failed", "StatusDetails": "Failed", "ResponseCode": 1,
-			"StandardErrorContent": "install: no such release\n",
+			w.rec.setInject(tc.inject(old))
+			var log strings.Builder
+			_, err := w.driver.EnsurePreview(ctx, p, deploy.Release{Repo: previewRepo, SHA: shaB}, &log)
+			var ae *Error
+			if !errors.As(err, &ae) || ae.Permanent() != tc.perm || ae.API != tc.api || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("failed update: %v; want a %s error (permanent %v) saying %q", err, tc.api, tc.perm, tc.want)
+			}
+			if !strings.Contains(log.String(), "which failed the update") {
+				t.Errorf("the log does not say the new instance was terminated:\n%s", log.String())
+			}
+			w.rec.setInject(nil)
+			s := w.state(t, 8)
+			if !slices.Equal(s.targets, []string{old}) || len(s.instances) != 1 || s.instances[old] != shaA {
+				t.Errorf("after the failed update: %+v; want only %s, on %s, serving", s, old, shaA)
+			}
+
+			if _, err := w.driver.EnsurePreview(ctx, p, deploy.Release{Repo: previewRepo, SHA: shaB}, nil); err != nil {
+				t.Fatal(err)
+			}
+			s = w.state(t, 8)
+			if len(s.instances) != 1 || len(s.targets) != 1 || s.instances[s.targets[0]] != shaB {
+				t.Errorf("after the retry: %+v, want one instance on %s", s, shaB)
+			}
 		})
-	})
-	_, err := w.driver.EnsurePreview(ctx, p, deploy.Release{Repo: previewRepo, SHA: shaB}, nil)
-	var ae *Error
-	if !errors.As(err, &ae) || !ae.Permanent() || ae.API != "ssm:GetCommandInvocation" || !strings.Contains(err.Error(), "no such release") {
-		t.Fatalf("update with a failing install: %v; want a permanent ssm:GetCommandInvocation error with the stderr", err)
 	}
-	s := w.state(t, 8)
-	if !slices.Equal(s.targets, []string{old}) || len(s.instances) != 1 || s.instances[old] != shaA {
-		t.Errorf("after the failed update: %+v; want only %s, on %s, serving", s, old, shaA)
-	}
+}
 
-	w.rec.setInject(nil)
-	if _, err := w.driver.EnsurePreview(ctx, p, deploy.Release{Repo: previewRepo, SHA: shaB}, nil); err != nil {
+// TestPreviewRaces: what real AWS does and moto does not, injected: the
+// SSM agent of a new instance registers a moment after the instance runs
+// (SendCommand answers InvalidInstanceId until then), and another preview
+// takes the free rule priority between our look and our CreateRule
+// (PriorityInUse). Both are waited out. Without hosted_zone_id Route 53 is
+// not called.
+func TestPreviewRaces(t *testing.T) {
+	t.Parallel()
+	w := newPreviewWorld(t)
+	var sends, creates atomic.Int32
+	w.rec.setInject(func(c call) *http.Response {
+		switch {
+		case c.Action == "SendCommand" && sends.Add(1) <= 2:
+			return jsonResponse(400, map[string]any{"__type": "InvalidInstanceId", "message": "Instances not in a valid state for account"})
+		case c.Action == "CreateRule" && creates.Add(1) == 1:
+			return xmlResponse(400, `<ErrorResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"><Error><Type>Sender</Type><Code>PriorityInUse</Code><Message>The specified priority is in use.</Message></Error><RequestId>injected</RequestId></ErrorResponse>`)
+		}
+		return nil
+	})
+	p := w.preview(10)
+	p.Config.AWS.HostedZoneID = ""
+	if _, err := w.driver.EnsurePreview(context.Background(), p, deploy.Release{Repo: previewRepo, SHA: shaA}, nil); err != nil {
 		t.Fatal(err)
 	}
-	s = w.state(t, 8)
-	if len(s.instances) != 1 || len(s.targets) != 1 || s.instances[s.targets[0]] != shaB {
-		t.Errorf("after the retry: %+v, want one instance on %s", s, shaB)
+	if sends.Load() != 3 || creates.Load() != 2 {
+		t.Errorf("SendCommand sent %d times, CreateRule %d; want 3 (two refused) and 2 (one refused)", sends.Load(), creates.Load())
+	}
+	if s := w.state(t, 10); len(s.targets) != 1 || len(s.rules) != 1 || len(s.records) != 0 {
+		t.Errorf("preview: %+v, want one instance serving, one rule, no record", s)
+	}
+	if n := len(w.rec.snapshot("ChangeResourceRecordSets", "ListResourceRecordSets")); n != 0 {
+		t.Errorf("%d Route 53 calls without hosted_zone_id", n)
 	}
 }
 
