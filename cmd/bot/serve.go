@@ -24,6 +24,7 @@ import (
 
 	"github.com/shipbot/shipbot"
 	"github.com/shipbot/shipbot/internal/config"
+	"github.com/shipbot/shipbot/internal/dashboard"
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/driver/local"
 	"github.com/shipbot/shipbot/internal/gh"
@@ -185,7 +186,10 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 		intake := webhooks.New(cfg.WebhookSecret, q, b.router, webhooks.WithLogger(log), webhooks.WithRegisterer(b.reg))
 		e.POST("/webhooks", echo.WrapHandler(intake))
 		if cfg.HasApp() {
-			e.GET("/", b.home)
+			if err := b.mountDashboard(e); err != nil {
+				b.close()
+				return nil, err
+			}
 		} else {
 			// No App yet: the home page registers one through GitHub's
 			// manifest flow and saves the credentials to .env.
@@ -243,6 +247,7 @@ type appStore interface {
 	deploy.Store
 	handlers.PreviewStore
 	handlers.WaitingDeploys
+	dashboard.Store
 }
 
 // openStore opens the deploy store: Redis when REDIS_URL is set, else
@@ -347,23 +352,6 @@ func (b *bot) readyz(c echo.Context) error {
 		return c.String(http.StatusServiceUnavailable, "not ready: the job store is unreachable\n")
 	}
 	return c.String(http.StatusOK, "ready\n")
-}
-
-// home is the landing page until the dashboard exists: what runs and how
-// the queue stands, no secrets.
-func (b *bot) home(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
-	defer cancel()
-	st, err := b.q.Stats(ctx)
-	if err != nil {
-		return c.String(http.StatusServiceUnavailable, "shipbot "+version+": the job store is unreachable\n")
-	}
-	app := "not configured: set APP_ID, PRIVATE_KEY and WEBHOOK_SECRET"
-	if b.cfg.HasApp() {
-		app = "GitHub App " + strconv.FormatInt(b.cfg.AppID, 10)
-	}
-	return c.String(http.StatusOK, fmt.Sprintf("shipbot %s (%s)\nrole: %s\njobs: %d ready, %d running, %d waiting to retry, %d dead\n",
-		version, app, b.role, st.Ready, st.Leased, st.Delayed, st.Dead))
 }
 
 // run serves until ctx ends, then shuts down in order: stop accepting
