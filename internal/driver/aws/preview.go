@@ -226,9 +226,13 @@ func (d *Driver) EnsurePreview(ctx context.Context, p deploy.Preview, r deploy.R
 		return "", err
 	}
 
-	// The sweep's clock: this preview was wanted now.
-	stamp := []elbtypes.Tag{{Key: awssdk.String(UpdatedAtTag), Value: awssdk.String(tags[UpdatedAtTag])}}
-	if _, err := pl.c.elb.AddTags(ctx, &elb.AddTagsInput{ResourceArns: []string{tg, rule}, Tags: stamp}); err != nil {
+	// The sweep's clock: this preview was wanted now. The record tag
+	// follows a hosted zone added since the group was made.
+	stamp := map[string]string{UpdatedAtTag: tags[UpdatedAtTag]}
+	if ref := tags[RecordTag]; ref != "" {
+		stamp[RecordTag] = ref
+	}
+	if _, err := pl.c.elb.AddTags(ctx, &elb.AddTagsInput{ResourceArns: []string{tg, rule}, Tags: elbTags(stamp)}); err != nil {
 		return "", callError("elasticloadbalancing:AddTags", tg+" and "+rule, err)
 	}
 	if _, err := pl.c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: ec2Tags(map[string]string{UpdatedAtTag: tags[UpdatedAtTag]})}); err != nil {
