@@ -21,6 +21,8 @@ Usage:
   bot [serve] [--role all|web|worker]   run the HTTP server and workers (default)
   bot receive -e EVENT -p FILE [--url URL] [--delivery ID]
                                         sign a payload with WEBHOOK_SECRET and deliver it as GitHub would
+  bot demo [--port N] [--exit]          the whole story on this machine: a simulated GitHub, previews,
+                                        /deploy, a batched rollout, an automatic rollback and /rollback
   bot version                           print the version and commit
 
 Configuration comes from environment variables and a .env file in the
@@ -52,6 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, args, getenv, stdout, stderr)
 	case "receive":
 		return receive(ctx, args, getenv, stdout, stderr)
+	case "demo":
+		return demo(ctx, args, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "shipbot %s (commit %s)\n", version, commit())
 		return nil

@@ -57,37 +57,48 @@ func receive(ctx context.Context, args []string, getenv func(string) string, std
 	if id == "" {
 		id = newDeliveryID()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, *target, bytes.NewReader(body))
+	code, status, answer, err := deliver(ctx, *target, *event, id, cfg.WebhookSecret, cfg.AppID, body)
 	if err != nil {
-		return fmt.Errorf("--url %q: %w", *target, err)
+		return err
+	}
+	fmt.Fprintf(stdout, "%s %s → %s\n%s", *event, id, status, answer)
+	if len(answer) > 0 && answer[len(answer)-1] != '\n' {
+		fmt.Fprintln(stdout)
+	}
+	if code >= 300 {
+		return fmt.Errorf("the bot answered %s", status)
+	}
+	return nil
+}
+
+// deliver posts a payload to a bot with the headers and signatures GitHub
+// sends, and returns the HTTP status (code and line) and the body of the
+// answer.
+func deliver(ctx context.Context, target, event, id string, secret []byte, appID int64, body []byte) (code int, status string, answer []byte, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", nil, fmt.Errorf("--url %q: %w", target, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "GitHub-Hookshot/shipbot-receive")
-	req.Header.Set("X-GitHub-Event", *event)
+	req.Header.Set("X-GitHub-Event", event)
 	req.Header.Set("X-GitHub-Delivery", id)
 	req.Header.Set("X-GitHub-Hook-ID", "0")
 	req.Header.Set("X-GitHub-Hook-Installation-Target-Type", "integration")
-	req.Header.Set("X-GitHub-Hook-Installation-Target-ID", fmt.Sprint(cfg.AppID))
-	req.Header.Set("X-Hub-Signature-256", webhooks.Sign(cfg.WebhookSecret, body))
-	mac := hmac.New(sha1.New, cfg.WebhookSecret)
+	req.Header.Set("X-GitHub-Hook-Installation-Target-ID", fmt.Sprint(appID))
+	req.Header.Set("X-Hub-Signature-256", webhooks.Sign(secret, body))
+	mac := hmac.New(sha1.New, secret)
 	mac.Write(body)
 	req.Header.Set("X-Hub-Signature", "sha1="+hex.EncodeToString(mac.Sum(nil)))
 
 	client := &http.Client{Timeout: 30 * time.Second}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("delivery to %s failed: %w (is the bot running? start it with `bot serve`)", *target, err)
+		return 0, "", nil, fmt.Errorf("delivery to %s failed: %w (is the bot running? start it with `bot serve`)", target, err)
 	}
 	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	fmt.Fprintf(stdout, "%s %s → %s\n%s", *event, id, resp.Status, answer)
-	if len(answer) > 0 && answer[len(answer)-1] != '\n' {
-		fmt.Fprintln(stdout)
-	}
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("the bot answered %s", resp.Status)
-	}
-	return nil
+	answer, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, resp.Status, answer, nil
 }
 
 // newDeliveryID returns a random UUID, the form GitHub's delivery ids take.
