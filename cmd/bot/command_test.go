@@ -159,7 +159,9 @@ func final(d githubtest.Deployment) bool {
 	return false
 }
 
-func deploymentCount(srv *githubtest.Server) int { return len(srv.Deployments(deployOwner, deployRepo)) }
+func deploymentCount(srv *githubtest.Server) int {
+	return len(srv.Deployments(deployOwner, deployRepo))
+}
 
 // TestCommands drives every command through signed webhooks against one
 // bot, githubtest and the local driver, checking what GitHub shows after
