@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -26,6 +27,7 @@ import (
 	"github.com/shipbot/shipbot/internal/config"
 	"github.com/shipbot/shipbot/internal/dashboard"
 	"github.com/shipbot/shipbot/internal/deploy"
+	awsdriver "github.com/shipbot/shipbot/internal/driver/aws"
 	"github.com/shipbot/shipbot/internal/driver/local"
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/handlers"
@@ -34,6 +36,7 @@ import (
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/setup"
 	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/internal/worker"
 	"github.com/shipbot/shipbot/queue"
 	"github.com/shipbot/shipbot/webhooks"
@@ -89,6 +92,14 @@ const redeliveryEvery = 3 * time.Minute
 // storeWatchEvery is how often the store is pinged to notice its recovery.
 const storeWatchEvery = 2 * time.Second
 
+// awsSweepEvery is how often AWS previews left behind are looked for;
+// previewTTL is how long one lives without a push (SPEC §3's default; the
+// sweep does not read each repository's preview.ttl).
+const (
+	awsSweepEvery = time.Hour
+	previewTTL    = 72 * time.Hour
+)
+
 // recheckEvery is how often deploys waiting for required checks are
 // judged again without a check event.
 const recheckEvery = time.Minute
@@ -104,7 +115,13 @@ type bot struct {
 	pool   *worker.Pool
 	github *gh.Client
 	driver *local.Driver // nil without an App or in the web role
-	store  appStore      // the deploy store; nil without an App
+	// aws runs environments and previews on EC2; nil without an App, in
+	// the web role, or when the AWS configuration cannot be loaded.
+	aws *awsdriver.Driver
+	// awsSweep is set when AWS is configured (a region): previews left
+	// behind are swept.
+	awsSweep bool
+	store    appStore // the deploy store; nil without an App
 	// recheck looks at deploys waiting for required checks; nil without
 	// an App or in the web role.
 	recheck  func(context.Context) error
@@ -156,13 +173,23 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 		}
 		deps.Engine = eng
 		deps.GitHub = func(id int64) handlers.GitHub { return b.github.Installation(id) }
+		previewers := map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: b.driver}
+		if b.aws != nil {
+			previewers[repoconfig.DriverAWS] = b.aws
+		}
 		deps.Previews = handlers.Previews{
 			GitHub:    func(id int64) handlers.PreviewGitHub { return b.github.Installation(id) },
 			Store:     b.store,
-			Drivers:   map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: b.driver},
+			Drivers:   previewers,
 			PublicURL: cfg.PublicURL,
 		}
 		deps.Waiting = b.store
+		deps.Commands = handlers.Commands{
+			GitHub:    func(id int64) handlers.CommandGitHub { return b.github.Installation(id) },
+			Store:     b.store,
+			Engine:    eng,
+			PublicURL: cfg.PublicURL,
+		}
 		b.recheck = deps.RecheckWaiting
 	}
 	b.router = worker.NewRouter()
@@ -248,6 +275,7 @@ type appStore interface {
 	handlers.PreviewStore
 	handlers.WaitingDeploys
 	dashboard.Store
+	handlers.CommandStore
 }
 
 // openStore opens the deploy store: Redis when REDIS_URL is set, else
@@ -303,13 +331,69 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 	if err != nil {
 		return nil, err
 	}
+	drivers := map[repoconfig.Driver]deploy.Driver{repoconfig.DriverLocal: drv}
+	b.buildAWS(ctx)
+	if b.aws != nil {
+		drivers[repoconfig.DriverAWS] = b.aws
+	}
 	return deploy.NewEngine(deploy.EngineOptions{
 		Store:    b.store,
-		Drivers:  map[repoconfig.Driver]deploy.Driver{repoconfig.DriverLocal: drv},
+		Drivers:  drivers,
 		Notifier: n,
 		LockTTL:  lockTTL,
 		Holder:   holder,
 	})
+}
+
+// buildAWS loads the AWS configuration from the SDK's standard chain
+// (AWS_REGION, AWS_ENDPOINT_URL, profiles, instance roles) for the aws
+// driver. AWS is optional: without it, environments with driver aws fail
+// their deploys saying so, and the bot runs on.
+func (b *bot) buildAWS(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ac, err := awsconfig.LoadDefaultConfig(lctx)
+	if err != nil {
+		b.log.Warn("AWS configuration cannot be loaded: environments and previews with driver aws will fail until it is fixed", "err", err)
+		return
+	}
+	d, err := awsdriver.New(awsdriver.Options{Config: &ac})
+	if err != nil {
+		b.log.Warn("the aws driver cannot start: environments and previews with driver aws will fail until it is fixed", "err", err)
+		return
+	}
+	b.aws, b.awsSweep = d, ac.Region != ""
+}
+
+// sweepAWSPreviews removes AWS previews nobody tore down: of closed pull
+// requests (as the store knows them), or without a push for previewTTL.
+func (b *bot) sweepAWSPreviews(ctx context.Context) {
+	isOpen := func(ctx context.Context, repo string, n int) (bool, error) {
+		p, err := b.store.GetPreview(ctx, repo, n)
+		if errors.Is(err, record.ErrNotFound) {
+			return true, nil // unknown here: only the TTL removes it
+		}
+		if err != nil {
+			return false, err
+		}
+		return !p.Closed, nil
+	}
+	t := time.NewTicker(awsSweepEvery)
+	defer t.Stop()
+	for {
+		swept, err := b.aws.SweepPreviews(ctx, isOpen, previewTTL)
+		for _, s := range swept {
+			b.log.Info("swept an AWS preview left behind", "repo", s.Repo, "pr", s.Number, "region", s.Region, "reason", s.Reason)
+		}
+		if err != nil && ctx.Err() == nil {
+			b.log.Warn("the sweep of AWS previews did not finish; it runs again in an hour", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // openQueue opens Redis when REDIS_URL is set and the embedded store otherwise.
@@ -400,6 +484,10 @@ func (b *bot) run(ctx context.Context) error {
 				}
 			}
 		}()
+	}
+	if b.aws != nil && b.awsSweep {
+		wg.Add(1)
+		go func() { defer wg.Done(); b.sweepAWSPreviews(logctx.With(ctx, b.log)) }()
 	}
 	if b.driver != nil {
 		// Bring the local environments back up on their releases (drift

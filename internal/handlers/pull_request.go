@@ -264,10 +264,23 @@ func (deps Deps) closePreview(ctx context.Context, c PreviewGitHub, owner, name,
 	case err != nil:
 		return fmt.Errorf("read the preview of #%d: %w", e.Number, err)
 	}
+	// Tear down with every driver: the configuration may have changed
+	// since the preview was built. Only the configured driver's failure
+	// keeps the job failing; another's is logged (an AWS sweep removes
+	// what a closed PR left behind there).
+	var configured repoconfig.Driver
+	if cfg, err := loadConfig(ctx, c, repo, e.Repository.DefaultBranch, e.PullRequest.Head.SHA); cfg != nil {
+		configured = cfg.Preview.Driver
+	} else if err != nil {
+		return err
+	}
 	p := deploy.Preview{Repo: repo, Number: e.Number}
-	for _, d := range pv.Drivers {
+	for kind, d := range pv.Drivers {
 		if err := d.TeardownPreview(ctx, p); err != nil {
-			return fmt.Errorf("tear down the preview of #%d: %w", e.Number, err)
+			if kind == configured {
+				return fmt.Errorf("tear down the preview of #%d: %w", e.Number, err)
+			}
+			logctx.From(ctx).Warn("could not tear down with a driver the configuration does not use", "driver", string(kind), "pr", e.Number, "err", err)
 		}
 	}
 	if rec.Closed || len(rec.DeploymentIDs) == 0 {
