@@ -30,10 +30,10 @@ const (
 	demoPR      = 42
 	demoUser    = "octocat"
 	demoFirst   = "1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a" // main's first release: sample-app v1
-	demoBranch  = fixtures.HeadSHAOpened                      // the PR's head: sample-app v2
-	demoMerge   = fixtures.MergeSHA                           // the PR merged: sample-app v2
+	demoBranch  = fixtures.HeadSHAOpened                     // the PR's head: sample-app v2
+	demoMerge   = fixtures.MergeSHA                          // the PR merged: sample-app v2
 	demoBroken  = "bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0" // v3, whose /healthz answers 500
-	demoTimeout = 5 * time.Minute                             // per step; a first build downloads nothing but takes a while
+	demoTimeout = 5 * time.Minute                            // per step; a first build downloads nothing but takes a while
 )
 
 // demo runs the whole story on this machine: the simulated GitHub, a bot on
@@ -88,7 +88,12 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 	addr := ln.Addr().(*net.TCPAddr)
 	publicURL := "http://localhost:" + strconv.Itoa(addr.Port)
 	secret := randomHex(20)
+	clientID, clientSecret := srv.OAuthClient()
 	env := map[string]string{
+		// "Sign in with GitHub" on the dashboard signs in to the simulator
+		// as octocat, who may read the repository.
+		"GITHUB_CLIENT_ID":     clientID,
+		"GITHUB_CLIENT_SECRET": clientSecret,
 		"APP_ID":         strconv.FormatInt(srv.AppID, 10),
 		"PRIVATE_KEY":    string(srv.PrivateKeyPEM),
 		"WEBHOOK_SECRET": secret,
@@ -121,13 +126,18 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		hooks: publicURL + "/webhooks", logPath: logFile.Name()}
 	fmt.Fprintf(stdout, `shipbot demo: the whole story on this machine, with a simulated GitHub.
 
-  bot and dashboard  %s/
+  dashboard          %s/  ("Sign in with GitHub" signs in to the simulator as %s)
   simulated GitHub   %s  (repository %s/%s)
   bot log            %s
 
-`, publicURL, srv.WebURL, demoOwner, demoRepo, logFile.Name())
+`, publicURL, demoUser, srv.WebURL, demoOwner, demoRepo, logFile.Name())
 	if err := d.story(); err != nil {
 		return fmt.Errorf("%w\nThe bot's log is in %s (removed on exit; run with --verbose to see it live)", err, logFile.Name())
+	}
+	if errs := rep.Errors(); len(errs) > 0 {
+		// The simulator checks every request against GitHub's REST
+		// description when it has it: a mismatch is a bug of the bot's.
+		return fmt.Errorf("the simulated GitHub found %d request(s) or response(s) that GitHub's REST description does not allow; the first: %s", len(errs), errs[0])
 	}
 	if *exit {
 		return nil
@@ -283,9 +293,26 @@ func (d *demoRun) result(dep githubtest.Deployment, what string) {
 	fmt.Fprintf(d.out, "       %s\n", what)
 }
 
+// demoConfig is the repository's .github/shipbot.yml: the defaults, but
+// a broken release is caught in 15 seconds rather than the default 2
+// minutes of health checks.
+const demoConfig = `# shipbot's configuration for the demo: see the README for every key.
+environments:
+  production:
+    branch: main
+    health:
+      timeout: 15s
+  staging:
+    allow_branches: true
+    health:
+      timeout: 15s
+`
+
 // release makes sha a release of the sample app in the simulated GitHub.
 func (d *demoRun) release(sha, version string, healthy bool) {
-	d.srv.SetFiles(demoOwner, demoRepo, sha, fixtures.SampleApp(version, healthy))
+	files := fixtures.SampleApp(version, healthy)
+	files[".github/shipbot.yml"] = demoConfig
+	d.srv.SetFiles(demoOwner, demoRepo, sha, files)
 }
 
 // send signs and delivers a webhook to the bot, as GitHub would.

@@ -9,9 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shipbot/shipbot/fixtures"
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/testenv"
@@ -101,11 +101,11 @@ func (s *source) count(sha string) int {
 	return s.fetches[sha]
 }
 
-// sampleTarball packs fixtures/sample-app the way GitHub serves a
-// repository at a commit: a pax global header with the commit id, then
-// every file under "acme-web-<sha7>/", with version.go rewritten.
-func sampleTarball(t testing.TB, sha, version string, healthy bool) ([]byte, error) {
-	src := filepath.Join(testenv.RepoRoot(t), "fixtures", "sample-app")
+// sampleTarball packs a release of the sample app (fixtures.SampleApp)
+// the way GitHub serves a repository at a commit: a pax global header with
+// the commit id, then every file under "acme-web-<sha7>/".
+func sampleTarball(_ testing.TB, sha, version string, healthy bool) ([]byte, error) {
+	files := fixtures.SampleApp(version, healthy)
 	top := "acme-web-" + sha[:7] + "/"
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
@@ -116,19 +116,9 @@ func sampleTarball(t testing.TB, sha, version string, healthy bool) ([]byte, err
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: top, Mode: 0o755}); err != nil {
 		return nil, err
 	}
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		if e.Name() == "version.go" {
-			b = fmt.Appendf(nil, "package main\n\nconst Version = %q\n\nconst Healthy = %t\n", version, healthy)
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: top + e.Name(), Mode: 0o644, Size: int64(len(b))}); err != nil {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		b := []byte(files[name])
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: top + name, Mode: 0o644, Size: int64(len(b))}); err != nil {
 			return nil, err
 		}
 		if _, err := tw.Write(b); err != nil {

@@ -1,18 +1,13 @@
 package local
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/shipbot/shipbot/fixtures"
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 )
@@ -77,18 +72,7 @@ func BenchmarkRolloutOverFloor(b *testing.B) {
 }
 
 func benchRollout(b *testing.B, health repoconfig.Health, rate int) {
-	// The releases come from fixtures.SampleApp (helpers_test.go's
-	// sampleTarball still reads a go.mod from fixtures/sample-app, which
-	// no longer has one).
-	src := newSource(b)
-	for _, r := range []deploy.Release{v1, v2} {
-		tb, err := releaseTarball(r.SHA, fixtures.SampleApp(versions[r.SHA].version, true))
-		if err != nil {
-			b.Fatal(err)
-		}
-		src.extra[r.SHA] = tb
-	}
-	h := newHarness(b, "", src)
+	h := newHarness(b, "", newSource(b))
 	tgt := target(12)
 	tgt.Environment.Name = "production"
 	tgt.Environment.Rollout = repoconfig.Rollout{Canary: 1, Batch: repoconfig.Amount{Count: 4}, MaxUnavailable: repoconfig.Amount{Count: 4}}
@@ -285,36 +269,4 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// releaseTarball packs files the way GitHub serves a repository at a
-// commit: everything under one top-level directory.
-func releaseTarball(sha string, files map[string]string) ([]byte, error) {
-	top := "acme-web-" + sha[:7] + "/"
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: top, Mode: 0o755}); err != nil {
-		return nil, err
-	}
-	names := make([]string, 0, len(files))
-	for name := range files {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: top + name, Mode: 0o644, Size: int64(len(files[name]))}); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write([]byte(files[name])); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	if err := gz.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
