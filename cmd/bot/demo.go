@@ -94,13 +94,13 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		// as octocat, who may read the repository.
 		"GITHUB_CLIENT_ID":     clientID,
 		"GITHUB_CLIENT_SECRET": clientSecret,
-		"APP_ID":         strconv.FormatInt(srv.AppID, 10),
-		"PRIVATE_KEY":    string(srv.PrivateKeyPEM),
-		"WEBHOOK_SECRET": secret,
-		"GITHUB_API_URL": srv.URL,
-		"DATA_DIR":       filepath.Join(dir, "data"),
-		"PORT":           strconv.Itoa(addr.Port),
-		"PUBLIC_URL":     publicURL,
+		"APP_ID":               strconv.FormatInt(srv.AppID, 10),
+		"PRIVATE_KEY":          string(srv.PrivateKeyPEM),
+		"WEBHOOK_SECRET":       secret,
+		"GITHUB_API_URL":       srv.URL,
+		"DATA_DIR":             filepath.Join(dir, "data"),
+		"PORT":                 strconv.Itoa(addr.Port),
+		"PUBLIC_URL":           publicURL,
 	}
 	cfg, err := config.Load(func(k string) string { return env[k] }, nil)
 	if err != nil {
