@@ -520,7 +520,7 @@ func (e *Engine) run(ctx context.Context, t Target, env record.EnvKey, lease rec
 		log.Warn("no driver for the environment", "driver", string(t.Environment.Driver))
 	}
 
-	updates := newUpdater(ctx, e.o.Notifier, info)
+	updates := newUpdater(ctx, e.o.Notifier, info, func(ctx context.Context, ev Event) { e.progress(ctx, id, ev) })
 	var logBuf bytes.Buffer
 	res := Execute(ctx, ExecInput{
 		Target:   t,
@@ -633,6 +633,52 @@ func timingsOf(bs []BatchResult) []record.BatchTiming {
 	return out
 }
 
+// progress keeps the running deploy's batches in its record as they go
+// (the plan, then each batch's start, end or error), so that the deploy
+// page shows a rollout while it runs. The final record replaces them with
+// the result's timings. A failed write costs only the live view.
+func (e *Engine) progress(ctx context.Context, id string, ev Event) {
+	switch ev.Kind {
+	case Planned, BatchStarted, BatchHealthy, BatchFailed:
+	default:
+		return
+	}
+	_, err := e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
+		if ev.Kind == Planned {
+			if ev.Plan == nil {
+				return nil
+			}
+			x.Batches = make([]record.BatchTiming, len(ev.Plan.Batches))
+			for i, b := range ev.Plan.Batches {
+				ids := make([]string, len(b.Instances))
+				for j, inst := range b.Instances {
+					ids[j] = inst.ID
+				}
+				x.Batches[i] = record.BatchTiming{Index: b.Index, Instances: ids}
+			}
+			return nil
+		}
+		if ev.Batch < 0 || ev.Batch >= len(x.Batches) {
+			return nil
+		}
+		b := &x.Batches[ev.Batch]
+		switch ev.Kind {
+		case BatchStarted:
+			b.Started = ev.At
+		case BatchHealthy:
+			b.Finished = ev.At
+		case BatchFailed:
+			if ev.Err != nil {
+				b.Err = ev.Err.Error()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		logctx.From(ctx).Warn("could not record the rollout's progress", "deploy", id, "err", err)
+	}
+}
+
 // updater hands a run's events to the Notifier in order on its own
 // goroutine, so GitHub's latency never holds a batch (ExecInput.Report must
 // be cheap).
@@ -641,12 +687,13 @@ type updater struct {
 	done chan struct{}
 }
 
-func newUpdater(ctx context.Context, n Notifier, info DeployInfo) *updater {
+func newUpdater(ctx context.Context, n Notifier, info DeployInfo, record func(context.Context, Event)) *updater {
 	u := &updater{ch: make(chan Event, 1024), done: make(chan struct{})}
 	go func() {
 		defer close(u.done)
 		uctx := context.WithoutCancel(ctx)
 		for ev := range u.ch {
+			record(uctx, ev)
 			if err := n.Update(uctx, info, ev); err != nil {
 				logctx.From(ctx).Warn("could not report a rollout event", "deploy", info.ID, "event", ev.Kind.String(), "err", err)
 			}

@@ -442,3 +442,55 @@ func TestEngineWaitsForChecks(t *testing.T) {
 		c.lockFree(t)
 	})
 }
+
+// peekNotes looks at the deploy record whenever a batch turns healthy.
+type peekNotes struct {
+	*notes
+	st   *store.Embedded
+	seen []store.Deploy
+}
+
+func (p *peekNotes) Update(ctx context.Context, d DeployInfo, ev Event) error {
+	if ev.Kind == BatchHealthy {
+		rec, err := p.st.GetDeploy(ctx, d.ID)
+		if err != nil {
+			return err
+		}
+		p.seen = append(p.seen, rec)
+	}
+	return p.notes.Update(ctx, d, ev)
+}
+
+// While a rollout runs, its record holds the plan and each batch's
+// progress, for the deploy page.
+func TestEngineRecordsProgressWhileRunning(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		peek := &peekNotes{notes: c.notes, st: c.st}
+		eng, err := NewEngine(EngineOptions{Store: c.st, Drivers: map[repoconfig.Driver]Driver{repoconfig.DriverLocal: c.fleet},
+			Notifier: peek, LockTTL: 30 * time.Second, Holder: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if len(peek.seen) != 4 {
+			t.Fatalf("saw %d healthy batches, want 4", len(peek.seen))
+		}
+		mid := peek.seen[1] // batch 1 just turned healthy
+		if mid.State != store.StateRunning || len(mid.Batches) != 4 {
+			t.Fatalf("mid-rollout record: state %s, %d batches", mid.State, len(mid.Batches))
+		}
+		for i, b := range mid.Batches {
+			done := !b.Finished.IsZero()
+			if started := !b.Started.IsZero(); started != (i <= 1) || done != (i <= 1) || len(b.Instances) == 0 {
+				t.Fatalf("batch %d mid-rollout: started %v finished %v instances %v", i, b.Started, b.Finished, b.Instances)
+			}
+		}
+		if d := c.state(t, "d1"); d.State != store.StateSuccess || len(d.Batches) != 4 {
+			t.Fatalf("final: %s %d", d.State, len(d.Batches))
+		}
+	})
+}
