@@ -14,6 +14,7 @@ import (
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
 
@@ -30,6 +31,7 @@ type PreviewGitHub interface {
 // PreviewStore keeps what is known of each pull request's preview: the
 // commit it runs, its URL and every GitHub deployment made for it.
 type PreviewStore interface {
+	PutDeploy(ctx context.Context, d record.Deploy) error
 	PutPreview(ctx context.Context, p store.Preview) error
 	GetPreview(ctx context.Context, repo string, number int) (store.Preview, error)
 }
@@ -74,6 +76,9 @@ type prEvent struct {
 	Installation struct {
 		ID int64 `json:"id"`
 	} `json:"installation"`
+	Sender struct {
+		Login string `json:"login"`
+	} `json:"sender"`
 }
 
 // fromFork reports whether the PR's head lives in another repository.
@@ -200,13 +205,23 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 		snap.LogURL = strings.TrimRight(pv.PublicURL, "/") + "/deploys/preview-" + id
 	}
 
+	// The run is a deploy record too, so that log_url's page exists.
+	run := record.Deploy{
+		ID: "preview-" + id, Env: record.EnvKey{Repo: repo, Name: env}, SHA: sha, Ref: e.PullRequest.Head.Ref,
+		Creator: e.Sender.Login, Kind: record.KindPreview, State: record.StateRunning, GitHubDeploymentID: depID,
+		InstallationID: inst, CreatedAt: snap.StartedAt, StartedAt: snap.StartedAt,
+	}
+	if err := pv.Store.PutDeploy(ctx, run); err != nil {
+		return fmt.Errorf("record the preview run of #%d: %w", e.Number, err)
+	}
 	drv := pv.Drivers[cfg.Preview.Driver]
 	var url string
 	var runErr error
+	var buildLog bytes.Buffer
 	if drv == nil {
 		snap.State = report.StateError
 		if cfg.Preview.Driver == repoconfig.DriverAWS {
-			snap.Reason = "AWS previews are not supported yet; set preview.driver: local"
+			snap.Reason = "the bot has no working AWS configuration (see its log); fix it or set preview.driver: local"
 		} else {
 			snap.Reason = fmt.Sprintf("previews with driver %q are not supported", cfg.Preview.Driver)
 		}
@@ -214,7 +229,6 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 		if err := deps.deploymentStatus(ctx, c, owner, name, depID, snap); err != nil {
 			return err
 		}
-		var buildLog bytes.Buffer
 		url, runErr = drv.EnsurePreview(ctx, deploy.Preview{Repo: repo, Number: e.Number, Config: cfg.Preview, App: cfg.App},
 			deploy.Release{Repo: repo, InstallationID: inst, SHA: sha, Ref: e.PullRequest.Head.Ref}, &buildLog)
 		if runErr != nil && ctx.Err() != nil {
@@ -227,6 +241,19 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 		} else {
 			snap.State, snap.EnvironmentURL = report.StateSuccess, url
 		}
+	}
+	run.State, run.Reason, run.FinishedAt, run.LogTail = record.StateSuccess, snap.Reason, snap.FinishedAt, buildLog.String()
+	switch snap.State {
+	case report.StateFailure:
+		run.State = record.StateFailure
+	case report.StateError:
+		run.State = record.StateError
+	}
+	if run.FinishedAt.IsZero() {
+		run.FinishedAt = time.Now()
+	}
+	if err := pv.Store.PutDeploy(ctx, run); err != nil {
+		return fmt.Errorf("record the preview run of #%d: %w", e.Number, err)
 	}
 	if err := deps.deploymentStatus(ctx, c, owner, name, depID, snap); err != nil {
 		return err

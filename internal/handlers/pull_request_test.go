@@ -16,6 +16,7 @@ import (
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
 
@@ -53,8 +54,19 @@ func (p *previewer) TeardownPreview(context.Context, deploy.Preview) error {
 }
 
 type previewStore struct {
-	mu sync.Mutex
-	m  map[string]store.Preview
+	mu      sync.Mutex
+	m       map[string]store.Preview
+	deploys map[string]record.Deploy
+}
+
+func (s *previewStore) PutDeploy(_ context.Context, d record.Deploy) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.deploys == nil {
+		s.deploys = map[string]record.Deploy{}
+	}
+	s.deploys[d.ID] = d
+	return nil
 }
 
 func (s *previewStore) PutPreview(_ context.Context, p store.Preview) error {
@@ -171,6 +183,13 @@ func TestPreviewLifecycleHandler(t *testing.T) {
 	if cs := w.comments(t); len(cs) != 1 || !strings.Contains(cs[0].Body, "http://127.0.0.1:9999/pr-7") {
 		t.Fatalf("comments %+v", cs)
 	}
+	// The page log_url points at exists: the run is a deploy record.
+	w.st.mu.Lock()
+	run := w.st.deploys["preview-del-opened-3333"]
+	w.st.mu.Unlock()
+	if run.State != record.StateSuccess || run.Env.Name != "pr-7" || run.Kind != record.KindPreview || run.FinishedAt.IsZero() {
+		t.Fatalf("preview run record %+v", run)
+	}
 
 	// The same delivery again: no second deployment, still one comment.
 	w.event(t, "opened", prHead, "octo-org/web")
@@ -262,7 +281,7 @@ func TestPreviewAWSNotSupported(t *testing.T) {
 	if len(deps) != 1 || stateList(deps[0]) != "error" {
 		t.Fatalf("deployments %+v", deps)
 	}
-	if cs := w.comments(t); len(cs) != 1 || !strings.Contains(cs[0].Body, "AWS previews are not supported yet") {
+	if cs := w.comments(t); len(cs) != 1 || !strings.Contains(cs[0].Body, "no working AWS configuration") {
 		t.Fatalf("comments %+v", cs)
 	}
 	if len(w.drv.ensured) != 0 {
