@@ -217,10 +217,9 @@ func TestIntake(t *testing.T) {
 				signature: webhooks.Sign([]byte("another secret"), push)}, 401, "WEBHOOK_SECRET", false, "delivery rejected"},
 			{"malformed signature", delivery{event: "push", id: "d-malsig", body: push, signature: "sha256=zz"}, 401, "does not match", false, "delivery rejected"},
 			{"malformed JSON", delivery{event: "push", id: "d-badjson", body: []byte(`{"ref": "refs/heads/main",`)}, 400, "not valid JSON", false, "delivery rejected"},
-			// A close: an opened PR builds a preview, which needs a GitHub
-			// this bot does not have; closing a PR without a preview needs none.
-			{"form-encoded", delivery{event: "pull_request", id: "d-form", contentType: "application/x-www-form-urlencoded",
-				body: []byte("payload=" + url.QueryEscape(string(fixtures.Webhook("pull_request.closed.unmerged"))))}, 202, "queued", true, "delivery queued"},
+			// A tag push: acted on without a GitHub behind the bot.
+			{"form-encoded", delivery{event: "push", id: "d-form", contentType: "application/x-www-form-urlencoded",
+				body: []byte("payload=" + url.QueryEscape(string(tagPush())))}, 202, "queued", true, "delivery queued"},
 			{"ping", delivery{event: "ping", id: "d-ping", body: fixtures.Webhook("ping")}, 200, "pong", false, "ping answered"},
 			{"event nobody handles", delivery{event: "star", id: "d-star", body: []byte(`{"action":"created"}`)}, 202, "ignored", false, "delivery ignored"},
 			{"action nobody handles", delivery{event: "pull_request", id: "d-labeled", body: bytes.Replace(fixtures.Webhook("pull_request.opened"),
@@ -251,15 +250,15 @@ func TestIntake(t *testing.T) {
 				t.Errorf("%s: refused delivery reached the queue:\n%s", tc.name, b.logs.lines(`"delivery":"`+tc.d.id+`"`))
 			}
 		}
-		if got := b.metric(t, `shipbot_jobs_total{event="push",result="ok"}`); got != 1 {
-			t.Errorf("push jobs done = %v, want 1", got)
+		if got := b.metric(t, `shipbot_jobs_total{event="push",result="ok"}`); got != 2 {
+			t.Errorf("push jobs done = %v, want 2", got)
 		}
 	})
 }
 
 func TestIntakeDuplicateDeliveryProcessedOnce(t *testing.T) {
 	stores(t, func(t *testing.T, b *runningBot, _ *testenv.Redis) {
-		d := delivery{event: "issue_comment", id: "dup-1", body: fixtures.Webhook("issue_comment.created")}
+		d := delivery{event: "push", id: "dup-1", body: tagPush()}
 		if status, body := b.post(t, d); status != 202 {
 			t.Fatalf("first: %d %s", status, body)
 		}
@@ -380,25 +379,25 @@ func TestSplitRoles(t *testing.T) {
 func TestConcurrentDeliveriesKeepTheirOwnPayloads(t *testing.T) {
 	stores(t, func(t *testing.T, b *runningBot, _ *testenv.Redis) {
 		const n = 40
-		comment := string(fixtures.Webhook("issue_comment.created"))
-		want := strconv.FormatInt(fixtures.CommentID, 10)
+		push := string(tagPush())
+		want := fixtures.MergeSHA
 		var wg sync.WaitGroup
 		for i := 0; i < n; i++ {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				body := []byte(strings.Replace(comment, want, strconv.Itoa(900000+i), -1))
-				if status, answer := b.post(t, delivery{event: "issue_comment", id: fmt.Sprintf("conc-%d", i), body: body}); status != 202 {
+				body := []byte(strings.Replace(push, want, fmt.Sprintf("%040d", 900000+i), -1))
+				if status, answer := b.post(t, delivery{event: "push", id: fmt.Sprintf("conc-%d", i), body: body}); status != 202 {
 					t.Errorf("delivery %d: %d %s", i, status, answer)
 				}
 			}(i)
 		}
 		wg.Wait()
-		eventually(t, "not every job ran", func() bool { return len(b.logs.lines(`"msg":"comment received"`)) == n })
+		eventually(t, "not every job ran", func() bool { return len(b.logs.lines(`"msg":"push received"`)) == n })
 		for i := 0; i < n; i++ {
-			id, own := fmt.Sprintf(`"delivery":"conc-%d"`, i), fmt.Sprintf(`"comment":%d`, 900000+i)
-			if len(b.logs.lines(id, `"msg":"comment received"`, own)) != 1 {
-				t.Errorf("job %s did not run with its own payload: %v", id, b.logs.lines(id, `"msg":"comment received"`))
+			id, own := fmt.Sprintf(`"delivery":"conc-%d"`, i), fmt.Sprintf(`"sha":"%040d"`, 900000+i)
+			if len(b.logs.lines(id, `"msg":"push received"`, own)) != 1 {
+				t.Errorf("job %s did not run with its own payload: %v", id, b.logs.lines(id, `"msg":"push received"`))
 			}
 		}
 	})
