@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shipbot/shipbot/internal/report"
+
 	"github.com/shipbot/shipbot/fixtures"
 	"github.com/shipbot/shipbot/internal/config"
 	"github.com/shipbot/shipbot/internal/githubtest"
@@ -194,7 +196,7 @@ const demoSteps = 6
 
 func (d *demoRun) story() error {
 	// 1. A first release, so that there is something to roll back to.
-	d.title("main starts at %s (sample-app v1): production gets its first release", short(demoFirst))
+	d.title("main starts at %s (sample-app v1): production gets its first release", report.Short(demoFirst))
 	d.release(demoFirst, "v1", true)
 	d.srv.SetBranch(demoOwner, demoRepo, fixtures.DefaultBranch, demoFirst)
 	if err := d.send("push", d.pushPayload("0000000000000000000000000000000000000000", demoFirst)); err != nil {
@@ -207,7 +209,7 @@ func (d *demoRun) story() error {
 	d.result(dep, "production serves sample-app v1")
 
 	// 2. A pull request gets its preview.
-	d.title("PR #%d opened from %s at %s (sample-app v2): its preview environment", demoPR, fixtures.HeadBranch, short(demoBranch))
+	d.title("PR #%d opened from %s at %s (sample-app v2): its preview environment", demoPR, fixtures.HeadBranch, report.Short(demoBranch))
 	d.release(demoBranch, "v2", true)
 	d.srv.SetBranch(demoOwner, demoRepo, fixtures.HeadBranch, demoBranch)
 	pr := githubtest.PullRequest{Number: demoPR, Title: "Add a greeting", User: demoUser,
@@ -232,7 +234,7 @@ func (d *demoRun) story() error {
 	d.result(dep, "staging serves the branch")
 
 	// 4. The merge ships to production, canary first.
-	d.title("PR #%d merged: main at %s rolls out to production, canary first, in batches", demoPR, short(demoMerge))
+	d.title("PR #%d merged: main at %s rolls out to production, canary first, in batches", demoPR, report.Short(demoMerge))
 	d.release(demoMerge, "v2", true)
 	d.srv.SetBranch(demoOwner, demoRepo, fixtures.DefaultBranch, demoMerge)
 	pr.State, pr.Merged = "closed", true
@@ -249,7 +251,7 @@ func (d *demoRun) story() error {
 	d.result(dep, "production serves sample-app v2; the preview is torn down")
 
 	// 5. A broken release halts at the canary and rolls back by itself.
-	d.title("A broken commit %s reaches main (its /healthz answers 500)", short(demoBroken))
+	d.title("A broken commit %s reaches main (its /healthz answers 500)", report.Short(demoBroken))
 	d.release(demoBroken, "v3", false)
 	d.srv.SetBranch(demoOwner, demoRepo, fixtures.DefaultBranch, demoBroken)
 	if err := d.send("push", d.pushPayload(demoMerge, demoBroken)); err != nil {
@@ -365,7 +367,7 @@ func (d *demoRun) finishedAfter(env, sha string, n int) (githubtest.Deployment, 
 			}
 		}
 		if time.Now().After(deadline) {
-			return githubtest.Deployment{}, fmt.Errorf("the deploy of %s to %s did not finish within %s", short(sha), env, demoTimeout)
+			return githubtest.Deployment{}, fmt.Errorf("the deploy of %s to %s did not finish within %s", report.Short(sha), env, demoTimeout)
 		}
 		select {
 		case <-d.ctx.Done():
@@ -404,11 +406,4 @@ func (d *demoRun) prPayload(name, head string) []byte {
 	pr := p["pull_request"].(map[string]any)
 	pr["head"].(map[string]any)["sha"] = head
 	return d.finish(p)
-}
-
-func short(sha string) string {
-	if len(sha) > 7 {
-		return sha[:7]
-	}
-	return sha
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shipbot/shipbot/internal/report"
+
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/store/record"
 )
@@ -84,13 +86,6 @@ func (d *Dashboard) commitURL(repo, sha string) string {
 	return d.web + "/" + repo + "/commit/" + sha
 }
 
-func short(sha string) string {
-	if len(sha) > 7 {
-		return sha[:7]
-	}
-	return sha
-}
-
 func terminal(state string) bool {
 	switch state {
 	case record.StateSuccess, record.StateFailure, record.StateError, record.StateSuperseded, record.StateCancelled:
@@ -101,9 +96,9 @@ func terminal(state string) bool {
 
 func (d *Dashboard) deployView(x record.Deploy) deployView {
 	v := deployView{
-		ID: x.ID, Repo: x.Env.Repo, Env: x.Env.Name, SHA: x.SHA, Short: short(x.SHA), CommitURL: d.commitURL(x.Env.Repo, x.SHA),
+		ID: x.ID, Repo: x.Env.Repo, Env: x.Env.Name, SHA: x.SHA, Short: report.Short(x.SHA), CommitURL: d.commitURL(x.Env.Repo, x.SHA),
 		Ref: x.Ref, Creator: x.Creator, Kind: x.Kind, State: x.State, Reason: x.Reason,
-		Previous: x.Previous, PreviousShort: short(x.Previous),
+		Previous: x.Previous, PreviousShort: report.Short(x.Previous),
 		CreatedAt: x.CreatedAt, StartedAt: x.StartedAt, FinishedAt: x.FinishedAt,
 		Final: terminal(x.State), LogTail: x.LogTail, Percent: -1,
 	}
@@ -204,7 +199,7 @@ func (d *Dashboard) home(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		pv := previewView{Repo: p.Repo, Number: p.Number, URL: p.URL, PRURL: fmt.Sprintf("%s/%s/pull/%d", d.web, p.Repo, p.Number),
-			Short: short(p.SHA), CommitURL: d.commitURL(p.Repo, p.SHA), UpdatedAt: p.UpdatedAt, Closed: p.Closed,
+			Short: report.Short(p.SHA), CommitURL: d.commitURL(p.Repo, p.SHA), UpdatedAt: p.UpdatedAt, Closed: p.Closed,
 			Deploy: previewDeploys[p.Repo+"#"+strconv.Itoa(p.Number)]}
 		previews = append(previews, pv)
 	}
@@ -219,7 +214,7 @@ func (d *Dashboard) envView(ctx context.Context, env record.EnvKey) (envView, er
 	cur, err := d.o.Store.CurrentRelease(ctx, env)
 	switch {
 	case err == nil:
-		ev.Current = &releaseView{SHA: cur.SHA, Short: short(cur.SHA), CommitURL: d.commitURL(env.Repo, cur.SHA), Ref: cur.Ref, By: cur.By, At: cur.At, DeployID: cur.DeployID}
+		ev.Current = &releaseView{SHA: cur.SHA, Short: report.Short(cur.SHA), CommitURL: d.commitURL(env.Repo, cur.SHA), Ref: cur.Ref, By: cur.By, At: cur.At, DeployID: cur.DeployID}
 	case !errors.Is(err, record.ErrNotFound):
 		return ev, err
 	}

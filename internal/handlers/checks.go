@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shipbot/shipbot/internal/report"
+
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
@@ -89,7 +91,7 @@ func evaluateChecks(req repoconfig.Checks, sha string, runs []gh.CheckRunInfo, s
 		case strings.HasPrefix(c.state, "red:"):
 			if v.Failed == "" {
 				v.Red = c.name
-				v.Failed = fmt.Sprintf("required check %s %s on %s", c.name, redWord(strings.TrimPrefix(c.state, "red:")), short(sha))
+				v.Failed = fmt.Sprintf("required check %s %s on %s", c.name, redWord(strings.TrimPrefix(c.state, "red:")), report.Short(sha))
 			}
 		default:
 			if !slices.Contains(v.Waiting, c.name) {
@@ -135,13 +137,6 @@ func redWord(conclusion string) string {
 	return "ended " + conclusion
 }
 
-func short(sha string) string {
-	if len(sha) > 7 {
-		return sha[:7]
-	}
-	return sha
-}
-
 func required(c repoconfig.Checks) bool { return c.All || len(c.Names) > 0 }
 
 // readChecks asks GitHub for sha's check runs and statuses and judges them.
@@ -149,11 +144,11 @@ func readChecks(ctx context.Context, c GitHub, repo, sha string, req repoconfig.
 	owner, name, _ := strings.Cut(repo, "/")
 	runs, err := c.CheckRunsForRef(ctx, owner, name, sha)
 	if err != nil {
-		return checkVerdict{}, fmt.Errorf("read the checks of %s: %w", short(sha), err)
+		return checkVerdict{}, fmt.Errorf("read the checks of %s: %w", report.Short(sha), err)
 	}
 	st, err := c.CombinedStatus(ctx, owner, name, sha)
 	if err != nil {
-		return checkVerdict{}, fmt.Errorf("read the statuses of %s: %w", short(sha), err)
+		return checkVerdict{}, fmt.Errorf("read the statuses of %s: %w", report.Short(sha), err)
 	}
 	return evaluateChecks(req, sha, runs, st.Statuses), nil
 }
@@ -263,7 +258,7 @@ func (deps Deps) recheck(ctx context.Context, c GitHub, repo, defaultBranch stri
 			errs = append(errs, deps.Engine.ChecksFailed(ctx, t, d.ID, v.Failed))
 		case now.Sub(d.CreatedAt) > timeout:
 			errs = append(errs, deps.Engine.ChecksFailed(ctx, t, d.ID, fmt.Sprintf("required checks did not finish within %s: %s still pending on %s",
-				timeout, strings.Join(v.Waiting, ", "), short(d.SHA))))
+				timeout, strings.Join(v.Waiting, ", "), report.Short(d.SHA))))
 		}
 	}
 	return errors.Join(errs...)
