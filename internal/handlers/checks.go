@@ -163,13 +163,7 @@ func (deps Deps) checks(ctx context.Context, job queue.Job) error {
 		CheckRun *struct {
 			HeadSHA string `json:"head_sha"`
 		} `json:"check_run"`
-		Repository struct {
-			FullName      string `json:"full_name"`
-			DefaultBranch string `json:"default_branch"`
-		} `json:"repository"`
-		Installation struct {
-			ID int64 `json:"id"`
-		} `json:"installation"`
+		origin
 	}
 	if err := decode(job, &p); err != nil {
 		return err
@@ -188,18 +182,12 @@ func (deps Deps) checks(ctx context.Context, job queue.Job) error {
 	if deps.Engine == nil || deps.GitHub == nil || deps.Waiting == nil {
 		return nil
 	}
-	repo := p.Repository.FullName
-	if repo == "" {
-		repo = job.Repo
-	}
+	repo := p.repo(job)
 	waiting, err := deps.waitingOn(ctx, repo, sha)
 	if err != nil || len(waiting) == 0 {
 		return err
 	}
-	inst := p.Installation.ID
-	if inst == 0 {
-		inst = job.InstallationID
-	}
+	inst := p.installation(job)
 	return deps.recheck(ctx, deps.GitHub(inst), repo, p.Repository.DefaultBranch, waiting)
 }
 

@@ -27,6 +27,34 @@ func Register(r *worker.Router, deps Deps) {
 	r.Handle("installation_repositories", installation)
 }
 
+// origin is the repository and installation every event payload names,
+// embedded in each handler's payload type.
+type origin struct {
+	Repository struct {
+		FullName      string `json:"full_name"`
+		DefaultBranch string `json:"default_branch"`
+	} `json:"repository"`
+	Installation struct {
+		ID int64 `json:"id"`
+	} `json:"installation"`
+}
+
+// repo is the payload's owner/name, or what the intake routed the job by.
+func (o origin) repo(job queue.Job) string {
+	if o.Repository.FullName != "" {
+		return o.Repository.FullName
+	}
+	return job.Repo
+}
+
+// installation is the payload's installation, or the job's.
+func (o origin) installation(job queue.Job) int64 {
+	if o.Installation.ID != 0 {
+		return o.Installation.ID
+	}
+	return job.InstallationID
+}
+
 // decode unmarshals the payload; a payload that does not decode can never
 // succeed, so the error is permanent.
 func decode(job queue.Job, v any) error {

@@ -80,13 +80,7 @@ type commentEvent struct {
 			Type  string `json:"type"`
 		} `json:"user"`
 	} `json:"comment"`
-	Repository struct {
-		FullName      string `json:"full_name"`
-		DefaultBranch string `json:"default_branch"`
-	} `json:"repository"`
-	Installation struct {
-		ID int64 `json:"id"`
-	} `json:"installation"`
+	origin
 }
 
 // screen decides whether a comment is one to act on: created (not edited
@@ -126,14 +120,8 @@ func (deps Deps) issueComment(ctx context.Context, job queue.Job) error {
 	if !act || !cs.enabled() || e.Issue.Number < 1 {
 		return nil
 	}
-	repo := e.Repository.FullName
-	if repo == "" {
-		repo = job.Repo
-	}
-	inst := e.Installation.ID
-	if inst == 0 {
-		inst = job.InstallationID
-	}
+	repo := e.repo(job)
+	inst := e.installation(job)
 	owner, name, _ := strings.Cut(repo, "/")
 	r := &commentRun{
 		cs: cs, c: cs.GitHub(inst), e: &e, repo: repo, owner: owner, name: name, inst: inst,

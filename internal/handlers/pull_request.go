@@ -69,13 +69,7 @@ type prEvent struct {
 			} `json:"repo"`
 		} `json:"base"`
 	} `json:"pull_request"`
-	Repository struct {
-		FullName      string `json:"full_name"`
-		DefaultBranch string `json:"default_branch"`
-	} `json:"repository"`
-	Installation struct {
-		ID int64 `json:"id"`
-	} `json:"installation"`
+	origin
 	Sender struct {
 		Login string `json:"login"`
 	} `json:"sender"`
@@ -108,14 +102,8 @@ func (deps Deps) pullRequest(ctx context.Context, job queue.Job) error {
 	if !pv.enabled() || e.Number < 1 {
 		return nil
 	}
-	repo := e.Repository.FullName
-	if repo == "" {
-		repo = job.Repo
-	}
-	inst := e.Installation.ID
-	if inst == 0 {
-		inst = job.InstallationID
-	}
+	repo := e.repo(job)
+	inst := e.installation(job)
 	owner, name, _ := strings.Cut(repo, "/")
 	c := pv.GitHub(inst)
 	action := e.Action

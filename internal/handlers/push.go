@@ -63,13 +63,7 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 		Sender  struct {
 			Login string `json:"login"`
 		} `json:"sender"`
-		Repository struct {
-			FullName      string `json:"full_name"`
-			DefaultBranch string `json:"default_branch"`
-		} `json:"repository"`
-		Installation struct {
-			ID int64 `json:"id"`
-		} `json:"installation"`
+		origin
 	}
 	if err := decode(job, &p); err != nil {
 		return err
@@ -83,14 +77,8 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 	if p.Deleted || p.After == "" || p.After == zeroSHA || !isBranch {
 		return nil // a deleted branch or a tag: nothing to deploy
 	}
-	repo := p.Repository.FullName
-	if repo == "" {
-		repo = job.Repo
-	}
-	inst := p.Installation.ID
-	if inst == 0 {
-		inst = job.InstallationID
-	}
+	repo := p.repo(job)
+	inst := p.installation(job)
 	c := deps.GitHub(inst)
 
 	cfg, err := loadConfig(ctx, c, repo, p.Repository.DefaultBranch, p.After)
