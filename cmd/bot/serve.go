@@ -378,9 +378,7 @@ func (b *bot) sweepAWSPreviews(ctx context.Context) {
 		}
 		return !p.Closed, nil
 	}
-	t := time.NewTicker(awsSweepEvery)
-	defer t.Stop()
-	for {
+	every(ctx, awsSweepEvery, true, func() {
 		swept, err := b.aws.SweepPreviews(ctx, isOpen, previewTTL)
 		for _, s := range swept {
 			b.log.Info("swept an AWS preview left behind", "repo", s.Repo, "pr", s.Number, "region", s.Region, "reason", s.Reason)
@@ -388,11 +386,23 @@ func (b *bot) sweepAWSPreviews(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			b.log.Warn("the sweep of AWS previews did not finish; it runs again in an hour", "err", err)
 		}
+	})
+}
+
+// every runs fn every d (first at once when now is set) until ctx ends.
+func every(ctx context.Context, d time.Duration, now bool, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	if now {
+		fn()
+	}
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		fn()
 	}
 }
 
@@ -471,18 +481,11 @@ func (b *bot) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			t := time.NewTicker(recheckEvery)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
+			every(ctx, recheckEvery, false, func() {
 				if err := b.recheck(logctx.With(ctx, b.log)); err != nil && ctx.Err() == nil {
 					b.log.Warn("could not look at the deploys waiting for checks; trying again in a minute", "err", err)
 				}
-			}
+			})
 		}()
 	}
 	if b.aws != nil && b.awsSweep {
@@ -527,15 +530,8 @@ func (b *bot) run(ctx context.Context) error {
 // it was down come back within seconds instead of at the next periodic
 // sweep.
 func (b *bot) sweepOnRecovery(ctx context.Context, rd *gh.Redeliverer) {
-	t := time.NewTicker(storeWatchEvery)
-	defer t.Stop()
 	down := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, storeWatchEvery, false, func() {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := b.q.Ping(pctx)
 		cancel()
@@ -550,7 +546,7 @@ func (b *bot) sweepOnRecovery(ctx context.Context, rd *gh.Redeliverer) {
 				b.log.Error("redelivery sweep after the outage failed; the periodic sweep will try again", "err", err)
 			}
 		}
-	}
+	})
 }
 
 func (b *bot) close() {
