@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,11 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/shipbot/shipbot/fixtures"
-	"github.com/shipbot/shipbot/internal/githubtest"
-	"github.com/shipbot/shipbot/internal/testenv"
-	"github.com/shipbot/shipbot/webhooks"
 )
 
 // BenchmarkRolloutsUnderLoad measures SPEC §11's "requests failed through
@@ -50,15 +41,16 @@ func BenchmarkRolloutsUnderLoad(b *testing.B) {
 	}
 	for i := range b.N {
 		b.StopTimer()
-		f := newLoadFixture(b)
-		f.push(b, "push-0", zeroSHA, shaN(0), "v0")
-		if d := f.finished(b, shaN(0)); d.LastState() != "success" {
-			b.Fatalf("first deploy: statuses %v\n%s", states(d), f.logs)
+		f := newDeployFixture(b)
+		f.config = rolloutConfig("0s")
+		f.push(b, "push-0", zeroSHA, shaN(0), "v0", true)
+		d := f.finished(b, shaN(0))
+		if d.LastState() != "success" {
+			b.Fatalf("first deploy: statuses %v\n%s", states(d), f.bot.logs)
 		}
-		d, _ := deploymentOf(f.srv, shaN(0))
 		url := d.Statuses[len(d.Statuses)-1].EnvironmentURL
 		if url == "" {
-			b.Fatalf("no environment_url on the first deployment\n%s", f.logs)
+			b.Fatalf("no environment_url on the first deployment\n%s", f.bot.logs)
 		}
 
 		b.StartTimer()
@@ -66,10 +58,10 @@ func BenchmarkRolloutsUnderLoad(b *testing.B) {
 		var took time.Duration
 		for n := 1; n <= rollouts; n++ {
 			start := time.Now()
-			f.push(b, "push-"+strconv.Itoa(n), shaN(n-1), shaN(n), "v"+strconv.Itoa(n))
+			f.push(b, "push-"+strconv.Itoa(n), shaN(n-1), shaN(n), "v"+strconv.Itoa(n), true)
 			if d := f.finished(b, shaN(n)); d.LastState() != "success" {
 				l.finish()
-				b.Fatalf("rollout %d: statuses %v\n%s", n, states(d), f.logs)
+				b.Fatalf("rollout %d: statuses %v\n%s", n, states(d), f.bot.logs)
 			}
 			took += time.Since(start)
 		}
@@ -98,124 +90,6 @@ const zeroSHA = "0000000000000000000000000000000000000000"
 
 // shaN is the commit of the n-th release: 40 hex digits.
 func shaN(n int) string { return fmt.Sprintf("%040x", 0xbe00+n) }
-
-// loadFixture is newDeployFixture for a benchmark: the same bot, Redis and
-// githubtest, but on a testing.TB (the test helpers take *testing.T).
-type loadFixture struct {
-	srv  *githubtest.Server
-	url  string
-	logs *syncBuffer
-}
-
-func newLoadFixture(b *testing.B) *loadFixture {
-	b.Helper()
-	srv := githubtest.New(b, githubtest.WithSpec(filepath.Join(testenv.NodeModule(b, "@octokit/openapi"), "generated", "api.github.com.json")))
-	srv.AddRepo(deployOwner, deployRepo, githubtest.RepoOptions{DefaultBranch: "main"})
-	r := testenv.StartRedis(b)
-	env := map[string]string{
-		"PORT": strconv.Itoa(testenv.FreePort(b)), "DATA_DIR": b.TempDir(), "WEBHOOK_SECRET": secret, "LOG_LEVEL": "info",
-		"REDIS_URL": r.URL(), "GITHUB_API_URL": srv.URL, "APP_ID": strconv.FormatInt(srv.AppID, 10),
-		"PRIVATE_KEY": string(srv.PrivateKeyPEM), "PUBLIC_URL": "https://shipbot.example.com",
-	}
-	f := &loadFixture{srv: srv, url: "http://127.0.0.1:" + env["PORT"], logs: &syncBuffer{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve"}, func(k string) string { return env[k] }, f.logs, f.logs) }()
-	b.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				b.Errorf("bot returned an error on shutdown: %v", err)
-			}
-		case <-time.After(40 * time.Second):
-			b.Errorf("bot did not shut down within 40s")
-		}
-	})
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		select {
-		case err := <-done:
-			b.Fatalf("bot exited during start-up: %v\n%s", err, f.logs)
-		default:
-		}
-		if resp, err := http.Get(f.url + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return f
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("bot did not answer /healthz within 60s\n%s", f.logs)
-		}
-	}
-}
-
-// push makes sha the head of main with release version of the sample app
-// and rolloutConfig("0s"), and delivers the push, signed.
-func (f *loadFixture) push(b *testing.B, id, before, sha, version string) {
-	b.Helper()
-	files := fixtures.SampleApp(version, true)
-	files[".github/shipbot.yml"] = rolloutConfig("0s")
-	f.srv.SetFiles(deployOwner, deployRepo, sha, files)
-	f.srv.SetBranch(deployOwner, deployRepo, "main", sha)
-	body, err := pushBody(f.srv, before, sha)
-	if err != nil {
-		b.Fatal(err)
-	}
-	req, err := http.NewRequest(http.MethodPost, f.url+"/webhooks", bytes.NewReader(body))
-	if err != nil {
-		b.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("X-GitHub-Delivery", id)
-	req.Header.Set("X-Hub-Signature-256", webhooks.Sign([]byte(secret), body))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	msg, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 202 {
-		b.Fatalf("push %s: %d %s", id, resp.StatusCode, msg)
-	}
-}
-
-// pushBody is pushPayload without a *testing.T.
-func pushBody(srv *githubtest.Server, before, sha string) ([]byte, error) {
-	var p map[string]any
-	if err := json.Unmarshal(fixtures.Webhook("push"), &p); err != nil {
-		return nil, err
-	}
-	p["ref"], p["before"], p["after"], p["deleted"] = "refs/heads/main", before, sha, false
-	p["installation"] = map[string]any{"id": srv.InstallationID}
-	repo := p["repository"].(map[string]any)
-	repo["full_name"], repo["name"], repo["default_branch"] = deployOwner+"/"+deployRepo, deployRepo, "main"
-	return json.Marshal(p)
-}
-
-// finished waits for the deployment of sha to reach a final state and its
-// check run to complete.
-func (f *loadFixture) finished(b *testing.B, sha string) githubtest.Deployment {
-	b.Helper()
-	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		d, ok := deploymentOf(f.srv, sha)
-		if !ok {
-			continue
-		}
-		switch d.LastState() {
-		case "success", "failure", "error", "inactive":
-			for _, c := range f.srv.CheckRuns(deployOwner, deployRepo) {
-				if c.HeadSHA == sha && c.Name == "shipbot/production" && c.Status == "completed" {
-					return d
-				}
-			}
-		}
-	}
-	d, _ := deploymentOf(f.srv, sha)
-	b.Fatalf("deployment of %s did not finish within 3m (statuses %v)\n%s", sha[:7], states(d), f.logs)
-	return d
-}
 
 // fixedLoad sends GETs to a URL at a fixed rate, each on its own goroutine
 // so that a slow answer does not slow the rate, and records failures and

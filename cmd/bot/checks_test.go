@@ -30,18 +30,6 @@ func checkSuitePayload(t *testing.T, srv *githubtest.Server, sha, conclusion str
 	return b
 }
 
-// deploymentOf is the newest deployment of sha.
-func (f *deployFixture) deploymentOf(sha string) (githubtest.Deployment, bool) {
-	var dep githubtest.Deployment
-	found := false
-	for _, d := range f.srv.Deployments(deployOwner, deployRepo) {
-		if d.SHA == sha {
-			dep, found = d, true
-		}
-	}
-	return dep, found
-}
-
 // TestRequiredChecks: with require_checks (all, the default) a push whose
 // CI is still running waits, saying for what; CI going green releases it,
 // CI going red fails it naming the check, and nothing is deployed.
@@ -58,7 +46,7 @@ func TestRequiredChecks(t *testing.T) {
 	}
 	// Still waiting a moment later: nothing ran.
 	time.Sleep(500 * time.Millisecond)
-	if dep, _ := f.deploymentOf(shaV1); strings.Join(states(dep), ",") != "queued" {
+	if dep, _ := deploymentOf(f.srv, shaV1); strings.Join(states(dep), ",") != "queued" {
 		t.Fatalf("deployed before the checks passed: %v", states(dep))
 	}
 	f.srv.CompleteCheckRun(run, "success")
@@ -103,7 +91,7 @@ func (f *deployFixture) waitState(t *testing.T, sha, want string) githubtest.Dep
 	deadline := time.Now().Add(time.Minute)
 	var dep githubtest.Deployment
 	for time.Now().Before(deadline) {
-		if d, ok := f.deploymentOf(sha); ok && d.LastState() == want {
+		if d, ok := deploymentOf(f.srv, sha); ok && d.LastState() == want {
 			return d
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -22,7 +22,7 @@ const (
 // sampleRelease writes a release of the sample app with the given version
 // and health to a fresh directory, for githubtest to serve as the tarball
 // of a SHA.
-func sampleRelease(t *testing.T, version string, healthy bool) string {
+func sampleRelease(t testing.TB, version string, healthy bool) string {
 	t.Helper()
 	dst := t.TempDir()
 	if err := fixtures.WriteSampleApp(dst, version, healthy); err != nil {
@@ -32,7 +32,7 @@ func sampleRelease(t *testing.T, version string, healthy bool) string {
 }
 
 // pushPayload is the push fixture moved to sha on main of the test repository.
-func pushPayload(t *testing.T, srv *githubtest.Server, before, sha string) []byte {
+func pushPayload(t testing.TB, srv *githubtest.Server, before, sha string) []byte {
 	t.Helper()
 	var p map[string]any
 	if err := json.Unmarshal(fixtures.Webhook("push"), &p); err != nil {
@@ -56,7 +56,7 @@ type deployFixture struct {
 	config string // .github/shipbot.yml on main; "" for none (the defaults)
 }
 
-func newDeployFixture(t *testing.T) *deployFixture {
+func newDeployFixture(t testing.TB) *deployFixture {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the sample app")
@@ -72,7 +72,7 @@ func newDeployFixture(t *testing.T) *deployFixture {
 }
 
 // push makes sha the head of main with the given release and delivers the push.
-func (f *deployFixture) push(t *testing.T, delivery, before, sha, version string, healthy bool) {
+func (f *deployFixture) push(t testing.TB, delivery, before, sha, version string, healthy bool) {
 	t.Helper()
 	if err := f.srv.SetTree(deployOwner, deployRepo, sha, sampleRelease(t, version, healthy)); err != nil {
 		t.Fatal(err)
@@ -89,7 +89,7 @@ func (f *deployFixture) push(t *testing.T, delivery, before, sha, version string
 func delivery2(id string, body []byte) delivery { return delivery{event: "push", id: id, body: body} }
 
 // finished waits for the deployment of sha to reach a final state.
-func (f *deployFixture) finished(t *testing.T, sha string) githubtest.Deployment {
+func (f *deployFixture) finished(t testing.TB, sha string) githubtest.Deployment {
 	t.Helper()
 	var dep githubtest.Deployment
 	deadline := time.Now().Add(3 * time.Minute)

@@ -23,7 +23,7 @@ import (
 	"github.com/shipbot/shipbot/webhooks"
 )
 
-func restDescription(t *testing.T) string {
+func restDescription(t testing.TB) string {
 	return filepath.Join(testenv.NodeModule(t, "@octokit/openapi"), "generated", "api.github.com.json")
 }
 

@@ -62,7 +62,7 @@ func testPEM(t testing.TB) string {
 }
 
 // startBot runs `bot serve` with env on a free port and waits for /healthz.
-func startBot(t *testing.T, env map[string]string, args ...string) *runningBot {
+func startBot(t testing.TB, env map[string]string, args ...string) *runningBot {
 	t.Helper()
 	full := map[string]string{
 		"PORT": strconv.Itoa(testenv.FreePort(t)), "DATA_DIR": t.TempDir(), "APP_ID": "1", "PRIVATE_KEY": testPEM(t),
@@ -99,7 +99,7 @@ func startBot(t *testing.T, env map[string]string, args ...string) *runningBot {
 	}
 }
 
-func (b *runningBot) stop(t *testing.T) {
+func (b *runningBot) stop(t testing.TB) {
 	b.cancel()
 	select {
 	case err := <-b.done:
@@ -120,7 +120,7 @@ type delivery struct {
 	noSignature bool
 }
 
-func (b *runningBot) post(t *testing.T, d delivery) (int, string) {
+func (b *runningBot) post(t testing.TB, d delivery) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, b.url+"/webhooks", bytes.NewReader(d.body))
 	if err != nil {
