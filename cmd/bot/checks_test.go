@@ -1,33 +1,19 @@
 package main
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/shipbot/shipbot/fixtures"
 	"github.com/shipbot/shipbot/internal/githubtest"
 )
 
-// checkSuitePayload is the check_suite completed fixture for sha on the
-// test repository.
-func checkSuitePayload(t *testing.T, srv *githubtest.Server, sha, conclusion string) []byte {
-	t.Helper()
-	var p map[string]any
-	if err := json.Unmarshal(fixtures.Webhook("check_suite.completed"), &p); err != nil {
-		t.Fatal(err)
-	}
-	cs := p["check_suite"].(map[string]any)
-	cs["head_sha"], cs["conclusion"], cs["head_branch"] = sha, conclusion, "main"
-	p["installation"] = map[string]any{"id": srv.InstallationID}
-	repo := p["repository"].(map[string]any)
-	repo["full_name"], repo["name"], repo["default_branch"] = deployOwner+"/"+deployRepo, deployRepo, "main"
-	b, err := json.Marshal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+// checkSuitePayload is the check_suite completed fixture for sha.
+func checkSuitePayload(srv *githubtest.Server, sha, conclusion string) []byte {
+	return fixturePayload("check_suite.completed", srv.InstallationID, func(p map[string]any) {
+		cs := p["check_suite"].(map[string]any)
+		cs["head_sha"], cs["conclusion"], cs["head_branch"] = sha, conclusion, "main"
+	})
 }
 
 // TestRequiredChecks: with require_checks (all, the default) a push whose
@@ -50,7 +36,7 @@ func TestRequiredChecks(t *testing.T) {
 		t.Fatalf("deployed before the checks passed: %v", states(dep))
 	}
 	f.srv.CompleteCheckRun(run, "success")
-	if status, body := f.bot.post(t, delivery{event: "check_suite", id: "suite-1", body: checkSuitePayload(t, f.srv, shaV1, "success")}); status != 202 {
+	if status, body := f.bot.post(t, delivery{event: "check_suite", id: "suite-1", body: checkSuitePayload(f.srv, shaV1, "success")}); status != 202 {
 		t.Fatalf("check_suite: %d %s", status, body)
 	}
 	if got := states(f.finished(t, shaV1)); strings.Join(got, ",") != "queued,in_progress,success" {
@@ -62,7 +48,7 @@ func TestRequiredChecks(t *testing.T) {
 	f.push(t, "push-2", shaV1, shaV2, "v2", true)
 	f.waitState(t, shaV2, "queued")
 	f.srv.CompleteCheckRun(run, "failure")
-	if status, body := f.bot.post(t, delivery{event: "check_suite", id: "suite-2", body: checkSuitePayload(t, f.srv, shaV2, "failure")}); status != 202 {
+	if status, body := f.bot.post(t, delivery{event: "check_suite", id: "suite-2", body: checkSuitePayload(f.srv, shaV2, "failure")}); status != 202 {
 		t.Fatalf("check_suite: %d %s", status, body)
 	}
 	dep = f.finished(t, shaV2)

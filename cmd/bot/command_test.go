@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -40,19 +39,7 @@ func (f *deployFixture) comment(t *testing.T, login, body string) int64 {
 // deliverComment delivers the issue_comment webhook of comment id.
 func (f *deployFixture) deliverComment(t *testing.T, deliveryID string, id int64, login, body string) {
 	t.Helper()
-	var p map[string]any
-	if err := json.Unmarshal(fixtures.Webhook("issue_comment.created"), &p); err != nil {
-		t.Fatal(err)
-	}
-	p["installation"] = map[string]any{"id": f.srv.InstallationID}
-	c := p["comment"].(map[string]any)
-	c["id"], c["body"], c["created_at"] = id, body, time.Now().UTC().Format(time.RFC3339)
-	c["user"].(map[string]any)["login"] = login
-	p["sender"].(map[string]any)["login"] = login
-	b, err := json.Marshal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := commentOnPR(f.srv.InstallationID, id, login, body)
 	if status, out := f.bot.post(t, delivery{event: "issue_comment", id: deliveryID, body: b}); status != 202 {
 		t.Fatalf("issue_comment: %d %s", status, out)
 	}
@@ -373,18 +360,11 @@ func TestCommands(t *testing.T) {
 func TestCommandOnAnIssue(t *testing.T) {
 	f := newDeployFixture(t)
 	f.srv.SetBranch(deployOwner, deployRepo, "main", shaV1)
-	var p map[string]any
-	if err := json.Unmarshal(fixtures.Webhook("issue_comment.created"), &p); err != nil {
-		t.Fatal(err)
-	}
 	id := f.srv.AddComment(deployOwner, deployRepo, fixtures.PRNumber, "octocat", "/deploy staging")
-	p["installation"] = map[string]any{"id": f.srv.InstallationID}
-	delete(p["issue"].(map[string]any), "pull_request")
-	p["comment"].(map[string]any)["id"] = id
-	b, err := json.Marshal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := fixturePayload("issue_comment.created", f.srv.InstallationID, func(p map[string]any) {
+		delete(p["issue"].(map[string]any), "pull_request")
+		p["comment"].(map[string]any)["id"] = id
+	})
 	// Delivered twice, one after the other (a redelivery): one reply.
 	for i, d := range []string{"issue-1", "issue-2"} {
 		if status, out := f.bot.post(t, delivery{event: "issue_comment", id: d, body: b}); status != 202 {

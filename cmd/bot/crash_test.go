@@ -35,7 +35,7 @@ func pushWith(t *testing.T, srv *githubtest.Server, b *runningBot, delivery, bef
 	}
 	srv.SetFile(deployOwner, deployRepo, sha, ".github/shipbot.yml", []byte(config))
 	srv.SetBranch(deployOwner, deployRepo, "main", sha)
-	if status, body := b.post(t, delivery2(delivery, pushPayload(t, srv, before, sha))); status != 202 {
+	if status, body := b.post(t, delivery2(delivery, pushOnMain(srv.InstallationID, before, sha))); status != 202 {
 		t.Fatalf("push %s: %d %s", delivery, status, body)
 	}
 }

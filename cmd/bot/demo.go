@@ -29,7 +29,7 @@ import (
 const (
 	demoOwner   = fixtures.Owner
 	demoRepo    = fixtures.RepoName
-	demoPR      = 42
+	demoPR      = fixtures.PRNumber
 	demoUser    = "octocat"
 	demoFirst   = "1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a" // main's first release: sample-app v1
 	demoBranch  = fixtures.HeadSHAOpened                     // the PR's head: sample-app v2
@@ -334,14 +334,7 @@ func (d *demoRun) send(event string, body []byte) error {
 // comment posts body as a comment of demoUser on the PR and delivers it.
 func (d *demoRun) comment(body string) error {
 	id := d.srv.AddComment(demoOwner, demoRepo, demoPR, demoUser, body)
-	p := fixturePayload("issue_comment.created")
-	issue := p["issue"].(map[string]any)
-	issue["number"] = demoPR
-	c := p["comment"].(map[string]any)
-	c["id"], c["body"] = id, body
-	c["user"].(map[string]any)["login"] = demoUser
-	c["user"].(map[string]any)["type"] = "User"
-	return d.send("issue_comment", d.finish(p))
+	return d.send("issue_comment", commentOnPR(d.srv.InstallationID, id, demoUser, body))
 }
 
 // finished waits for the newest deployment of sha to env to end.
@@ -377,17 +370,17 @@ func (d *demoRun) finishedAfter(env, sha string, n int) (githubtest.Deployment, 
 	}
 }
 
-func fixturePayload(name string) map[string]any {
+// fixturePayload is webhook fixture name sent to installation inst,
+// changed by edit (which may be nil).
+func fixturePayload(name string, inst int64, edit func(p map[string]any)) []byte {
 	var p map[string]any
 	if err := json.Unmarshal(fixtures.Webhook(name), &p); err != nil {
 		panic("fixture " + name + ": " + err.Error()) // embedded and tested: cannot happen
 	}
-	return p
-}
-
-// finish points a payload at the demo's installation and marshals it.
-func (d *demoRun) finish(p map[string]any) []byte {
-	p["installation"] = map[string]any{"id": d.srv.InstallationID}
+	p["installation"] = map[string]any{"id": inst}
+	if edit != nil {
+		edit(p)
+	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		panic(err) // maps of JSON values: cannot happen
@@ -395,15 +388,31 @@ func (d *demoRun) finish(p map[string]any) []byte {
 	return b
 }
 
+// pushOnMain is the push moving the default branch from before to after.
+func pushOnMain(inst int64, before, after string) []byte {
+	return fixturePayload("push", inst, func(p map[string]any) {
+		p["ref"], p["before"], p["after"], p["deleted"] = fixtures.DefaultRef, before, after, false
+	})
+}
+
+// commentOnPR is login's comment id with body, created now on the
+// fixtures' pull request.
+func commentOnPR(inst, id int64, login, body string) []byte {
+	return fixturePayload("issue_comment.created", inst, func(p map[string]any) {
+		c := p["comment"].(map[string]any)
+		c["id"], c["body"], c["created_at"] = id, body, time.Now().UTC().Format(time.RFC3339)
+		c["user"].(map[string]any)["login"] = login
+		c["user"].(map[string]any)["type"] = "User"
+		p["sender"].(map[string]any)["login"] = login
+	})
+}
+
 func (d *demoRun) pushPayload(before, after string) []byte {
-	p := fixturePayload("push")
-	p["ref"], p["before"], p["after"], p["deleted"] = fixtures.DefaultRef, before, after, false
-	return d.finish(p)
+	return pushOnMain(d.srv.InstallationID, before, after)
 }
 
 func (d *demoRun) prPayload(name, head string) []byte {
-	p := fixturePayload(name)
-	pr := p["pull_request"].(map[string]any)
-	pr["head"].(map[string]any)["sha"] = head
-	return d.finish(p)
+	return fixturePayload(name, d.srv.InstallationID, func(p map[string]any) {
+		p["pull_request"].(map[string]any)["head"].(map[string]any)["sha"] = head
+	})
 }

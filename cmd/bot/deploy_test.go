@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -29,24 +28,6 @@ func sampleRelease(t testing.TB, version string, healthy bool) string {
 		t.Fatal(err)
 	}
 	return dst
-}
-
-// pushPayload is the push fixture moved to sha on main of the test repository.
-func pushPayload(t testing.TB, srv *githubtest.Server, before, sha string) []byte {
-	t.Helper()
-	var p map[string]any
-	if err := json.Unmarshal(fixtures.Webhook("push"), &p); err != nil {
-		t.Fatal(err)
-	}
-	p["ref"], p["before"], p["after"], p["deleted"] = "refs/heads/main", before, sha, false
-	p["installation"] = map[string]any{"id": srv.InstallationID}
-	repo := p["repository"].(map[string]any)
-	repo["full_name"], repo["name"], repo["default_branch"] = deployOwner+"/"+deployRepo, deployRepo, "main"
-	b, err := json.Marshal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // deployFixture is a bot on real Redis with githubtest holding the sample app.
@@ -81,7 +62,7 @@ func (f *deployFixture) push(t testing.TB, delivery, before, sha, version string
 		f.srv.SetFile(deployOwner, deployRepo, sha, ".github/shipbot.yml", []byte(f.config))
 	}
 	f.srv.SetBranch(deployOwner, deployRepo, "main", sha)
-	if status, body := f.bot.post(t, delivery2(delivery, pushPayload(t, f.srv, before, sha))); status != 202 {
+	if status, body := f.bot.post(t, delivery2(delivery, pushOnMain(f.srv.InstallationID, before, sha))); status != 202 {
 		t.Fatalf("push %s: %d %s", delivery, status, body)
 	}
 }

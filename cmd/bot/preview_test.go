@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,24 +11,9 @@ import (
 	"github.com/shipbot/shipbot/internal/report"
 )
 
-// prPayload is a pull_request fixture for the test installation.
-func prPayload(t *testing.T, srv *githubtest.Server, name string) []byte {
-	t.Helper()
-	var p map[string]any
-	if err := json.Unmarshal(fixtures.Webhook(name), &p); err != nil {
-		t.Fatal(err)
-	}
-	p["installation"] = map[string]any{"id": srv.InstallationID}
-	b, err := json.Marshal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func (f *deployFixture) postPR(t *testing.T, id, name string) {
 	t.Helper()
-	d := delivery{event: "pull_request", id: id, body: prPayload(t, f.srv, name)}
+	d := delivery{event: "pull_request", id: id, body: fixturePayload(name, f.srv.InstallationID, nil)}
 	if status, body := f.bot.post(t, d); status != 202 {
 		t.Fatalf("%s: %d %s", name, status, body)
 	}
