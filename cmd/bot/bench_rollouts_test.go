@@ -2,15 +2,12 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shipbot/shipbot/internal/testenv"
 )
 
 // BenchmarkRolloutsUnderLoad measures SPEC §11's "requests failed through
@@ -54,33 +51,33 @@ func BenchmarkRolloutsUnderLoad(b *testing.B) {
 		}
 
 		b.StartTimer()
-		l := startFixedLoad(url+"/", rate)
+		l := testenv.StartLoad(url+"/", rate)
 		var took time.Duration
 		for n := 1; n <= rollouts; n++ {
 			start := time.Now()
 			f.push(b, "push-"+strconv.Itoa(n), shaN(n-1), shaN(n), "v"+strconv.Itoa(n), true)
 			if d := f.finished(b, shaN(n)); d.LastState() != "success" {
-				l.finish()
+				l.Finish()
 				b.Fatalf("rollout %d: statuses %v\n%s", n, states(d), f.bot.logs)
 			}
 			took += time.Since(start)
 		}
-		r := l.finish()
+		r := l.Finish()
 		b.StopTimer()
 
 		b.Logf("iteration %d: %d rollouts, %d sent, %d ok, %d failed, longest gap %s (sender at most %s late), p99 %s, answers %v",
-			i, rollouts, r.sent, r.ok, len(r.failures), r.maxGap.Round(time.Millisecond), r.lateness.Round(time.Millisecond), r.p99.Round(100*time.Microsecond), r.answers)
-		if len(r.failures) > 0 {
-			b.Errorf("%d requests failed through the proxy; the first:\n%s", len(r.failures), strings.Join(r.failures[:min(10, len(r.failures))], "\n"))
+			i, rollouts, r.Sent, r.OK, len(r.Failures), r.MaxGap.Round(time.Millisecond), r.Lateness.Round(time.Millisecond), r.P99.Round(100*time.Microsecond), r.Answers)
+		if len(r.Failures) > 0 {
+			b.Errorf("%d requests failed through the proxy; the first:\n%s", len(r.Failures), strings.Join(r.Failures[:min(10, len(r.Failures))], "\n"))
 		}
-		if want := "sample-app v" + strconv.Itoa(rollouts); r.last != want {
-			b.Errorf("the last answer was %q, want %q", r.last, want)
+		if want := "sample-app v" + strconv.Itoa(rollouts); r.Last != want {
+			b.Errorf("the last answer was %q, want %q", r.Last, want)
 		}
-		b.ReportMetric(float64(len(r.failures)), "failed")
-		b.ReportMetric(float64(r.maxGap)/float64(time.Millisecond), "max-gap-ms")
-		b.ReportMetric(float64(r.lateness)/float64(time.Millisecond), "sender-late-ms")
-		b.ReportMetric(float64(r.p99)/float64(time.Millisecond), "p99-ms")
-		b.ReportMetric(float64(r.sent), "req")
+		b.ReportMetric(float64(len(r.Failures)), "failed")
+		b.ReportMetric(float64(r.MaxGap)/float64(time.Millisecond), "max-gap-ms")
+		b.ReportMetric(float64(r.Lateness)/float64(time.Millisecond), "sender-late-ms")
+		b.ReportMetric(float64(r.P99)/float64(time.Millisecond), "p99-ms")
+		b.ReportMetric(float64(r.Sent), "req")
 		b.ReportMetric(took.Seconds()/rollouts, "rollout-s")
 		b.ReportMetric(0, "ns/op")
 	}
@@ -90,118 +87,3 @@ const zeroSHA = "0000000000000000000000000000000000000000"
 
 // shaN is the commit of the n-th release: 40 hex digits.
 func shaN(n int) string { return fmt.Sprintf("%040x", 0xbe00+n) }
-
-// fixedLoad sends GETs to a URL at a fixed rate, each on its own goroutine
-// so that a slow answer does not slow the rate, and records failures and
-// the times of successes.
-type fixedLoad struct {
-	url      string
-	client   *http.Client
-	stop     chan struct{}
-	done     chan struct{}
-	sent     atomic.Int64
-	lateness time.Duration // written by the sender goroutine only
-
-	mu       sync.Mutex
-	okAt     []time.Time
-	took     []time.Duration
-	failures []string
-	answers  map[string]int // first line of the body, counted
-	last     string         // first line of the latest successful answer
-	lastAt   time.Time
-}
-
-func startFixedLoad(url string, perSecond int) *fixedLoad {
-	l := &fixedLoad{
-		url:     url,
-		client:  &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		answers: map[string]int{},
-	}
-	l.okAt = append(l.okAt, time.Now()) // a gap counts from the start
-	go l.send(time.Second / time.Duration(perSecond))
-	return l
-}
-
-func (l *fixedLoad) send(every time.Duration) {
-	defer close(l.done)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	var prev time.Time
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-tick.C:
-		}
-		now := time.Now()
-		if !prev.IsZero() {
-			l.lateness = max(l.lateness, now.Sub(prev)-every)
-		}
-		prev = now
-		l.sent.Add(1)
-		wg.Go(func() { l.one(now) })
-	}
-}
-
-func (l *fixedLoad) one(sent time.Time) {
-	resp, err := l.client.Get(l.url)
-	var body []byte
-	if err == nil {
-		body, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
-	}
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch {
-	case err != nil:
-		l.failures = append(l.failures, fmt.Sprintf("%s (sent %s): %v", now.Format("15:04:05.000"), sent.Format("15:04:05.000"), err))
-		return
-	case resp.StatusCode != 200:
-		l.failures = append(l.failures, fmt.Sprintf("%s (sent %s): %d %q", now.Format("15:04:05.000"), sent.Format("15:04:05.000"), resp.StatusCode, body))
-		return
-	}
-	l.okAt = append(l.okAt, now)
-	l.took = append(l.took, now.Sub(sent))
-	first, _, _ := strings.Cut(string(body), "\n")
-	l.answers[first]++
-	if sent.After(l.lastAt) {
-		l.last, l.lastAt = first, sent
-	}
-}
-
-type fixedLoadResult struct {
-	sent, ok    int
-	failures    []string
-	maxGap, p99 time.Duration
-	lateness    time.Duration
-	answers     map[string]int
-	last        string
-}
-
-// finish stops sending, waits for the requests in flight and sums up.
-func (l *fixedLoad) finish() fixedLoadResult {
-	close(l.stop)
-	<-l.done
-	end := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	at := append(slices.Clone(l.okAt), end)
-	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
-	var gap time.Duration
-	for i := 1; i < len(at); i++ {
-		gap = max(gap, at[i].Sub(at[i-1]))
-	}
-	took := slices.Clone(l.took)
-	slices.Sort(took)
-	var p99 time.Duration
-	if len(took) > 0 {
-		p99 = took[(len(took)-1)*99/100]
-	}
-	return fixedLoadResult{sent: int(l.sent.Load()), ok: len(l.okAt) - 1, failures: l.failures, maxGap: gap, p99: p99,
-		lateness: l.lateness, answers: l.answers, last: l.last}
-}

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -347,111 +346,28 @@ func expectVersion(t testing.TB, url, version string, n int) {
 	}
 }
 
-// load sends GETs to a URL at a fixed rate, each on its own goroutine so a
-// slow answer does not slow the rate, and records failures and the longest
-// time without a success.
-type load struct {
-	url      string
-	stop     chan struct{}
-	done     chan struct{}
-	sent     atomic.Int64
-	mu       sync.Mutex
-	okAt     []time.Time
-	failures []string
-	slow     []string
-	bodies   map[string]int
-	lateness time.Duration // longest the sender itself was late: the test process stalled
-}
-
-func startLoad(url string, perSecond int) *load {
-	l := &load{url: url, stop: make(chan struct{}), done: make(chan struct{}), bodies: map[string]int{}}
-	begin := time.Now()
-	l.okAt = append(l.okAt, begin)
-	go func() {
-		defer close(l.done)
-		var wg sync.WaitGroup
-		every := time.Second / time.Duration(perSecond)
-		var last time.Time
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-l.stop:
-				wg.Wait()
-				return
-			case <-tick.C:
-			}
-			if now := time.Now(); !last.IsZero() {
-				l.lateness = max(l.lateness, now.Sub(last)-every)
-			}
-			last = time.Now()
-			l.sent.Add(1)
-			wg.Go(func() {
-				sent := time.Now()
-				code, body, err := get(l.url + "/")
-				now := time.Now()
-				l.mu.Lock()
-				defer l.mu.Unlock()
-				if now.Sub(sent) > 300*time.Millisecond {
-					l.slow = append(l.slow, fmt.Sprintf("sent %s took %s: %d %v", sent.Format("15:04:05.000"), now.Sub(sent).Round(time.Millisecond), code, err))
-				}
-				if err != nil || code != 200 {
-					l.failures = append(l.failures, fmt.Sprintf("%s: %d %q %v", now.Format("15:04:05.000"), code, body, err))
-					return
-				}
-				l.okAt = append(l.okAt, now)
-				first, _, _ := strings.Cut(body, "\n")
-				l.bodies[first]++
-			})
-		}
-	}()
-	return l
-}
-
-type loadResult struct {
-	sent, ok int
-	failures []string
-	slow     []string
-	maxGap   time.Duration
-	lateness time.Duration
-	bodies   map[string]int
-}
-
-func (l *load) finish() loadResult {
-	close(l.stop)
-	<-l.done
-	end := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	at := append(slices.Clone(l.okAt), end)
-	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
-	var gap time.Duration
-	for i := 1; i < len(at); i++ {
-		gap = max(gap, at[i].Sub(at[i-1]))
-	}
-	return loadResult{sent: int(l.sent.Load()), ok: len(l.okAt) - 1, failures: l.failures, slow: l.slow, maxGap: gap, bodies: l.bodies, lateness: l.lateness}
-}
-
-func (r loadResult) check(t testing.TB) {
+// checkLoad fails the test for any failed request, and for a gap between
+// successes of a second or more unless the sender itself stalled.
+func checkLoad(t testing.TB, r testenv.LoadResult) {
 	t.Helper()
 	t.Logf("load: %d sent, %d ok, %d failed, longest gap between successes %s (sender at most %s late), answers %v",
-		r.sent, r.ok, len(r.failures), r.maxGap.Round(time.Millisecond), r.lateness.Round(time.Millisecond), r.bodies)
-	if len(r.failures) > 0 {
-		t.Errorf("%d requests failed through the proxy; first ones:\n%s", len(r.failures), strings.Join(r.failures[:min(10, len(r.failures))], "\n"))
+		r.Sent, r.OK, len(r.Failures), r.MaxGap.Round(time.Millisecond), r.Lateness.Round(time.Millisecond), r.Answers)
+	if len(r.Failures) > 0 {
+		t.Errorf("%d requests failed through the proxy; first ones:\n%s", len(r.Failures), strings.Join(r.Failures[:min(10, len(r.Failures))], "\n"))
 	}
 	switch {
-	case r.maxGap < time.Second:
-	case r.lateness >= 500*time.Millisecond:
+	case r.MaxGap < time.Second:
+	case r.Lateness >= 500*time.Millisecond:
 		// The test process itself was not scheduled (a loaded host): the
 		// gap measures the machine, not the driver. Failures still count.
-		t.Logf("WARNING: longest gap %s not held against the driver: the load sender itself ran %s late", r.maxGap, r.lateness)
+		t.Logf("WARNING: longest gap %s not held against the driver: the load sender itself ran %s late", r.MaxGap, r.Lateness)
 	default:
-		t.Errorf("longest gap between successful requests %s, want < 1s", r.maxGap)
+		t.Errorf("longest gap between successful requests %s, want < 1s", r.MaxGap)
 	}
-	if len(r.slow) > 0 {
-		t.Logf("%d requests took over 300ms:\n%s", len(r.slow), strings.Join(r.slow[:min(20, len(r.slow))], "\n"))
+	if len(r.Slow) > 0 {
+		t.Logf("%d requests took over %s:\n%s", len(r.Slow), testenv.SlowAnswer, strings.Join(r.Slow[:min(20, len(r.Slow))], "\n"))
 	}
-	if r.ok == 0 {
+	if r.OK == 0 {
 		t.Error("no request succeeded")
 	}
 }

@@ -161,7 +161,7 @@ func TestRolloutUnderLoad(t *testing.T) {
 			t.Fatalf("SHIPBOT_LOCAL_ROLLOUTS=%q", s)
 		}
 	}
-	l := startLoad(url, 200)
+	l := testenv.StartLoad(url+"/", 200)
 	start := time.Now()
 	final, version := v1, "v1"
 	for i := range n {
@@ -198,8 +198,8 @@ func TestRolloutUnderLoad(t *testing.T) {
 		t.Errorf("instance on v3: %+v; want unhealthy, out of rotation", insts[0])
 	}
 	h.update(tgt, bad, final)
-	res := l.finish()
-	res.check(t)
+	res := l.Finish()
+	checkLoad(t, res)
 	h.expectFleet(tgt, final)
 	expectVersion(t, url, version, 20)
 
@@ -256,7 +256,7 @@ func TestSupervisorRestartsAKilledInstance(t *testing.T) {
 	dead := s.proc
 	f.mu.Unlock()
 
-	l := startLoad(url, 200)
+	l := testenv.StartLoad(url+"/", 200)
 	time.Sleep(200 * time.Millisecond)
 	if err := syscall.Kill(dead.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -280,10 +280,10 @@ func TestSupervisorRestartsAKilledInstance(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
-	res := l.finish()
-	res.check(t)
-	if res.bodies["sample-app v1"] != res.ok {
-		t.Errorf("answers %v", res.bodies)
+	res := l.Finish()
+	checkLoad(t, res)
+	if res.Answers["sample-app v1"] != res.OK {
+		t.Errorf("answers %v", res.Answers)
 	}
 	logs := h.logs.String()
 	for _, want := range []string{"instance exited unexpectedly; restarting it", "instance restarted", "restarted instance back in rotation"} {
@@ -302,10 +302,10 @@ func TestSurgeKeepsOneInstanceServing(t *testing.T) {
 	h.rollout(tgt, v1)
 	url := h.d.URL(repo, "staging")
 
-	l := startLoad(url, 200)
+	l := testenv.StartLoad(url+"/", 200)
 	plan := h.rollout(tgt, v2) // surge, update staging-1, retire
-	res := l.finish()
-	res.check(t)
+	res := l.Finish()
+	checkLoad(t, res)
 	if len(plan.Batches) != 1 || plan.Batches[0].Surge != 1 {
 		t.Errorf("plan %+v; want one batch with a surge", plan.Batches)
 	}
@@ -345,7 +345,7 @@ func TestPreview(t *testing.T) {
 		t.Errorf("preview answers %d %q; want instance pr-42", code, body)
 	}
 
-	l := startLoad(url, 200)
+	l := testenv.StartLoad(url+"/", 200)
 	url2, err := h.d.EnsurePreview(ctx, pv, v2, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -358,8 +358,8 @@ func TestPreview(t *testing.T) {
 	if _, err := h.d.EnsurePreview(ctx, pv, v3, io.Discard); err == nil || !strings.Contains(err.Error(), "pr-42") {
 		t.Errorf("ensure v3: %v; want an error naming the instance", err)
 	}
-	res := l.finish()
-	res.check(t)
+	res := l.Finish()
+	checkLoad(t, res)
 	expectVersion(t, url, "v2", 5)
 	// The same release again is a no-op.
 	if _, err := h.d.EnsurePreview(ctx, pv, v2, io.Discard); err != nil {

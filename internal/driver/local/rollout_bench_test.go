@@ -10,6 +10,7 @@ import (
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/testenv"
 )
 
 // BenchmarkRolloutOverFloor measures SPEC §11's "rollout time ÷ its floor":
@@ -112,9 +113,9 @@ func benchRollout(b *testing.B, health repoconfig.Health, rate int) {
 		b.Fatalf("plan has %d batches, want 4: %+v", len(plan.Batches), plan)
 	}
 
-	var l *load
+	var l *testenv.Load
 	if rate > 0 {
-		l = startLoad(h.d.URL(repo, tgt.Environment.Name), rate)
+		l = testenv.StartLoad(h.d.URL(repo, tgt.Environment.Name)+"/", rate)
 	}
 	var wallSum, floorSum, engineFloorSum, admitSum time.Duration
 	var batches int
@@ -149,11 +150,11 @@ func benchRollout(b *testing.B, health repoconfig.Health, rate int) {
 	}
 	b.StopTimer()
 	if l != nil {
-		r := l.finish()
-		if len(r.failures) > 0 {
-			b.Errorf("%d requests failed through the proxy; the first: %s", len(r.failures), r.failures[0])
+		r := l.Finish()
+		if len(r.Failures) > 0 {
+			b.Errorf("%d requests failed through the proxy; the first: %s", len(r.Failures), r.Failures[0])
 		}
-		b.ReportMetric(float64(len(r.failures)), "failed")
+		b.ReportMetric(float64(len(r.Failures)), "failed")
 	}
 	b.ReportMetric(float64(wallSum)/float64(floorSum), "ratio")
 	b.ReportMetric(float64(wallSum)/float64(engineFloorSum), "engine-ratio")
