@@ -1,8 +1,11 @@
-# shipbot — `make test` is the one test command (README, .ci/run).
-GO        ?= go
-STATICCHECK_VERSION := 2026.2.2
-GOBIN     := $(shell $(GO) env GOPATH)/bin
-STATICCHECK := $(GOBIN)/staticcheck
+# shipbot — `make test` is the one test command (README, .ci/run). On a fresh
+# machine with only Go, node, python3 and apt it installs what the tests need
+# (tools/deps.sh), then vets, lints and runs every test with the race detector.
+GO    ?= go
+VENV  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/shipbot/venv
+# moto_server lives in the virtualenv tools/deps.sh makes when the machine has none.
+export PATH := $(VENV)/bin:$(PATH)
+export SHIPBOT_VENV := $(VENV)
 
 .PHONY: all build test deps vet staticcheck unit bench clean
 
@@ -11,25 +14,17 @@ all: build
 build:
 	$(GO) build -trimpath -o bin/bot ./cmd/bot
 
-# test installs (or finds) what the tests need, then vets, lints and runs every
-# test with the race detector. Tests start their own redis-server on a free
-# port; a missing tool skips a test locally and fails it when CI is set.
 test: deps vet staticcheck unit
 
-deps: node_modules/.package-lock.json $(STATICCHECK)
-	@command -v redis-server >/dev/null || echo "note: redis-server is not installed (apt-get install redis-server); Redis tests will skip locally and fail in CI"
-
-node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
-
-$(STATICCHECK):
-	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+deps:
+	@bash tools/deps.sh
 
 vet:
 	$(GO) vet ./...
 
-staticcheck: $(STATICCHECK)
-	$(STATICCHECK) ./...
+# staticcheck is pinned in go.mod as a tool directive.
+staticcheck:
+	$(GO) tool staticcheck ./...
 
 unit:
 	$(GO) test -race -count=1 -timeout 10m ./...
