@@ -177,17 +177,28 @@ func (p *botProcess) kill(t *testing.T) {
 // finishes (or rolls back) the deploy: every deployment status ends
 // terminal, every instance serves one release and the environment's lock is
 // free for the next push (SPEC §8, issue 4).
-func TestKilledMidRolloutResumes(t *testing.T) { killMidRollout(t, 0) }
+func TestKilledMidRolloutResumes(t *testing.T) {
+	t.Parallel()
+	killMidRollout(t, 0)
+}
 
 // TestKilledMidRolloutResumesSlowGitHub is the same with GitHub answering
 // the creation of v2's check run in 1s, as it may: the deploy lock is then
 // taken ~1s after the job's lease. When the lock lived as long as the lease
 // (both 30s), the reclaimed job found the dead bot's lock still held, acked,
-// and left v2 in progress for good; lockTTL < jobVisibility - jobHeartbeat
-// (serve.go) makes it find the lock expired and carry the deploy on.
+// and left v2 in progress for good; lockTTL < visibility - heartbeat
+// (serve.go's timingsFor) makes it find the lock expired and carry the
+// deploy on.
 func TestKilledMidRolloutResumesSlowGitHub(t *testing.T) {
+	t.Parallel()
 	killMidRollout(t, time.Second)
 }
+
+// crashJobTimeout is the bot's JOB_TIMEOUT in the crash tests: short, so
+// that the killed job comes back in seconds rather than the default 30s.
+// The relation between lease, heartbeat and lock is the same at any value
+// (TestLockExpiresBeforeAJobIsReclaimed).
+const crashJobTimeout = 6 * time.Second
 
 func killMidRollout(t *testing.T, slowCheckRun time.Duration) {
 	if testing.Short() {
@@ -210,6 +221,7 @@ func killMidRollout(t *testing.T, slowCheckRun time.Duration) {
 		"PORT": port, "DATA_DIR": t.TempDir(), "REDIS_URL": r.URL(), "GITHUB_API_URL": srv.URL,
 		"APP_ID": strconv.FormatInt(srv.AppID, 10), "PRIVATE_KEY": string(srv.PrivateKeyPEM),
 		"WEBHOOK_SECRET": secret, "PUBLIC_URL": "https://shipbot.example.com", "LOG_LEVEL": "debug",
+		"JOB_TIMEOUT": crashJobTimeout.String(),
 	}
 	var (
 		mu  sync.Mutex
@@ -261,8 +273,9 @@ func killMidRollout(t *testing.T, slowCheckRun time.Duration) {
 	mu.Unlock()
 
 	// Within the bound every deployment's last status is terminal. The
-	// killed job comes back after the queue's visibility timeout (30s) and
-	// must find the environment's lock (30s TTL) free or wait for it.
+	// killed job comes back after the queue's visibility timeout
+	// (crashJobTimeout) and must find the environment's lock (half of it)
+	// free or wait for it.
 	const bound = 90 * time.Second
 	for {
 		var open []string
@@ -349,7 +362,7 @@ func logRaceWindow(t *testing.T, r *testenv.Redis) {
 		return
 	}
 	for _, p := range pending {
-		t.Logf("after the kill: deploy lock expires in %s; leased job %s reclaimable in %s", lockTTL, p.ID, 30*time.Second-p.Idle)
+		t.Logf("after the kill: deploy lock expires in %s; leased job %s reclaimable in %s", lockTTL, p.ID, crashJobTimeout-p.Idle)
 	}
 }
 

@@ -198,7 +198,7 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 	if role != roleWeb {
 		b.pool = worker.NewPool(q, b.router, worker.Options{
 			Consumer:   holder,
-			Heartbeat:  jobHeartbeat,
+			Heartbeat:  timingsFor(cfg.JobTimeout).heartbeat,
 			Logger:     log,
 			Registerer: b.reg,
 		})
@@ -255,17 +255,22 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 	return b, nil
 }
 
-// The job lease and the deploy lock are timed together. After a crash the
-// dead bot's lock expires at most lockTTL after its last renewal, and its
-// job can be reclaimed no sooner than jobVisibility - jobHeartbeat after
+// The job lease and the deploy lock are timed together, all from
+// JOB_TIMEOUT (the queue's visibility timeout, 30s by default). After a
+// crash the dead bot's lock expires at most lockTTL after its last renewal,
+// and its job can be reclaimed no sooner than visibility - heartbeat after
 // the crash. lockTTL must be shorter than that: otherwise the retried job
 // finds the dead holder's lock, leaves the deploy to it, and the deploy
 // stays in progress for good (SPEC §8: a dead worker's job carries on).
-const (
-	jobVisibility = 30 * time.Second // queue: a lease not extended for this long is reclaimed
-	jobHeartbeat  = 10 * time.Second // worker: how often a running job extends its lease
-	lockTTL       = 15 * time.Second // engine: renewed every lockTTL/3 while a deploy runs
-)
+type jobTimings struct {
+	visibility time.Duration // queue: a lease not extended for this long is reclaimed
+	heartbeat  time.Duration // worker: how often a running job extends its lease
+	lockTTL    time.Duration // engine: renewed every lockTTL/3 while a deploy runs
+}
+
+func timingsFor(visibility time.Duration) jobTimings {
+	return jobTimings{visibility: visibility, heartbeat: visibility / 3, lockTTL: visibility / 2}
+}
 
 // appStore is everything the bot keeps about deploys, in Redis or
 // DATA_DIR/state.db: what the engine, the handlers and the dashboard read
@@ -340,7 +345,7 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 		Store:    b.store,
 		Drivers:  drivers,
 		Notifier: n,
-		LockTTL:  lockTTL,
+		LockTTL:  timingsFor(b.cfg.JobTimeout).lockTTL,
 		Holder:   holder,
 	})
 }
@@ -408,7 +413,7 @@ func every(ctx context.Context, d time.Duration, now bool, fn func()) {
 
 // openQueue opens Redis when REDIS_URL is set and the embedded store otherwise.
 func openQueue(ctx context.Context, cfg config.Config) (queue.Queue, error) {
-	opts := queue.Options{VisibilityTimeout: jobVisibility}
+	opts := queue.Options{VisibilityTimeout: timingsFor(cfg.JobTimeout).visibility}
 	if cfg.RedisURL != "" {
 		ro, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is everything the bot reads from its environment (SPEC §2).
@@ -36,7 +37,21 @@ type Config struct {
 	// DashboardToken gives bearer access to the whole dashboard (and signs
 	// a browser in through the token form). Optional.
 	DashboardToken string
+
+	// JobTimeout is how long a job's lease outlives a worker that stopped
+	// extending it (JOB_TIMEOUT): after a crash, a job comes back this long
+	// after its worker's last heartbeat. The heartbeat and the deploy lock's
+	// TTL are derived from it (cmd/bot).
+	JobTimeout time.Duration
 }
+
+// DefaultJobTimeout is JOB_TIMEOUT when unset; MinJobTimeout the shortest
+// accepted, below which a GC pause or a slow Redis could let two workers
+// hold one job.
+const (
+	DefaultJobTimeout = 30 * time.Second
+	MinJobTimeout     = 3 * time.Second
+)
 
 // MinDashboardTokenLen is the shortest DASHBOARD_TOKEN accepted: it guards
 // every repository's deploy history, so it must not be guessable.
@@ -141,6 +156,14 @@ func Load(getenv func(string) string, dotenv []byte) (Config, error) {
 	c.DashboardToken = strings.TrimSpace(get("DASHBOARD_TOKEN"))
 	if c.DashboardToken != "" && len(c.DashboardToken) < MinDashboardTokenLen {
 		bad("DASHBOARD_TOKEN is shorter than %d characters: use a long random value, e.g. the output of `openssl rand -hex 32`", MinDashboardTokenLen)
+	}
+	c.JobTimeout = DefaultJobTimeout
+	if v := get("JOB_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < MinJobTimeout {
+			bad("JOB_TIMEOUT=%q is not a duration of at least %s: use e.g. 30s (the default), or unset it", v, MinJobTimeout)
+		}
+		c.JobTimeout = d
 	}
 	return c, errors.Join(errs...)
 }

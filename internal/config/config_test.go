@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"
@@ -56,6 +57,8 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"public url", map[string]string{"PUBLIC_URL": "shipbot"}, "PUBLIC_URL"},
 		{"dashboard token too short", map[string]string{"DASHBOARD_TOKEN": "hunter2"}, "DASHBOARD_TOKEN is shorter than 32"},
 		{"client id without secret", map[string]string{"GITHUB_CLIENT_ID": "Iv1.abc"}, "GITHUB_CLIENT_SECRET"},
+		{"job timeout not a duration", map[string]string{"JOB_TIMEOUT": "30"}, "JOB_TIMEOUT"},
+		{"job timeout too short", map[string]string{"JOB_TIMEOUT": "1s"}, "at least 3s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(env(tc.env), nil)
@@ -80,8 +83,11 @@ func TestValidApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.AppID != 42 || string(c.PrivateKey) != pem || string(c.WebhookSecret) != "s3cret" ||
-		c.GitHubAPIURL != "https://ghe.example.com/api/v3" || c.LogLevel != slog.LevelDebug {
+		c.GitHubAPIURL != "https://ghe.example.com/api/v3" || c.LogLevel != slog.LevelDebug || c.JobTimeout != DefaultJobTimeout {
 		t.Fatalf("%+v", c)
+	}
+	if c, err := Load(env(map[string]string{"JOB_TIMEOUT": "6s"}), nil); err != nil || c.JobTimeout != 6*time.Second {
+		t.Fatalf("JOB_TIMEOUT=6s: %v, %v", c.JobTimeout, err)
 	}
 }
 
