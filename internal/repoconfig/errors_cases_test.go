@@ -60,7 +60,7 @@ preview:
   staging:
     canary: 2
 `, []string{
-		`.github/shipbot.yml line 3: environments.staging.canary: unknown key; canary belongs under rollout: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, rollout, health, aws)`,
+		`.github/shipbot.yml line 3: environments.staging.canary: unknown key; canary belongs under rollout: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, freeze, rollout, health, aws)`,
 	}},
 	{"unknown key typo in rollout", `environments:
   production:

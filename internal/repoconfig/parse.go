@@ -24,7 +24,7 @@ const maxFileSize = 256 << 10
 var (
 	topKeys        = []string{"default_environment", "app", "environments", "preview"}
 	appKeys        = []string{"build", "run", "port_env"}
-	envKeys        = []string{"branch", "driver", "instances", "require_checks", "deployers", "allow_branches", "url", "rollout", "health", "aws"}
+	envKeys        = []string{"branch", "driver", "instances", "require_checks", "deployers", "allow_branches", "url", "freeze", "rollout", "health", "aws"}
 	rolloutKeys    = []string{"canary", "batch", "max_unavailable", "by_zone", "bake"}
 	healthKeys     = []string{"path", "interval", "healthy_after", "timeout"}
 	fleetKeys      = []string{"region", "target_group_arn", "instance_tags", "install"}

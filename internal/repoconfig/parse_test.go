@@ -11,26 +11,31 @@ import (
 
 func TestParseErrors(t *testing.T) {
 	for _, tt := range badFiles {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := Parse([]byte(tt.yaml), "main")
-			if err == nil {
-				t.Fatalf("Parse succeeded (%+v); want errors:\n%s", cfg, strings.Join(tt.want, "\n"))
-			}
-			if cfg != nil {
-				t.Errorf("Parse returned a config beside its error")
-			}
-			var es Errors
-			if !errors.As(err, &es) {
-				t.Fatalf("error is %T, want Errors", err)
-			}
-			if got, want := err.Error(), strings.Join(tt.want, "\n"); got != want {
-				t.Errorf("errors differ\ngot:\n%s\nwant:\n%s", got, want)
-			}
-			var one *Error
-			if !errors.As(err, &one) || one != es[0] {
-				t.Errorf("errors.As(err, *Error) does not reach the first problem")
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkParseErrors(t, tt.yaml, tt.want) })
+	}
+}
+
+// checkParseErrors parses a bad file and compares every line Parse prints
+// with want.
+func checkParseErrors(t *testing.T, yaml string, want []string) {
+	t.Helper()
+	cfg, err := Parse([]byte(yaml), "main")
+	if err == nil {
+		t.Fatalf("Parse succeeded (%+v); want errors:\n%s", cfg, strings.Join(want, "\n"))
+	}
+	if cfg != nil {
+		t.Errorf("Parse returned a config beside its error")
+	}
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("error is %T, want Errors", err)
+	}
+	if got, want := err.Error(), strings.Join(want, "\n"); got != want {
+		t.Errorf("errors differ\ngot:\n%s\nwant:\n%s", got, want)
+	}
+	var one *Error
+	if !errors.As(err, &one) || one != es[0] {
+		t.Errorf("errors.As(err, *Error) does not reach the first problem")
 	}
 }
 

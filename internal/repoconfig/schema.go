@@ -187,6 +187,9 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 	if e, ok := f["url"]; ok {
 		env.URL, _ = p.url(join(path, "url"), e.val)
 	}
+	if e, ok := f["freeze"]; ok {
+		env.Freeze = p.freeze(join(path, "freeze"), e.val)
+	}
 	canaryOK, canaryLine := true, ent.key.Line
 	if e, ok := f["rollout"]; ok {
 		var line int

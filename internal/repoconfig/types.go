@@ -48,6 +48,9 @@ type Environment struct {
 	URL string
 	// Production marks the deployment production_environment on GitHub.
 	Production bool
+	// Freeze: while a window is open, pushes wait and /deploy is refused
+	// (admins excepted); /rollback never waits.
+	Freeze Freeze
 	Rollout    Rollout
 	Health     Health
 	AWS        *AWSFleet // set when Driver is aws
