@@ -50,10 +50,10 @@ type Environment struct {
 	Production bool
 	// Freeze: while a window is open, pushes wait and /deploy is refused
 	// (admins excepted); /rollback never waits.
-	Freeze Freeze
-	Rollout    Rollout
-	Health     Health
-	AWS        *AWSFleet // set when Driver is aws
+	Freeze  Freeze
+	Rollout Rollout
+	Health  Health
+	AWS     *AWSFleet // set when Driver is aws
 }
 
 // Checks is require_checks: all, none, or a list of check names.
