@@ -14,6 +14,7 @@ import (
 	"github.com/shipbot/shipbot/internal/githubtest"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
 
@@ -161,7 +162,7 @@ func TestIssueCommentSeveralCommands(t *testing.T) {
 	if strings.Join(w.eng.resumed, ",") != "staging" {
 		t.Errorf("resumed %v, want staging", w.eng.resumed)
 	}
-	if _, locked, _ := w.st.EnvironmentLock(context.Background(), store.EnvKey{Repo: "octo-org/web", Name: "staging"}); locked {
+	if _, locked, _ := w.st.EnvironmentLock(context.Background(), record.EnvKey{Repo: "octo-org/web", Name: "staging"}); locked {
 		t.Error("staging still locked after /unlock")
 	}
 }

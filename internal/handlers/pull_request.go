@@ -13,7 +13,6 @@ import (
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
-	"github.com/shipbot/shipbot/internal/store"
 	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
@@ -32,8 +31,8 @@ type PreviewGitHub interface {
 // commit it runs, its URL and every GitHub deployment made for it.
 type PreviewStore interface {
 	PutDeploy(ctx context.Context, d record.Deploy) error
-	PutPreview(ctx context.Context, p store.Preview) error
-	GetPreview(ctx context.Context, repo string, number int) (store.Preview, error)
+	PutPreview(ctx context.Context, p record.Preview) error
+	GetPreview(ctx context.Context, repo string, number int) (record.Preview, error)
 }
 
 // Previews are the dependencies of pull request previews. With any of
@@ -145,13 +144,13 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 
 	rec, err := pv.Store.GetPreview(ctx, repo, e.Number)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		rec = store.Preview{Repo: repo, Number: e.Number}
+	case errors.Is(err, record.ErrNotFound):
+		rec = record.Preview{Repo: repo, Number: e.Number}
 	case err != nil:
 		return fmt.Errorf("read the preview of #%d: %w", e.Number, err)
 	}
 	if rec.Closed { // reopened: the old deployments were made inactive at close
-		rec = store.Preview{Repo: repo, Number: e.Number}
+		rec = record.Preview{Repo: repo, Number: e.Number}
 	}
 
 	// One transient deployment per head SHA. The previous SHA's deployment
@@ -274,8 +273,8 @@ func (deps Deps) closePreview(ctx context.Context, c PreviewGitHub, owner, name,
 	pv := deps.Previews
 	rec, err := pv.Store.GetPreview(ctx, repo, e.Number)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		rec = store.Preview{Repo: repo, Number: e.Number}
+	case errors.Is(err, record.ErrNotFound):
+		rec = record.Preview{Repo: repo, Number: e.Number}
 	case err != nil:
 		return fmt.Errorf("read the preview of #%d: %w", e.Number, err)
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/shipbot/shipbot/internal/githubtest"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
-	"github.com/shipbot/shipbot/internal/store"
 	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
@@ -55,7 +54,7 @@ func (p *previewer) TeardownPreview(context.Context, deploy.Preview) error {
 
 type previewStore struct {
 	mu      sync.Mutex
-	m       map[string]store.Preview
+	m       map[string]record.Preview
 	deploys map[string]record.Deploy
 }
 
@@ -69,7 +68,7 @@ func (s *previewStore) PutDeploy(_ context.Context, d record.Deploy) error {
 	return nil
 }
 
-func (s *previewStore) PutPreview(_ context.Context, p store.Preview) error {
+func (s *previewStore) PutPreview(_ context.Context, p record.Preview) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.DeploymentIDs = append([]int64(nil), p.DeploymentIDs...)
@@ -77,12 +76,12 @@ func (s *previewStore) PutPreview(_ context.Context, p store.Preview) error {
 	return nil
 }
 
-func (s *previewStore) GetPreview(_ context.Context, repo string, n int) (store.Preview, error) {
+func (s *previewStore) GetPreview(_ context.Context, repo string, n int) (record.Preview, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, ok := s.m[fmt.Sprintf("%s#%d", repo, n)]
 	if !ok {
-		return store.Preview{}, store.ErrNotFound
+		return record.Preview{}, record.ErrNotFound
 	}
 	p.DeploymentIDs = append([]int64(nil), p.DeploymentIDs...)
 	return p, nil
@@ -110,7 +109,7 @@ func newPRWorld(t *testing.T, config string) *prWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &prWorld{srv: srv, drv: &previewer{}, st: &previewStore{m: map[string]store.Preview{}}}
+	w := &prWorld{srv: srv, drv: &previewer{}, st: &previewStore{m: map[string]record.Preview{}}}
 	w.deps = Deps{Previews: Previews{
 		GitHub:    func(id int64) PreviewGitHub { return c.Installation(id) },
 		Store:     w.st,
