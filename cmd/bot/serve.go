@@ -106,9 +106,12 @@ const recheckEvery = time.Minute
 
 // bot is the wired process.
 type bot struct {
-	cfg    config.Config
-	role   string
-	log    *slog.Logger
+	cfg  config.Config
+	role string
+	log  *slog.Logger
+	// redis is the one client the queue and the store share; nil
+	// without REDIS_URL.
+	redis  *redis.Client
 	q      queue.Queue
 	reg    *prometheus.Registry
 	router *worker.Router
@@ -140,12 +143,15 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 			ConstLabels: prometheus.Labels{"version": version, "commit": commit(), "role": role},
 		}, func() float64 { return 1 }),
 	)
-	q, err := openQueue(ctx, cfg)
+	err := b.openRedis(ctx)
 	if err != nil {
 		return nil, err
 	}
-	b.q = q
-	b.closers = append(b.closers, q.Close)
+	if err := b.openQueue(); err != nil {
+		b.close()
+		return nil, err
+	}
+	q := b.q
 	b.reg.MustRegister(queue.NewCollector(q))
 
 	if cfg.HasApp() {
@@ -281,18 +287,11 @@ type appStore interface {
 // openStore opens the deploy store: Redis when REDIS_URL is set, else
 // DATA_DIR/state.db.
 func (b *bot) openStore() error {
-	cfg := b.cfg
-	if cfg.RedisURL != "" {
-		ro, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil {
-			return fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
-		}
-		client := redis.NewClient(ro)
-		b.closers = append(b.closers, client.Close)
-		b.store = store.NewRedis(client, "shipbot")
+	if b.redis != nil {
+		b.store = store.NewRedis(b.redis, "shipbot")
 		return nil
 	}
-	path := filepath.Join(cfg.DataDir, "state.db")
+	path := filepath.Join(b.cfg.DataDir, "state.db")
 	es, err := store.OpenEmbedded(path)
 	if err != nil {
 		return fmt.Errorf("DATA_DIR: the deploy store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
@@ -406,37 +405,52 @@ func every(ctx context.Context, d time.Duration, now bool, fn func()) {
 	}
 }
 
-// openQueue opens Redis when REDIS_URL is set and the embedded store otherwise.
-func openQueue(ctx context.Context, cfg config.Config) (queue.Queue, error) {
+// openRedis connects to REDIS_URL when it is set: the queue and the store
+// share the one client.
+func (b *bot) openRedis(ctx context.Context) error {
+	if b.cfg.RedisURL == "" {
+		return nil
+	}
+	ro, err := redis.ParseURL(b.cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
+	}
+	client := redis.NewClient(ro)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := client.Ping(pctx).Err(); err != nil {
+		client.Close()
+		return fmt.Errorf("REDIS_URL: Redis at %s does not answer (%v): start Redis, fix REDIS_URL, or unset it to use the embedded store", ro.Addr, err)
+	}
+	b.redis = client
+	b.closers = append(b.closers, client.Close)
+	return nil
+}
+
+// openQueue opens the job queue: in Redis when REDIS_URL is set, else
+// DATA_DIR/shipbot.db.
+func (b *bot) openQueue() error {
 	opts := queue.Options{VisibilityTimeout: jobVisibility}
-	if cfg.RedisURL != "" {
-		ro, err := redis.ParseURL(cfg.RedisURL)
+	if b.redis != nil {
+		q, err := queue.NewRedis(b.redis, "shipbot", opts)
 		if err != nil {
-			return nil, fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
+			return fmt.Errorf("REDIS_URL: cannot set up the job stream in Redis at %s: %w", b.redis.Options().Addr, err)
 		}
-		client := redis.NewClient(ro)
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := client.Ping(pctx).Err(); err != nil {
-			client.Close()
-			return nil, fmt.Errorf("REDIS_URL: Redis at %s does not answer (%v): start Redis, fix REDIS_URL, or unset it to use the embedded store", ro.Addr, err)
-		}
-		q, err := queue.NewRedis(client, "shipbot", opts)
-		if err != nil {
-			client.Close()
-			return nil, fmt.Errorf("REDIS_URL: cannot set up the job stream in Redis at %s: %w", ro.Addr, err)
-		}
-		return q, nil
+		b.q = q
+		return nil
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("DATA_DIR=%s cannot be created (%v): point it at a writable directory", cfg.DataDir, err)
+	dir := b.cfg.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("DATA_DIR=%s cannot be created (%v): point it at a writable directory", dir, err)
 	}
-	path := filepath.Join(cfg.DataDir, "shipbot.db")
+	path := filepath.Join(dir, "shipbot.db")
 	q, err := queue.OpenEmbedded(path, opts)
 	if err != nil {
-		return nil, fmt.Errorf("DATA_DIR: the embedded store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
+		return fmt.Errorf("DATA_DIR: the embedded store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
 	}
-	return q, nil
+	b.q = q
+	b.closers = append(b.closers, q.Close)
+	return nil
 }
 
 func (b *bot) readyz(c echo.Context) error {
