@@ -135,7 +135,7 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 
 	if e.fromFork(repo) && !cfg.Preview.Forks {
 		log.Info("pull request from a fork: no preview (preview.forks is off)", "pr", e.Number)
-		_, _, err := c.UpsertStickyComment(ctx, owner, name, e.Number, report.PreviewMarker, forkComment)
+		_, _, err := c.UpsertStickyComment(ctx, owner, name, e.Number, report.PreviewMarker, report.ForkPreviewComment())
 		if err != nil {
 			return fmt.Errorf("comment on #%d: %w", e.Number, err)
 		}
@@ -207,11 +207,7 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 	var buildLog bytes.Buffer
 	if drv == nil {
 		snap.State = report.StateError
-		if cfg.Preview.Driver == repoconfig.DriverAWS {
-			snap.Reason = "the bot has no working AWS configuration (see its log); fix it or set preview.driver: local"
-		} else {
-			snap.Reason = fmt.Sprintf("previews with driver %q are not supported", cfg.Preview.Driver)
-		}
+		snap.Reason = report.NoPreviewDriver(string(cfg.Preview.Driver))
 	} else {
 		if err := deps.deploymentStatus(ctx, c, owner, name, depID, snap); err != nil {
 			return err
@@ -307,11 +303,7 @@ func (deps Deps) closePreview(ctx context.Context, c PreviewGitHub, owner, name,
 			return err
 		}
 	}
-	reason := "the pull request was closed"
-	if e.PullRequest.Merged {
-		reason = "the pull request was merged"
-	}
-	body := report.PreviewComment(report.Preview{SHA: rec.SHA, State: report.PreviewTornDown, Reason: reason, UpdatedAt: time.Now()})
+	body := report.PreviewComment(report.Preview{SHA: rec.SHA, State: report.PreviewTornDown, Reason: report.PreviewClosed(e.PullRequest.Merged), UpdatedAt: time.Now()})
 	if _, _, err := c.UpsertStickyComment(ctx, owner, name, e.Number, report.PreviewMarker, body); err != nil {
 		return fmt.Errorf("comment on #%d: %w", e.Number, err)
 	}
@@ -332,9 +324,3 @@ func (deps Deps) deploymentStatus(ctx context.Context, c PreviewGitHub, owner, n
 	}
 	return nil
 }
-
-// forkComment answers a pull request from a fork when preview.forks is off.
-//
-// TODO(report): this text belongs in package report with the other texts
-// shipbot writes on GitHub.
-const forkComment = report.PreviewMarker + "\nNo preview for this pull request: it comes from a fork, and `preview.forks` is off in `" + repoconfig.FilePath + "` on the default branch.\n"

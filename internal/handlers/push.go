@@ -11,6 +11,7 @@ import (
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
@@ -48,9 +49,6 @@ type Deps struct {
 	// DefaultChecksTimeout.
 	ChecksTimeout time.Duration
 }
-
-// configCheck is the check run that reports a bad .github/shipbot.yml.
-const configCheck = "shipbot/config"
 
 // zeroSHA is the "after" of a push that deleted its branch.
 const zeroSHA = "0000000000000000000000000000000000000000"
@@ -153,20 +151,15 @@ func loadConfig(ctx context.Context, c GitHub, repo, defaultBranch, sha string) 
 // reportBadConfig fails the shipbot/config check on the pushed commit,
 // naming every problem with its key and line. The job is done: retrying
 // cannot fix the file.
-//
-// TODO(report): this text belongs in package report (one place for every
-// string shipbot writes on GitHub); it is here until report has a renderer
-// for configuration errors.
 func reportBadConfig(ctx context.Context, c GitHub, owner, repo, sha string, bad repoconfig.Errors) error {
-	title := fmt.Sprintf("%s has %d problem%s: not deploying", repoconfig.FilePath, len(bad), map[bool]string{true: "", false: "s"}[len(bad) == 1])
-	var b strings.Builder
-	b.WriteString("shipbot read `" + repoconfig.FilePath + "` from the default branch and will not deploy on a guess. Fix these and push again:\n\n")
-	for _, e := range bad {
-		b.WriteString("- " + e.Error() + "\n")
+	problems := make([]string, len(bad))
+	for i, e := range bad {
+		problems[i] = e.Error()
 	}
+	out := report.ConfigCheck(problems)
 	_, err := c.CreateCheckRun(ctx, owner, repo, gh.CheckRun{
-		Name: configCheck, HeadSHA: sha, Status: "completed", Conclusion: "failure",
-		Output: &gh.CheckRunOutput{Title: title, Summary: b.String()},
+		Name: report.ConfigCheckName, HeadSHA: sha, Status: out.Status, Conclusion: out.Conclusion,
+		Output: &gh.CheckRunOutput{Title: out.Title, Summary: out.Summary},
 	})
 	if err != nil {
 		return fmt.Errorf("report the bad configuration on %s: %w", sha, err)
