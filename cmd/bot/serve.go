@@ -177,25 +177,11 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 			b.close()
 			return nil, err
 		}
-		deps.Engine = eng
-		deps.GitHub = func(id int64) handlers.GitHub { return b.github.Installation(id) }
 		previewers := map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: b.driver}
 		if b.aws != nil {
 			previewers[repoconfig.DriverAWS] = b.aws
 		}
-		deps.Previews = handlers.Previews{
-			GitHub:    func(id int64) handlers.PreviewGitHub { return b.github.Installation(id) },
-			Store:     b.store,
-			Drivers:   previewers,
-			PublicURL: cfg.PublicURL,
-		}
-		deps.Waiting = b.store
-		deps.Commands = handlers.Commands{
-			GitHub:    func(id int64) handlers.CommandGitHub { return b.github.Installation(id) },
-			Store:     b.store,
-			Engine:    eng,
-			PublicURL: cfg.PublicURL,
-		}
+		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: cfg.PublicURL}, previewers)
 		b.recheck = deps.RecheckWaiting
 	}
 	b.router = worker.NewRouter()
@@ -278,10 +264,8 @@ const (
 // and write.
 type appStore interface {
 	deploy.Store
-	handlers.PreviewStore
-	handlers.WaitingDeploys
+	handlers.Store
 	dashboard.Store
-	handlers.CommandStore
 }
 
 // openStore opens the deploy store: Redis when REDIS_URL is set, else

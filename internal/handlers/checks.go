@@ -164,7 +164,7 @@ func (deps Deps) checks(ctx context.Context, job queue.Job) error {
 	}
 	log := logctx.From(ctx)
 	log.Info("checks completed", "sha", sha)
-	if deps.Engine == nil || deps.GitHub == nil || deps.Waiting == nil {
+	if deps.Engine == nil || deps.GitHub == nil || deps.Store == nil {
 		return nil
 	}
 	repo := p.repo(job)
@@ -173,18 +173,18 @@ func (deps Deps) checks(ctx context.Context, job queue.Job) error {
 		return err
 	}
 	inst := p.installation(job)
-	return deps.recheck(ctx, deps.GitHub(inst), repo, p.Repository.DefaultBranch, waiting)
+	return deps.recheck(ctx, deps.GitHub.Installation(inst), repo, p.Repository.DefaultBranch, waiting)
 }
 
 // waitingOn lists repo's deploys waiting for checks, of sha ("" for all).
 func (deps Deps) waitingOn(ctx context.Context, repo, sha string) ([]record.Deploy, error) {
-	envs, err := deps.Waiting.ListEnvironments(ctx, repo)
+	envs, err := deps.Store.ListEnvironments(ctx, repo)
 	if err != nil {
 		return nil, fmt.Errorf("list the environments of %s: %w", repo, err)
 	}
 	var out []record.Deploy
 	for _, env := range envs {
-		ds, err := deps.Waiting.ListDeploys(ctx, env, waitingScan)
+		ds, err := deps.Store.ListDeploys(ctx, env, waitingScan)
 		if err != nil {
 			return nil, fmt.Errorf("list the deploys of %s: %w", env, err)
 		}
@@ -239,10 +239,10 @@ func (deps Deps) recheck(ctx context.Context, c GitHub, repo, defaultBranch stri
 // repository: a check event GitHub never delivered does not leave a deploy
 // waiting for good, and the wait is bounded. The bot runs it every minute.
 func (deps Deps) RecheckWaiting(ctx context.Context) error {
-	if deps.Engine == nil || deps.GitHub == nil || deps.Waiting == nil {
+	if deps.Engine == nil || deps.GitHub == nil || deps.Store == nil {
 		return nil
 	}
-	repos, err := deps.Waiting.ListRepos(ctx)
+	repos, err := deps.Store.ListRepos(ctx)
 	if err != nil {
 		return fmt.Errorf("list repositories: %w", err)
 	}
@@ -256,7 +256,7 @@ func (deps Deps) RecheckWaiting(ctx context.Context) error {
 		if len(waiting) == 0 {
 			continue
 		}
-		c := deps.GitHub(waiting[0].InstallationID)
+		c := deps.GitHub.Installation(waiting[0].InstallationID)
 		owner, name, _ := strings.Cut(repo, "/")
 		branch, err := c.DefaultBranch(ctx, owner, name)
 		if err != nil {

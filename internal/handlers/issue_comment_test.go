@@ -39,6 +39,10 @@ func (e *engineCalls) Resume(_ context.Context, t deploy.Target) error {
 	return nil
 }
 
+func (e *engineCalls) ChecksPassed(context.Context, deploy.Target, string) error { return nil }
+
+func (e *engineCalls) ChecksFailed(context.Context, deploy.Target, string, string) error { return nil }
+
 type commentWorld struct {
 	srv *githubtest.Server
 	st  *store.Embedded
@@ -69,10 +73,7 @@ func newCommentWorld(t *testing.T, config string) *commentWorld {
 	}
 	t.Cleanup(func() { st.Close() })
 	w := &commentWorld{srv: srv, st: st, eng: &engineCalls{}}
-	w.cs = Commands{
-		GitHub: func(id int64) CommandGitHub { return c.Installation(id) },
-		Store:  st, Engine: w.eng, PublicURL: "https://shipbot.example.com",
-	}
+	w.cs = Commands{Base{GitHub: c, Store: st, Engine: w.eng, PublicURL: "https://shipbot.example.com"}}
 	return w
 }
 

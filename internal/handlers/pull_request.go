@@ -35,19 +35,11 @@ type PreviewStore interface {
 	GetPreview(ctx context.Context, repo string, number int) (record.Preview, error)
 }
 
-// Previews are the dependencies of pull request previews. With any of
-// GitHub, Store or Drivers unset, pull_request events are only logged.
-type Previews struct {
-	GitHub func(installationID int64) PreviewGitHub
-	Store  PreviewStore
-	// Drivers by repoconfig.Driver; a driver missing here (aws, for now)
-	// is answered with "not supported yet".
-	Drivers map[repoconfig.Driver]deploy.Previewer
-	// PublicURL is where the bot is reached; log_url is PublicURL/deploys/{id}.
-	PublicURL string
+// previewsEnabled: with any of GitHub, Store or Previewers unset,
+// pull_request events are only logged.
+func (deps Deps) previewsEnabled() bool {
+	return deps.GitHub != nil && deps.Store != nil && deps.Previewers != nil
 }
-
-func (p Previews) enabled() bool { return p.GitHub != nil && p.Store != nil && p.Drivers != nil }
 
 // prEvent is the part of a pull_request payload the handler reads.
 type prEvent struct {
@@ -97,14 +89,13 @@ func (deps Deps) pullRequest(ctx context.Context, job queue.Job) error {
 	log := logctx.From(ctx)
 	log.Info("pull request event received", "action", e.Action, "pr", e.Number, "head", e.PullRequest.Head.SHA,
 		"branch", e.PullRequest.Head.Ref, "merged", e.PullRequest.Merged)
-	pv := deps.Previews
-	if !pv.enabled() || e.Number < 1 {
+	if !deps.previewsEnabled() || e.Number < 1 {
 		return nil
 	}
 	repo := e.repo(job)
 	inst := e.installation(job)
 	owner, name, _ := strings.Cut(repo, "/")
-	c := pv.GitHub(inst)
+	c := deps.GitHub.Installation(inst)
 	action := e.Action
 	if action == "" {
 		action = job.Action
@@ -120,7 +111,6 @@ func (deps Deps) pullRequest(ctx context.Context, job queue.Job) error {
 // build starts at once), the final status and the sticky comment.
 func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name, repo string, inst int64, e *prEvent, job queue.Job) error {
 	log := logctx.From(ctx)
-	pv := deps.Previews
 	sha := e.PullRequest.Head.SHA
 	if sha == "" {
 		return nil
@@ -142,7 +132,7 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 		return nil
 	}
 
-	rec, err := pv.Store.GetPreview(ctx, repo, e.Number)
+	rec, err := deps.Store.GetPreview(ctx, repo, e.Number)
 	switch {
 	case errors.Is(err, record.ErrNotFound):
 		rec = record.Preview{Repo: repo, Number: e.Number}
@@ -175,7 +165,7 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 		rec.SHA = sha
 		rec.DeploymentIDs = append(rec.DeploymentIDs, depID)
 		rec.UpdatedAt = time.Now()
-		if err := pv.Store.PutPreview(ctx, rec); err != nil {
+		if err := deps.Store.PutPreview(ctx, rec); err != nil {
 			return fmt.Errorf("record the preview of #%d: %w", e.Number, err)
 		}
 	}
@@ -188,8 +178,8 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 		Env: env, SHA: sha, Ref: e.PullRequest.Head.Ref, PR: e.Number, Kind: report.KindPreview,
 		State: report.StateInProgress, EnvironmentURL: rec.URL, StartedAt: time.Now(),
 	}
-	if pv.PublicURL != "" {
-		snap.LogURL = strings.TrimRight(pv.PublicURL, "/") + "/deploys/preview-" + id
+	if deps.PublicURL != "" {
+		snap.LogURL = strings.TrimRight(deps.PublicURL, "/") + "/deploys/preview-" + id
 	}
 
 	// The run is a deploy record too, so that log_url's page exists.
@@ -198,10 +188,10 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 		Creator: e.Sender.Login, Kind: record.KindPreview, State: record.StateRunning, GitHubDeploymentID: depID,
 		InstallationID: inst, CreatedAt: snap.StartedAt, StartedAt: snap.StartedAt,
 	}
-	if err := pv.Store.PutDeploy(ctx, run); err != nil {
+	if err := deps.Store.PutDeploy(ctx, run); err != nil {
 		return fmt.Errorf("record the preview run of #%d: %w", e.Number, err)
 	}
-	drv := pv.Drivers[cfg.Preview.Driver]
+	drv := deps.Previewers[cfg.Preview.Driver]
 	var url string
 	var runErr error
 	var buildLog bytes.Buffer
@@ -235,7 +225,7 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 	if run.FinishedAt.IsZero() {
 		run.FinishedAt = time.Now()
 	}
-	if err := pv.Store.PutDeploy(ctx, run); err != nil {
+	if err := deps.Store.PutDeploy(ctx, run); err != nil {
 		return fmt.Errorf("record the preview run of #%d: %w", e.Number, err)
 	}
 	if err := deps.deploymentStatus(ctx, c, owner, name, depID, snap); err != nil {
@@ -256,7 +246,7 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 	}
 	if url != "" && url != rec.URL {
 		rec.URL, rec.UpdatedAt = url, time.Now()
-		if err := pv.Store.PutPreview(ctx, rec); err != nil {
+		if err := deps.Store.PutPreview(ctx, rec); err != nil {
 			return fmt.Errorf("record the preview of #%d: %w", e.Number, err)
 		}
 	}
@@ -266,8 +256,7 @@ func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name
 // closePreview tears the preview down, marks every deployment of it
 // inactive, says so in the comment and marks the preview Closed.
 func (deps Deps) closePreview(ctx context.Context, c PreviewGitHub, owner, name, repo string, e *prEvent) error {
-	pv := deps.Previews
-	rec, err := pv.Store.GetPreview(ctx, repo, e.Number)
+	rec, err := deps.Store.GetPreview(ctx, repo, e.Number)
 	switch {
 	case errors.Is(err, record.ErrNotFound):
 		rec = record.Preview{Repo: repo, Number: e.Number}
@@ -285,7 +274,7 @@ func (deps Deps) closePreview(ctx context.Context, c PreviewGitHub, owner, name,
 		return err
 	}
 	p := deploy.Preview{Repo: repo, Number: e.Number}
-	for kind, d := range pv.Drivers {
+	for kind, d := range deps.Previewers {
 		if err := d.TeardownPreview(ctx, p); err != nil {
 			if kind == configured {
 				return fmt.Errorf("tear down the preview of #%d: %w", e.Number, err)
@@ -308,7 +297,7 @@ func (deps Deps) closePreview(ctx context.Context, c PreviewGitHub, owner, name,
 		return fmt.Errorf("comment on #%d: %w", e.Number, err)
 	}
 	rec.Closed, rec.URL, rec.UpdatedAt = true, "", time.Now()
-	if err := pv.Store.PutPreview(ctx, rec); err != nil {
+	if err := deps.Store.PutPreview(ctx, rec); err != nil {
 		return fmt.Errorf("record the preview of #%d: %w", e.Number, err)
 	}
 	logctx.From(ctx).Info("preview torn down", "pr", e.Number, "deployments", len(rec.DeploymentIDs))

@@ -15,6 +15,7 @@ import (
 	"github.com/shipbot/shipbot/internal/githubtest"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
+	"github.com/shipbot/shipbot/internal/store"
 	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
@@ -52,46 +53,11 @@ func (p *previewer) TeardownPreview(context.Context, deploy.Preview) error {
 	return p.teardown
 }
 
-type previewStore struct {
-	mu      sync.Mutex
-	m       map[string]record.Preview
-	deploys map[string]record.Deploy
-}
-
-func (s *previewStore) PutDeploy(_ context.Context, d record.Deploy) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.deploys == nil {
-		s.deploys = map[string]record.Deploy{}
-	}
-	s.deploys[d.ID] = d
-	return nil
-}
-
-func (s *previewStore) PutPreview(_ context.Context, p record.Preview) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p.DeploymentIDs = append([]int64(nil), p.DeploymentIDs...)
-	s.m[fmt.Sprintf("%s#%d", p.Repo, p.Number)] = p
-	return nil
-}
-
-func (s *previewStore) GetPreview(_ context.Context, repo string, n int) (record.Preview, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.m[fmt.Sprintf("%s#%d", repo, n)]
-	if !ok {
-		return record.Preview{}, record.ErrNotFound
-	}
-	p.DeploymentIDs = append([]int64(nil), p.DeploymentIDs...)
-	return p, nil
-}
-
 type prWorld struct {
 	srv  *githubtest.Server
 	deps Deps
 	drv  *previewer
-	st   *previewStore
+	st   *store.Embedded
 }
 
 func newPRWorld(t *testing.T, config string) *prWorld {
@@ -109,13 +75,11 @@ func newPRWorld(t *testing.T, config string) *prWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &prWorld{srv: srv, drv: &previewer{}, st: &previewStore{m: map[string]record.Preview{}}}
-	w.deps = Deps{Previews: Previews{
-		GitHub:    func(id int64) PreviewGitHub { return c.Installation(id) },
-		Store:     w.st,
-		Drivers:   map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: w.drv},
-		PublicURL: "https://shipbot.example.com/",
-	}}
+	w := &prWorld{srv: srv, drv: &previewer{}, st: openStore(t)}
+	w.deps = Deps{
+		Base:       Base{GitHub: c, Store: w.st, PublicURL: "https://shipbot.example.com/"},
+		Previewers: map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: w.drv},
+	}
 	return w
 }
 
@@ -183,9 +147,10 @@ func TestPreviewLifecycleHandler(t *testing.T) {
 		t.Fatalf("comments %+v", cs)
 	}
 	// The page log_url points at exists: the run is a deploy record.
-	w.st.mu.Lock()
-	run := w.st.deploys["preview-del-opened-3333"]
-	w.st.mu.Unlock()
+	run, err := w.st.GetDeploy(context.Background(), "preview-del-opened-3333")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if run.State != record.StateSuccess || run.Env.Name != "pr-7" || run.Kind != record.KindPreview || run.FinishedAt.IsZero() {
 		t.Fatalf("preview run record %+v", run)
 	}

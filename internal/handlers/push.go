@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
@@ -31,23 +30,6 @@ type GitHub interface {
 	CheckRunsForRef(ctx context.Context, owner, repo, sha string) ([]gh.CheckRunInfo, error)
 	CombinedStatus(ctx context.Context, owner, repo, sha string) (gh.CombinedStatus, error)
 	DefaultBranch(ctx context.Context, owner, repo string) (string, error)
-}
-
-// Deps are what the handlers act through.
-type Deps struct {
-	Engine Deployer
-	// GitHub returns the client acting for an installation.
-	GitHub func(installationID int64) GitHub
-	// Previews give pull requests their preview environments.
-	Previews Previews
-	// Commands run the commands of PR comments.
-	Commands Commands
-	// Waiting finds deploys waiting for required checks; nil: check
-	// events are only logged.
-	Waiting WaitingDeploys
-	// ChecksTimeout bounds the wait for required checks; 0 means
-	// DefaultChecksTimeout.
-	ChecksTimeout time.Duration
 }
 
 // zeroSHA is the "after" of a push that deleted its branch.
@@ -77,7 +59,7 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 	}
 	repo := p.repo(job)
 	inst := p.installation(job)
-	c := deps.GitHub(inst)
+	c := deps.GitHub.Installation(inst)
 
 	cfg, err := loadConfig(ctx, c, repo, p.Repository.DefaultBranch, p.After)
 	if cfg == nil {
