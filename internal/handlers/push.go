@@ -81,19 +81,25 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 		Kind:    record.KindPush,
 		Creator: p.Sender.Login,
 	}
+	return deps.deployAfterChecks(ctx, c, req)
+}
+
+// deployAfterChecks queues req at once when its environment requires no
+// checks or they passed already; else it is recorded and announced as
+// waiting, and a check event (or the minute sweep) decides, even when a
+// check is red already, so that the failure is one path.
+func (deps Deps) deployAfterChecks(ctx context.Context, c GitHub, req deploy.Request) error {
+	env := req.Target.Environment
 	if !required(env.RequireChecks) {
 		return deps.Engine.Deploy(ctx, req)
 	}
-	v, err := readChecks(ctx, c, repo, p.After, env.RequireChecks)
+	v, err := readChecks(ctx, c, req.Target.Repo, req.Release.SHA, env.RequireChecks)
 	if err != nil {
 		return err
 	}
 	if len(v.Waiting) == 0 && v.Failed == "" {
 		return deps.Engine.Deploy(ctx, req)
 	}
-	// Recorded and announced as waiting: a check event (or the minute
-	// sweep) decides, even when a check is red already, so that the
-	// failure is one path.
 	req.WaitingOn = v.Waiting
 	if v.Failed != "" {
 		req.WaitingOn = append([]string{v.Red}, v.Waiting...)
@@ -104,7 +110,7 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 	if v.Failed != "" {
 		return deps.Engine.ChecksFailed(ctx, req.Target, req.ID, v.Failed)
 	}
-	log.Info("deploy waits for required checks", "environment", env.Name, "checks", strings.Join(v.Waiting, ", "))
+	logctx.From(ctx).Info("deploy waits for required checks", "environment", env.Name, "checks", strings.Join(v.Waiting, ", "))
 	return nil
 }
 
