@@ -129,6 +129,55 @@ func TestPreviewLifecycleHandler(t *testing.T) {
 
 	w.srv.ResetCalls()
 	w.event(t, "opened", prHead, "octo-org/web")
+	w.checkOpened(t)
+
+	// The same delivery again: no second deployment, still one comment.
+	w.event(t, "opened", prHead, "octo-org/web")
+	if deps := w.srv.Deployments("octo-org", "web"); len(deps) != 1 {
+		t.Fatalf("a redelivery made %d deployments", len(deps))
+	}
+
+	w.srv.ResetCalls()
+	w.event(t, "synchronize", prHead2, "octo-org/web")
+	if n := w.srv.CountWrites(); n > 4 {
+		t.Errorf("%d writes for a preview update, budget 4", n)
+	}
+	deps := w.srv.Deployments("octo-org", "web")
+	if len(deps) != 2 || deps[0].LastState() != "success" || deps[1].LastState() != "success" {
+		t.Fatalf("after synchronize: %d deployments", len(deps))
+	}
+	cs := w.comments(t)
+	if len(cs) != 1 || !strings.Contains(cs[0].Body, report.Short(prHead2)) {
+		t.Fatalf("comments after synchronize %+v", cs)
+	}
+
+	w.event(t, "closed", prHead2, "octo-org/web")
+	w.checkClosed(t)
+
+	// Closed again: nothing more to write.
+	w.srv.ResetCalls()
+	w.event(t, "closed", prHead2, "octo-org/web")
+	if n := w.srv.CountWrites(); n != 0 {
+		t.Errorf("a second close wrote %d times", n)
+	}
+
+	// Reopened: a fresh deployment, the same comment.
+	w.event(t, "reopened", prHead2, "octo-org/web")
+	deps = w.srv.Deployments("octo-org", "web")
+	if len(deps) != 3 || deps[2].LastState() != "success" {
+		t.Fatalf("after reopen: %d deployments", len(deps))
+	}
+	if cs := w.comments(t); len(cs) != 1 || strings.Contains(cs[0].Body, "torn down") {
+		t.Fatalf("comments after reopen %+v", cs)
+	}
+}
+
+// checkOpened: the first preview of a pull request is one transient
+// deployment, in_progress then success with its URL and log_url, one
+// comment with the link and a deploy record for the log page, in at most
+// 4 writes.
+func (w *prWorld) checkOpened(t *testing.T) {
+	t.Helper()
 	if n := w.srv.CountWrites(); n > 4 {
 		t.Errorf("%d writes for a preview update, budget 4", n)
 	}
@@ -154,28 +203,13 @@ func TestPreviewLifecycleHandler(t *testing.T) {
 	if run.State != record.StateSuccess || run.Env.Name != "pr-7" || run.Kind != record.KindPreview || run.FinishedAt.IsZero() {
 		t.Fatalf("preview run record %+v", run)
 	}
+}
 
-	// The same delivery again: no second deployment, still one comment.
-	w.event(t, "opened", prHead, "octo-org/web")
-	if deps := w.srv.Deployments("octo-org", "web"); len(deps) != 1 {
-		t.Fatalf("a redelivery made %d deployments", len(deps))
-	}
-
-	w.srv.ResetCalls()
-	w.event(t, "synchronize", prHead2, "octo-org/web")
-	if n := w.srv.CountWrites(); n > 4 {
-		t.Errorf("%d writes for a preview update, budget 4", n)
-	}
-	deps = w.srv.Deployments("octo-org", "web")
-	if len(deps) != 2 || deps[0].LastState() != "success" || deps[1].LastState() != "success" {
-		t.Fatalf("after synchronize: %d deployments", len(deps))
-	}
-	cs := w.comments(t)
-	if len(cs) != 1 || !strings.Contains(cs[0].Body, report.Short(prHead2)) {
-		t.Fatalf("comments after synchronize %+v", cs)
-	}
-
-	w.event(t, "closed", prHead2, "octo-org/web")
+// checkClosed: after close every deployment is inactive with no URL, the
+// comment says torn down, the driver tore the preview down once and the
+// stored preview is Closed.
+func (w *prWorld) checkClosed(t *testing.T) {
+	t.Helper()
 	for _, d := range w.srv.Deployments("octo-org", "web") {
 		if d.LastState() != "inactive" {
 			t.Errorf("deployment %d ends %s", d.ID, stateList(d))
@@ -184,8 +218,7 @@ func TestPreviewLifecycleHandler(t *testing.T) {
 			t.Errorf("inactive status %+v", st)
 		}
 	}
-	cs = w.comments(t)
-	if len(cs) != 1 || !strings.Contains(cs[0].Body, "torn down") {
+	if cs := w.comments(t); len(cs) != 1 || !strings.Contains(cs[0].Body, "torn down") {
 		t.Fatalf("comments after close %+v", cs)
 	}
 	if w.drv.torn != 1 || w.drv.running != "" {
@@ -193,23 +226,6 @@ func TestPreviewLifecycleHandler(t *testing.T) {
 	}
 	if p, err := w.st.GetPreview(context.Background(), "octo-org/web", 7); err != nil || !p.Closed || len(p.DeploymentIDs) != 2 {
 		t.Errorf("stored preview %+v %v", p, err)
-	}
-
-	// Closed again: nothing more to write.
-	w.srv.ResetCalls()
-	w.event(t, "closed", prHead2, "octo-org/web")
-	if n := w.srv.CountWrites(); n != 0 {
-		t.Errorf("a second close wrote %d times", n)
-	}
-
-	// Reopened: a fresh deployment, the same comment.
-	w.event(t, "reopened", prHead2, "octo-org/web")
-	deps = w.srv.Deployments("octo-org", "web")
-	if len(deps) != 3 || deps[2].LastState() != "success" {
-		t.Fatalf("after reopen: %d deployments", len(deps))
-	}
-	if cs := w.comments(t); len(cs) != 1 || strings.Contains(cs[0].Body, "torn down") {
-		t.Fatalf("comments after reopen %+v", cs)
 	}
 }
 
