@@ -1,7 +1,8 @@
 // Package handlers turns queued deliveries into intents: one function per
-// event, decoding the payload and calling the engine. A push deploys (push.go),
-// a pull request gets a preview (pull_request.go); the other events are
-// decoded and logged until their features exist.
+// event, decoding the payload and calling the engine. A push deploys
+// (push.go), a pull request gets a preview (pull_request.go), a PR comment
+// runs commands (issue_comment.go), a finished check releases or fails the
+// deploys waiting on it (checks.go); installation events are logged.
 // Register fixes which events and actions the intake queues.
 //
 // Every handler acts through one Base: the App's client for each
