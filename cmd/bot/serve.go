@@ -106,9 +106,12 @@ const recheckEvery = time.Minute
 
 // bot is the wired process.
 type bot struct {
-	cfg    config.Config
-	role   string
-	log    *slog.Logger
+	cfg  config.Config
+	role string
+	log  *slog.Logger
+	// redis is the one client the queue and the store share; nil
+	// without REDIS_URL.
+	redis  *redis.Client
 	q      queue.Queue
 	reg    *prometheus.Registry
 	router *worker.Router
@@ -130,9 +133,24 @@ type bot struct {
 	closers  []func() error
 }
 
+// build wires the process for its role; on an error, what was opened is
+// closed again.
 func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger) (*bot, error) {
-	b := &bot{cfg: cfg, role: role, log: log, reg: prometheus.NewRegistry()}
-	b.reg.MustRegister(
+	b := &bot{cfg: cfg, role: role, log: log, reg: newRegistry(role)}
+	for _, step := range []func(context.Context) error{b.connect, b.wireWork, b.wireHTTP} {
+		if err := step(ctx); err != nil {
+			b.close()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// newRegistry is the bot's Prometheus registry, with the Go runtime, the
+// process and which build runs.
+func newRegistry(role string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -140,109 +158,84 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 			ConstLabels: prometheus.Labels{"version": version, "commit": commit(), "role": role},
 		}, func() float64 { return 1 }),
 	)
-	q, err := openQueue(ctx, cfg)
+	return reg
+}
+
+// connect opens what the bot keeps its state in and talks to: Redis when
+// REDIS_URL is set, the job queue and, with an App, the GitHub client and
+// the deploy store.
+func (b *bot) connect(ctx context.Context) error {
+	if err := b.openRedis(ctx); err != nil {
+		return err
+	}
+	if err := b.openQueue(); err != nil {
+		return err
+	}
+	b.reg.MustRegister(queue.NewCollector(b.q))
+	if !b.cfg.HasApp() {
+		return nil
+	}
+	cfg := b.cfg
+	c, err := gh.New(gh.Options{AppID: cfg.AppID, PrivateKey: cfg.PrivateKey, BaseURL: cfg.GitHubAPIURL, Registerer: b.reg})
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("PRIVATE_KEY or GITHUB_API_URL: %w", err)
 	}
-	b.q = q
-	b.closers = append(b.closers, q.Close)
-	b.reg.MustRegister(queue.NewCollector(q))
+	b.github = c
+	return b.openStore()
+}
 
-	if cfg.HasApp() {
-		b.github, err = gh.New(gh.Options{AppID: cfg.AppID, PrivateKey: cfg.PrivateKey, BaseURL: cfg.GitHubAPIURL, Registerer: b.reg})
-		if err != nil {
-			b.close()
-			return nil, fmt.Errorf("PRIVATE_KEY or GITHUB_API_URL: %w", err)
-		}
-	}
-
+// wireWork routes jobs to the handlers. Outside the web role a worker pool
+// runs them, and with an App they act through the engine.
+func (b *bot) wireWork(ctx context.Context) error {
 	hostname, _ := os.Hostname()
 	holder := hostname + "-" + strconv.Itoa(os.Getpid())
 	var deps handlers.Deps
-	if cfg.HasApp() {
-		if err := b.openStore(); err != nil {
-			b.close()
-			return nil, err
-		}
-	}
-	if cfg.HasApp() && role != roleWeb {
+	if b.cfg.HasApp() && b.role != roleWeb {
 		eng, err := b.buildEngine(ctx, holder)
 		if err != nil {
-			b.close()
-			return nil, err
+			return err
 		}
-		deps.Engine = eng
-		deps.GitHub = func(id int64) handlers.GitHub { return b.github.Installation(id) }
-		previewers := map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: b.driver}
-		if b.aws != nil {
-			previewers[repoconfig.DriverAWS] = b.aws
-		}
-		deps.Previews = handlers.Previews{
-			GitHub:    func(id int64) handlers.PreviewGitHub { return b.github.Installation(id) },
-			Store:     b.store,
-			Drivers:   previewers,
-			PublicURL: cfg.PublicURL,
-		}
-		deps.Waiting = b.store
-		deps.Commands = handlers.Commands{
-			GitHub:    func(id int64) handlers.CommandGitHub { return b.github.Installation(id) },
-			Store:     b.store,
-			Engine:    eng,
-			PublicURL: cfg.PublicURL,
-		}
+		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: b.cfg.PublicURL}, b.previewers())
 		b.recheck = deps.RecheckWaiting
 	}
 	b.router = worker.NewRouter()
 	handlers.Register(b.router, deps)
-
-	if role != roleWeb {
-		b.pool = worker.NewPool(q, b.router, worker.Options{
+	if b.role != roleWeb {
+		b.pool = worker.NewPool(b.q, b.router, worker.Options{
 			Consumer:   holder,
-			Heartbeat:  timingsFor(cfg.JobTimeout).heartbeat,
-			Logger:     log,
+			Heartbeat:  timingsFor(b.cfg.JobTimeout).heartbeat,
+			Logger:     b.log,
 			Registerer: b.reg,
 		})
 	}
+	return nil
+}
 
+// previewers are the drivers pull requests' previews run on.
+func (b *bot) previewers() map[repoconfig.Driver]deploy.Previewer {
+	previewers := map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: b.driver}
+	if b.aws != nil {
+		previewers[repoconfig.DriverAWS] = b.aws
+	}
+	return previewers
+}
+
+// wireHTTP mounts the role's routes and listens on PORT.
+func (b *bot) wireHTTP(context.Context) error {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", b.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{})))
-	if role != roleWorker {
-		intake := webhooks.New(cfg.WebhookSecret, q, b.router, webhooks.WithLogger(log), webhooks.WithRegisterer(b.reg))
-		e.POST("/webhooks", echo.WrapHandler(intake))
-		if cfg.HasApp() {
-			if err := b.mountDashboard(e); err != nil {
-				b.close()
-				return nil, err
-			}
-		} else {
-			// No App yet: the home page registers one through GitHub's
-			// manifest flow and saves the credentials to .env.
-			sp, err := setup.New(setup.Options{
-				Manifest:  shipbot.AppManifest,
-				PublicURL: cfg.PublicURL,
-				APIURL:    cfg.GitHubAPIURL,
-				EnvDir:    ".",
-				OnConfigured: func(c gh.AppCredentials) {
-					log.Info("GitHub App registered and saved to .env; restart the bot to use it", "app_id", c.ID, "app", c.Slug)
-				},
-			})
-			if err != nil {
-				b.close()
-				return nil, err
-			}
-			h := echo.WrapHandler(sp)
-			e.GET("/", h)
-			e.Any("/setup/*", h)
+	if b.role != roleWorker {
+		if err := b.mountIntake(e); err != nil {
+			return err
 		}
 	}
-
-	b.listener, err = net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
+	var err error
+	b.listener, err = net.Listen("tcp", ":"+strconv.Itoa(b.cfg.Port))
 	if err != nil {
-		b.close()
-		return nil, fmt.Errorf("PORT=%d cannot be listened on (%v): choose a free port", cfg.Port, err)
+		return fmt.Errorf("PORT=%d cannot be listened on (%v): choose a free port", b.cfg.Port, err)
 	}
 	b.http = &http.Server{
 		Handler:           e,
@@ -250,9 +243,41 @@ func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger
 		ReadTimeout:       2 * time.Minute, // a 25 MB delivery on a slow link
 		WriteTimeout:      2 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelWarn),
 	}
-	return b, nil
+	return nil
+}
+
+// mountIntake mounts POST /webhooks and the pages: the dashboard, or
+// without an App the setup that registers one.
+func (b *bot) mountIntake(e *echo.Echo) error {
+	intake := webhooks.New(b.cfg.WebhookSecret, b.q, b.router, webhooks.WithLogger(b.log), webhooks.WithRegisterer(b.reg))
+	e.POST("/webhooks", echo.WrapHandler(intake))
+	if b.cfg.HasApp() {
+		return b.mountDashboard(e)
+	}
+	return b.mountSetup(e)
+}
+
+// mountSetup serves the home page of a bot without an App: it registers
+// one through GitHub's manifest flow and saves the credentials to .env.
+func (b *bot) mountSetup(e *echo.Echo) error {
+	sp, err := setup.New(setup.Options{
+		Manifest:  shipbot.AppManifest,
+		PublicURL: b.cfg.PublicURL,
+		APIURL:    b.cfg.GitHubAPIURL,
+		EnvDir:    ".",
+		OnConfigured: func(c gh.AppCredentials) {
+			b.log.Info("GitHub App registered and saved to .env; restart the bot to use it", "app_id", c.ID, "app", c.Slug)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	h := echo.WrapHandler(sp)
+	e.GET("/", h)
+	e.Any("/setup/*", h)
+	return nil
 }
 
 // The job lease and the deploy lock are timed together, all from
@@ -277,27 +302,18 @@ func timingsFor(visibility time.Duration) jobTimings {
 // and write.
 type appStore interface {
 	deploy.Store
-	handlers.PreviewStore
-	handlers.WaitingDeploys
+	handlers.Store
 	dashboard.Store
-	handlers.CommandStore
 }
 
 // openStore opens the deploy store: Redis when REDIS_URL is set, else
 // DATA_DIR/state.db.
 func (b *bot) openStore() error {
-	cfg := b.cfg
-	if cfg.RedisURL != "" {
-		ro, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil {
-			return fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
-		}
-		client := redis.NewClient(ro)
-		b.closers = append(b.closers, client.Close)
-		b.store = store.NewRedis(client, "shipbot")
+	if b.redis != nil {
+		b.store = store.NewRedis(b.redis, "shipbot")
 		return nil
 	}
-	path := filepath.Join(cfg.DataDir, "state.db")
+	path := filepath.Join(b.cfg.DataDir, "state.db")
 	es, err := store.OpenEmbedded(path)
 	if err != nil {
 		return fmt.Errorf("DATA_DIR: the deploy store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
@@ -411,37 +427,52 @@ func every(ctx context.Context, d time.Duration, now bool, fn func()) {
 	}
 }
 
-// openQueue opens Redis when REDIS_URL is set and the embedded store otherwise.
-func openQueue(ctx context.Context, cfg config.Config) (queue.Queue, error) {
-	opts := queue.Options{VisibilityTimeout: timingsFor(cfg.JobTimeout).visibility}
-	if cfg.RedisURL != "" {
-		ro, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil {
-			return nil, fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
-		}
-		client := redis.NewClient(ro)
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := client.Ping(pctx).Err(); err != nil {
-			client.Close()
-			return nil, fmt.Errorf("REDIS_URL: Redis at %s does not answer (%v): start Redis, fix REDIS_URL, or unset it to use the embedded store", ro.Addr, err)
-		}
-		q, err := queue.NewRedis(client, "shipbot", opts)
-		if err != nil {
-			client.Close()
-			return nil, fmt.Errorf("REDIS_URL: cannot set up the job stream in Redis at %s: %w", ro.Addr, err)
-		}
-		return q, nil
+// openRedis connects to REDIS_URL when it is set: the queue and the store
+// share the one client.
+func (b *bot) openRedis(ctx context.Context) error {
+	if b.cfg.RedisURL == "" {
+		return nil
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("DATA_DIR=%s cannot be created (%v): point it at a writable directory", cfg.DataDir, err)
+	ro, err := redis.ParseURL(b.cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
 	}
-	path := filepath.Join(cfg.DataDir, "shipbot.db")
+	client := redis.NewClient(ro)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := client.Ping(pctx).Err(); err != nil {
+		client.Close()
+		return fmt.Errorf("REDIS_URL: Redis at %s does not answer (%v): start Redis, fix REDIS_URL, or unset it to use the embedded store", ro.Addr, err)
+	}
+	b.redis = client
+	b.closers = append(b.closers, client.Close)
+	return nil
+}
+
+// openQueue opens the job queue: in Redis when REDIS_URL is set, else
+// DATA_DIR/shipbot.db.
+func (b *bot) openQueue() error {
+	opts := queue.Options{VisibilityTimeout: timingsFor(b.cfg.JobTimeout).visibility}
+	if b.redis != nil {
+		q, err := queue.NewRedis(b.redis, "shipbot", opts)
+		if err != nil {
+			return fmt.Errorf("REDIS_URL: cannot set up the job stream in Redis at %s: %w", b.redis.Options().Addr, err)
+		}
+		b.q = q
+		return nil
+	}
+	dir := b.cfg.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("DATA_DIR=%s cannot be created (%v): point it at a writable directory", dir, err)
+	}
+	path := filepath.Join(dir, "shipbot.db")
 	q, err := queue.OpenEmbedded(path, opts)
 	if err != nil {
-		return nil, fmt.Errorf("DATA_DIR: the embedded store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
+		return fmt.Errorf("DATA_DIR: the embedded store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
 	}
-	return q, nil
+	b.q = q
+	b.closers = append(b.closers, q.Close)
+	return nil
 }
 
 func (b *bot) readyz(c echo.Context) error {
@@ -462,6 +493,33 @@ func (b *bot) run(ctx context.Context) error {
 		b.log.Warn("no GitHub App configured (APP_ID is unset): webhooks are refused until APP_ID, PRIVATE_KEY and WEBHOOK_SECRET are set")
 	}
 	var wg sync.WaitGroup
+	b.background(ctx, &wg)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- b.http.Serve(b.listener) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	b.log.Info("shutting down: finishing in-flight requests and jobs")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if serr := b.http.Shutdown(sctx); serr != nil {
+		b.log.Warn("HTTP shutdown did not finish cleanly", "err", serr)
+	}
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	b.log.Info("shipbot stopped")
+	return err
+}
+
+// background starts the process's loops, each on wg: the worker pool, the
+// redelivery of failed deliveries, the recheck of deploys waiting for
+// checks, the AWS preview sweep and the restore of local instances.
+func (b *bot) background(ctx context.Context, wg *sync.WaitGroup) {
 	if b.pool != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); b.pool.Run(ctx) }()
@@ -508,26 +566,6 @@ func (b *bot) run(ctx context.Context) error {
 			}
 		}()
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- b.http.Serve(b.listener) }()
-
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-serveErr:
-	}
-	b.log.Info("shutting down: finishing in-flight requests and jobs")
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if serr := b.http.Shutdown(sctx); serr != nil {
-		b.log.Warn("HTTP shutdown did not finish cleanly", "err", serr)
-	}
-	wg.Wait()
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	b.log.Info("shipbot stopped")
-	return err
 }
 
 // sweepOnRecovery watches the store and, when it answers again after an

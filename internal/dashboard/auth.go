@@ -11,15 +11,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
-	"github.com/google/go-github/v60/github"
-
+	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
 )
 
@@ -265,57 +262,32 @@ func (d *Dashboard) userRepos(r *http.Request, sid, tok string) (map[string]bool
 	return repos, nil
 }
 
-func (d *Dashboard) userClient(tok string) *github.Client {
-	c := github.NewClient(d.o.HTTPClient).WithAuthToken(tok)
-	c.BaseURL = d.api
-	return c
-}
-
-// fetchRepos asks GitHub which installations of the App the user can reach
-// and which of their repositories the user can read. A token GitHub no
-// longer accepts ends the session (errNoSession).
+// fetchRepos asks GitHub which repositories of the App's installations
+// the user can read. A token GitHub no longer accepts ends the session
+// (errNoSession).
 func (d *Dashboard) fetchRepos(r *http.Request, tok string) (map[string]bool, error) {
 	ctx := r.Context()
-	c := d.userClient(tok)
-	out := map[string]bool{}
-	var ids []int64
-	opt := &github.ListOptions{PerPage: 100}
-	for range maxRepoPages {
-		ins, resp, err := c.Apps.ListUserInstallations(ctx, opt)
-		if err != nil {
-			return nil, ghErr(err)
-		}
-		for _, in := range ins {
-			ids = append(ids, in.GetID())
-		}
-		if resp.NextPage == 0 {
-			break
-		}
-		opt.Page = resp.NextPage
+	u, err := gh.NewUser(d.o.APIURL, d.o.HTTPClient, tok)
+	if err != nil {
+		return nil, err
 	}
-	for _, id := range ids {
-		opt := &github.ListOptions{PerPage: 100}
-		for range maxRepoPages {
-			list, resp, err := c.Apps.ListUserRepos(ctx, id, opt)
-			if err != nil {
-				return nil, ghErr(err)
-			}
-			for _, repo := range list.Repositories {
-				out[strings.ToLower(repo.GetFullName())] = true
-			}
-			if resp.NextPage == 0 {
-				break
-			}
-			opt.Page = resp.NextPage
-		}
+	list, err := u.Repositories(ctx, maxRepoPages)
+	if err != nil {
+		return nil, sessionErr(err)
+	}
+	out := make(map[string]bool, len(list))
+	for _, repo := range list {
+		out[strings.ToLower(repo)] = true
 	}
 	logctx.From(ctx).Debug("dashboard: repositories of the signed-in user", "count", len(out))
 	return out, nil
 }
 
-func ghErr(err error) error {
-	var ge *github.ErrorResponse
-	if errors.As(err, &ge) && ge.Response != nil && ge.Response.StatusCode == http.StatusUnauthorized {
+// sessionErr is errNoSession when GitHub no longer accepts the user's
+// token, err otherwise.
+func sessionErr(err error) error {
+	var ge *gh.Error
+	if errors.As(err, &ge) && ge.Status == http.StatusUnauthorized {
 		return errNoSession
 	}
 	return err
@@ -386,8 +358,7 @@ func (d *Dashboard) startOAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	st := oauthState{State: randomID(), Next: safeNext(r.URL.Query().Get("next")), Expires: d.o.Now().Add(oauthRoundTrip).Unix()}
 	d.setCookie(w, oauthCookie, d.keys.sign(st), "/auth/", oauthRoundTrip)
-	q := url.Values{"client_id": {d.o.ClientID}, "redirect_uri": {d.callbackURL()}, "state": {st.State}}
-	http.Redirect(w, r, d.web+"/login/oauth/authorize?"+q.Encode(), http.StatusFound)
+	http.Redirect(w, r, d.oauth().AuthorizeURL(d.callbackURL(), st.State), http.StatusFound)
 }
 
 func (d *Dashboard) oauthCallback(w http.ResponseWriter, r *http.Request) {
@@ -406,19 +377,19 @@ func (d *Dashboard) oauthCallback(w http.ResponseWriter, r *http.Request) {
 		d.renderSignin(w, r, http.StatusForbidden, "GitHub did not sign you in ("+e+").")
 		return
 	}
-	tok, err := d.exchange(r, q.Get("code"))
+	tok, err := d.oauth().Exchange(r.Context(), q.Get("code"), d.callbackURL())
 	if err != nil {
 		log.Warn("dashboard: OAuth code exchange failed", "err", err)
 		d.renderSignin(w, r, http.StatusBadGateway, "GitHub did not accept the sign-in: "+err.Error())
 		return
 	}
-	me, _, err := d.userClient(tok).Users.Get(r.Context(), "")
+	login, err := d.userLogin(r, tok)
 	if err != nil {
 		log.Warn("dashboard: GET /user with the new user token failed", "err", err)
 		d.renderSignin(w, r, http.StatusBadGateway, "GitHub did not say who you are. Please try again.")
 		return
 	}
-	s := session{Kind: "user", Login: me.GetLogin(), ID: randomID(), Token: d.keys.sealString(tok), Expires: d.o.Now().Add(userSessionTTL).Unix()}
+	s := session{Kind: "user", Login: login, ID: randomID(), Token: d.keys.sealString(tok), Expires: d.o.Now().Add(userSessionTTL).Unix()}
 	if _, err := d.userRepos(r, s.ID, tok); err != nil {
 		d.renderSignin(w, r, http.StatusBadGateway, "GitHub did not list your repositories. Please try again.")
 		return
@@ -428,34 +399,16 @@ func (d *Dashboard) oauthCallback(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, st.Next, http.StatusFound)
 }
 
-// exchange trades the OAuth code for a user token at the web host.
-func (d *Dashboard) exchange(r *http.Request, code string) (string, error) {
-	form := url.Values{"client_id": {d.o.ClientID}, "client_secret": {d.o.ClientSecret}, "code": {code}, "redirect_uri": {d.callbackURL()}}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, d.web+"/login/oauth/access_token", strings.NewReader(form.Encode()))
+// oauth is the App's OAuth client, at GitHub's web host.
+func (d *Dashboard) oauth() gh.OAuthClient {
+	return gh.OAuthClient{ID: d.o.ClientID, Secret: d.o.ClientSecret, WebURL: d.web, HTTPClient: d.o.HTTPClient}
+}
+
+// userLogin is who the user token belongs to.
+func (d *Dashboard) userLogin(r *http.Request, tok string) (string, error) {
+	u, err := gh.NewUser(d.o.APIURL, d.o.HTTPClient, tok)
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	resp, err := d.o.HTTPClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var out struct {
-		AccessToken string `json:"access_token"`
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil {
-		return "", fmt.Errorf("HTTP %d from %s/login/oauth/access_token", resp.StatusCode, d.web)
-	}
-	if out.Error != "" {
-		return "", fmt.Errorf("%s (%s)", out.Description, out.Error)
-	}
-	if out.AccessToken == "" {
-		return "", errors.New("no access token in the answer")
-	}
-	return out.AccessToken, nil
+	return u.Login(r.Context())
 }

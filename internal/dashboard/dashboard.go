@@ -38,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/store/record"
 )
@@ -87,8 +88,7 @@ type Options struct {
 // Dashboard serves the pages; it is an http.Handler.
 type Dashboard struct {
 	o      Options
-	web    string   // GitHub's web root
-	api    *url.URL // REST base, with a trailing slash
+	web    string // GitHub's web root
 	keys   keys
 	secure bool
 	mux    *http.ServeMux
@@ -135,12 +135,11 @@ func New(o Options) (*Dashboard, error) {
 	if o.APIURL == "" {
 		o.APIURL = "https://api.github.com"
 	}
-	api, err := url.Parse(strings.TrimRight(o.APIURL, "/") + "/")
-	if err != nil || api.Host == "" {
+	if _, err := gh.ParseBaseURL(o.APIURL); err != nil {
 		return nil, fmt.Errorf("dashboard: GITHUB_API_URL %q is not a URL", o.APIURL)
 	}
 	d := &Dashboard{
-		o: o, web: WebURL(o.APIURL), api: api, keys: deriveKeys(o.SessionSecret),
+		o: o, web: WebURL(o.APIURL), keys: deriveKeys(o.SessionSecret),
 		secure: pub.Scheme == "https", repos: map[string]repoCacheEntry{},
 	}
 	if d.tmpl, err = parseTemplates(); err != nil {

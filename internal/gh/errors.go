@@ -23,6 +23,9 @@ type Error struct {
 	// did not say.
 	RetryAfter time.Duration
 	Err        error // the underlying error
+	// asUser: the call carried a user's token (User), not the App's:
+	// there is no job to retry and no App credential to check.
+	asUser bool
 }
 
 func (e *Error) Error() string {
@@ -32,7 +35,10 @@ func (e *Error) Error() string {
 	b.WriteString(": ")
 	switch {
 	case e.Status == 0:
-		fmt.Fprintf(&b, "no answer from GitHub (%v); check GITHUB_API_URL and the network — the job will be retried", e.Err)
+		fmt.Fprintf(&b, "no answer from GitHub (%v); check GITHUB_API_URL and the network", e.Err)
+		if !e.asUser {
+			b.WriteString(" — the job will be retried")
+		}
 		return b.String()
 	case e.Message != "":
 		fmt.Fprintf(&b, "GitHub answered %d: %s", e.Status, e.Message)
@@ -53,6 +59,10 @@ func (e *Error) hint() string {
 			return fmt.Sprintf("rate limited; retry after %s", e.RetryAfter.Round(time.Second))
 		}
 		return "rate limited; retry later"
+	case e.Status == http.StatusUnauthorized && e.asUser:
+		return "GitHub no longer accepts the user's token: sign in again"
+	case e.Status >= 500 && e.asUser:
+		return ""
 	case e.Status == http.StatusUnauthorized:
 		return "GitHub refused the App's credentials: check APP_ID and PRIVATE_KEY (and that the App was not deleted)"
 	case e.Status == http.StatusForbidden:

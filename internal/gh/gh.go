@@ -1,7 +1,9 @@
 // Package gh is shipbot's GitHub layer: App authentication (a JWT for the
 // App's own endpoints, cached installation tokens for repositories), one
 // client per installation, the few REST calls the bot makes, retries with
-// backoff, rate-limit handling, and the API's cost in Prometheus metrics.
+// backoff, rate-limit handling, and the API's cost in Prometheus metrics;
+// and "Sign in with GitHub" for the dashboard: the App's OAuth web flow and
+// the calls made with a user's token (user.go).
 //
 // Callers get plain structs and *Error; go-github stays inside.
 package gh

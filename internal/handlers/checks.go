@@ -8,12 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/shipbot/shipbot/internal/report"
-
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/internal/worker"
 	"github.com/shipbot/shipbot/queue"
@@ -91,7 +90,7 @@ func evaluateChecks(req repoconfig.Checks, sha string, runs []gh.CheckRunInfo, s
 		case strings.HasPrefix(c.state, "red:"):
 			if v.Failed == "" {
 				v.Red = c.name
-				v.Failed = fmt.Sprintf("required check %s %s on %s", c.name, redWord(strings.TrimPrefix(c.state, "red:")), report.Short(sha))
+				v.Failed = report.CheckFailed(c.name, strings.TrimPrefix(c.state, "red:"), sha)
 			}
 		default:
 			if !slices.Contains(v.Waiting, c.name) {
@@ -121,20 +120,6 @@ func evaluateChecks(req repoconfig.Checks, sha string, runs []gh.CheckRunInfo, s
 		judge(best)
 	}
 	return v
-}
-
-func redWord(conclusion string) string {
-	switch conclusion {
-	case "failure", "error":
-		return "failed"
-	case "cancelled":
-		return "was cancelled"
-	case "timed_out":
-		return "timed out"
-	case "action_required":
-		return "needs action"
-	}
-	return "ended " + conclusion
 }
 
 func required(c repoconfig.Checks) bool { return c.All || len(c.Names) > 0 }
@@ -179,7 +164,7 @@ func (deps Deps) checks(ctx context.Context, job queue.Job) error {
 	}
 	log := logctx.From(ctx)
 	log.Info("checks completed", "sha", sha)
-	if deps.Engine == nil || deps.GitHub == nil || deps.Waiting == nil {
+	if deps.Engine == nil || deps.GitHub == nil || deps.Store == nil {
 		return nil
 	}
 	repo := p.repo(job)
@@ -188,18 +173,18 @@ func (deps Deps) checks(ctx context.Context, job queue.Job) error {
 		return err
 	}
 	inst := p.installation(job)
-	return deps.recheck(ctx, deps.GitHub(inst), repo, p.Repository.DefaultBranch, waiting)
+	return deps.recheck(ctx, deps.GitHub.Installation(inst), repo, p.Repository.DefaultBranch, waiting)
 }
 
 // waitingOn lists repo's deploys waiting for checks, of sha ("" for all).
 func (deps Deps) waitingOn(ctx context.Context, repo, sha string) ([]record.Deploy, error) {
-	envs, err := deps.Waiting.ListEnvironments(ctx, repo)
+	envs, err := deps.Store.ListEnvironments(ctx, repo)
 	if err != nil {
 		return nil, fmt.Errorf("list the environments of %s: %w", repo, err)
 	}
 	var out []record.Deploy
 	for _, env := range envs {
-		ds, err := deps.Waiting.ListDeploys(ctx, env, waitingScan)
+		ds, err := deps.Store.ListDeploys(ctx, env, waitingScan)
 		if err != nil {
 			return nil, fmt.Errorf("list the deploys of %s: %w", env, err)
 		}
@@ -229,8 +214,7 @@ func (deps Deps) recheck(ctx context.Context, c GitHub, repo, defaultBranch stri
 	for _, d := range waiting {
 		env, ok := cfg.Environment(d.Env.Name)
 		if !ok {
-			errs = append(errs, deps.Engine.ChecksFailed(ctx, deploy.Target{Repo: repo, App: cfg.App}, d.ID,
-				fmt.Sprintf("environment %s is no longer in %s", d.Env.Name, repoconfig.FilePath)))
+			errs = append(errs, deps.Engine.ChecksFailed(ctx, deploy.Target{Repo: repo, App: cfg.App}, d.ID, report.EnvironmentGone(d.Env.Name)))
 			continue
 		}
 		t := deploy.Target{Repo: repo, Environment: env, App: cfg.App}
@@ -245,8 +229,7 @@ func (deps Deps) recheck(ctx context.Context, c GitHub, repo, defaultBranch stri
 			logctx.From(ctx).Info("a required check failed: not deploying", "deploy", d.ID, "reason", v.Failed)
 			errs = append(errs, deps.Engine.ChecksFailed(ctx, t, d.ID, v.Failed))
 		case now.Sub(d.CreatedAt) > timeout:
-			errs = append(errs, deps.Engine.ChecksFailed(ctx, t, d.ID, fmt.Sprintf("required checks did not finish within %s: %s still pending on %s",
-				timeout, strings.Join(v.Waiting, ", "), report.Short(d.SHA))))
+			errs = append(errs, deps.Engine.ChecksFailed(ctx, t, d.ID, report.ChecksTimedOut(timeout, v.Waiting, d.SHA)))
 		}
 	}
 	return errors.Join(errs...)
@@ -256,10 +239,10 @@ func (deps Deps) recheck(ctx context.Context, c GitHub, repo, defaultBranch stri
 // repository: a check event GitHub never delivered does not leave a deploy
 // waiting for good, and the wait is bounded. The bot runs it every minute.
 func (deps Deps) RecheckWaiting(ctx context.Context) error {
-	if deps.Engine == nil || deps.GitHub == nil || deps.Waiting == nil {
+	if deps.Engine == nil || deps.GitHub == nil || deps.Store == nil {
 		return nil
 	}
-	repos, err := deps.Waiting.ListRepos(ctx)
+	repos, err := deps.Store.ListRepos(ctx)
 	if err != nil {
 		return fmt.Errorf("list repositories: %w", err)
 	}
@@ -273,7 +256,7 @@ func (deps Deps) RecheckWaiting(ctx context.Context) error {
 		if len(waiting) == 0 {
 			continue
 		}
-		c := deps.GitHub(waiting[0].InstallationID)
+		c := deps.GitHub.Installation(waiting[0].InstallationID)
 		owner, name, _ := strings.Cut(repo, "/")
 		branch, err := c.DefaultBranch(ctx, owner, name)
 		if err != nil {

@@ -66,18 +66,6 @@ func TestEvaluateChecks(t *testing.T) {
 	}
 }
 
-type waitingStore struct{ deploys []record.Deploy }
-
-func (w waitingStore) ListRepos(context.Context) ([]string, error) {
-	return []string{"octo-org/web"}, nil
-}
-func (w waitingStore) ListEnvironments(_ context.Context, repo string) ([]record.EnvKey, error) {
-	return []record.EnvKey{{Repo: repo, Name: "production"}}, nil
-}
-func (w waitingStore) ListDeploys(context.Context, record.EnvKey, int) ([]record.Deploy, error) {
-	return w.deploys, nil
-}
-
 // The minute sweep judges waiting deploys without an event: still pending
 // past the bound fails naming the check; green proceeds.
 func TestRecheckWaiting(t *testing.T) {
@@ -93,16 +81,20 @@ func TestRecheckWaiting(t *testing.T) {
 	}
 	env := record.EnvKey{Repo: "octo-org/web", Name: "production"}
 	old := time.Now().Add(-2 * time.Hour)
-	d := &deployer{}
-	deps := Deps{
-		Engine: d, GitHub: func(id int64) GitHub { return c.Installation(id) },
-		Waiting: waitingStore{deploys: []record.Deploy{
-			{ID: "slow", Env: env, SHA: pushSHA, State: record.StateWaiting, CreatedAt: old, InstallationID: srv.InstallationID},
-			{ID: "fresh", Env: env, SHA: pushSHA, State: record.StateWaiting, CreatedAt: time.Now(), InstallationID: srv.InstallationID},
-			{ID: "green", Env: env, SHA: green, State: record.StateWaiting, CreatedAt: old, InstallationID: srv.InstallationID},
-			{ID: "done", Env: env, SHA: green, State: record.StateSuccess, CreatedAt: old, InstallationID: srv.InstallationID},
-		}},
+	st := openStore(t)
+	for _, r := range []record.Deploy{
+		{ID: "slow", Env: env, SHA: pushSHA, State: record.StateWaiting, CreatedAt: old, InstallationID: srv.InstallationID},
+		{ID: "fresh", Env: env, SHA: pushSHA, State: record.StateWaiting, CreatedAt: time.Now(), InstallationID: srv.InstallationID},
+		{ID: "green", Env: env, SHA: green, State: record.StateWaiting, CreatedAt: old, InstallationID: srv.InstallationID},
+		{ID: "done", Env: env, SHA: green, State: record.StateSuccess, CreatedAt: old, InstallationID: srv.InstallationID},
+	} {
+		r.Kind = record.KindPush
+		if err := st.PutDeploy(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
 	}
+	d := &deployer{}
+	deps := Deps{Base: Base{GitHub: c, Store: st, Engine: d}}
 	if err := deps.RecheckWaiting(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,19 +1,90 @@
 // Package handlers turns queued deliveries into intents: one function per
-// event, decoding the payload and calling the engine. A push deploys (push.go),
-// a pull request gets a preview (pull_request.go); the other events are
-// decoded and logged until their features exist.
+// event, decoding the payload and calling the engine. A push deploys
+// (push.go), a pull request gets a preview (pull_request.go), a PR comment
+// runs commands (issue_comment.go), a finished check releases or fails the
+// deploys waiting on it (checks.go); installation events are logged.
 // Register fixes which events and actions the intake queues.
+//
+// Every handler acts through one Base: the App's client for each
+// installation, the deploy store and the engine. Each declares the few
+// calls it makes as its own small interface (GitHub, PreviewGitHub,
+// CommandGitHub; PreviewStore, WaitingDeploys, CommandStore; Deployer,
+// CommandEngine); the Base holds one value that satisfies all of them.
 package handlers
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
+	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/worker"
 	"github.com/shipbot/shipbot/queue"
 )
+
+// Base is what every handler acts through. A handler whose part of it is
+// unset (no GitHub App configured, the web role) only logs its events.
+type Base struct {
+	// GitHub hands out the client acting for an installation.
+	GitHub Installations
+	Store  Store
+	Engine Engine
+	// PublicURL is where the bot is reached: a deploy's page, the
+	// log_url of its GitHub deployment, is PublicURL/deploys/{id}.
+	PublicURL string
+}
+
+// Installations hands out the App's client for one installation; each
+// handler uses it through its own interface of the calls it makes.
+type Installations interface {
+	Installation(id int64) *gh.Installation
+}
+
+// Store is every call the handlers make on the deploy store.
+type Store interface {
+	PreviewStore
+	WaitingDeploys
+	CommandStore
+}
+
+// Engine is every call the handlers make on the engine.
+type Engine interface {
+	Deployer
+	CommandEngine
+}
+
+var (
+	_ Installations = (*gh.Client)(nil)
+	_ GitHub        = (*gh.Installation)(nil)
+	_ PreviewGitHub = (*gh.Installation)(nil)
+	_ CommandGitHub = (*gh.Installation)(nil)
+	_ Engine        = (*deploy.Engine)(nil)
+)
+
+// Deps are what the handlers act through: the Base, and what only one of
+// them needs.
+type Deps struct {
+	Base
+	// Previewers build pull requests' previews, by repoconfig.Driver; nil:
+	// pull_request events are only logged. A preview whose driver is
+	// missing here fails saying so (report.NoPreviewDriver).
+	Previewers map[repoconfig.Driver]deploy.Previewer
+	// Commands run the commands of PR comments: the same Base (New sets
+	// it), under the name issue_comment.go reads it by.
+	Commands Commands
+	// ChecksTimeout bounds the wait for required checks; 0 means
+	// DefaultChecksTimeout.
+	ChecksTimeout time.Duration
+}
+
+// New wires the handlers over one Base; previews run on previewers.
+func New(base Base, previewers map[repoconfig.Driver]deploy.Previewer) Deps {
+	return Deps{Base: base, Previewers: previewers, Commands: Commands{base}}
+}
 
 // Register adds the handler of every event shipbot acts on (SPEC §4).
 // With deps.Engine nil (no GitHub App configured) a push is only logged.

@@ -51,16 +51,9 @@ type CommandEngine interface {
 	Resume(ctx context.Context, t deploy.Target) error
 }
 
-// Commands are the dependencies of PR comment commands. With any of
+// Commands are the Base as PR comment commands use it. With any of
 // GitHub, Store or Engine unset, comments are only logged.
-type Commands struct {
-	GitHub func(installationID int64) CommandGitHub
-	Store  CommandStore
-	Engine CommandEngine
-	// PublicURL is where the bot is reached; a deploy's page is
-	// PublicURL/deploys/{id}.
-	PublicURL string
-}
+type Commands struct{ Base }
 
 func (c Commands) enabled() bool { return c.GitHub != nil && c.Store != nil && c.Engine != nil }
 
@@ -124,7 +117,7 @@ func (deps Deps) issueComment(ctx context.Context, job queue.Job) error {
 	inst := e.installation(job)
 	owner, name, _ := strings.Cut(repo, "/")
 	r := &commentRun{
-		cs: cs, c: cs.GitHub(inst), e: &e, repo: repo, owner: owner, name: name, inst: inst,
+		cs: cs, c: cs.GitHub.Installation(inst), e: &e, repo: repo, owner: owner, name: name, inst: inst,
 		locks: map[string]*record.EnvLock{},
 	}
 	if e.Issue.PullRequest == nil {

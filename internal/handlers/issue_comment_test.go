@@ -14,6 +14,7 @@ import (
 	"github.com/shipbot/shipbot/internal/githubtest"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
 
@@ -37,6 +38,10 @@ func (e *engineCalls) Resume(_ context.Context, t deploy.Target) error {
 	e.resumed = append(e.resumed, t.Environment.Name)
 	return nil
 }
+
+func (e *engineCalls) ChecksPassed(context.Context, deploy.Target, string) error { return nil }
+
+func (e *engineCalls) ChecksFailed(context.Context, deploy.Target, string, string) error { return nil }
 
 type commentWorld struct {
 	srv *githubtest.Server
@@ -68,10 +73,7 @@ func newCommentWorld(t *testing.T, config string) *commentWorld {
 	}
 	t.Cleanup(func() { st.Close() })
 	w := &commentWorld{srv: srv, st: st, eng: &engineCalls{}}
-	w.cs = Commands{
-		GitHub: func(id int64) CommandGitHub { return c.Installation(id) },
-		Store:  st, Engine: w.eng, PublicURL: "https://shipbot.example.com",
-	}
+	w.cs = Commands{Base{GitHub: c, Store: st, Engine: w.eng, PublicURL: "https://shipbot.example.com"}}
 	return w
 }
 
@@ -161,7 +163,7 @@ func TestIssueCommentSeveralCommands(t *testing.T) {
 	if strings.Join(w.eng.resumed, ",") != "staging" {
 		t.Errorf("resumed %v, want staging", w.eng.resumed)
 	}
-	if _, locked, _ := w.st.EnvironmentLock(context.Background(), store.EnvKey{Repo: "octo-org/web", Name: "staging"}); locked {
+	if _, locked, _ := w.st.EnvironmentLock(context.Background(), record.EnvKey{Repo: "octo-org/web", Name: "staging"}); locked {
 		t.Error("staging still locked after /unlock")
 	}
 }

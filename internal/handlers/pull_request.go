@@ -13,7 +13,6 @@ import (
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
-	"github.com/shipbot/shipbot/internal/store"
 	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
@@ -32,23 +31,15 @@ type PreviewGitHub interface {
 // commit it runs, its URL and every GitHub deployment made for it.
 type PreviewStore interface {
 	PutDeploy(ctx context.Context, d record.Deploy) error
-	PutPreview(ctx context.Context, p store.Preview) error
-	GetPreview(ctx context.Context, repo string, number int) (store.Preview, error)
+	PutPreview(ctx context.Context, p record.Preview) error
+	GetPreview(ctx context.Context, repo string, number int) (record.Preview, error)
 }
 
-// Previews are the dependencies of pull request previews. With any of
-// GitHub, Store or Drivers unset, pull_request events are only logged.
-type Previews struct {
-	GitHub func(installationID int64) PreviewGitHub
-	Store  PreviewStore
-	// Drivers by repoconfig.Driver; a driver missing here (aws, for now)
-	// is answered with "not supported yet".
-	Drivers map[repoconfig.Driver]deploy.Previewer
-	// PublicURL is where the bot is reached; log_url is PublicURL/deploys/{id}.
-	PublicURL string
+// previewsEnabled: with any of GitHub, Store or Previewers unset,
+// pull_request events are only logged.
+func (deps Deps) previewsEnabled() bool {
+	return deps.GitHub != nil && deps.Store != nil && deps.Previewers != nil
 }
-
-func (p Previews) enabled() bool { return p.GitHub != nil && p.Store != nil && p.Drivers != nil }
 
 // prEvent is the part of a pull_request payload the handler reads.
 type prEvent struct {
@@ -95,247 +86,305 @@ func (deps Deps) pullRequest(ctx context.Context, job queue.Job) error {
 	if err := decode(job, &e); err != nil {
 		return err
 	}
-	log := logctx.From(ctx)
-	log.Info("pull request event received", "action", e.Action, "pr", e.Number, "head", e.PullRequest.Head.SHA,
+	logctx.From(ctx).Info("pull request event received", "action", e.Action, "pr", e.Number, "head", e.PullRequest.Head.SHA,
 		"branch", e.PullRequest.Head.Ref, "merged", e.PullRequest.Merged)
-	pv := deps.Previews
-	if !pv.enabled() || e.Number < 1 {
+	if !deps.previewsEnabled() || e.Number < 1 {
 		return nil
 	}
-	repo := e.repo(job)
-	inst := e.installation(job)
-	owner, name, _ := strings.Cut(repo, "/")
-	c := pv.GitHub(inst)
+	p := deps.previewJob(job, &e)
 	action := e.Action
 	if action == "" {
 		action = job.Action
 	}
 	if action == "closed" {
-		return deps.closePreview(ctx, c, owner, name, repo, &e)
+		return p.close(ctx)
 	}
-	return deps.updatePreview(ctx, c, owner, name, repo, inst, &e, job)
+	return p.update(ctx)
 }
 
-// updatePreview makes the preview run the PR head. Its GitHub writes are at
-// most 4 (SPEC §11): the transient deployment, in_progress (no queued: the
-// build starts at once), the final status and the sticky comment.
-func (deps Deps) updatePreview(ctx context.Context, c PreviewGitHub, owner, name, repo string, inst int64, e *prEvent, job queue.Job) error {
-	log := logctx.From(ctx)
-	pv := deps.Previews
-	sha := e.PullRequest.Head.SHA
-	if sha == "" {
-		return nil
-	}
+// previewJob is one pull_request event acting on the PR's preview; its
+// steps are its methods.
+type previewJob struct {
+	deps              Deps
+	c                 PreviewGitHub
+	e                 *prEvent
+	repo, owner, name string
+	inst              int64
+	env               string // the preview's environment, pr-N
+	run               string // the id of this run's deploy record
+}
 
-	// Configuration comes from the default branch only (SPEC §3, §9): a PR
-	// cannot change what its preview runs with.
-	cfg, err := loadConfig(ctx, c, repo, e.Repository.DefaultBranch, sha)
-	if cfg == nil {
-		return err
-	}
-
-	if e.fromFork(repo) && !cfg.Preview.Forks {
-		log.Info("pull request from a fork: no preview (preview.forks is off)", "pr", e.Number)
-		_, _, err := c.UpsertStickyComment(ctx, owner, name, e.Number, report.PreviewMarker, forkComment)
-		if err != nil {
-			return fmt.Errorf("comment on #%d: %w", e.Number, err)
-		}
-		return nil
-	}
-
-	rec, err := pv.Store.GetPreview(ctx, repo, e.Number)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		rec = store.Preview{Repo: repo, Number: e.Number}
-	case err != nil:
-		return fmt.Errorf("read the preview of #%d: %w", e.Number, err)
-	}
-	if rec.Closed { // reopened: the old deployments were made inactive at close
-		rec = store.Preview{Repo: repo, Number: e.Number}
-	}
-
-	// One transient deployment per head SHA. The previous SHA's deployment
-	// is not marked inactive here: that would be a fifth write per update.
-	// GitHub's auto_inactive does not apply to transient environments (and
-	// gh sends auto_inactive: false anyway), so the older deployments of
-	// pr-N stay "success" until the PR closes, when closePreview marks every
-	// one of them inactive.
-	env := fmt.Sprintf("pr-%d", e.Number)
-	var depID int64
-	if rec.SHA == sha && len(rec.DeploymentIDs) > 0 {
-		depID = rec.DeploymentIDs[len(rec.DeploymentIDs)-1] // a retry or redelivery
-	} else {
-		snap := report.Deploy{Env: env, SHA: sha, Ref: e.PullRequest.Head.Ref, PR: e.Number, Kind: report.KindPreview, State: report.StateInProgress}
-		dep, err := c.CreateDeployment(ctx, owner, name, gh.DeploymentRequest{
-			SHA: sha, Environment: env, Description: report.Status(snap).Description, Transient: true,
-		})
-		if err != nil {
-			return fmt.Errorf("create the preview deployment of #%d: %w", e.Number, err)
-		}
-		depID = dep.ID
-		rec.SHA = sha
-		rec.DeploymentIDs = append(rec.DeploymentIDs, depID)
-		rec.UpdatedAt = time.Now()
-		if err := pv.Store.PutPreview(ctx, rec); err != nil {
-			return fmt.Errorf("record the preview of #%d: %w", e.Number, err)
-		}
-	}
-
+func (deps Deps) previewJob(job queue.Job, e *prEvent) *previewJob {
+	repo := e.repo(job)
+	owner, name, _ := strings.Cut(repo, "/")
+	inst := e.installation(job)
 	id := job.DeliveryID
 	if id == "" {
 		id = job.ID
 	}
-	snap := report.Deploy{
-		Env: env, SHA: sha, Ref: e.PullRequest.Head.Ref, PR: e.Number, Kind: report.KindPreview,
-		State: report.StateInProgress, EnvironmentURL: rec.URL, StartedAt: time.Now(),
+	return &previewJob{
+		deps: deps, c: deps.GitHub.Installation(inst), e: e, repo: repo, owner: owner, name: name, inst: inst,
+		env: fmt.Sprintf("pr-%d", e.Number), run: "preview-" + id,
 	}
-	if pv.PublicURL != "" {
-		snap.LogURL = strings.TrimRight(pv.PublicURL, "/") + "/deploys/preview-" + id
-	}
+}
 
-	// The run is a deploy record too, so that log_url's page exists.
-	run := record.Deploy{
-		ID: "preview-" + id, Env: record.EnvKey{Repo: repo, Name: env}, SHA: sha, Ref: e.PullRequest.Head.Ref,
-		Creator: e.Sender.Login, Kind: record.KindPreview, State: record.StateRunning, GitHubDeploymentID: depID,
-		InstallationID: inst, CreatedAt: snap.StartedAt, StartedAt: snap.StartedAt,
+// update makes the preview run the PR head. Its GitHub writes are at most
+// 4 (SPEC §11): the transient deployment, in_progress (no queued: the
+// build starts at once), the final status and the sticky comment.
+func (p *previewJob) update(ctx context.Context) error {
+	sha := p.e.PullRequest.Head.SHA
+	if sha == "" {
+		return nil
 	}
-	if err := pv.Store.PutDeploy(ctx, run); err != nil {
-		return fmt.Errorf("record the preview run of #%d: %w", e.Number, err)
-	}
-	drv := pv.Drivers[cfg.Preview.Driver]
-	var url string
-	var runErr error
-	var buildLog bytes.Buffer
-	if drv == nil {
-		snap.State = report.StateError
-		if cfg.Preview.Driver == repoconfig.DriverAWS {
-			snap.Reason = "the bot has no working AWS configuration (see its log); fix it or set preview.driver: local"
-		} else {
-			snap.Reason = fmt.Sprintf("previews with driver %q are not supported", cfg.Preview.Driver)
-		}
-	} else {
-		if err := deps.deploymentStatus(ctx, c, owner, name, depID, snap); err != nil {
-			return err
-		}
-		url, runErr = drv.EnsurePreview(ctx, deploy.Preview{Repo: repo, Number: e.Number, Config: cfg.Preview, App: cfg.App},
-			deploy.Release{Repo: repo, InstallationID: inst, SHA: sha, Ref: e.PullRequest.Head.Ref}, &buildLog)
-		if runErr != nil && ctx.Err() != nil {
-			return runErr // shutting down: try again later
-		}
-		snap.FinishedAt = time.Now()
-		if runErr != nil {
-			snap.State, snap.Reason = report.StateFailure, runErr.Error()
-			log.Warn("preview failed", "pr", e.Number, "sha", sha, "err", runErr)
-		} else {
-			snap.State, snap.EnvironmentURL = report.StateSuccess, url
-		}
-	}
-	run.State, run.Reason, run.FinishedAt, run.LogTail = record.StateSuccess, snap.Reason, snap.FinishedAt, buildLog.String()
-	switch snap.State {
-	case report.StateFailure:
-		run.State = record.StateFailure
-	case report.StateError:
-		run.State = record.StateError
-	}
-	if run.FinishedAt.IsZero() {
-		run.FinishedAt = time.Now()
-	}
-	if err := pv.Store.PutDeploy(ctx, run); err != nil {
-		return fmt.Errorf("record the preview run of #%d: %w", e.Number, err)
-	}
-	if err := deps.deploymentStatus(ctx, c, owner, name, depID, snap); err != nil {
+	// Configuration comes from the default branch only (SPEC §3, §9): a PR
+	// cannot change what its preview runs with.
+	cfg, err := loadConfig(ctx, p.c, p.repo, p.e.Repository.DefaultBranch, sha)
+	if cfg == nil {
 		return err
 	}
-
-	comment := report.Preview{SHA: sha, URL: snap.EnvironmentURL, LogURL: snap.LogURL, UpdatedAt: snap.FinishedAt}
-	if comment.UpdatedAt.IsZero() {
-		comment.UpdatedAt = time.Now()
+	if p.e.fromFork(p.repo) && !cfg.Preview.Forks {
+		logctx.From(ctx).Info("pull request from a fork: no preview (preview.forks is off)", "pr", p.e.Number)
+		return p.comment(ctx, report.ForkPreviewComment())
 	}
-	if snap.State == report.StateSuccess {
-		comment.State = report.PreviewReady
-	} else {
-		comment.State, comment.Reason = report.PreviewFailed, snap.Reason
+	rec, err := p.stored(ctx)
+	if err != nil {
+		return err
 	}
-	if _, _, err := c.UpsertStickyComment(ctx, owner, name, e.Number, report.PreviewMarker, report.PreviewComment(comment)); err != nil {
-		return fmt.Errorf("comment on #%d: %w", e.Number, err)
+	if rec.Closed { // reopened: the old deployments were made inactive at close
+		rec = record.Preview{Repo: p.repo, Number: p.e.Number}
+	}
+	depID, err := p.deployment(ctx, &rec, sha)
+	if err != nil {
+		return err
+	}
+	snap, err := p.begin(ctx, rec.URL, depID)
+	if err != nil {
+		return err
+	}
+	url, buildLog, err := p.build(ctx, cfg, &snap, depID)
+	if err != nil {
+		return err
+	}
+	if err := p.finish(ctx, snap, depID, buildLog); err != nil {
+		return err
+	}
+	if err := p.comment(ctx, report.PreviewComment(previewComment(snap))); err != nil {
+		return err
 	}
 	if url != "" && url != rec.URL {
 		rec.URL, rec.UpdatedAt = url, time.Now()
-		if err := pv.Store.PutPreview(ctx, rec); err != nil {
-			return fmt.Errorf("record the preview of #%d: %w", e.Number, err)
-		}
+		return p.save(ctx, rec)
 	}
 	return nil
 }
 
-// closePreview tears the preview down, marks every deployment of it
-// inactive, says so in the comment and marks the preview Closed.
-func (deps Deps) closePreview(ctx context.Context, c PreviewGitHub, owner, name, repo string, e *prEvent) error {
-	pv := deps.Previews
-	rec, err := pv.Store.GetPreview(ctx, repo, e.Number)
+// stored is what the store knows of the preview; a new one if nothing.
+func (p *previewJob) stored(ctx context.Context) (record.Preview, error) {
+	rec, err := p.deps.Store.GetPreview(ctx, p.repo, p.e.Number)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		rec = store.Preview{Repo: repo, Number: e.Number}
+	case errors.Is(err, record.ErrNotFound):
+		return record.Preview{Repo: p.repo, Number: p.e.Number}, nil
 	case err != nil:
-		return fmt.Errorf("read the preview of #%d: %w", e.Number, err)
+		return rec, fmt.Errorf("read the preview of #%d: %w", p.e.Number, err)
 	}
-	// Tear down with every driver: the configuration may have changed
-	// since the preview was built. Only the configured driver's failure
-	// keeps the job failing; another's is logged (an AWS sweep removes
-	// what a closed PR left behind there).
-	var configured repoconfig.Driver
-	if cfg, err := loadConfig(ctx, c, repo, e.Repository.DefaultBranch, e.PullRequest.Head.SHA); cfg != nil {
-		configured = cfg.Preview.Driver
-	} else if err != nil {
+	return rec, nil
+}
+
+func (p *previewJob) save(ctx context.Context, rec record.Preview) error {
+	if err := p.deps.Store.PutPreview(ctx, rec); err != nil {
+		return fmt.Errorf("record the preview of #%d: %w", p.e.Number, err)
+	}
+	return nil
+}
+
+// deployment is the transient deployment of sha: the one recorded for it
+// (a retry or redelivery), else a new one, recorded in rec.
+//
+// The previous SHA's deployment is not marked inactive here: that would
+// be a fifth write per update. GitHub's auto_inactive does not apply to
+// transient environments (and gh sends auto_inactive: false anyway), so
+// the older deployments of pr-N stay "success" until the PR closes, when
+// close marks every one of them inactive.
+func (p *previewJob) deployment(ctx context.Context, rec *record.Preview, sha string) (int64, error) {
+	if rec.SHA == sha && len(rec.DeploymentIDs) > 0 {
+		return rec.DeploymentIDs[len(rec.DeploymentIDs)-1], nil
+	}
+	snap := report.Deploy{Env: p.env, SHA: sha, Ref: p.e.PullRequest.Head.Ref, PR: p.e.Number, Kind: report.KindPreview, State: report.StateInProgress}
+	dep, err := p.c.CreateDeployment(ctx, p.owner, p.name, gh.DeploymentRequest{
+		SHA: sha, Environment: p.env, Description: report.Status(snap).Description, Transient: true,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("create the preview deployment of #%d: %w", p.e.Number, err)
+	}
+	rec.SHA = sha
+	rec.DeploymentIDs = append(rec.DeploymentIDs, dep.ID)
+	rec.UpdatedAt = time.Now()
+	return dep.ID, p.save(ctx, *rec)
+}
+
+// begin records the run as a deploy, so that the page log_url points to
+// exists, and returns its snapshot, in progress on the preview's last URL.
+func (p *previewJob) begin(ctx context.Context, lastURL string, depID int64) (report.Deploy, error) {
+	snap := report.Deploy{
+		Env: p.env, SHA: p.e.PullRequest.Head.SHA, Ref: p.e.PullRequest.Head.Ref, PR: p.e.Number, Kind: report.KindPreview,
+		State: report.StateInProgress, EnvironmentURL: lastURL, StartedAt: time.Now(),
+	}
+	if p.deps.PublicURL != "" {
+		snap.LogURL = strings.TrimRight(p.deps.PublicURL, "/") + "/deploys/" + p.run
+	}
+	run := p.record(snap, depID)
+	run.State = record.StateRunning
+	if err := p.deps.Store.PutDeploy(ctx, run); err != nil {
+		return snap, fmt.Errorf("record the preview run of #%d: %w", p.e.Number, err)
+	}
+	return snap, nil
+}
+
+// record is the run's deploy record for snap.
+func (p *previewJob) record(snap report.Deploy, depID int64) record.Deploy {
+	return record.Deploy{
+		ID: p.run, Env: record.EnvKey{Repo: p.repo, Name: p.env}, SHA: snap.SHA, Ref: snap.Ref,
+		Creator: p.e.Sender.Login, Kind: record.KindPreview, GitHubDeploymentID: depID,
+		InstallationID: p.inst, CreatedAt: snap.StartedAt, StartedAt: snap.StartedAt, Reason: snap.Reason, FinishedAt: snap.FinishedAt,
+	}
+}
+
+// build runs the preview with the configured driver and leaves the outcome
+// in snap: success with the preview's URL, failure with the driver's
+// error, or error when the bot has no such driver. It returns the URL and
+// the build's log; an error only when the job should be tried again.
+func (p *previewJob) build(ctx context.Context, cfg *repoconfig.Config, snap *report.Deploy, depID int64) (url, buildLog string, err error) {
+	drv := p.deps.Previewers[cfg.Preview.Driver]
+	if drv == nil {
+		snap.State, snap.Reason = report.StateError, report.NoPreviewDriver(string(cfg.Preview.Driver))
+		return "", "", nil
+	}
+	if err := p.status(ctx, depID, *snap); err != nil {
+		return "", "", err
+	}
+	var out bytes.Buffer
+	url, runErr := drv.EnsurePreview(ctx, deploy.Preview{Repo: p.repo, Number: p.e.Number, Config: cfg.Preview, App: cfg.App},
+		deploy.Release{Repo: p.repo, InstallationID: p.inst, SHA: snap.SHA, Ref: snap.Ref}, &out)
+	if runErr != nil && ctx.Err() != nil {
+		return "", "", runErr // shutting down: try again later
+	}
+	snap.FinishedAt = time.Now()
+	if runErr != nil {
+		snap.State, snap.Reason = report.StateFailure, runErr.Error()
+		logctx.From(ctx).Warn("preview failed", "pr", p.e.Number, "sha", snap.SHA, "err", runErr)
+	} else {
+		snap.State, snap.EnvironmentURL = report.StateSuccess, url
+	}
+	return url, out.String(), nil
+}
+
+// finish records how the run ended and sets the deployment's final status.
+func (p *previewJob) finish(ctx context.Context, snap report.Deploy, depID int64, buildLog string) error {
+	run := p.record(snap, depID)
+	run.State, run.LogTail = runState(snap.State), buildLog
+	if run.FinishedAt.IsZero() {
+		run.FinishedAt = time.Now()
+	}
+	if err := p.deps.Store.PutDeploy(ctx, run); err != nil {
+		return fmt.Errorf("record the preview run of #%d: %w", p.e.Number, err)
+	}
+	return p.status(ctx, depID, snap)
+}
+
+// runState is the deploy record's state for a preview run that ended in st.
+func runState(st report.State) string {
+	switch st {
+	case report.StateFailure:
+		return record.StateFailure
+	case report.StateError:
+		return record.StateError
+	}
+	return record.StateSuccess
+}
+
+// previewComment is the PR comment's snapshot of a run that ended.
+func previewComment(snap report.Deploy) report.Preview {
+	c := report.Preview{SHA: snap.SHA, URL: snap.EnvironmentURL, LogURL: snap.LogURL, UpdatedAt: snap.FinishedAt}
+	if c.UpdatedAt.IsZero() {
+		c.UpdatedAt = time.Now()
+	}
+	if snap.State == report.StateSuccess {
+		c.State = report.PreviewReady
+	} else {
+		c.State, c.Reason = report.PreviewFailed, snap.Reason
+	}
+	return c
+}
+
+// comment writes body into the PR's one preview comment.
+func (p *previewJob) comment(ctx context.Context, body string) error {
+	if _, _, err := p.c.UpsertStickyComment(ctx, p.owner, p.name, p.e.Number, report.PreviewMarker, body); err != nil {
+		return fmt.Errorf("comment on #%d: %w", p.e.Number, err)
+	}
+	return nil
+}
+
+// close tears the preview down, marks every deployment of it inactive,
+// says so in the comment and marks the preview Closed.
+func (p *previewJob) close(ctx context.Context) error {
+	rec, err := p.stored(ctx)
+	if err != nil {
 		return err
 	}
-	p := deploy.Preview{Repo: repo, Number: e.Number}
-	for kind, d := range pv.Drivers {
-		if err := d.TeardownPreview(ctx, p); err != nil {
-			if kind == configured {
-				return fmt.Errorf("tear down the preview of #%d: %w", e.Number, err)
-			}
-			logctx.From(ctx).Warn("could not tear down with a driver the configuration does not use", "driver", string(kind), "pr", e.Number, "err", err)
-		}
+	if err := p.teardown(ctx); err != nil {
+		return err
 	}
 	if rec.Closed || len(rec.DeploymentIDs) == 0 {
 		return nil // already torn down, or never built (a fork): nothing to say
 	}
-	env := fmt.Sprintf("pr-%d", e.Number)
-	snap := report.Deploy{Env: env, SHA: rec.SHA, PR: e.Number, Kind: report.KindPreview, State: report.StateInactive}
+	snap := report.Deploy{Env: p.env, SHA: rec.SHA, PR: p.e.Number, Kind: report.KindPreview, State: report.StateInactive}
 	for _, id := range rec.DeploymentIDs {
-		if err := deps.deploymentStatus(ctx, c, owner, name, id, snap); err != nil {
+		if err := p.status(ctx, id, snap); err != nil {
 			return err
 		}
 	}
-	reason := "the pull request was closed"
-	if e.PullRequest.Merged {
-		reason = "the pull request was merged"
-	}
-	body := report.PreviewComment(report.Preview{SHA: rec.SHA, State: report.PreviewTornDown, Reason: reason, UpdatedAt: time.Now()})
-	if _, _, err := c.UpsertStickyComment(ctx, owner, name, e.Number, report.PreviewMarker, body); err != nil {
-		return fmt.Errorf("comment on #%d: %w", e.Number, err)
+	body := report.PreviewComment(report.Preview{SHA: rec.SHA, State: report.PreviewTornDown, Reason: report.PreviewClosed(p.e.PullRequest.Merged), UpdatedAt: time.Now()})
+	if err := p.comment(ctx, body); err != nil {
+		return err
 	}
 	rec.Closed, rec.URL, rec.UpdatedAt = true, "", time.Now()
-	if err := pv.Store.PutPreview(ctx, rec); err != nil {
-		return fmt.Errorf("record the preview of #%d: %w", e.Number, err)
+	if err := p.save(ctx, rec); err != nil {
+		return err
 	}
-	logctx.From(ctx).Info("preview torn down", "pr", e.Number, "deployments", len(rec.DeploymentIDs))
+	logctx.From(ctx).Info("preview torn down", "pr", p.e.Number, "deployments", len(rec.DeploymentIDs))
 	return nil
 }
 
-func (deps Deps) deploymentStatus(ctx context.Context, c PreviewGitHub, owner, name string, id int64, snap report.Deploy) error {
+// teardown removes the preview with every driver: the configuration may
+// have changed since the preview was built. Only the configured driver's
+// failure keeps the job failing; another's is logged (an AWS sweep removes
+// what a closed PR left behind there).
+func (p *previewJob) teardown(ctx context.Context) error {
+	var configured repoconfig.Driver
+	if cfg, err := loadConfig(ctx, p.c, p.repo, p.e.Repository.DefaultBranch, p.e.PullRequest.Head.SHA); cfg != nil {
+		configured = cfg.Preview.Driver
+	} else if err != nil {
+		return err
+	}
+	pv := deploy.Preview{Repo: p.repo, Number: p.e.Number}
+	for kind, d := range p.deps.Previewers {
+		if err := d.TeardownPreview(ctx, pv); err != nil {
+			if kind == configured {
+				return fmt.Errorf("tear down the preview of #%d: %w", p.e.Number, err)
+			}
+			logctx.From(ctx).Warn("could not tear down with a driver the configuration does not use", "driver", string(kind), "pr", p.e.Number, "err", err)
+		}
+	}
+	return nil
+}
+
+// status sets a deployment status of the preview from snap.
+func (p *previewJob) status(ctx context.Context, id int64, snap report.Deploy) error {
 	st := report.Status(snap)
-	if _, err := c.CreateDeploymentStatus(ctx, owner, name, id, gh.DeploymentStatus{
+	if _, err := p.c.CreateDeploymentStatus(ctx, p.owner, p.name, id, gh.DeploymentStatus{
 		State: gh.DeploymentState(st.State), EnvironmentURL: st.EnvironmentURL, LogURL: st.LogURL, Description: st.Description,
 	}); err != nil {
 		return fmt.Errorf("set deployment %d %s: %w", id, st.State, err)
 	}
 	return nil
 }
-
-// forkComment answers a pull request from a fork when preview.forks is off.
-//
-// TODO(report): this text belongs in package report with the other texts
-// shipbot writes on GitHub.
-const forkComment = report.PreviewMarker + "\nNo preview for this pull request: it comes from a fork, and `preview.forks` is off in `" + repoconfig.FilePath + "` on the default branch.\n"

@@ -53,46 +53,11 @@ func (p *previewer) TeardownPreview(context.Context, deploy.Preview) error {
 	return p.teardown
 }
 
-type previewStore struct {
-	mu      sync.Mutex
-	m       map[string]store.Preview
-	deploys map[string]record.Deploy
-}
-
-func (s *previewStore) PutDeploy(_ context.Context, d record.Deploy) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.deploys == nil {
-		s.deploys = map[string]record.Deploy{}
-	}
-	s.deploys[d.ID] = d
-	return nil
-}
-
-func (s *previewStore) PutPreview(_ context.Context, p store.Preview) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p.DeploymentIDs = append([]int64(nil), p.DeploymentIDs...)
-	s.m[fmt.Sprintf("%s#%d", p.Repo, p.Number)] = p
-	return nil
-}
-
-func (s *previewStore) GetPreview(_ context.Context, repo string, n int) (store.Preview, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.m[fmt.Sprintf("%s#%d", repo, n)]
-	if !ok {
-		return store.Preview{}, store.ErrNotFound
-	}
-	p.DeploymentIDs = append([]int64(nil), p.DeploymentIDs...)
-	return p, nil
-}
-
 type prWorld struct {
 	srv  *githubtest.Server
 	deps Deps
 	drv  *previewer
-	st   *previewStore
+	st   *store.Embedded
 }
 
 func newPRWorld(t *testing.T, config string) *prWorld {
@@ -110,13 +75,11 @@ func newPRWorld(t *testing.T, config string) *prWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &prWorld{srv: srv, drv: &previewer{}, st: &previewStore{m: map[string]store.Preview{}}}
-	w.deps = Deps{Previews: Previews{
-		GitHub:    func(id int64) PreviewGitHub { return c.Installation(id) },
-		Store:     w.st,
-		Drivers:   map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: w.drv},
-		PublicURL: "https://shipbot.example.com/",
-	}}
+	w := &prWorld{srv: srv, drv: &previewer{}, st: openStore(t)}
+	w.deps = Deps{
+		Base:       Base{GitHub: c, Store: w.st, PublicURL: "https://shipbot.example.com/"},
+		Previewers: map[repoconfig.Driver]deploy.Previewer{repoconfig.DriverLocal: w.drv},
+	}
 	return w
 }
 
@@ -166,6 +129,55 @@ func TestPreviewLifecycleHandler(t *testing.T) {
 
 	w.srv.ResetCalls()
 	w.event(t, "opened", prHead, "octo-org/web")
+	w.checkOpened(t)
+
+	// The same delivery again: no second deployment, still one comment.
+	w.event(t, "opened", prHead, "octo-org/web")
+	if deps := w.srv.Deployments("octo-org", "web"); len(deps) != 1 {
+		t.Fatalf("a redelivery made %d deployments", len(deps))
+	}
+
+	w.srv.ResetCalls()
+	w.event(t, "synchronize", prHead2, "octo-org/web")
+	if n := w.srv.CountWrites(); n > 4 {
+		t.Errorf("%d writes for a preview update, budget 4", n)
+	}
+	deps := w.srv.Deployments("octo-org", "web")
+	if len(deps) != 2 || deps[0].LastState() != "success" || deps[1].LastState() != "success" {
+		t.Fatalf("after synchronize: %d deployments", len(deps))
+	}
+	cs := w.comments(t)
+	if len(cs) != 1 || !strings.Contains(cs[0].Body, report.Short(prHead2)) {
+		t.Fatalf("comments after synchronize %+v", cs)
+	}
+
+	w.event(t, "closed", prHead2, "octo-org/web")
+	w.checkClosed(t)
+
+	// Closed again: nothing more to write.
+	w.srv.ResetCalls()
+	w.event(t, "closed", prHead2, "octo-org/web")
+	if n := w.srv.CountWrites(); n != 0 {
+		t.Errorf("a second close wrote %d times", n)
+	}
+
+	// Reopened: a fresh deployment, the same comment.
+	w.event(t, "reopened", prHead2, "octo-org/web")
+	deps = w.srv.Deployments("octo-org", "web")
+	if len(deps) != 3 || deps[2].LastState() != "success" {
+		t.Fatalf("after reopen: %d deployments", len(deps))
+	}
+	if cs := w.comments(t); len(cs) != 1 || strings.Contains(cs[0].Body, "torn down") {
+		t.Fatalf("comments after reopen %+v", cs)
+	}
+}
+
+// checkOpened: the first preview of a pull request is one transient
+// deployment, in_progress then success with its URL and log_url, one
+// comment with the link and a deploy record for the log page, in at most
+// 4 writes.
+func (w *prWorld) checkOpened(t *testing.T) {
+	t.Helper()
 	if n := w.srv.CountWrites(); n > 4 {
 		t.Errorf("%d writes for a preview update, budget 4", n)
 	}
@@ -184,34 +196,20 @@ func TestPreviewLifecycleHandler(t *testing.T) {
 		t.Fatalf("comments %+v", cs)
 	}
 	// The page log_url points at exists: the run is a deploy record.
-	w.st.mu.Lock()
-	run := w.st.deploys["preview-del-opened-3333"]
-	w.st.mu.Unlock()
+	run, err := w.st.GetDeploy(context.Background(), "preview-del-opened-3333")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if run.State != record.StateSuccess || run.Env.Name != "pr-7" || run.Kind != record.KindPreview || run.FinishedAt.IsZero() {
 		t.Fatalf("preview run record %+v", run)
 	}
+}
 
-	// The same delivery again: no second deployment, still one comment.
-	w.event(t, "opened", prHead, "octo-org/web")
-	if deps := w.srv.Deployments("octo-org", "web"); len(deps) != 1 {
-		t.Fatalf("a redelivery made %d deployments", len(deps))
-	}
-
-	w.srv.ResetCalls()
-	w.event(t, "synchronize", prHead2, "octo-org/web")
-	if n := w.srv.CountWrites(); n > 4 {
-		t.Errorf("%d writes for a preview update, budget 4", n)
-	}
-	deps = w.srv.Deployments("octo-org", "web")
-	if len(deps) != 2 || deps[0].LastState() != "success" || deps[1].LastState() != "success" {
-		t.Fatalf("after synchronize: %d deployments", len(deps))
-	}
-	cs := w.comments(t)
-	if len(cs) != 1 || !strings.Contains(cs[0].Body, report.Short(prHead2)) {
-		t.Fatalf("comments after synchronize %+v", cs)
-	}
-
-	w.event(t, "closed", prHead2, "octo-org/web")
+// checkClosed: after close every deployment is inactive with no URL, the
+// comment says torn down, the driver tore the preview down once and the
+// stored preview is Closed.
+func (w *prWorld) checkClosed(t *testing.T) {
+	t.Helper()
 	for _, d := range w.srv.Deployments("octo-org", "web") {
 		if d.LastState() != "inactive" {
 			t.Errorf("deployment %d ends %s", d.ID, stateList(d))
@@ -220,8 +218,7 @@ func TestPreviewLifecycleHandler(t *testing.T) {
 			t.Errorf("inactive status %+v", st)
 		}
 	}
-	cs = w.comments(t)
-	if len(cs) != 1 || !strings.Contains(cs[0].Body, "torn down") {
+	if cs := w.comments(t); len(cs) != 1 || !strings.Contains(cs[0].Body, "torn down") {
 		t.Fatalf("comments after close %+v", cs)
 	}
 	if w.drv.torn != 1 || w.drv.running != "" {
@@ -229,23 +226,6 @@ func TestPreviewLifecycleHandler(t *testing.T) {
 	}
 	if p, err := w.st.GetPreview(context.Background(), "octo-org/web", 7); err != nil || !p.Closed || len(p.DeploymentIDs) != 2 {
 		t.Errorf("stored preview %+v %v", p, err)
-	}
-
-	// Closed again: nothing more to write.
-	w.srv.ResetCalls()
-	w.event(t, "closed", prHead2, "octo-org/web")
-	if n := w.srv.CountWrites(); n != 0 {
-		t.Errorf("a second close wrote %d times", n)
-	}
-
-	// Reopened: a fresh deployment, the same comment.
-	w.event(t, "reopened", prHead2, "octo-org/web")
-	deps = w.srv.Deployments("octo-org", "web")
-	if len(deps) != 3 || deps[2].LastState() != "success" {
-		t.Fatalf("after reopen: %d deployments", len(deps))
-	}
-	if cs := w.comments(t); len(cs) != 1 || strings.Contains(cs[0].Body, "torn down") {
-		t.Fatalf("comments after reopen %+v", cs)
 	}
 }
 

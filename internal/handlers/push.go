@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/queue"
 )
@@ -31,26 +31,6 @@ type GitHub interface {
 	CombinedStatus(ctx context.Context, owner, repo, sha string) (gh.CombinedStatus, error)
 	DefaultBranch(ctx context.Context, owner, repo string) (string, error)
 }
-
-// Deps are what the handlers act through.
-type Deps struct {
-	Engine Deployer
-	// GitHub returns the client acting for an installation.
-	GitHub func(installationID int64) GitHub
-	// Previews give pull requests their preview environments.
-	Previews Previews
-	// Commands run the commands of PR comments.
-	Commands Commands
-	// Waiting finds deploys waiting for required checks; nil: check
-	// events are only logged.
-	Waiting WaitingDeploys
-	// ChecksTimeout bounds the wait for required checks; 0 means
-	// DefaultChecksTimeout.
-	ChecksTimeout time.Duration
-}
-
-// configCheck is the check run that reports a bad .github/shipbot.yml.
-const configCheck = "shipbot/config"
 
 // zeroSHA is the "after" of a push that deleted its branch.
 const zeroSHA = "0000000000000000000000000000000000000000"
@@ -79,7 +59,7 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 	}
 	repo := p.repo(job)
 	inst := p.installation(job)
-	c := deps.GitHub(inst)
+	c := deps.GitHub.Installation(inst)
 
 	cfg, err := loadConfig(ctx, c, repo, p.Repository.DefaultBranch, p.After)
 	if cfg == nil {
@@ -101,19 +81,25 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 		Kind:    record.KindPush,
 		Creator: p.Sender.Login,
 	}
+	return deps.deployAfterChecks(ctx, c, req)
+}
+
+// deployAfterChecks queues req at once when its environment requires no
+// checks or they passed already; else it is recorded and announced as
+// waiting, and a check event (or the minute sweep) decides, even when a
+// check is red already, so that the failure is one path.
+func (deps Deps) deployAfterChecks(ctx context.Context, c GitHub, req deploy.Request) error {
+	env := req.Target.Environment
 	if !required(env.RequireChecks) {
 		return deps.Engine.Deploy(ctx, req)
 	}
-	v, err := readChecks(ctx, c, repo, p.After, env.RequireChecks)
+	v, err := readChecks(ctx, c, req.Target.Repo, req.Release.SHA, env.RequireChecks)
 	if err != nil {
 		return err
 	}
 	if len(v.Waiting) == 0 && v.Failed == "" {
 		return deps.Engine.Deploy(ctx, req)
 	}
-	// Recorded and announced as waiting: a check event (or the minute
-	// sweep) decides, even when a check is red already, so that the
-	// failure is one path.
 	req.WaitingOn = v.Waiting
 	if v.Failed != "" {
 		req.WaitingOn = append([]string{v.Red}, v.Waiting...)
@@ -124,7 +110,7 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 	if v.Failed != "" {
 		return deps.Engine.ChecksFailed(ctx, req.Target, req.ID, v.Failed)
 	}
-	log.Info("deploy waits for required checks", "environment", env.Name, "checks", strings.Join(v.Waiting, ", "))
+	logctx.From(ctx).Info("deploy waits for required checks", "environment", env.Name, "checks", strings.Join(v.Waiting, ", "))
 	return nil
 }
 
@@ -153,20 +139,15 @@ func loadConfig(ctx context.Context, c GitHub, repo, defaultBranch, sha string) 
 // reportBadConfig fails the shipbot/config check on the pushed commit,
 // naming every problem with its key and line. The job is done: retrying
 // cannot fix the file.
-//
-// TODO(report): this text belongs in package report (one place for every
-// string shipbot writes on GitHub); it is here until report has a renderer
-// for configuration errors.
 func reportBadConfig(ctx context.Context, c GitHub, owner, repo, sha string, bad repoconfig.Errors) error {
-	title := fmt.Sprintf("%s has %d problem%s: not deploying", repoconfig.FilePath, len(bad), map[bool]string{true: "", false: "s"}[len(bad) == 1])
-	var b strings.Builder
-	b.WriteString("shipbot read `" + repoconfig.FilePath + "` from the default branch and will not deploy on a guess. Fix these and push again:\n\n")
-	for _, e := range bad {
-		b.WriteString("- " + e.Error() + "\n")
+	problems := make([]string, len(bad))
+	for i, e := range bad {
+		problems[i] = e.Error()
 	}
+	out := report.ConfigCheck(problems)
 	_, err := c.CreateCheckRun(ctx, owner, repo, gh.CheckRun{
-		Name: configCheck, HeadSHA: sha, Status: "completed", Conclusion: "failure",
-		Output: &gh.CheckRunOutput{Title: title, Summary: b.String()},
+		Name: report.ConfigCheckName, HeadSHA: sha, Status: out.Status, Conclusion: out.Conclusion,
+		Output: &gh.CheckRunOutput{Title: out.Title, Summary: out.Summary},
 	})
 	if err != nil {
 		return fmt.Errorf("report the bad configuration on %s: %w", sha, err)

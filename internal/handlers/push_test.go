@@ -33,6 +33,8 @@ func (d *deployer) ChecksFailed(_ context.Context, _ deploy.Target, id, reason s
 	return nil
 }
 
+func (d *deployer) Resume(context.Context, deploy.Target) error { return nil }
+
 const pushSHA = "2222222222222222222222222222222222222222"
 
 func pushJob(t *testing.T, inst int64, ref, after string, deleted bool) queue.Job {
@@ -82,7 +84,7 @@ func TestPush(t *testing.T) {
 				t.Fatal(err)
 			}
 			d := &deployer{}
-			deps := Deps{Engine: d, GitHub: func(id int64) GitHub { return c.Installation(id) }}
+			deps := Deps{Base: Base{GitHub: c, Engine: d}}
 			err = deps.push(context.Background(), pushJob(t, srv.InstallationID, tt.ref, tt.after, tt.deleted))
 			if err != nil {
 				t.Fatalf("handler: %v (permanent %t)", err, worker.IsPermanent(err))

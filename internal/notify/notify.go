@@ -14,7 +14,7 @@ import (
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/report"
-	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 )
 
 // GitHub is the four calls the Notifier makes on an installation.
@@ -84,9 +84,9 @@ func (n *Notifier) snapshot(d deploy.DeployInfo) report.Deploy {
 		s.LogURL = n.o.PublicURL + "/deploys/" + d.ID
 	}
 	switch d.State {
-	case store.StateWaiting:
+	case record.StateWaiting:
 		s.State, s.WaitingOn = report.StateWaitingForChecks, d.WaitingOn
-	case store.StateLocked:
+	case record.StateLocked:
 		s.State, s.LockedBy, s.LockReason = report.StateLocked, d.LockedBy, d.LockReason
 	}
 	return s
@@ -102,7 +102,7 @@ func (n *Notifier) Created(ctx context.Context, d deploy.DeployInfo) (int64, int
 	dep, err := c.CreateDeployment(ctx, owner, repo, gh.DeploymentRequest{
 		SHA: d.SHA, Environment: d.Environment, Description: st.Description,
 		Production: d.Production || strings.EqualFold(d.Environment, "production"),
-		Transient:  d.Kind == store.KindPreview,
+		Transient:  d.Kind == record.KindPreview,
 	})
 	if err != nil {
 		return 0, 0, err

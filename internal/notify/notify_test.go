@@ -11,7 +11,7 @@ import (
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/githubtest"
-	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 )
 
 const sha = "2222222222222222222222222222222222222222"
@@ -54,7 +54,7 @@ func rollout(t *testing.T, b, failAt int) (githubtest.Deployment, *githubtest.Se
 	n, srv := newNotifier(t)
 	ctx := context.Background()
 	info := deploy.DeployInfo{ID: "d1", Repo: "octo-org/web", InstallationID: srv.InstallationID, Environment: "production",
-		SHA: sha, Ref: "main", Creator: "octocat", Kind: store.KindPush, CreatedAt: time.Unix(1e9, 0)}
+		SHA: sha, Ref: "main", Creator: "octocat", Kind: record.KindPush, CreatedAt: time.Unix(1e9, 0)}
 	var err error
 	info.GitHubDeploymentID, info.CheckRunID, err = n.Created(ctx, info)
 	if err != nil {
@@ -140,7 +140,7 @@ func TestFailureSaysWhy(t *testing.T) {
 func TestSupersededIsInactive(t *testing.T) {
 	n, srv := newNotifier(t)
 	ctx := context.Background()
-	info := deploy.DeployInfo{ID: "old", Repo: "octo-org/web", InstallationID: srv.InstallationID, Environment: "production", SHA: sha, Kind: store.KindPush}
+	info := deploy.DeployInfo{ID: "old", Repo: "octo-org/web", InstallationID: srv.InstallationID, Environment: "production", SHA: sha, Kind: record.KindPush}
 	var err error
 	if info.GitHubDeploymentID, info.CheckRunID, err = n.Created(ctx, info); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 // Package report owns every text shipbot shows on GitHub: deployment status
 // descriptions, the shipbot/ENV check run (progress line, summary, table of
-// batches) and the PR comment for a preview. It is pure: snapshots in,
+// batches), the PR comment for a preview, the reply to commands, the
+// shipbot/config check run for a bad configuration file, and the reasons a
+// deploy waiting for its required checks fails. It is pure: snapshots in,
 // strings out, no I/O and no clock, so the same snapshot renders to the same
 // bytes and a caller can skip writing text that has not changed (SPEC §11).
 //

@@ -17,44 +17,45 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/internal/testenv"
 )
 
 // api is everything both implementations offer; the suite runs against it,
 // and the assertions below keep the two method sets the same.
 type api interface {
-	AcquireLock(ctx context.Context, env store.EnvKey, holder string, ttl time.Duration) (store.Lease, bool, error)
-	RenewLock(ctx context.Context, l store.Lease, ttl time.Duration) error
-	ReleaseLock(ctx context.Context, l store.Lease) error
+	AcquireLock(ctx context.Context, env record.EnvKey, holder string, ttl time.Duration) (record.Lease, bool, error)
+	RenewLock(ctx context.Context, l record.Lease, ttl time.Duration) error
+	ReleaseLock(ctx context.Context, l record.Lease) error
 
-	PutDeploy(ctx context.Context, d store.Deploy) error
-	GetDeploy(ctx context.Context, id string) (store.Deploy, error)
-	ListDeploys(ctx context.Context, env store.EnvKey, n int) ([]store.Deploy, error)
-	UpdateDeploy(ctx context.Context, id string, fn func(*store.Deploy) error) (store.Deploy, error)
+	PutDeploy(ctx context.Context, d record.Deploy) error
+	GetDeploy(ctx context.Context, id string) (record.Deploy, error)
+	ListDeploys(ctx context.Context, env record.EnvKey, n int) ([]record.Deploy, error)
+	UpdateDeploy(ctx context.Context, id string, fn func(*record.Deploy) error) (record.Deploy, error)
 
-	Enqueue(ctx context.Context, env store.EnvKey, deployID string) ([]string, error)
-	CancelPending(ctx context.Context, env store.EnvKey, deployID string) (bool, error)
-	Pending(ctx context.Context, env store.EnvKey) (string, bool, error)
-	TakePending(ctx context.Context, env store.EnvKey, l store.Lease) (string, bool, error)
-	Running(ctx context.Context, env store.EnvKey) (string, bool, error)
-	FinishRunning(ctx context.Context, env store.EnvKey, l store.Lease, deployID string) error
+	Enqueue(ctx context.Context, env record.EnvKey, deployID string) ([]string, error)
+	CancelPending(ctx context.Context, env record.EnvKey, deployID string) (bool, error)
+	Pending(ctx context.Context, env record.EnvKey) (string, bool, error)
+	TakePending(ctx context.Context, env record.EnvKey, l record.Lease) (string, bool, error)
+	Running(ctx context.Context, env record.EnvKey) (string, bool, error)
+	FinishRunning(ctx context.Context, env record.EnvKey, l record.Lease, deployID string) error
 
-	RecordRelease(ctx context.Context, env store.EnvKey, r store.Release) error
-	Releases(ctx context.Context, env store.EnvKey, n int) ([]store.Release, error)
-	CurrentRelease(ctx context.Context, env store.EnvKey) (store.Release, error)
-	PreviousRelease(ctx context.Context, env store.EnvKey) (store.Release, error)
-	FindRelease(ctx context.Context, env store.EnvKey, ref string) (store.Release, error)
+	RecordRelease(ctx context.Context, env record.EnvKey, r record.Release) error
+	Releases(ctx context.Context, env record.EnvKey, n int) ([]record.Release, error)
+	CurrentRelease(ctx context.Context, env record.EnvKey) (record.Release, error)
+	PreviousRelease(ctx context.Context, env record.EnvKey) (record.Release, error)
+	FindRelease(ctx context.Context, env record.EnvKey, ref string) (record.Release, error)
 
-	LockEnvironment(ctx context.Context, env store.EnvKey, by, reason string) (store.EnvLock, bool, error)
-	UnlockEnvironment(ctx context.Context, env store.EnvKey) (store.EnvLock, bool, error)
-	EnvironmentLock(ctx context.Context, env store.EnvKey) (store.EnvLock, bool, error)
+	LockEnvironment(ctx context.Context, env record.EnvKey, by, reason string) (record.EnvLock, bool, error)
+	UnlockEnvironment(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error)
+	EnvironmentLock(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error)
 
-	PutPreview(ctx context.Context, p store.Preview) error
-	GetPreview(ctx context.Context, repo string, number int) (store.Preview, error)
+	PutPreview(ctx context.Context, p record.Preview) error
+	GetPreview(ctx context.Context, repo string, number int) (record.Preview, error)
 	DeletePreview(ctx context.Context, repo string, number int) error
-	ListPreviews(ctx context.Context) ([]store.Preview, error)
+	ListPreviews(ctx context.Context) ([]record.Preview, error)
 
-	ListEnvironments(ctx context.Context, repo string) ([]store.EnvKey, error)
+	ListEnvironments(ctx context.Context, repo string) ([]record.EnvKey, error)
 	ListRepos(ctx context.Context) ([]string, error)
 }
 
@@ -159,10 +160,13 @@ func miniredisWorks() error {
 	defer client.Close()
 	s := store.NewRedis(client, "probe")
 	ctx := context.Background()
-	env := store.EnvKey{Repo: "probe/probe", Name: "probe"}
+	env := record.EnvKey{Repo: "probe/probe", Name: "probe"}
 	steps := []func() error{
 		func() error { return s.PutDeploy(ctx, deploy("d", env, time.Now())) },
-		func() error { _, err := s.UpdateDeploy(ctx, "d", func(*store.Deploy) error { return nil }); return err },
+		func() error {
+			_, err := s.UpdateDeploy(ctx, "d", func(*record.Deploy) error { return nil })
+			return err
+		},
 		func() error { _, err := s.ListDeploys(ctx, env, 1); return err },
 		func() error { _, err := s.Enqueue(ctx, env, "d"); return err },
 		func() error {
@@ -181,7 +185,7 @@ func miniredisWorks() error {
 			}
 			return err
 		},
-		func() error { return s.RecordRelease(ctx, env, release("d", "abcdef0", store.ResultSuccess)) },
+		func() error { return s.RecordRelease(ctx, env, release("d", "abcdef0", record.ResultSuccess)) },
 		func() error { _, err := s.Releases(ctx, env, 1); return err },
 		func() error { _, _, err := s.LockEnvironment(ctx, env, "probe", ""); return err },
 		func() error { _, _, err := s.UnlockEnvironment(ctx, env); return err },
@@ -217,9 +221,9 @@ func TestConformance(t *testing.T) {
 }
 
 var (
-	prod    = store.EnvKey{Repo: "octo/app", Name: "production"}
-	staging = store.EnvKey{Repo: "octo/app", Name: "staging"}
-	other   = store.EnvKey{Repo: "octo/other", Name: "production"}
+	prod    = record.EnvKey{Repo: "octo/app", Name: "production"}
+	staging = record.EnvKey{Repo: "octo/app", Name: "staging"}
+	other   = record.EnvKey{Repo: "octo/other", Name: "production"}
 	// t0 is a fixed moment deploys are created around, so ordering is
 	// explicit rather than a race with the clock.
 	t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -260,7 +264,7 @@ var conformanceCases = []struct {
 		if err := f.s.RenewLock(ctx, b, time.Minute); err != nil {
 			t.Errorf("the new holder lost its lock to an old lease's release: %v", err)
 		}
-		if err := f.s.RenewLock(ctx, a, time.Minute); !errors.Is(err, store.ErrLockLost) {
+		if err := f.s.RenewLock(ctx, a, time.Minute); !errors.Is(err, record.ErrLockLost) {
 			t.Errorf("RenewLock of a released lease = %v, want ErrLockLost", err)
 		}
 	}},
@@ -273,7 +277,7 @@ var conformanceCases = []struct {
 		if b.Token <= a.Token {
 			t.Errorf("token %d after expiry, want more than %d", b.Token, a.Token)
 		}
-		if err := f.s.RenewLock(ctx, a, time.Minute); !errors.Is(err, store.ErrLockLost) {
+		if err := f.s.RenewLock(ctx, a, time.Minute); !errors.Is(err, record.ErrLockLost) {
 			t.Errorf("RenewLock by the expired holder = %v, want ErrLockLost", err)
 		}
 		if err := f.s.ReleaseLock(ctx, a); err != nil {
@@ -290,7 +294,7 @@ var conformanceCases = []struct {
 	{name: "ExpiredLockIsLostEvenIfNobodyTookIt", run: func(t *testing.T, f *fixture) {
 		a := mustAcquire(t, f.s, prod, "a", 100*time.Millisecond)
 		f.sleep(200 * time.Millisecond)
-		if err := f.s.RenewLock(context.Background(), a, time.Minute); !errors.Is(err, store.ErrLockLost) {
+		if err := f.s.RenewLock(context.Background(), a, time.Minute); !errors.Is(err, record.ErrLockLost) {
 			t.Errorf("RenewLock after expiry = %v, want ErrLockLost", err)
 		}
 	}},
@@ -336,11 +340,11 @@ var conformanceCases = []struct {
 			"empty holder": func() error { _, _, err := f.s.AcquireLock(ctx, prod, "", time.Second); return err },
 			"no ttl":       func() error { _, _, err := f.s.AcquireLock(ctx, prod, "a", 0); return err },
 			"bad env": func() error {
-				_, _, err := f.s.AcquireLock(ctx, store.EnvKey{Repo: "nope"}, "a", time.Second)
+				_, _, err := f.s.AcquireLock(ctx, record.EnvKey{Repo: "nope"}, "a", time.Second)
 				return err
 			},
 		} {
-			if err := call(); err == nil || errors.Is(err, store.ErrUnavailable) {
+			if err := call(); err == nil || errors.Is(err, record.ErrUnavailable) {
 				t.Errorf("%s: err = %v, want a validation error", name, err)
 			}
 		}
@@ -359,7 +363,7 @@ var conformanceCases = []struct {
 			t.Fatal(err)
 		}
 		wantDeploy(t, got, in)
-		if _, err := f.s.GetDeploy(ctx, "missing"); !errors.Is(err, store.ErrNotFound) {
+		if _, err := f.s.GetDeploy(ctx, "missing"); !errors.Is(err, record.ErrNotFound) {
 			t.Errorf("GetDeploy(missing) = %v, want ErrNotFound", err)
 		}
 	}},
@@ -380,16 +384,16 @@ var conformanceCases = []struct {
 
 	{name: "DeployIsValidated", run: func(t *testing.T, f *fixture) {
 		ctx := context.Background()
-		for name, d := range map[string]store.Deploy{
-			"no id":       func() store.Deploy { d := deploy("", prod, t0); return d }(),
-			"bad kind":    func() store.Deploy { d := deploy("x", prod, t0); d.Kind = "manual"; return d }(),
-			"bad state":   func() store.Deploy { d := deploy("x", prod, t0); d.State = "done"; return d }(),
-			"bad env":     deploy("x", store.EnvKey{Repo: "octo/app"}, t0),
-			"bad repo":    deploy("x", store.EnvKey{Repo: "octo", Name: "prod"}, t0),
-			"colon repo":  deploy("x", store.EnvKey{Repo: "octo/a:b", Name: "prod"}, t0),
-			"control env": deploy("x", store.EnvKey{Repo: "octo/app", Name: "a\nb"}, t0),
+		for name, d := range map[string]record.Deploy{
+			"no id":       func() record.Deploy { d := deploy("", prod, t0); return d }(),
+			"bad kind":    func() record.Deploy { d := deploy("x", prod, t0); d.Kind = "manual"; return d }(),
+			"bad state":   func() record.Deploy { d := deploy("x", prod, t0); d.State = "done"; return d }(),
+			"bad env":     deploy("x", record.EnvKey{Repo: "octo/app"}, t0),
+			"bad repo":    deploy("x", record.EnvKey{Repo: "octo", Name: "prod"}, t0),
+			"colon repo":  deploy("x", record.EnvKey{Repo: "octo/a:b", Name: "prod"}, t0),
+			"control env": deploy("x", record.EnvKey{Repo: "octo/app", Name: "a\nb"}, t0),
 		} {
-			if err := f.s.PutDeploy(ctx, d); err == nil || errors.Is(err, store.ErrUnavailable) {
+			if err := f.s.PutDeploy(ctx, d); err == nil || errors.Is(err, record.ErrUnavailable) {
 				t.Errorf("%s: PutDeploy = %v, want a validation error", name, err)
 			}
 		}
@@ -402,21 +406,21 @@ var conformanceCases = []struct {
 	{name: "LogTailKeepsTheEnd", run: func(t *testing.T, f *fixture) {
 		ctx := context.Background()
 		var b strings.Builder
-		for i := 0; b.Len() < 3*store.MaxLogTail; i++ {
+		for i := 0; b.Len() < 3*record.MaxLogTail; i++ {
 			fmt.Fprintf(&b, "line %d: ünïcödé output\n", i)
 		}
 		d := deploy("d1", prod, t0)
 		d.LogTail = b.String()
 		mustPut(t, f.s, d)
-		got, err := f.s.UpdateDeploy(ctx, "d1", func(d *store.Deploy) error {
+		got, err := f.s.UpdateDeploy(ctx, "d1", func(d *record.Deploy) error {
 			d.LogTail += "the last line\n"
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got.LogTail) > store.MaxLogTail {
-			t.Errorf("LogTail is %d bytes, want at most %d", len(got.LogTail), store.MaxLogTail)
+		if len(got.LogTail) > record.MaxLogTail {
+			t.Errorf("LogTail is %d bytes, want at most %d", len(got.LogTail), record.MaxLogTail)
 		}
 		if !strings.HasSuffix(got.LogTail, "the last line\n") || !strings.HasPrefix(got.LogTail, "line ") {
 			t.Errorf("LogTail does not keep whole lines up to the end: %q ... %q", got.LogTail[:20], got.LogTail[len(got.LogTail)-20:])
@@ -458,9 +462,9 @@ var conformanceCases = []struct {
 		for w := range writers {
 			wg.Go(func() {
 				for i := range each {
-					_, err := f.s.UpdateDeploy(ctx, "d1", func(d *store.Deploy) error {
+					_, err := f.s.UpdateDeploy(ctx, "d1", func(d *record.Deploy) error {
 						d.CheckRunID++
-						d.Batches = append(d.Batches, store.BatchTiming{Index: w*each + i})
+						d.Batches = append(d.Batches, record.BatchTiming{Index: w*each + i})
 						return nil
 					})
 					if err != nil {
@@ -481,33 +485,33 @@ var conformanceCases = []struct {
 		ctx := context.Background()
 		mustPut(t, f.s, deploy("d1", prod, t0))
 		boom := errors.New("boom")
-		_, err := f.s.UpdateDeploy(ctx, "d1", func(d *store.Deploy) error {
-			d.State = store.StateFailure
+		_, err := f.s.UpdateDeploy(ctx, "d1", func(d *record.Deploy) error {
+			d.State = record.StateFailure
 			return boom
 		})
 		if !errors.Is(err, boom) {
 			t.Errorf("UpdateDeploy = %v, want the callback's error", err)
 		}
-		if got, _ := f.s.GetDeploy(ctx, "d1"); got.State != store.StateQueued {
+		if got, _ := f.s.GetDeploy(ctx, "d1"); got.State != record.StateQueued {
 			t.Errorf("state %q after an aborted update", got.State)
 		}
-		for name, fn := range map[string]func(*store.Deploy) error{
-			"id":    func(d *store.Deploy) error { d.ID = "d2"; return nil },
-			"env":   func(d *store.Deploy) error { d.Env = staging; return nil },
-			"state": func(d *store.Deploy) error { d.State = "bogus"; return nil },
+		for name, fn := range map[string]func(*record.Deploy) error{
+			"id":    func(d *record.Deploy) error { d.ID = "d2"; return nil },
+			"env":   func(d *record.Deploy) error { d.Env = staging; return nil },
+			"state": func(d *record.Deploy) error { d.State = "bogus"; return nil },
 		} {
 			if _, err := f.s.UpdateDeploy(ctx, "d1", fn); err == nil {
 				t.Errorf("UpdateDeploy changing %s succeeded", name)
 			}
 		}
-		if _, err := f.s.UpdateDeploy(ctx, "missing", func(*store.Deploy) error { return nil }); !errors.Is(err, store.ErrNotFound) {
+		if _, err := f.s.UpdateDeploy(ctx, "missing", func(*record.Deploy) error { return nil }); !errors.Is(err, record.ErrNotFound) {
 			t.Errorf("UpdateDeploy(missing) = %v, want ErrNotFound", err)
 		}
-		got, err := f.s.UpdateDeploy(ctx, "d1", func(d *store.Deploy) error {
-			d.State, d.StartedAt = store.StateRunning, t0.Add(time.Minute)
+		got, err := f.s.UpdateDeploy(ctx, "d1", func(d *record.Deploy) error {
+			d.State, d.StartedAt = record.StateRunning, t0.Add(time.Minute)
 			return nil
 		})
-		if err != nil || got.State != store.StateRunning || !got.StartedAt.Equal(t0.Add(time.Minute)) {
+		if err != nil || got.State != record.StateRunning || !got.StartedAt.Equal(t0.Add(time.Minute)) {
 			t.Errorf("UpdateDeploy = %+v, %v", got, err)
 		}
 	}},
@@ -518,20 +522,20 @@ var conformanceCases = []struct {
 		if _, err := f.s.Enqueue(ctx, prod, "oldest"); err != nil {
 			t.Fatal(err)
 		}
-		for i := 1; i <= store.DeploysKept+1; i++ {
+		for i := 1; i <= record.DeploysKept+1; i++ {
 			mustPut(t, f.s, deploy(fmt.Sprintf("d%03d", i), prod, t0.Add(time.Duration(i)*time.Second)))
 		}
 		all, err := f.s.ListDeploys(ctx, prod, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(all) != store.DeploysKept+1 {
-			t.Errorf("%d deploys kept, want %d and the pending one", len(all), store.DeploysKept)
+		if len(all) != record.DeploysKept+1 {
+			t.Errorf("%d deploys kept, want %d and the pending one", len(all), record.DeploysKept)
 		}
 		if _, err := f.s.GetDeploy(ctx, "oldest"); err != nil {
 			t.Errorf("the pending deploy was trimmed: %v", err)
 		}
-		if _, err := f.s.GetDeploy(ctx, "d001"); !errors.Is(err, store.ErrNotFound) {
+		if _, err := f.s.GetDeploy(ctx, "d001"); !errors.Is(err, record.ErrNotFound) {
 			t.Errorf("GetDeploy(oldest beyond the limit) = %v, want ErrNotFound", err)
 		}
 	}},
@@ -601,7 +605,7 @@ var conformanceCases = []struct {
 		if _, err := f.s.Enqueue(ctx, staging, "new"); err == nil {
 			t.Error("Enqueue into another environment than the deploy's succeeded")
 		}
-		if _, err := f.s.Enqueue(ctx, prod, "missing"); !errors.Is(err, store.ErrNotFound) {
+		if _, err := f.s.Enqueue(ctx, prod, "missing"); !errors.Is(err, record.ErrNotFound) {
 			t.Errorf("Enqueue(missing) = %v, want ErrNotFound", err)
 		}
 	}},
@@ -650,7 +654,7 @@ var conformanceCases = []struct {
 		}
 		wantSuperseded(t, f.s, prod, "d1")
 		f.sleep(200 * time.Millisecond)
-		if _, _, err := f.s.TakePending(ctx, prod, l); !errors.Is(err, store.ErrLockLost) {
+		if _, _, err := f.s.TakePending(ctx, prod, l); !errors.Is(err, record.ErrLockLost) {
 			t.Fatalf("TakePending with an expired lease = %v, want ErrLockLost", err)
 		}
 		wantSlot(t, f.s.Pending, prod, "d1")
@@ -664,7 +668,7 @@ var conformanceCases = []struct {
 		wantSlot(t, f.s.Pending, prod, "")
 		wantSlot(t, f.s.Running, prod, "d1")
 		wantSuperseded(t, f.s, prod, "d2")
-		if _, _, err := f.s.TakePending(ctx, prod, l); !errors.Is(err, store.ErrBusy) {
+		if _, _, err := f.s.TakePending(ctx, prod, l); !errors.Is(err, record.ErrBusy) {
 			t.Fatalf("TakePending while d1 runs = %v, want ErrBusy", err)
 		}
 		if err := f.s.FinishRunning(ctx, prod, l, "d1"); err != nil {
@@ -680,7 +684,7 @@ var conformanceCases = []struct {
 		if err := f.s.ReleaseLock(ctx, l); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.s.FinishRunning(ctx, prod, l, "d2"); !errors.Is(err, store.ErrLockLost) {
+		if err := f.s.FinishRunning(ctx, prod, l, "d2"); !errors.Is(err, record.ErrLockLost) {
 			t.Errorf("FinishRunning after ReleaseLock = %v, want ErrLockLost", err)
 		}
 	}},
@@ -698,10 +702,10 @@ var conformanceCases = []struct {
 		f.sleep(200 * time.Millisecond)
 		l := mustAcquire(t, f.s, prod, "new worker", time.Minute)
 		wantSlot(t, f.s.Running, prod, "orphan")
-		if _, _, err := f.s.TakePending(ctx, prod, l); !errors.Is(err, store.ErrBusy) {
+		if _, _, err := f.s.TakePending(ctx, prod, l); !errors.Is(err, record.ErrBusy) {
 			t.Fatalf("TakePending over an orphan = %v, want ErrBusy", err)
 		}
-		if err := f.s.FinishRunning(ctx, prod, dead, "orphan"); !errors.Is(err, store.ErrLockLost) {
+		if err := f.s.FinishRunning(ctx, prod, dead, "orphan"); !errors.Is(err, record.ErrLockLost) {
 			t.Errorf("FinishRunning by the dead holder = %v, want ErrLockLost", err)
 		}
 		if err := f.s.FinishRunning(ctx, prod, l, "next"); err != nil {
@@ -720,22 +724,22 @@ var conformanceCases = []struct {
 
 	{name: "ReleaseHistory", run: func(t *testing.T, f *fixture) {
 		ctx := context.Background()
-		if _, err := f.s.CurrentRelease(ctx, prod); !errors.Is(err, store.ErrNotFound) {
+		if _, err := f.s.CurrentRelease(ctx, prod); !errors.Is(err, record.ErrNotFound) {
 			t.Errorf("CurrentRelease with no history = %v, want ErrNotFound", err)
 		}
-		a := release("d1", "aaaaaaa1111111111111111111111111111111111", store.ResultSuccess)
+		a := release("d1", "aaaaaaa1111111111111111111111111111111111", record.ResultSuccess)
 		a.Batches = fullDeploy().Batches
-		b := release("d2", "bbbbbbb2222222222222222222222222222222222", store.ResultSuccess)
-		bad := release("d3", "ccccccc3333333333333333333333333333333333", store.ResultFailure)
-		for _, r := range []store.Release{a, b, bad} {
+		b := release("d2", "bbbbbbb2222222222222222222222222222222222", record.ResultSuccess)
+		bad := release("d3", "ccccccc3333333333333333333333333333333333", record.ResultFailure)
+		for _, r := range []record.Release{a, b, bad} {
 			mustRecord(t, f.s, prod, r)
 		}
-		mustRecord(t, f.s, staging, release("s1", "ddddddd4444444444444444444444444444444444", store.ResultSuccess))
+		mustRecord(t, f.s, staging, release("s1", "ddddddd4444444444444444444444444444444444", record.ResultSuccess))
 		got, err := f.s.Releases(ctx, prod, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(got, []store.Release{bad, b, a}) {
+		if !reflect.DeepEqual(got, []record.Release{bad, b, a}) {
 			t.Errorf("Releases = %+v", got)
 		}
 		if got, _ := f.s.Releases(ctx, prod, 1); len(got) != 1 || got[0].DeployID != "d3" {
@@ -751,12 +755,12 @@ var conformanceCases = []struct {
 			}
 		}
 		for _, ref := range []string{"ccccccc", "bbbbbb", "main", "ddddddd"} {
-			if _, err := f.s.FindRelease(ctx, prod, ref); !errors.Is(err, store.ErrNotFound) {
+			if _, err := f.s.FindRelease(ctx, prod, ref); !errors.Is(err, record.ErrNotFound) {
 				t.Errorf("FindRelease(%s) = %v, want ErrNotFound", ref, err)
 			}
 		}
-		mustRecord(t, f.s, prod, release("d4", "bbbbbbb9999999999999999999999999999999999", store.ResultSuccess))
-		if _, err := f.s.FindRelease(ctx, prod, "bbbbbbb"); !errors.Is(err, store.ErrAmbiguous) {
+		mustRecord(t, f.s, prod, release("d4", "bbbbbbb9999999999999999999999999999999999", record.ResultSuccess))
+		if _, err := f.s.FindRelease(ctx, prod, "bbbbbbb"); !errors.Is(err, record.ErrAmbiguous) {
 			t.Errorf("FindRelease(shared prefix) = %v, want ErrAmbiguous", err)
 		}
 		if err := f.s.RecordRelease(ctx, prod, release("d5", "eeeeeee", "maybe")); err == nil {
@@ -766,58 +770,58 @@ var conformanceCases = []struct {
 
 	{name: "RollbackMovesFurtherBack", run: func(t *testing.T, f *fixture) {
 		ctx := context.Background()
-		a := release("d1", "aaaaaaa", store.ResultSuccess)
-		b := release("d2", "bbbbbbb", store.ResultSuccess)
-		c := release("d3", "ccccccc", store.ResultSuccess)
-		for _, r := range []store.Release{a, b, c} {
+		a := release("d1", "aaaaaaa", record.ResultSuccess)
+		b := release("d2", "bbbbbbb", record.ResultSuccess)
+		c := release("d3", "ccccccc", record.ResultSuccess)
+		for _, r := range []record.Release{a, b, c} {
 			mustRecord(t, f.s, prod, r)
 		}
 		// /rollback: c is marked rolled-back where it stands, and the
 		// rollback deploy records b's SHA as the newest release.
-		c.Result = store.ResultRolledBack
+		c.Result = record.ResultRolledBack
 		mustRecord(t, f.s, prod, c)
-		mustRecord(t, f.s, prod, release("d4", "bbbbbbb", store.ResultSuccess))
+		mustRecord(t, f.s, prod, release("d4", "bbbbbbb", record.ResultSuccess))
 		got, _ := f.s.Releases(ctx, prod, 10)
 		if ids := releaseIDs(got); !slices.Equal(ids, []string{"d4", "d3", "d2", "d1"}) {
 			t.Errorf("Releases = %v; re-recording d3 must not move it", ids)
 		}
-		if got[1].Result != store.ResultRolledBack {
+		if got[1].Result != record.ResultRolledBack {
 			t.Errorf("d3 result %q", got[1].Result)
 		}
 		wantRelease(t, "current", f.s.CurrentRelease, prod, "d4")
 		// Not d2: it runs the SHA that is current again.
 		wantRelease(t, "previous", f.s.PreviousRelease, prod, "d1")
-		if _, err := f.s.FindRelease(ctx, prod, "ccccccc"); !errors.Is(err, store.ErrNotFound) {
+		if _, err := f.s.FindRelease(ctx, prod, "ccccccc"); !errors.Is(err, record.ErrNotFound) {
 			t.Errorf("FindRelease(rolled back) = %v, want ErrNotFound", err)
 		}
 	}},
 
 	{name: "ReleasesAreBoundedButKeepTheLastGood", run: func(t *testing.T, f *fixture) {
 		ctx := context.Background()
-		good := release("good", "aaaaaaa", store.ResultSuccess)
+		good := release("good", "aaaaaaa", record.ResultSuccess)
 		mustRecord(t, f.s, prod, good)
-		for i := range store.ReleasesKept + 20 {
-			mustRecord(t, f.s, prod, release(fmt.Sprintf("f%03d", i), fmt.Sprintf("%07x", i+0xf000000), store.ResultFailure))
+		for i := range record.ReleasesKept + 20 {
+			mustRecord(t, f.s, prod, release(fmt.Sprintf("f%03d", i), fmt.Sprintf("%07x", i+0xf000000), record.ResultFailure))
 		}
 		all, err := f.s.Releases(ctx, prod, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(all) != store.ReleasesKept+1 {
-			t.Errorf("%d releases kept, want the newest %d and the last success", len(all), store.ReleasesKept)
+		if len(all) != record.ReleasesKept+1 {
+			t.Errorf("%d releases kept, want the newest %d and the last success", len(all), record.ReleasesKept)
 		}
-		if all[0].DeployID != fmt.Sprintf("f%03d", store.ReleasesKept+19) || all[len(all)-1].DeployID != "good" {
+		if all[0].DeployID != fmt.Sprintf("f%03d", record.ReleasesKept+19) || all[len(all)-1].DeployID != "good" {
 			t.Errorf("kept %s ... %s", all[0].DeployID, all[len(all)-1].DeployID)
 		}
 		wantRelease(t, "current", f.s.CurrentRelease, prod, "good")
-		for i := range store.ReleasesKept + 1 {
-			mustRecord(t, f.s, prod, release(fmt.Sprintf("s%03d", i), fmt.Sprintf("%07x", i+0xb000000), store.ResultSuccess))
+		for i := range record.ReleasesKept + 1 {
+			mustRecord(t, f.s, prod, release(fmt.Sprintf("s%03d", i), fmt.Sprintf("%07x", i+0xb000000), record.ResultSuccess))
 		}
 		all, _ = f.s.Releases(ctx, prod, 1000)
-		if len(all) != store.ReleasesKept || all[0].DeployID != fmt.Sprintf("s%03d", store.ReleasesKept) {
-			t.Errorf("%d releases kept, newest %s; want %d", len(all), all[0].DeployID, store.ReleasesKept)
+		if len(all) != record.ReleasesKept || all[0].DeployID != fmt.Sprintf("s%03d", record.ReleasesKept) {
+			t.Errorf("%d releases kept, newest %s; want %d", len(all), all[0].DeployID, record.ReleasesKept)
 		}
-		if _, err := f.s.FindRelease(ctx, prod, "aaaaaaa"); !errors.Is(err, store.ErrNotFound) {
+		if _, err := f.s.FindRelease(ctx, prod, "aaaaaaa"); !errors.Is(err, record.ErrNotFound) {
 			t.Errorf("a success beyond the limit is still found: %v", err)
 		}
 	}},
@@ -858,9 +862,9 @@ var conformanceCases = []struct {
 	{name: "Previews", run: func(t *testing.T, f *fixture) {
 		ctx := context.Background()
 		p := fullPreview()
-		q := store.Preview{Repo: "octo/app", Number: 7, SHA: "bbbbbbb", UpdatedAt: t0}
-		r := store.Preview{Repo: "octo/aaa", Number: 100, SHA: "ccccccc", UpdatedAt: t0, Closed: true}
-		for _, x := range []store.Preview{p, q, r} {
+		q := record.Preview{Repo: "octo/app", Number: 7, SHA: "bbbbbbb", UpdatedAt: t0}
+		r := record.Preview{Repo: "octo/aaa", Number: 100, SHA: "ccccccc", UpdatedAt: t0, Closed: true}
+		for _, x := range []record.Preview{p, q, r} {
 			if err := f.s.PutPreview(ctx, x); err != nil {
 				t.Fatal(err)
 			}
@@ -870,7 +874,7 @@ var conformanceCases = []struct {
 			t.Errorf("GetPreview = %+v, %v; want %+v", got, err, p)
 		}
 		all, err := f.s.ListPreviews(ctx)
-		if err != nil || !reflect.DeepEqual(all, []store.Preview{r, q, p}) {
+		if err != nil || !reflect.DeepEqual(all, []record.Preview{r, q, p}) {
 			t.Errorf("ListPreviews = %+v, %v", all, err)
 		}
 		p.SHA, p.URL = "ddddddd", ""
@@ -885,13 +889,13 @@ var conformanceCases = []struct {
 				t.Fatal(err)
 			}
 		}
-		if _, err := f.s.GetPreview(ctx, p.Repo, p.Number); !errors.Is(err, store.ErrNotFound) {
+		if _, err := f.s.GetPreview(ctx, p.Repo, p.Number); !errors.Is(err, record.ErrNotFound) {
 			t.Errorf("GetPreview after delete = %v, want ErrNotFound", err)
 		}
 		if all, _ := f.s.ListPreviews(ctx); len(all) != 2 {
 			t.Errorf("ListPreviews after delete = %+v", all)
 		}
-		if err := f.s.PutPreview(ctx, store.Preview{Repo: "octo/app"}); err == nil {
+		if err := f.s.PutPreview(ctx, record.Preview{Repo: "octo/app"}); err == nil {
 			t.Error("PutPreview without a number succeeded")
 		}
 	}},
@@ -902,8 +906,8 @@ var conformanceCases = []struct {
 			t.Fatalf("ListRepos of an empty store = %v, %v", repos, err)
 		}
 		mustPut(t, f.s, deploy("d1", staging, t0))
-		mustRecord(t, f.s, prod, release("d2", "aaaaaaa", store.ResultSuccess))
-		if _, _, err := f.s.LockEnvironment(ctx, store.EnvKey{Repo: "octo/app", Name: "dev"}, "octocat", ""); err != nil {
+		mustRecord(t, f.s, prod, release("d2", "aaaaaaa", record.ResultSuccess))
+		if _, _, err := f.s.LockEnvironment(ctx, record.EnvKey{Repo: "octo/app", Name: "dev"}, "octocat", ""); err != nil {
 			t.Fatal(err)
 		}
 		mustPut(t, f.s, deploy("d3", other, t0))
@@ -912,7 +916,7 @@ var conformanceCases = []struct {
 			t.Errorf("ListRepos = %v, %v", repos, err)
 		}
 		envs, err := f.s.ListEnvironments(ctx, "octo/app")
-		want := []store.EnvKey{{Repo: "octo/app", Name: "dev"}, prod, staging}
+		want := []record.EnvKey{{Repo: "octo/app", Name: "dev"}, prod, staging}
 		if err != nil || !slices.Equal(envs, want) {
 			t.Errorf("ListEnvironments = %v, %v; want %v", envs, err, want)
 		}
@@ -929,7 +933,7 @@ var conformanceCases = []struct {
 		mustPut(t, f.s, in)
 		mustPut(t, f.s, deploy("run", prod, t0.Add(time.Hour)))
 		mustPut(t, f.s, deploy("next", prod, t0.Add(2*time.Hour)))
-		rels := []store.Release{release("r1", "aaaaaaa", store.ResultSuccess), release("r2", "bbbbbbb", store.ResultFailure)}
+		rels := []record.Release{release("r1", "aaaaaaa", record.ResultSuccess), release("r2", "bbbbbbb", record.ResultFailure)}
 		for _, r := range rels {
 			mustRecord(t, f.s, prod, r)
 		}
@@ -968,7 +972,7 @@ var conformanceCases = []struct {
 		if list, _ := s.ListDeploys(ctx, prod, 10); !slices.Equal(deployIDs(list), []string{"next", "run", in.ID}) {
 			t.Errorf("ListDeploys after restart = %v", deployIDs(list))
 		}
-		if got, _ := s.Releases(ctx, prod, 10); !reflect.DeepEqual(got, []store.Release{rels[1], rels[0]}) {
+		if got, _ := s.Releases(ctx, prod, 10); !reflect.DeepEqual(got, []record.Release{rels[1], rels[0]}) {
 			t.Errorf("Releases after restart = %+v", got)
 		}
 		wantRelease(t, "current", s.CurrentRelease, prod, "r1")
@@ -1013,7 +1017,7 @@ var conformanceCases = []struct {
 			"PutDeploy": func() error { return f.s.PutDeploy(ctx, deploy("d2", prod, t0)) },
 			"GetDeploy": func() error { _, err := f.s.GetDeploy(ctx, "d1"); return err },
 			"UpdateDeploy": func() error {
-				_, err := f.s.UpdateDeploy(ctx, "d1", func(*store.Deploy) error { return nil })
+				_, err := f.s.UpdateDeploy(ctx, "d1", func(*record.Deploy) error { return nil })
 				return err
 			},
 			"AcquireLock":  func() error { _, _, err := f.s.AcquireLock(ctx, staging, "w", time.Second); return err },
@@ -1025,30 +1029,30 @@ var conformanceCases = []struct {
 			"ListPreviews": func() error { _, err := f.s.ListPreviews(ctx); return err },
 			"ListRepos":    func() error { _, err := f.s.ListRepos(ctx); return err },
 		} {
-			if err := call(); !errors.Is(err, store.ErrUnavailable) {
+			if err := call(); !errors.Is(err, record.ErrUnavailable) {
 				t.Errorf("%s = %v, want ErrUnavailable", name, err)
 			}
 		}
 	}},
 }
 
-func deploy(id string, env store.EnvKey, created time.Time) store.Deploy {
-	return store.Deploy{ID: id, Env: env, SHA: "0123456789abcdef0123456789abcdef01234567", Ref: "main",
-		Creator: "octocat", Kind: store.KindPush, State: store.StateQueued, CreatedAt: created}
+func deploy(id string, env record.EnvKey, created time.Time) record.Deploy {
+	return record.Deploy{ID: id, Env: env, SHA: "0123456789abcdef0123456789abcdef01234567", Ref: "main",
+		Creator: "octocat", Kind: record.KindPush, State: record.StateQueued, CreatedAt: created}
 }
 
 // fullDeploy sets every field, with values that a careless encoding would
 // lose: int64s past 2^53, nanoseconds, non-UTC zones, bytes outside ASCII.
-func fullDeploy() store.Deploy {
+func fullDeploy() record.Deploy {
 	zone := time.FixedZone("CET", 3600)
-	return store.Deploy{
+	return record.Deploy{
 		ID:                 "dep-1",
 		Env:                prod,
 		SHA:                "0123456789abcdef0123456789abcdef01234567",
 		Ref:                "refs/heads/main",
 		Creator:            "octocat",
-		Kind:               store.KindComment,
-		State:              store.StateFailure,
+		Kind:               record.KindComment,
+		State:              record.StateFailure,
 		Reason:             "batch 2 of 3: i-0abc health timed out after 30s",
 		GitHubDeploymentID: 1<<53 + 1,
 		CheckRunID:         9007199254740993,
@@ -1056,7 +1060,7 @@ func fullDeploy() store.Deploy {
 		CreatedAt:          time.Date(2025, 3, 1, 12, 0, 0, 123456789, zone),
 		StartedAt:          time.Date(2025, 3, 1, 12, 0, 1, 5, time.UTC),
 		FinishedAt:         time.Date(2025, 3, 1, 12, 5, 0, 0, time.UTC),
-		Batches: []store.BatchTiming{
+		Batches: []record.BatchTiming{
 			{Index: 0, Instances: []string{"i-0abc"}, Started: t0, Finished: t0.Add(time.Minute),
 				Drain: 1500 * time.Millisecond, Install: 20 * time.Second, Health: 3 * time.Second, Admit: time.Second, Bake: 90*time.Hour + 1},
 			{Index: 1, Instances: []string{"i-0def", "i-0123"}, Started: t0.Add(time.Minute), Err: "i-0def: health: timed out"},
@@ -1066,18 +1070,18 @@ func fullDeploy() store.Deploy {
 	}
 }
 
-func fullPreview() store.Preview {
-	return store.Preview{Repo: "octo/app", Number: 12, SHA: "aaaaaaa", URL: "https://pr-12.preview.example.com",
+func fullPreview() record.Preview {
+	return record.Preview{Repo: "octo/app", Number: 12, SHA: "aaaaaaa", URL: "https://pr-12.preview.example.com",
 		DeploymentIDs: []int64{1<<53 + 1, 7}, CommentID: 99, UpdatedAt: t0.Add(time.Nanosecond)}
 }
 
-func release(id, sha, result string) store.Release {
-	return store.Release{DeployID: id, SHA: sha, Ref: "main", By: "octocat", At: t0, Result: result}
+func release(id, sha, result string) record.Release {
+	return record.Release{DeployID: id, SHA: sha, Ref: "main", By: "octocat", At: t0, Result: result}
 }
 
 // wantDeploy compares what was read with what was written, once the
 // written times are in UTC as the store keeps them.
-func wantDeploy(t *testing.T, got, in store.Deploy) {
+func wantDeploy(t *testing.T, got, in record.Deploy) {
 	t.Helper()
 	in.CreatedAt, in.StartedAt, in.FinishedAt = in.CreatedAt.UTC(), in.StartedAt.UTC(), in.FinishedAt.UTC()
 	if !got.CreatedAt.Equal(in.CreatedAt) {
@@ -1088,21 +1092,21 @@ func wantDeploy(t *testing.T, got, in store.Deploy) {
 	}
 }
 
-func mustPut(t *testing.T, s api, d store.Deploy) {
+func mustPut(t *testing.T, s api, d record.Deploy) {
 	t.Helper()
 	if err := s.PutDeploy(context.Background(), d); err != nil {
 		t.Fatalf("PutDeploy %s: %v", d.ID, err)
 	}
 }
 
-func mustRecord(t *testing.T, s api, env store.EnvKey, r store.Release) {
+func mustRecord(t *testing.T, s api, env record.EnvKey, r record.Release) {
 	t.Helper()
 	if err := s.RecordRelease(context.Background(), env, r); err != nil {
 		t.Fatalf("RecordRelease %s: %v", r.DeployID, err)
 	}
 }
 
-func mustAcquire(t *testing.T, s api, env store.EnvKey, holder string, ttl time.Duration) store.Lease {
+func mustAcquire(t *testing.T, s api, env record.EnvKey, holder string, ttl time.Duration) record.Lease {
 	t.Helper()
 	l, ok, err := s.AcquireLock(context.Background(), env, holder, ttl)
 	if err != nil || !ok {
@@ -1111,7 +1115,7 @@ func mustAcquire(t *testing.T, s api, env store.EnvKey, holder string, ttl time.
 	return l
 }
 
-func wantSuperseded(t *testing.T, s api, env store.EnvKey, id string, want ...string) {
+func wantSuperseded(t *testing.T, s api, env record.EnvKey, id string, want ...string) {
 	t.Helper()
 	got, err := s.Enqueue(context.Background(), env, id)
 	if err != nil {
@@ -1122,7 +1126,7 @@ func wantSuperseded(t *testing.T, s api, env store.EnvKey, id string, want ...st
 	}
 }
 
-func wantSlot(t *testing.T, slot func(context.Context, store.EnvKey) (string, bool, error), env store.EnvKey, want string) {
+func wantSlot(t *testing.T, slot func(context.Context, record.EnvKey) (string, bool, error), env record.EnvKey, want string) {
 	t.Helper()
 	id, ok, err := slot(context.Background(), env)
 	if err != nil {
@@ -1133,7 +1137,7 @@ func wantSlot(t *testing.T, slot func(context.Context, store.EnvKey) (string, bo
 	}
 }
 
-func wantRelease(t *testing.T, what string, get func(context.Context, store.EnvKey) (store.Release, error), env store.EnvKey, want string) {
+func wantRelease(t *testing.T, what string, get func(context.Context, record.EnvKey) (record.Release, error), env record.EnvKey, want string) {
 	t.Helper()
 	r, err := get(context.Background(), env)
 	if err != nil || r.DeployID != want {
@@ -1141,7 +1145,7 @@ func wantRelease(t *testing.T, what string, get func(context.Context, store.EnvK
 	}
 }
 
-func deployIDs(ds []store.Deploy) []string {
+func deployIDs(ds []record.Deploy) []string {
 	out := make([]string, len(ds))
 	for i, d := range ds {
 		out[i] = d.ID
@@ -1149,7 +1153,7 @@ func deployIDs(ds []store.Deploy) []string {
 	return out
 }
 
-func releaseIDs(rs []store.Release) []string {
+func releaseIDs(rs []record.Release) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
 		out[i] = r.DeployID

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shipbot/shipbot/internal/store/record"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -71,10 +72,10 @@ var (
 func OpenEmbedded(path string) (*Embedded, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("store: open %s: %w: the file is in use by another process (two bots on one DATA_DIR?)", path, ErrUnavailable)
+		return nil, fmt.Errorf("store: open %s: %w: the file is in use by another process (two bots on one DATA_DIR?)", path, record.ErrUnavailable)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w: %w", path, ErrUnavailable, err)
+		return nil, fmt.Errorf("store: open %s: %w: %w", path, record.ErrUnavailable, err)
 	}
 	e := &Embedded{db: db, deadlines: make(map[string]deadline)}
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -98,7 +99,7 @@ func OpenEmbedded(path string) (*Embedded, error) {
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: open %s: %w: %w", path, ErrUnavailable, err)
+		return nil, fmt.Errorf("store: open %s: %w: %w", path, record.ErrUnavailable, err)
 	}
 	return e, nil
 }
@@ -183,27 +184,27 @@ func (e *Embedded) fail(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("store: embedded %s: %w: %w", op, ErrUnavailable, err)
+	return fmt.Errorf("store: embedded %s: %w: %w", op, record.ErrUnavailable, err)
 }
 
-func (e *Embedded) PutDeploy(ctx context.Context, d Deploy) error {
+func (e *Embedded) PutDeploy(ctx context.Context, d record.Deploy) error {
 	return putDeploy(ctx, e.writeDeploy, d)
 }
 
 // UpdateDeploy lets fn change the deploy inside one transaction. An error
 // from fn is returned as is and nothing is written. fn may not change ID
 // or Env.
-func (e *Embedded) UpdateDeploy(ctx context.Context, id string, fn func(*Deploy) error) (Deploy, error) {
+func (e *Embedded) UpdateDeploy(ctx context.Context, id string, fn func(*record.Deploy) error) (record.Deploy, error) {
 	return updateDeploy(ctx, e.writeDeploy, id, fn)
 }
 
-func (e *Embedded) writeDeploy(ctx context.Context, op, id string, next func(old *Deploy) (Deploy, error)) (Deploy, error) {
-	var out Deploy
+func (e *Embedded) writeDeploy(ctx context.Context, op, id string, next func(old *record.Deploy) (record.Deploy, error)) (record.Deploy, error) {
+	var out record.Deploy
 	err := e.update(ctx, op, func(tx *bolt.Tx) error {
 		deploys := tx.Bucket(bucketDeploys)
-		var old *Deploy
+		var old *record.Deploy
 		if v := deploys.Get([]byte(id)); v != nil {
-			old = new(Deploy)
+			old = new(record.Deploy)
 			if err := json.Unmarshal(v, old); err != nil {
 				return fmt.Errorf("store: deploy %s: %w", id, err)
 			}
@@ -242,25 +243,25 @@ func (e *Embedded) writeDeploy(ctx context.Context, op, id string, next func(old
 		return trimDeploys(tx, d.Env, index)
 	})
 	if err != nil {
-		return Deploy{}, err
+		return record.Deploy{}, err
 	}
 	return out, nil
 }
 
 // deployIndexKey orders by CreatedAt in µs (the resolution Redis keeps),
 // then by id; the sign bit is flipped so times before 1970 sort first.
-func deployIndexKey(d Deploy) []byte {
+func deployIndexKey(d record.Deploy) []byte {
 	k := binary.BigEndian.AppendUint64(nil, uint64(micros(d.CreatedAt))^(1<<63))
 	return append(k, d.ID...)
 }
 
-func trimDeploys(tx *bolt.Tx, env EnvKey, index *bolt.Bucket) error {
+func trimDeploys(tx *bolt.Tx, env record.EnvKey, index *bolt.Bucket) error {
 	var keys [][]byte
 	err := index.ForEach(func(k, _ []byte) error { keys = append(keys, bytes.Clone(k)); return nil })
 	if err != nil {
 		return err
 	}
-	extra := len(keys) - DeploysKept
+	extra := len(keys) - record.DeploysKept
 	if extra <= 0 {
 		return nil
 	}
@@ -281,7 +282,7 @@ func trimDeploys(tx *bolt.Tx, env EnvKey, index *bolt.Bucket) error {
 	return nil
 }
 
-func registerEnv(tx *bolt.Tx, env EnvKey) error {
+func registerEnv(tx *bolt.Tx, env record.EnvKey) error {
 	b, err := tx.Bucket(bucketRepos).CreateBucketIfNotExists([]byte(env.Repo))
 	if err != nil {
 		return err
@@ -289,18 +290,18 @@ func registerEnv(tx *bolt.Tx, env EnvKey) error {
 	return b.Put([]byte(env.Name), nil)
 }
 
-func (e *Embedded) GetDeploy(ctx context.Context, id string) (Deploy, error) {
-	var d Deploy
+func (e *Embedded) GetDeploy(ctx context.Context, id string) (record.Deploy, error) {
+	var d record.Deploy
 	err := e.view(ctx, "get deploy", func(tx *bolt.Tx) error {
 		return getDeploy(tx, id, &d)
 	})
 	return d, err
 }
 
-func getDeploy(tx *bolt.Tx, id string, d *Deploy) error {
+func getDeploy(tx *bolt.Tx, id string, d *record.Deploy) error {
 	v := tx.Bucket(bucketDeploys).Get([]byte(id))
 	if v == nil {
-		return fmt.Errorf("%w: deploy %s", ErrNotFound, id)
+		return fmt.Errorf("%w: deploy %s", record.ErrNotFound, id)
 	}
 	if err := json.Unmarshal(v, d); err != nil {
 		return fmt.Errorf("store: deploy %s: %w", id, err)
@@ -309,11 +310,11 @@ func getDeploy(tx *bolt.Tx, id string, d *Deploy) error {
 }
 
 // ListDeploys returns up to n deploys of env, newest (by CreatedAt) first.
-func (e *Embedded) ListDeploys(ctx context.Context, env EnvKey, n int) ([]Deploy, error) {
+func (e *Embedded) ListDeploys(ctx context.Context, env record.EnvKey, n int) ([]record.Deploy, error) {
 	if err := env.Validate(); err != nil || n <= 0 {
 		return nil, err
 	}
-	var out []Deploy
+	var out []record.Deploy
 	err := e.view(ctx, "list deploys", func(tx *bolt.Tx) error {
 		index := tx.Bucket(bucketDeployIndex).Bucket([]byte(env.String()))
 		if index == nil {
@@ -321,7 +322,7 @@ func (e *Embedded) ListDeploys(ctx context.Context, env EnvKey, n int) ([]Deploy
 		}
 		c := index.Cursor()
 		for k, _ := c.Last(); k != nil && len(out) < n; k, _ = c.Prev() {
-			var d Deploy
+			var d record.Deploy
 			if err := getDeploy(tx, string(k[8:]), &d); err != nil {
 				return err
 			}
@@ -340,12 +341,12 @@ func (e *Embedded) held(tx *bolt.Tx, env string, token int64, now time.Time) boo
 
 // AcquireLock takes env's deploy lock for ttl if nobody holds it (the holder
 // included: it is not reentrant). ok is false when someone does.
-func (e *Embedded) AcquireLock(ctx context.Context, env EnvKey, holder string, ttl time.Duration) (Lease, bool, error) {
+func (e *Embedded) AcquireLock(ctx context.Context, env record.EnvKey, holder string, ttl time.Duration) (record.Lease, bool, error) {
 	if err := validateAcquire(env, holder, ttl); err != nil {
-		return Lease{}, false, err
+		return record.Lease{}, false, err
 	}
 	key := env.String()
-	var lease Lease
+	var lease record.Lease
 	var until time.Time
 	err := e.lockedUpdate(ctx, "acquire lock", func(tx *bolt.Tx, now time.Time) error {
 		if d, ok := e.deadlines[key]; ok && now.Before(d.at) {
@@ -360,7 +361,7 @@ func (e *Embedded) AcquireLock(ctx context.Context, env EnvKey, holder string, t
 		if err := fences.Put([]byte(key), binary.BigEndian.AppendUint64(nil, token)); err != nil {
 			return err
 		}
-		lease = Lease{Env: env, Holder: holder, Token: int64(token)}
+		lease = record.Lease{Env: env, Holder: holder, Token: int64(token)}
 		until = now.Add(ttl)
 		return putLock(tx, key, lease, now, ttl)
 	}, func() {
@@ -369,12 +370,12 @@ func (e *Embedded) AcquireLock(ctx context.Context, env EnvKey, holder string, t
 		}
 	})
 	if err != nil || lease.Token == 0 {
-		return Lease{}, false, err
+		return record.Lease{}, false, err
 	}
 	return lease, true, nil
 }
 
-func putLock(tx *bolt.Tx, key string, l Lease, now time.Time, ttl time.Duration) error {
+func putLock(tx *bolt.Tx, key string, l record.Lease, now time.Time, ttl time.Duration) error {
 	blob, err := json.Marshal(lockRecord{Token: l.Token, Holder: l.Holder, Expires: now.Add(ttl).UnixNano(), TTL: int64(ttl)})
 	if err != nil {
 		return err
@@ -384,7 +385,7 @@ func putLock(tx *bolt.Tx, key string, l Lease, now time.Time, ttl time.Duration)
 
 // RenewLock makes the lease last ttl from now. ErrLockLost when it expired
 // or was released.
-func (e *Embedded) RenewLock(ctx context.Context, l Lease, ttl time.Duration) error {
+func (e *Embedded) RenewLock(ctx context.Context, l record.Lease, ttl time.Duration) error {
 	if err := validateAcquire(l.Env, l.Holder, ttl); err != nil {
 		return err
 	}
@@ -395,7 +396,7 @@ func (e *Embedded) RenewLock(ctx context.Context, l Lease, ttl time.Duration) er
 	var until time.Time
 	return e.lockedUpdate(ctx, "renew lock", func(tx *bolt.Tx, now time.Time) error {
 		if !e.held(tx, key, l.Token, now) {
-			return fmt.Errorf("%w: %s (token %d)", ErrLockLost, l.Env, l.Token)
+			return fmt.Errorf("%w: %s (token %d)", record.ErrLockLost, l.Env, l.Token)
 		}
 		until = now.Add(ttl)
 		return putLock(tx, key, l, now, ttl)
@@ -403,7 +404,7 @@ func (e *Embedded) RenewLock(ctx context.Context, l Lease, ttl time.Duration) er
 }
 
 // ReleaseLock frees the lock if l still holds it, and does nothing if not.
-func (e *Embedded) ReleaseLock(ctx context.Context, l Lease) error {
+func (e *Embedded) ReleaseLock(ctx context.Context, l record.Lease) error {
 	if err := validateLease(l, l.Env); err != nil {
 		return nil // nothing this lease could hold
 	}
@@ -427,13 +428,13 @@ func (e *Embedded) ReleaseLock(ctx context.Context, l Lease) error {
 // queued because of it: the one it replaced, or deployID itself when it
 // lost. The running deploy is never superseded. Enqueueing the pending or
 // running deploy again changes nothing. The deploy must exist (PutDeploy).
-func (e *Embedded) Enqueue(ctx context.Context, env EnvKey, deployID string) ([]string, error) {
+func (e *Embedded) Enqueue(ctx context.Context, env record.EnvKey, deployID string) ([]string, error) {
 	if err := env.Validate(); err != nil {
 		return nil, err
 	}
 	var superseded []string
 	err := e.update(ctx, "enqueue", func(tx *bolt.Tx) error {
-		var d Deploy
+		var d record.Deploy
 		if err := getDeploy(tx, deployID, &d); err != nil {
 			return err
 		}
@@ -458,7 +459,7 @@ func (e *Embedded) Enqueue(ctx context.Context, env EnvKey, deployID string) ([]
 	return superseded, err
 }
 
-func getSlot(tx *bolt.Tx, bucket []byte, env EnvKey) (*slot, error) {
+func getSlot(tx *bolt.Tx, bucket []byte, env record.EnvKey) (*slot, error) {
 	v := tx.Bucket(bucket).Get([]byte(env.String()))
 	if v == nil {
 		return nil, nil
@@ -470,7 +471,7 @@ func getSlot(tx *bolt.Tx, bucket []byte, env EnvKey) (*slot, error) {
 	return s, nil
 }
 
-func putSlot(tx *bolt.Tx, bucket []byte, env EnvKey, s *slot) error {
+func putSlot(tx *bolt.Tx, bucket []byte, env record.EnvKey, s *slot) error {
 	blob, err := json.Marshal(s)
 	if err != nil {
 		return err
@@ -480,7 +481,7 @@ func putSlot(tx *bolt.Tx, bucket []byte, env EnvKey, s *slot) error {
 
 // CancelPending takes deployID out of env's pending slot; false if it was
 // not there (already taken, superseded or cancelled).
-func (e *Embedded) CancelPending(ctx context.Context, env EnvKey, deployID string) (bool, error) {
+func (e *Embedded) CancelPending(ctx context.Context, env record.EnvKey, deployID string) (bool, error) {
 	if err := env.Validate(); err != nil {
 		return false, err
 	}
@@ -497,17 +498,17 @@ func (e *Embedded) CancelPending(ctx context.Context, env EnvKey, deployID strin
 }
 
 // Pending is the deploy next in line for env.
-func (e *Embedded) Pending(ctx context.Context, env EnvKey) (string, bool, error) {
+func (e *Embedded) Pending(ctx context.Context, env record.EnvKey) (string, bool, error) {
 	return e.slotID(ctx, bucketPending, env)
 }
 
 // Running is the deploy in env's running slot. A deploy there while nobody
 // holds the lock is an orphan of a holder that died.
-func (e *Embedded) Running(ctx context.Context, env EnvKey) (string, bool, error) {
+func (e *Embedded) Running(ctx context.Context, env record.EnvKey) (string, bool, error) {
 	return e.slotID(ctx, bucketRunning, env)
 }
 
-func (e *Embedded) slotID(ctx context.Context, bucket []byte, env EnvKey) (string, bool, error) {
+func (e *Embedded) slotID(ctx context.Context, bucket []byte, env record.EnvKey) (string, bool, error) {
 	if err := env.Validate(); err != nil {
 		return "", false, err
 	}
@@ -527,21 +528,21 @@ func (e *Embedded) slotID(ctx context.Context, bucket []byte, env EnvKey) (strin
 // is still env's lock (checked in the same transaction). ok is false when
 // nothing is pending; ErrBusy when the running slot is taken; ErrLockLost
 // when the lease is not current.
-func (e *Embedded) TakePending(ctx context.Context, env EnvKey, l Lease) (string, bool, error) {
+func (e *Embedded) TakePending(ctx context.Context, env record.EnvKey, l record.Lease) (string, bool, error) {
 	if err := validateLease(l, env); err != nil {
 		return "", false, err
 	}
 	var id string
 	err := e.lockedUpdate(ctx, "take pending", func(tx *bolt.Tx, now time.Time) error {
 		if !e.held(tx, env.String(), l.Token, now) {
-			return fmt.Errorf("%w: %s (token %d)", ErrLockLost, env, l.Token)
+			return fmt.Errorf("%w: %s (token %d)", record.ErrLockLost, env, l.Token)
 		}
 		running, err := getSlot(tx, bucketRunning, env)
 		if err != nil {
 			return err
 		}
 		if running != nil {
-			return fmt.Errorf("%w: %s runs deploy %s", ErrBusy, env, running.ID)
+			return fmt.Errorf("%w: %s runs deploy %s", record.ErrBusy, env, running.ID)
 		}
 		pending, err := getSlot(tx, bucketPending, env)
 		if err != nil || pending == nil {
@@ -563,13 +564,13 @@ func (e *Embedded) TakePending(ctx context.Context, env EnvKey, l Lease) (string
 // current lease (not necessarily the one that took it: a new holder
 // finishes an orphan). A slot holding anything else is left alone, so a
 // repeated call is harmless.
-func (e *Embedded) FinishRunning(ctx context.Context, env EnvKey, l Lease, deployID string) error {
+func (e *Embedded) FinishRunning(ctx context.Context, env record.EnvKey, l record.Lease, deployID string) error {
 	if err := validateLease(l, env); err != nil {
 		return err
 	}
 	return e.lockedUpdate(ctx, "finish running", func(tx *bolt.Tx, now time.Time) error {
 		if !e.held(tx, env.String(), l.Token, now) {
-			return fmt.Errorf("%w: %s (token %d)", ErrLockLost, env, l.Token)
+			return fmt.Errorf("%w: %s (token %d)", record.ErrLockLost, env, l.Token)
 		}
 		running, err := getSlot(tx, bucketRunning, env)
 		if err != nil || running == nil || running.ID != deployID {
@@ -582,7 +583,7 @@ func (e *Embedded) FinishRunning(ctx context.Context, env EnvKey, l Lease, deplo
 // RecordRelease adds rel as env's newest release or, when a release of the
 // same DeployID is recorded, replaces that one where it stands (a repeated
 // step records once; a release can later be marked rolled-back).
-func (e *Embedded) RecordRelease(ctx context.Context, env EnvKey, rel Release) error {
+func (e *Embedded) RecordRelease(ctx context.Context, env record.EnvKey, rel record.Release) error {
 	if err := env.Validate(); err != nil {
 		return err
 	}
@@ -639,12 +640,12 @@ func trimReleases(order, ids *bolt.Bucket) error {
 	var all []entry // oldest first
 	successes := 0
 	err := order.ForEach(func(k, v []byte) error {
-		var r Release
+		var r record.Release
 		if err := json.Unmarshal(v, &r); err != nil {
 			return err
 		}
-		all = append(all, entry{seq: bytes.Clone(k), id: r.DeployID, success: r.Result == ResultSuccess})
-		if r.Result == ResultSuccess {
+		all = append(all, entry{seq: bytes.Clone(k), id: r.DeployID, success: r.Result == record.ResultSuccess})
+		if r.Result == record.ResultSuccess {
 			successes++
 		}
 		return nil
@@ -658,7 +659,7 @@ func trimReleases(order, ids *bolt.Bucket) error {
 		}
 		return ids.Delete([]byte(x.id))
 	}
-	extraSuccesses := successes - ReleasesKept
+	extraSuccesses := successes - record.ReleasesKept
 	kept := all[:0:0]
 	for _, x := range all {
 		if x.success && extraSuccesses > 0 {
@@ -670,7 +671,7 @@ func trimReleases(order, ids *bolt.Bucket) error {
 		}
 		kept = append(kept, x)
 	}
-	for _, x := range kept[:max(len(kept)-ReleasesKept, 0)] {
+	for _, x := range kept[:max(len(kept)-record.ReleasesKept, 0)] {
 		if !x.success {
 			if err := drop(x); err != nil {
 				return err
@@ -682,8 +683,8 @@ func trimReleases(order, ids *bolt.Bucket) error {
 
 // releases reads up to n (all: -1) of env's releases, newest first, only
 // successes if successOnly.
-func (e *Embedded) releases(ctx context.Context, env EnvKey, n int, successOnly bool) ([]Release, error) {
-	var out []Release
+func (e *Embedded) releases(ctx context.Context, env record.EnvKey, n int, successOnly bool) ([]record.Release, error) {
+	var out []record.Release
 	err := e.view(ctx, "releases", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketReleases).Bucket([]byte(env.String()))
 		if b == nil {
@@ -691,11 +692,11 @@ func (e *Embedded) releases(ctx context.Context, env EnvKey, n int, successOnly 
 		}
 		c := b.Bucket(bucketOrder).Cursor()
 		for k, v := c.Last(); k != nil && (n < 0 || len(out) < n); k, v = c.Prev() {
-			var r Release
+			var r record.Release
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("store: release in %s: %w", env, err)
 			}
-			if !successOnly || r.Result == ResultSuccess {
+			if !successOnly || r.Result == record.ResultSuccess {
 				out = append(out, r)
 			}
 		}
@@ -705,7 +706,7 @@ func (e *Embedded) releases(ctx context.Context, env EnvKey, n int, successOnly 
 }
 
 // Releases returns up to n releases of env, newest first.
-func (e *Embedded) Releases(ctx context.Context, env EnvKey, n int) ([]Release, error) {
+func (e *Embedded) Releases(ctx context.Context, env record.EnvKey, n int) ([]record.Release, error) {
 	if err := env.Validate(); err != nil || n <= 0 {
 		return nil, err
 	}
@@ -713,41 +714,41 @@ func (e *Embedded) Releases(ctx context.Context, env EnvKey, n int) ([]Release, 
 }
 
 // successes lists env's successful releases, newest first; n < 0: all.
-func (e *Embedded) successes(ctx context.Context, env EnvKey, n int) ([]Release, error) {
+func (e *Embedded) successes(ctx context.Context, env record.EnvKey, n int) ([]record.Release, error) {
 	return e.releases(ctx, env, n, true)
 }
 
 // CurrentRelease is env's newest successful release.
-func (e *Embedded) CurrentRelease(ctx context.Context, env EnvKey) (Release, error) {
+func (e *Embedded) CurrentRelease(ctx context.Context, env record.EnvKey) (record.Release, error) {
 	return currentRelease(ctx, env, e.successes)
 }
 
 // PreviousRelease is what /rollback puts back: the newest success before
 // the current one that runs another SHA.
-func (e *Embedded) PreviousRelease(ctx context.Context, env EnvKey) (Release, error) {
+func (e *Embedded) PreviousRelease(ctx context.Context, env record.EnvKey) (record.Release, error) {
 	return previousReleaseOf(ctx, env, e.successes)
 }
 
 // FindRelease is the newest successful release of env whose SHA is ref or
 // starts with it (7 hex digits at least).
-func (e *Embedded) FindRelease(ctx context.Context, env EnvKey, ref string) (Release, error) {
+func (e *Embedded) FindRelease(ctx context.Context, env record.EnvKey, ref string) (record.Release, error) {
 	return findReleaseOf(ctx, env, ref, e.successes)
 }
 
 // LockEnvironment locks env for by with reason; if it is locked already,
 // it returns that lock and false and changes nothing.
-func (e *Embedded) LockEnvironment(ctx context.Context, env EnvKey, by, reason string) (EnvLock, bool, error) {
+func (e *Embedded) LockEnvironment(ctx context.Context, env record.EnvKey, by, reason string) (record.EnvLock, bool, error) {
 	if err := env.Validate(); err != nil {
-		return EnvLock{}, false, err
+		return record.EnvLock{}, false, err
 	}
-	var l EnvLock
+	var l record.EnvLock
 	created := false
 	err := e.update(ctx, "lock environment", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEnvLocks)
 		if v := b.Get([]byte(env.String())); v != nil {
 			return json.Unmarshal(v, &l)
 		}
-		l, created = EnvLock{By: by, Reason: reason, At: time.Now().UTC()}, true
+		l, created = record.EnvLock{By: by, Reason: reason, At: time.Now().UTC()}, true
 		blob, err := json.Marshal(l)
 		if err != nil {
 			return err
@@ -758,18 +759,18 @@ func (e *Embedded) LockEnvironment(ctx context.Context, env EnvKey, by, reason s
 		return registerEnv(tx, env)
 	})
 	if err != nil {
-		return EnvLock{}, false, err
+		return record.EnvLock{}, false, err
 	}
 	return l, created, nil
 }
 
 // UnlockEnvironment removes env's lock and returns it; false if there was
 // none.
-func (e *Embedded) UnlockEnvironment(ctx context.Context, env EnvKey) (EnvLock, bool, error) {
+func (e *Embedded) UnlockEnvironment(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error) {
 	if err := env.Validate(); err != nil {
-		return EnvLock{}, false, err
+		return record.EnvLock{}, false, err
 	}
-	var l EnvLock
+	var l record.EnvLock
 	found := false
 	err := e.update(ctx, "unlock environment", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEnvLocks)
@@ -784,17 +785,17 @@ func (e *Embedded) UnlockEnvironment(ctx context.Context, env EnvKey) (EnvLock, 
 		return b.Delete([]byte(env.String()))
 	})
 	if err != nil || !found {
-		return EnvLock{}, false, err
+		return record.EnvLock{}, false, err
 	}
 	return l, true, nil
 }
 
 // EnvironmentLock is env's lock; false if it is not locked.
-func (e *Embedded) EnvironmentLock(ctx context.Context, env EnvKey) (EnvLock, bool, error) {
+func (e *Embedded) EnvironmentLock(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error) {
 	if err := env.Validate(); err != nil {
-		return EnvLock{}, false, err
+		return record.EnvLock{}, false, err
 	}
-	var l EnvLock
+	var l record.EnvLock
 	found := false
 	err := e.view(ctx, "environment lock", func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketEnvLocks).Get([]byte(env.String()))
@@ -805,7 +806,7 @@ func (e *Embedded) EnvironmentLock(ctx context.Context, env EnvKey) (EnvLock, bo
 		return json.Unmarshal(v, &l)
 	})
 	if err != nil || !found {
-		return EnvLock{}, false, err
+		return record.EnvLock{}, false, err
 	}
 	return l, true, nil
 }
@@ -816,7 +817,7 @@ func previewKey(repo string, number int) []byte {
 }
 
 // PutPreview stores p, replacing the preview of the same pull request.
-func (e *Embedded) PutPreview(ctx context.Context, p Preview) error {
+func (e *Embedded) PutPreview(ctx context.Context, p record.Preview) error {
 	if err := validatePreview(p.Repo, p.Number); err != nil {
 		return err
 	}
@@ -830,15 +831,15 @@ func (e *Embedded) PutPreview(ctx context.Context, p Preview) error {
 	})
 }
 
-func (e *Embedded) GetPreview(ctx context.Context, repo string, number int) (Preview, error) {
+func (e *Embedded) GetPreview(ctx context.Context, repo string, number int) (record.Preview, error) {
 	if err := validatePreview(repo, number); err != nil {
-		return Preview{}, err
+		return record.Preview{}, err
 	}
-	var p Preview
+	var p record.Preview
 	err := e.view(ctx, "get preview", func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketPreviews).Get(previewKey(repo, number))
 		if v == nil {
-			return fmt.Errorf("%w: preview %s", ErrNotFound, previewField(repo, number))
+			return fmt.Errorf("%w: preview %s", record.ErrNotFound, previewField(repo, number))
 		}
 		return json.Unmarshal(v, &p)
 	})
@@ -856,11 +857,11 @@ func (e *Embedded) DeletePreview(ctx context.Context, repo string, number int) e
 }
 
 // ListPreviews returns every preview, by repository and number.
-func (e *Embedded) ListPreviews(ctx context.Context) ([]Preview, error) {
-	var out []Preview
+func (e *Embedded) ListPreviews(ctx context.Context) ([]record.Preview, error) {
+	var out []record.Preview
 	err := e.view(ctx, "list previews", func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketPreviews).ForEach(func(_, v []byte) error {
-			var p Preview
+			var p record.Preview
 			if err := json.Unmarshal(v, &p); err != nil {
 				return err
 			}
@@ -888,18 +889,18 @@ func (e *Embedded) ListRepos(ctx context.Context) ([]string, error) {
 
 // ListEnvironments returns repo's environments with any deploy, release or
 // environment lock, sorted by name.
-func (e *Embedded) ListEnvironments(ctx context.Context, repo string) ([]EnvKey, error) {
-	if err := validateRepo(repo); err != nil {
+func (e *Embedded) ListEnvironments(ctx context.Context, repo string) ([]record.EnvKey, error) {
+	if err := record.ValidateRepo(repo); err != nil {
 		return nil, err
 	}
-	var out []EnvKey
+	var out []record.EnvKey
 	err := e.view(ctx, "list environments", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRepos).Bucket([]byte(repo))
 		if b == nil {
 			return nil
 		}
 		return b.ForEach(func(k, _ []byte) error {
-			out = append(out, EnvKey{Repo: repo, Name: string(k)})
+			out = append(out, record.EnvKey{Repo: repo, Name: string(k)})
 			return nil
 		})
 	})

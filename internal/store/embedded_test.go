@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shipbot/shipbot/internal/store/record"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -30,7 +31,7 @@ func TestSecondOpenFailsFast(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("second OpenEmbedded took %v to fail", took)
 	}
-	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "in use by another process") {
+	if !errors.Is(err, record.ErrUnavailable) || !strings.Contains(err.Error(), "in use by another process") {
 		t.Errorf("error %q does not say the file is in use", err)
 	}
 }
@@ -39,7 +40,7 @@ func TestSecondOpenFailsFast(t *testing.T) {
 // clock that stepped back while the process was down cannot stretch it.
 func TestReopenedLockNeverOutlivesItsTTL(t *testing.T) {
 	ctx := context.Background()
-	env := EnvKey{Repo: "octo/app", Name: "production"}
+	env := record.EnvKey{Repo: "octo/app", Name: "production"}
 	path := filepath.Join(t.TempDir(), "store.db")
 	e, err := OpenEmbedded(path)
 	if err != nil {

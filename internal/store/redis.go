@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/shipbot/shipbot/internal/store/record"
 )
 
 // Redis keeps the store in Redis, shared by every process pointed at it.
@@ -61,7 +62,7 @@ type errAbort struct{ err error }
 
 func (e errAbort) Error() string { return e.err.Error() }
 
-func (r *Redis) PutDeploy(ctx context.Context, d Deploy) error {
+func (r *Redis) PutDeploy(ctx context.Context, d record.Deploy) error {
 	return putDeploy(ctx, r.writeDeploy, d)
 }
 
@@ -69,37 +70,37 @@ func (r *Redis) PutDeploy(ctx context.Context, d Deploy) error {
 // unless another write came in between, in which case it starts over: fn
 // may run more than once and must only change d. An error from fn is
 // returned as is and nothing is written. fn may not change ID or Env.
-func (r *Redis) UpdateDeploy(ctx context.Context, id string, fn func(*Deploy) error) (Deploy, error) {
+func (r *Redis) UpdateDeploy(ctx context.Context, id string, fn func(*record.Deploy) error) (record.Deploy, error) {
 	return updateDeploy(ctx, r.writeDeploy, id, fn)
 }
 
 // applyUpdate runs an UpdateDeploy callback on a copy of d.
-func applyUpdate(d Deploy, fn func(*Deploy) error) (Deploy, error) {
+func applyUpdate(d record.Deploy, fn func(*record.Deploy) error) (record.Deploy, error) {
 	d.Batches = slices.Clone(d.Batches)
 	id, env := d.ID, d.Env
 	if err := fn(&d); err != nil {
-		return Deploy{}, err
+		return record.Deploy{}, err
 	}
 	if d.ID != id || d.Env != env {
-		return Deploy{}, fmt.Errorf("store: update deploy %s: the id and environment of a deploy cannot change", id)
+		return record.Deploy{}, fmt.Errorf("store: update deploy %s: the id and environment of a deploy cannot change", id)
 	}
 	return d, nil
 }
 
-func (r *Redis) writeDeploy(ctx context.Context, op, id string, next func(old *Deploy) (Deploy, error)) (Deploy, error) {
+func (r *Redis) writeDeploy(ctx context.Context, op, id string, next func(old *record.Deploy) (record.Deploy, error)) (record.Deploy, error) {
 	key := r.key("deploy", id)
 	for attempt := range txRetries {
-		var out Deploy
+		var out record.Deploy
 		var kept *redis.IntCmd
 		err := r.client.Watch(ctx, func(tx *redis.Tx) error {
-			var old *Deploy
+			var old *record.Deploy
 			raw, err := tx.Get(ctx, key).Bytes()
 			switch {
 			case errors.Is(err, redis.Nil):
 			case err != nil:
 				return err
 			default:
-				old = new(Deploy)
+				old = new(record.Deploy)
 				if err := json.Unmarshal(raw, old); err != nil {
 					return errAbort{fmt.Errorf("store: deploy %s: %w", id, err)}
 				}
@@ -131,44 +132,44 @@ func (r *Redis) writeDeploy(ctx context.Context, op, id string, next func(old *D
 		var abort errAbort
 		switch {
 		case errors.As(err, &abort):
-			return Deploy{}, abort.err
+			return record.Deploy{}, abort.err
 		case errors.Is(err, redis.TxFailedErr):
 			// Someone wrote the deploy in between; back off a little, more
 			// each time, so a crowd of writers spreads out.
 			time.Sleep(time.Duration(rand.Int64N(int64(attempt+1) * int64(time.Millisecond))))
 			continue
 		case err != nil:
-			return Deploy{}, r.fail(op, err)
+			return record.Deploy{}, r.fail(op, err)
 		}
-		if kept.Val() > DeploysKept {
+		if kept.Val() > record.DeploysKept {
 			env := out.Env.String()
 			keys := []string{r.key("deploys", env), r.key("pending", env), r.key("running", env)}
-			if err := r.scripts.trimDeploys.Run(ctx, r.client, keys, DeploysKept, r.key("deploy", "")).Err(); err != nil {
-				return Deploy{}, r.fail(op+": trim", err)
+			if err := r.scripts.trimDeploys.Run(ctx, r.client, keys, record.DeploysKept, r.key("deploy", "")).Err(); err != nil {
+				return record.Deploy{}, r.fail(op+": trim", err)
 			}
 		}
 		return out, nil
 	}
-	return Deploy{}, fmt.Errorf("store: %s %s: %d writers in a row got in first", op, id, txRetries)
+	return record.Deploy{}, fmt.Errorf("store: %s %s: %d writers in a row got in first", op, id, txRetries)
 }
 
-func (r *Redis) GetDeploy(ctx context.Context, id string) (Deploy, error) {
+func (r *Redis) GetDeploy(ctx context.Context, id string) (record.Deploy, error) {
 	raw, err := r.client.Get(ctx, r.key("deploy", id)).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return Deploy{}, fmt.Errorf("%w: deploy %s", ErrNotFound, id)
+		return record.Deploy{}, fmt.Errorf("%w: deploy %s", record.ErrNotFound, id)
 	}
 	if err != nil {
-		return Deploy{}, r.fail("get deploy", err)
+		return record.Deploy{}, r.fail("get deploy", err)
 	}
-	var d Deploy
+	var d record.Deploy
 	if err := json.Unmarshal(raw, &d); err != nil {
-		return Deploy{}, fmt.Errorf("store: deploy %s: %w", id, err)
+		return record.Deploy{}, fmt.Errorf("store: deploy %s: %w", id, err)
 	}
 	return d, nil
 }
 
 // ListDeploys returns up to n deploys of env, newest (by CreatedAt) first.
-func (r *Redis) ListDeploys(ctx context.Context, env EnvKey, n int) ([]Deploy, error) {
+func (r *Redis) ListDeploys(ctx context.Context, env record.EnvKey, n int) ([]record.Deploy, error) {
 	if err := env.Validate(); err != nil || n <= 0 {
 		return nil, err
 	}
@@ -187,13 +188,13 @@ func (r *Redis) ListDeploys(ctx context.Context, env EnvKey, n int) ([]Deploy, e
 	if err != nil {
 		return nil, r.fail("list deploys", err)
 	}
-	out := make([]Deploy, 0, len(vals))
+	out := make([]record.Deploy, 0, len(vals))
 	for i, v := range vals {
 		s, ok := v.(string)
 		if !ok {
 			continue // trimmed in between
 		}
-		var d Deploy
+		var d record.Deploy
 		if err := json.Unmarshal([]byte(s), &d); err != nil {
 			return nil, fmt.Errorf("store: deploy %s: %w", ids[i], err)
 		}
@@ -204,24 +205,24 @@ func (r *Redis) ListDeploys(ctx context.Context, env EnvKey, n int) ([]Deploy, e
 
 // AcquireLock takes env's deploy lock for ttl if nobody holds it (the holder
 // included: it is not reentrant). ok is false when someone does.
-func (r *Redis) AcquireLock(ctx context.Context, env EnvKey, holder string, ttl time.Duration) (Lease, bool, error) {
+func (r *Redis) AcquireLock(ctx context.Context, env record.EnvKey, holder string, ttl time.Duration) (record.Lease, bool, error) {
 	if err := validateAcquire(env, holder, ttl); err != nil {
-		return Lease{}, false, err
+		return record.Lease{}, false, err
 	}
 	e := env.String()
 	token, err := r.scripts.acquire.Run(ctx, r.client, []string{r.key("lock", e), r.key("fence", e)}, holder, ttl.Milliseconds()).Int64()
 	if err != nil {
-		return Lease{}, false, r.fail("acquire lock", err)
+		return record.Lease{}, false, r.fail("acquire lock", err)
 	}
 	if token == 0 {
-		return Lease{}, false, nil
+		return record.Lease{}, false, nil
 	}
-	return Lease{Env: env, Holder: holder, Token: token}, true, nil
+	return record.Lease{Env: env, Holder: holder, Token: token}, true, nil
 }
 
 // RenewLock makes the lease last ttl from now. ErrLockLost when it expired
 // or was released.
-func (r *Redis) RenewLock(ctx context.Context, l Lease, ttl time.Duration) error {
+func (r *Redis) RenewLock(ctx context.Context, l record.Lease, ttl time.Duration) error {
 	if err := validateAcquire(l.Env, l.Holder, ttl); err != nil {
 		return err
 	}
@@ -233,13 +234,13 @@ func (r *Redis) RenewLock(ctx context.Context, l Lease, ttl time.Duration) error
 		return r.fail("renew lock", err)
 	}
 	if ok == 0 {
-		return fmt.Errorf("%w: %s (token %d)", ErrLockLost, l.Env, l.Token)
+		return fmt.Errorf("%w: %s (token %d)", record.ErrLockLost, l.Env, l.Token)
 	}
 	return nil
 }
 
 // ReleaseLock frees the lock if l still holds it, and does nothing if not.
-func (r *Redis) ReleaseLock(ctx context.Context, l Lease) error {
+func (r *Redis) ReleaseLock(ctx context.Context, l record.Lease) error {
 	if err := validateLease(l, l.Env); err != nil {
 		return nil // nothing this lease could hold
 	}
@@ -254,7 +255,7 @@ func (r *Redis) ReleaseLock(ctx context.Context, l Lease) error {
 // queued because of it: the one it replaced, or deployID itself when it
 // lost. The running deploy is never superseded. Enqueueing the pending or
 // running deploy again changes nothing. The deploy must exist (PutDeploy).
-func (r *Redis) Enqueue(ctx context.Context, env EnvKey, deployID string) ([]string, error) {
+func (r *Redis) Enqueue(ctx context.Context, env record.EnvKey, deployID string) ([]string, error) {
 	d, err := r.GetDeploy(ctx, deployID)
 	if err != nil {
 		return nil, err
@@ -275,7 +276,7 @@ func (r *Redis) Enqueue(ctx context.Context, env EnvKey, deployID string) ([]str
 
 // CancelPending takes deployID out of env's pending slot; false if it was
 // not there (already taken, superseded or cancelled).
-func (r *Redis) CancelPending(ctx context.Context, env EnvKey, deployID string) (bool, error) {
+func (r *Redis) CancelPending(ctx context.Context, env record.EnvKey, deployID string) (bool, error) {
 	if err := env.Validate(); err != nil {
 		return false, err
 	}
@@ -287,17 +288,17 @@ func (r *Redis) CancelPending(ctx context.Context, env EnvKey, deployID string) 
 }
 
 // Pending is the deploy next in line for env.
-func (r *Redis) Pending(ctx context.Context, env EnvKey) (string, bool, error) {
+func (r *Redis) Pending(ctx context.Context, env record.EnvKey) (string, bool, error) {
 	return r.slotID(ctx, "pending", env)
 }
 
 // Running is the deploy in env's running slot. A deploy there while nobody
 // holds the lock is an orphan of a holder that died.
-func (r *Redis) Running(ctx context.Context, env EnvKey) (string, bool, error) {
+func (r *Redis) Running(ctx context.Context, env record.EnvKey) (string, bool, error) {
 	return r.slotID(ctx, "running", env)
 }
 
-func (r *Redis) slotID(ctx context.Context, which string, env EnvKey) (string, bool, error) {
+func (r *Redis) slotID(ctx context.Context, which string, env record.EnvKey) (string, bool, error) {
 	if err := env.Validate(); err != nil {
 		return "", false, err
 	}
@@ -315,7 +316,7 @@ func (r *Redis) slotID(ctx context.Context, which string, env EnvKey) (string, b
 // is still env's lock (checked in the same step). ok is false when nothing
 // is pending; ErrBusy when the running slot is taken; ErrLockLost when the
 // lease is not current.
-func (r *Redis) TakePending(ctx context.Context, env EnvKey, l Lease) (string, bool, error) {
+func (r *Redis) TakePending(ctx context.Context, env record.EnvKey, l record.Lease) (string, bool, error) {
 	if err := validateLease(l, env); err != nil {
 		return "", false, err
 	}
@@ -332,9 +333,9 @@ func (r *Redis) TakePending(ctx context.Context, env EnvKey, l Lease) (string, b
 	}
 	switch code {
 	case -1:
-		return "", false, fmt.Errorf("%w: %s (token %d)", ErrLockLost, env, l.Token)
+		return "", false, fmt.Errorf("%w: %s (token %d)", record.ErrLockLost, env, l.Token)
 	case -2:
-		return "", false, fmt.Errorf("%w: %s runs deploy %s", ErrBusy, env, id)
+		return "", false, fmt.Errorf("%w: %s runs deploy %s", record.ErrBusy, env, id)
 	case 0:
 		return "", false, nil
 	}
@@ -345,7 +346,7 @@ func (r *Redis) TakePending(ctx context.Context, env EnvKey, l Lease) (string, b
 // current lease (not necessarily the one that took it: a new holder
 // finishes an orphan). A slot holding anything else is left alone, so a
 // repeated call is harmless.
-func (r *Redis) FinishRunning(ctx context.Context, env EnvKey, l Lease, deployID string) error {
+func (r *Redis) FinishRunning(ctx context.Context, env record.EnvKey, l record.Lease, deployID string) error {
 	if err := validateLease(l, env); err != nil {
 		return err
 	}
@@ -355,7 +356,7 @@ func (r *Redis) FinishRunning(ctx context.Context, env EnvKey, l Lease, deployID
 		return r.fail("finish running", err)
 	}
 	if ok == 0 {
-		return fmt.Errorf("%w: %s (token %d)", ErrLockLost, env, l.Token)
+		return fmt.Errorf("%w: %s (token %d)", record.ErrLockLost, env, l.Token)
 	}
 	return nil
 }
@@ -363,7 +364,7 @@ func (r *Redis) FinishRunning(ctx context.Context, env EnvKey, l Lease, deployID
 // RecordRelease adds rel as env's newest release or, when a release of the
 // same DeployID is recorded, replaces that one where it stands (a repeated
 // step records once; a release can later be marked rolled-back).
-func (r *Redis) RecordRelease(ctx context.Context, env EnvKey, rel Release) error {
+func (r *Redis) RecordRelease(ctx context.Context, env record.EnvKey, rel record.Release) error {
 	if err := env.Validate(); err != nil {
 		return err
 	}
@@ -378,10 +379,10 @@ func (r *Redis) RecordRelease(ctx context.Context, env EnvKey, rel Release) erro
 	e := env.String()
 	keys := []string{r.key("releases", e), r.key("successes", e), r.key("release", e), r.key("release-seq", e), r.key("repos"), r.key("envs", env.Repo)}
 	success := 0
-	if rel.Result == ResultSuccess {
+	if rel.Result == record.ResultSuccess {
 		success = 1
 	}
-	err = r.scripts.recordRelease.Run(ctx, r.client, keys, rel.DeployID, blob, success, ReleasesKept, env.Repo, env.Name).Err()
+	err = r.scripts.recordRelease.Run(ctx, r.client, keys, rel.DeployID, blob, success, record.ReleasesKept, env.Repo, env.Name).Err()
 	if err != nil {
 		return r.fail("record release", err)
 	}
@@ -389,7 +390,7 @@ func (r *Redis) RecordRelease(ctx context.Context, env EnvKey, rel Release) erro
 }
 
 // Releases returns up to n releases of env, newest first.
-func (r *Redis) Releases(ctx context.Context, env EnvKey, n int) ([]Release, error) {
+func (r *Redis) Releases(ctx context.Context, env record.EnvKey, n int) ([]record.Release, error) {
 	if err := env.Validate(); err != nil || n <= 0 {
 		return nil, err
 	}
@@ -397,38 +398,38 @@ func (r *Redis) Releases(ctx context.Context, env EnvKey, n int) ([]Release, err
 }
 
 // successes lists env's successful releases, newest first; n < 0: all.
-func (r *Redis) successes(ctx context.Context, env EnvKey, n int) ([]Release, error) {
+func (r *Redis) successes(ctx context.Context, env record.EnvKey, n int) ([]record.Release, error) {
 	return r.releases(ctx, "successes", env, n)
 }
 
 // CurrentRelease is env's newest successful release.
-func (r *Redis) CurrentRelease(ctx context.Context, env EnvKey) (Release, error) {
+func (r *Redis) CurrentRelease(ctx context.Context, env record.EnvKey) (record.Release, error) {
 	return currentRelease(ctx, env, r.successes)
 }
 
 // PreviousRelease is what /rollback puts back: the newest success before
 // the current one that runs another SHA.
-func (r *Redis) PreviousRelease(ctx context.Context, env EnvKey) (Release, error) {
+func (r *Redis) PreviousRelease(ctx context.Context, env record.EnvKey) (record.Release, error) {
 	return previousReleaseOf(ctx, env, r.successes)
 }
 
 // FindRelease is the newest successful release of env whose SHA is ref or
 // starts with it (7 hex digits at least).
-func (r *Redis) FindRelease(ctx context.Context, env EnvKey, ref string) (Release, error) {
+func (r *Redis) FindRelease(ctx context.Context, env record.EnvKey, ref string) (record.Release, error) {
 	return findReleaseOf(ctx, env, ref, r.successes)
 }
 
 // releases reads up to n (all: -1) releases from one of env's two indexes,
 // newest first, in one script so a concurrent trim cannot tear the read.
-func (r *Redis) releases(ctx context.Context, index string, env EnvKey, n int) ([]Release, error) {
+func (r *Redis) releases(ctx context.Context, index string, env record.EnvKey, n int) ([]record.Release, error) {
 	e := env.String()
 	blobs, err := r.scripts.listReleases.Run(ctx, r.client, []string{r.key(index, e), r.key("release", e)}, n).StringSlice()
 	if err != nil {
 		return nil, r.fail("releases", err)
 	}
-	out := make([]Release, 0, len(blobs))
+	out := make([]record.Release, 0, len(blobs))
 	for _, b := range blobs {
-		var rel Release
+		var rel record.Release
 		if err := json.Unmarshal([]byte(b), &rel); err != nil {
 			return nil, fmt.Errorf("store: release in %s: %w", env, err)
 		}
@@ -439,63 +440,63 @@ func (r *Redis) releases(ctx context.Context, index string, env EnvKey, n int) (
 
 // LockEnvironment locks env for by with reason; if it is locked already,
 // it returns that lock and false and changes nothing.
-func (r *Redis) LockEnvironment(ctx context.Context, env EnvKey, by, reason string) (EnvLock, bool, error) {
+func (r *Redis) LockEnvironment(ctx context.Context, env record.EnvKey, by, reason string) (record.EnvLock, bool, error) {
 	if err := env.Validate(); err != nil {
-		return EnvLock{}, false, err
+		return record.EnvLock{}, false, err
 	}
-	blob, err := json.Marshal(EnvLock{By: by, Reason: reason, At: time.Now().UTC()})
+	blob, err := json.Marshal(record.EnvLock{By: by, Reason: reason, At: time.Now().UTC()})
 	if err != nil {
-		return EnvLock{}, false, err
+		return record.EnvLock{}, false, err
 	}
 	keys := []string{r.key("envlock", env.String()), r.key("repos"), r.key("envs", env.Repo)}
 	res, err := r.scripts.lockEnv.Run(ctx, r.client, keys, blob, env.Repo, env.Name).Slice()
 	if err != nil {
-		return EnvLock{}, false, r.fail("lock environment", err)
+		return record.EnvLock{}, false, r.fail("lock environment", err)
 	}
 	created, _ := res[0].(int64)
 	s, _ := res[1].(string)
-	var l EnvLock
+	var l record.EnvLock
 	if err := json.Unmarshal([]byte(s), &l); err != nil {
-		return EnvLock{}, false, fmt.Errorf("store: lock of %s: %w", env, err)
+		return record.EnvLock{}, false, fmt.Errorf("store: lock of %s: %w", env, err)
 	}
 	return l, created == 1, nil
 }
 
 // UnlockEnvironment removes env's lock and returns it; false if there was
 // none.
-func (r *Redis) UnlockEnvironment(ctx context.Context, env EnvKey) (EnvLock, bool, error) {
+func (r *Redis) UnlockEnvironment(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error) {
 	if err := env.Validate(); err != nil {
-		return EnvLock{}, false, err
+		return record.EnvLock{}, false, err
 	}
 	s, err := r.scripts.unlockEnv.Run(ctx, r.client, []string{r.key("envlock", env.String())}).Text()
 	return r.envLock(env, s, err, "unlock environment")
 }
 
 // EnvironmentLock is env's lock; false if it is not locked.
-func (r *Redis) EnvironmentLock(ctx context.Context, env EnvKey) (EnvLock, bool, error) {
+func (r *Redis) EnvironmentLock(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error) {
 	if err := env.Validate(); err != nil {
-		return EnvLock{}, false, err
+		return record.EnvLock{}, false, err
 	}
 	s, err := r.client.Get(ctx, r.key("envlock", env.String())).Result()
 	return r.envLock(env, s, err, "environment lock")
 }
 
-func (r *Redis) envLock(env EnvKey, s string, err error, op string) (EnvLock, bool, error) {
+func (r *Redis) envLock(env record.EnvKey, s string, err error, op string) (record.EnvLock, bool, error) {
 	if errors.Is(err, redis.Nil) {
-		return EnvLock{}, false, nil
+		return record.EnvLock{}, false, nil
 	}
 	if err != nil {
-		return EnvLock{}, false, r.fail(op, err)
+		return record.EnvLock{}, false, r.fail(op, err)
 	}
-	var l EnvLock
+	var l record.EnvLock
 	if err := json.Unmarshal([]byte(s), &l); err != nil {
-		return EnvLock{}, false, fmt.Errorf("store: lock of %s: %w", env, err)
+		return record.EnvLock{}, false, fmt.Errorf("store: lock of %s: %w", env, err)
 	}
 	return l, true, nil
 }
 
 // PutPreview stores p, replacing the preview of the same pull request.
-func (r *Redis) PutPreview(ctx context.Context, p Preview) error {
+func (r *Redis) PutPreview(ctx context.Context, p record.Preview) error {
 	if err := validatePreview(p.Repo, p.Number); err != nil {
 		return err
 	}
@@ -510,20 +511,20 @@ func (r *Redis) PutPreview(ctx context.Context, p Preview) error {
 	return nil
 }
 
-func (r *Redis) GetPreview(ctx context.Context, repo string, number int) (Preview, error) {
+func (r *Redis) GetPreview(ctx context.Context, repo string, number int) (record.Preview, error) {
 	if err := validatePreview(repo, number); err != nil {
-		return Preview{}, err
+		return record.Preview{}, err
 	}
 	s, err := r.client.HGet(ctx, r.key("previews"), previewField(repo, number)).Result()
 	if errors.Is(err, redis.Nil) {
-		return Preview{}, fmt.Errorf("%w: preview %s", ErrNotFound, previewField(repo, number))
+		return record.Preview{}, fmt.Errorf("%w: preview %s", record.ErrNotFound, previewField(repo, number))
 	}
 	if err != nil {
-		return Preview{}, r.fail("get preview", err)
+		return record.Preview{}, r.fail("get preview", err)
 	}
-	var p Preview
+	var p record.Preview
 	if err := json.Unmarshal([]byte(s), &p); err != nil {
-		return Preview{}, fmt.Errorf("store: preview %s: %w", previewField(repo, number), err)
+		return record.Preview{}, fmt.Errorf("store: preview %s: %w", previewField(repo, number), err)
 	}
 	return p, nil
 }
@@ -540,14 +541,14 @@ func (r *Redis) DeletePreview(ctx context.Context, repo string, number int) erro
 }
 
 // ListPreviews returns every preview, by repository and number.
-func (r *Redis) ListPreviews(ctx context.Context) ([]Preview, error) {
+func (r *Redis) ListPreviews(ctx context.Context) ([]record.Preview, error) {
 	all, err := r.client.HVals(ctx, r.key("previews")).Result()
 	if err != nil {
 		return nil, r.fail("list previews", err)
 	}
-	out := make([]Preview, 0, len(all))
+	out := make([]record.Preview, 0, len(all))
 	for _, s := range all {
-		var p Preview
+		var p record.Preview
 		if err := json.Unmarshal([]byte(s), &p); err != nil {
 			return nil, fmt.Errorf("store: preview: %w", err)
 		}
@@ -557,8 +558,8 @@ func (r *Redis) ListPreviews(ctx context.Context) ([]Preview, error) {
 	return out, nil
 }
 
-func sortPreviews(ps []Preview) {
-	slices.SortFunc(ps, func(a, b Preview) int {
+func sortPreviews(ps []record.Preview) {
+	slices.SortFunc(ps, func(a, b record.Preview) int {
 		if c := strings.Compare(a.Repo, b.Repo); c != 0 {
 			return c
 		}
@@ -579,8 +580,8 @@ func (r *Redis) ListRepos(ctx context.Context) ([]string, error) {
 
 // ListEnvironments returns repo's environments with any deploy, release or
 // environment lock, sorted by name.
-func (r *Redis) ListEnvironments(ctx context.Context, repo string) ([]EnvKey, error) {
-	if err := validateRepo(repo); err != nil {
+func (r *Redis) ListEnvironments(ctx context.Context, repo string) ([]record.EnvKey, error) {
+	if err := record.ValidateRepo(repo); err != nil {
 		return nil, err
 	}
 	names, err := r.client.SMembers(ctx, r.key("envs", repo)).Result()
@@ -588,9 +589,9 @@ func (r *Redis) ListEnvironments(ctx context.Context, repo string) ([]EnvKey, er
 		return nil, r.fail("list environments", err)
 	}
 	slices.Sort(names)
-	out := make([]EnvKey, len(names))
+	out := make([]record.EnvKey, len(names))
 	for i, n := range names {
-		out[i] = EnvKey{Repo: repo, Name: n}
+		out[i] = record.EnvKey{Repo: repo, Name: n}
 	}
 	return out, nil
 }
@@ -614,7 +615,7 @@ func (r *Redis) fail(op string, err error) error {
 			return fmt.Errorf("store: redis %s: %w", op, err)
 		}
 	}
-	return fmt.Errorf("store: redis %s: %w: %w", op, ErrUnavailable, err)
+	return fmt.Errorf("store: redis %s: %w: %w", op, record.ErrUnavailable, err)
 }
 
 type redisScripts struct {

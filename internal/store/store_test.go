@@ -1,6 +1,7 @@
 package store
 
 import (
+	"github.com/shipbot/shipbot/internal/store/record"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -10,12 +11,12 @@ func TestEnvKeyParsesWhatStringWrites(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		in   string
-		want EnvKey
+		want record.EnvKey
 		bad  bool
 	}{
-		{name: "plain", in: "octo/app:production", want: EnvKey{Repo: "octo/app", Name: "production"}},
-		{name: "colon in environment", in: "octo/app:eu:west", want: EnvKey{Repo: "octo/app", Name: "eu:west"}},
-		{name: "space in environment", in: "octo/app:pr 12", want: EnvKey{Repo: "octo/app", Name: "pr 12"}},
+		{name: "plain", in: "octo/app:production", want: record.EnvKey{Repo: "octo/app", Name: "production"}},
+		{name: "colon in environment", in: "octo/app:eu:west", want: record.EnvKey{Repo: "octo/app", Name: "eu:west"}},
+		{name: "space in environment", in: "octo/app:pr 12", want: record.EnvKey{Repo: "octo/app", Name: "pr 12"}},
 		{name: "no environment", in: "octo/app", bad: true},
 		{name: "empty environment", in: "octo/app:", bad: true},
 		{name: "no owner", in: "app:production", bad: true},
@@ -24,7 +25,7 @@ func TestEnvKeyParsesWhatStringWrites(t *testing.T) {
 		{name: "too long", in: "octo/app:" + strings.Repeat("x", 256), bad: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseEnvKey(tc.in)
+			got, err := record.ParseEnvKey(tc.in)
 			if tc.bad {
 				if err == nil {
 					t.Errorf("ParseEnvKey(%q) = %+v, want an error", tc.in, got)
