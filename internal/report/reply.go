@@ -125,7 +125,16 @@ const maxCommandShown = 120
 
 func envName(env string) string { return "**" + md(fit(env, maxName)) + "**" }
 
+// sentence says what became of a command: done (or answered), or refused
+// and why.
 func sentence(a Answer) string {
+	if a.Outcome.Accepted() {
+		return doneSentence(a)
+	}
+	return refusedSentence(a)
+}
+
+func doneSentence(a Answer) string {
 	env := envName(a.Env)
 	logLink := ""
 	if a.LogURL != "" {
@@ -172,6 +181,13 @@ func sentence(a Answer) string {
 		return "Status of every environment:"
 	case OutcomeHelp:
 		return "The commands:"
+	}
+	return md(string(a.Outcome))
+}
+
+func refusedSentence(a Answer) string {
+	env := envName(a.Env)
+	switch a.Outcome {
 	case OutcomeParseError, OutcomeUnknownCommand:
 		msg, h := ParseErrorText(a.ParseError)
 		return "❓ " + capital(strings.TrimSuffix(md(fit(msg, maxNote)), ".")) + hint(h)
