@@ -2,7 +2,6 @@ package command
 
 import (
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -21,7 +20,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		cmds, errs := Parse(body)
+		cmds, errs := parse(body)
 
 		lines := countLines(body)
 		if n := len(cmds) + len(errs); n > lines || n > MaxCommands+1 {
@@ -29,44 +28,22 @@ func FuzzParse(f *testing.F) {
 		}
 		seen := map[int]bool{}
 		for _, c := range cmds {
-			if !slices.Contains(names, c.Name) {
-				t.Errorf("unknown name %q", c.Name)
-			}
-			if c.Env != "" && !ValidEnv(c.Env) {
-				t.Errorf("line %d: invalid env %q", c.Line, c.Env)
-			}
-			if (c.Name == Lock || c.Name == Unlock) && c.Env == "" {
-				t.Errorf("line %d: /%s without an environment", c.Line, c.Name)
-			}
-			if c.Ref != "" && !ValidRef(c.Ref) {
-				t.Errorf("line %d: invalid ref %q: %s", c.Line, c.Ref, refProblem(c.Ref))
-			}
-			if c.Ref != "" && c.Name != Deploy && c.Name != Rollback {
-				t.Errorf("line %d: ref on /%s", c.Line, c.Name)
-			}
-			if c.Reason != "" && (c.Name != Lock || strings.ContainsAny(c.Reason, "\r\n")) {
-				t.Errorf("line %d: reason %q on /%s", c.Line, c.Reason, c.Name)
-			}
+			checkCommand(t, c)
 			checkLine(t, seen, c.Line, lines, c.Raw)
 		}
 		for _, e := range errs {
-			if e.Line < 1 || e.Hint == "" || e.Msg == "" || e.Kind == "" {
-				t.Errorf("incomplete error %+v", e)
-			}
-			if len(e.Hint) > 1000 || len(e.Msg) > 1000 {
-				t.Errorf("line %d: overlong message or hint %+v", e.Line, e)
-			}
+			checkError(t, e)
 			checkLine(t, seen, e.Line, lines, e.Raw)
 		}
 
-		again, againErrs := Parse(body)
+		again, againErrs := parse(body)
 		if !reflect.DeepEqual(cmds, again) || !reflect.DeepEqual(errs, againErrs) {
 			t.Fatalf("Parse is not deterministic")
 		}
 
 		// Line endings do not matter.
 		if !strings.Contains(body, "\r") {
-			crlf, crlfErrs := Parse(strings.ReplaceAll(body, "\n", "\r\n"))
+			crlf, crlfErrs := parse(strings.ReplaceAll(body, "\n", "\r\n"))
 			if !reflect.DeepEqual(cmds, crlf) || !reflect.DeepEqual(errs, crlfErrs) {
 				t.Fatalf("CRLF changes the result")
 			}
@@ -75,14 +52,64 @@ func FuzzParse(f *testing.F) {
 		// Nothing in a code block that never closes, or in a quote, is a
 		// command.
 		fence := strings.Repeat("`", longestRun(body, '`')+3)
-		if c, e := Parse(fence + "\n" + body); len(c)+len(e) != 0 {
+		if c, e := parse(fence + "\n" + body); len(c)+len(e) != 0 {
 			t.Fatalf("fenced body gave %v %v", c, e)
 		}
 		quoted := "> " + strings.Join(splitLines(body), "\n> ")
-		if c, e := Parse(quoted); len(c)+len(e) != 0 {
+		if c, e := parse(quoted); len(c)+len(e) != 0 {
 			t.Fatalf("quoted body gave %v %v", c, e)
 		}
 	})
+}
+
+// checkCommand checks what c's grammar promises.
+func checkCommand(t *testing.T, c Command) {
+	t.Helper()
+	spec, ok := find(specs, c.Name)
+	if !ok {
+		t.Errorf("unknown name %q", c.Name)
+	}
+	g := spec.Grammar
+	if c.Env != "" && !ValidEnv(c.Env) {
+		t.Errorf("line %d: invalid env %q", c.Line, c.Env)
+	}
+	if (g == EnvReason || g == LockedEnv) && c.Env == "" {
+		t.Errorf("line %d: /%s without an environment", c.Line, c.Name)
+	}
+	if c.Ref != "" && !ValidRef(c.Ref) {
+		t.Errorf("line %d: invalid ref %q: rule %d", c.Line, c.Ref, refRule(c.Ref))
+	}
+	if c.Ref != "" && g != EnvRef && g != EnvToRef {
+		t.Errorf("line %d: ref on /%s", c.Line, c.Name)
+	}
+	if c.Reason != "" && (g != EnvReason || strings.ContainsAny(c.Reason, "\r\n")) {
+		t.Errorf("line %d: reason %q on /%s", c.Line, c.Reason, c.Name)
+	}
+}
+
+// checkError checks that e holds what its Kind is said with.
+func checkError(t *testing.T, e *Error) {
+	t.Helper()
+	known := e.Kind != UnknownCommand && e.Kind != TooMany
+	if e.Line < 1 || e.Kind == "" || known != (e.Command != "") || known != (e.Grammar != 0) {
+		t.Errorf("incomplete error %+v", e)
+	}
+	switch e.Kind {
+	case UnknownCommand, ExtraWords, MissingRef, BadEnv, BadRef:
+		if e.Word == "" {
+			t.Errorf("line %d: %s without the word", e.Line, e.Kind)
+		}
+	case MissingTo:
+		if !ValidRef(e.Ref) {
+			t.Errorf("line %d: missing to before %q, not a ref", e.Line, e.Ref)
+		}
+	}
+	if (e.Kind == BadRef) != (e.Rule != RefValid) {
+		t.Errorf("line %d: %s with rule %d", e.Line, e.Kind, e.Rule)
+	}
+	if e.Fix != "" && (!strings.HasPrefix(e.Fix, "/") || strings.ContainsAny(e.Fix, "\r\n")) {
+		t.Errorf("line %d: fix %q", e.Line, e.Fix)
+	}
 }
 
 func checkLine(t *testing.T, seen map[int]bool, line, lines int, raw string) {

@@ -7,15 +7,15 @@ import (
 	"testing"
 )
 
-// wantErr is what a test checks of an Error: all of Kind and Line, and the
-// Hint exactly when hint is set (Msg and Raw are checked by substring when
-// set).
+// wantErr is what a test checks of an Error: all of Kind and Line, Raw
+// when raw is set, and when is is set, all that the reply says it with
+// (Command, Grammar, Word, Env, Ref, Rule and Fix). internal/handlers
+// tests the sentences.
 type wantErr struct {
 	kind Kind
 	line int
-	hint string
-	msg  string
 	raw  string
+	is   *Error
 }
 
 func cmd(line int, name, env, ref, reason, raw string) Command {
@@ -149,55 +149,56 @@ func TestParse(t *testing.T) {
 
 		// Unknown commands.
 		{name: "typo suggests the command", body: "/deplyo staging",
-			errs: []wantErr{{kind: UnknownCommand, line: 1, raw: "/deplyo staging", msg: `"/deplyo" is not a command`,
-				hint: "did you mean /deploy staging? /help lists the commands"}}},
+			errs: []wantErr{{kind: UnknownCommand, line: 1, raw: "/deplyo staging", is: &Error{Word: "/deplyo", Fix: "/deploy staging"}}}},
 		{name: "typo in short command", body: "/lokc production",
-			errs: []wantErr{{kind: UnknownCommand, line: 1, hint: "did you mean /lock production? /help lists the commands"}}},
+			errs: []wantErr{{kind: UnknownCommand, line: 1, is: &Error{Word: "/lokc", Fix: "/lock production"}}}},
 		{name: "prefix suggests the command", body: "/roll staging",
-			errs: []wantErr{{kind: UnknownCommand, line: 1, hint: "did you mean /rollback staging? /help lists the commands"}}},
+			errs: []wantErr{{kind: UnknownCommand, line: 1, is: &Error{Word: "/roll", Fix: "/rollback staging"}}}},
 		{name: "synonym suggests the command", body: "/revert production",
-			errs: []wantErr{{kind: UnknownCommand, line: 1, hint: "did you mean /rollback production? /help lists the commands"}}},
+			errs: []wantErr{{kind: UnknownCommand, line: 1, is: &Error{Word: "/revert", Fix: "/rollback production"}}}},
 		{name: "trailing punctuation suggests the command", body: "/deploy: staging",
-			errs: []wantErr{{kind: UnknownCommand, line: 1, hint: "did you mean /deploy staging? /help lists the commands"}}},
+			errs: []wantErr{{kind: UnknownCommand, line: 1, is: &Error{Word: "/deploy:", Fix: "/deploy staging"}}}},
 		{name: "nothing close", body: "/shrug",
-			errs: []wantErr{{kind: UnknownCommand, line: 1, hint: "/help lists the commands"}}},
+			errs: []wantErr{{kind: UnknownCommand, line: 1, is: &Error{Word: "/shrug"}}}},
 		{name: "unknown among good ones", body: "/deploy staging\n/deplyo production\n/status",
 			want: []Command{cmd(1, Deploy, "staging", "", "", "/deploy staging"), cmd(3, Status, "", "", "", "/status")},
 			errs: []wantErr{{kind: UnknownCommand, line: 2}}},
 
 		// Extra words, missing words.
 		{name: "unlock extra words", body: "/unlock staging now",
-			errs: []wantErr{{kind: ExtraWords, line: 1, msg: `unexpected "now"`, hint: "/unlock takes one environment: /unlock staging"}}},
+			errs: []wantErr{{kind: ExtraWords, line: 1, is: &Error{Command: "/unlock", Grammar: LockedEnv, Word: "now", Env: "staging"}}}},
 		{name: "deploy extra words", body: "/deploy staging abc1234 please",
-			errs: []wantErr{{kind: ExtraWords, line: 1, msg: `unexpected "please"`, hint: "/deploy takes an environment and a ref: /deploy staging abc1234"}}},
+			errs: []wantErr{{kind: ExtraWords, line: 1, is: &Error{Command: "/deploy", Grammar: EnvRef, Word: "please", Env: "staging", Ref: "abc1234"}}}},
 		{name: "deploy with to", body: "/deploy to staging",
-			errs: []wantErr{{kind: ExtraWords, line: 1, hint: "write /deploy staging"}}},
+			errs: []wantErr{{kind: ExtraWords, line: 1, is: &Error{Command: "/deploy", Grammar: EnvRef, Word: "to", Fix: "/deploy staging"}}}},
 		{name: "deploy env to ref", body: "/deploy staging to abc1234",
-			errs: []wantErr{{kind: ExtraWords, line: 1, hint: "write /deploy staging abc1234"}}},
+			errs: []wantErr{{kind: ExtraWords, line: 1, is: &Error{Command: "/deploy", Grammar: EnvRef, Word: "to", Fix: "/deploy staging abc1234"}}}},
 		{name: "status extra words", body: "/status staging production",
-			errs: []wantErr{{kind: ExtraWords, line: 1, hint: "/status takes at most one environment: /status staging, or /status for all of them"}}},
+			errs: []wantErr{{kind: ExtraWords, line: 1, is: &Error{Command: "/status", Grammar: OptionalEnv, Word: "production", Env: "staging"}}}},
 		{name: "rollback extra words after ref", body: "/rollback staging to abc1234 now",
-			errs: []wantErr{{kind: ExtraWords, line: 1, hint: `/rollback takes an environment and "to" a release: /rollback staging to abc1234`}}},
+			errs: []wantErr{{kind: ExtraWords, line: 1, is: &Error{Command: "/rollback", Grammar: EnvToRef, Word: "now", Env: "staging", Ref: "abc1234"}}}},
 		{name: "rollback without to", body: "/rollback staging abc1234",
-			errs: []wantErr{{kind: MissingTo, line: 1, hint: "write /rollback staging to abc1234"}}},
+			errs: []wantErr{{kind: MissingTo, line: 1, is: &Error{Command: "/rollback", Grammar: EnvToRef, Env: "staging", Ref: "abc1234"}}}},
 		{name: "rollback words that are not a ref", body: "/rollback staging please now",
-			errs: []wantErr{{kind: ExtraWords, line: 1, hint: `/rollback takes an environment and "to" a release: /rollback staging or /rollback staging to abc1234`}}},
+			errs: []wantErr{{kind: ExtraWords, line: 1, is: &Error{Command: "/rollback", Grammar: EnvToRef, Word: "please now", Env: "staging"}}}},
 		{name: "rollback to nothing", body: "/rollback staging to",
-			errs: []wantErr{{kind: MissingRef, line: 1}}},
+			errs: []wantErr{{kind: MissingRef, line: 1, is: &Error{Command: "/rollback", Grammar: EnvToRef, Word: "to", Env: "staging"}}}},
+		{name: "rollback TO nothing keeps the word as typed", body: "/rollback staging TO",
+			errs: []wantErr{{kind: MissingRef, line: 1, is: &Error{Command: "/rollback", Grammar: EnvToRef, Word: "TO", Env: "staging"}}}},
 		{name: "rollback bare to", body: "/rollback to",
-			errs: []wantErr{{kind: MissingRef, line: 1}}},
+			errs: []wantErr{{kind: MissingRef, line: 1, is: &Error{Command: "/rollback", Grammar: EnvToRef, Word: "to"}}}},
 		{name: "lock without env", body: "/lock",
-			errs: []wantErr{{kind: MissingEnv, line: 1, hint: "write /lock production, optionally followed by the reason: /lock production release freeze"}}},
+			errs: []wantErr{{kind: MissingEnv, line: 1, is: &Error{Command: "/lock", Grammar: EnvReason}}}},
 		{name: "unlock without env", body: "/unlock  ",
 			errs: []wantErr{{kind: MissingEnv, line: 1, raw: "/unlock"}}},
 
 		// Bad tokens.
 		{name: "bad env", body: "/deploy st@ging",
-			errs: []wantErr{{kind: BadEnv, line: 1, msg: `"st@ging" is not an environment name`}}},
+			errs: []wantErr{{kind: BadEnv, line: 1, is: &Error{Command: "/deploy", Grammar: EnvRef, Word: "st@ging"}}}},
 		{name: "env wrapped in backticks", body: "/deploy `staging`",
-			errs: []wantErr{{kind: BadEnv, line: 1, hint: "write /deploy staging"}}},
+			errs: []wantErr{{kind: BadEnv, line: 1, is: &Error{Command: "/deploy", Grammar: EnvRef, Word: "`staging`", Fix: "/deploy staging"}}}},
 		{name: "env with trailing comma", body: "/lock production, freeze",
-			errs: []wantErr{{kind: BadEnv, line: 1, hint: "write /lock production freeze"}}},
+			errs: []wantErr{{kind: BadEnv, line: 1, is: &Error{Command: "/lock", Grammar: EnvReason, Word: "production,", Fix: "/lock production freeze"}}}},
 		{name: "env starting with dash", body: "/status -v",
 			errs: []wantErr{{kind: BadEnv, line: 1}}},
 		{name: "env too long", body: "/status " + strings.Repeat("a", 101),
@@ -205,7 +206,7 @@ func TestParse(t *testing.T) {
 		{name: "env of 100 characters", body: "/status " + strings.Repeat("a", 100),
 			want: []Command{cmd(1, Status, strings.Repeat("a", 100), "", "", "/status "+strings.Repeat("a", 100))}},
 		{name: "ref with dot dot", body: "/deploy staging main..feature",
-			errs: []wantErr{{kind: BadRef, line: 1, msg: `git ref names cannot contain ".."`}}},
+			errs: []wantErr{{kind: BadRef, line: 1, is: &Error{Command: "/deploy", Grammar: EnvRef, Word: "main..feature", Rule: RefDotDot}}}},
 		{name: "ref with leading dash", body: "/deploy staging -f",
 			errs: []wantErr{{kind: BadRef, line: 1}}},
 		{name: "ref with tilde", body: "/deploy staging HEAD~1",
@@ -215,21 +216,21 @@ func TestParse(t *testing.T) {
 		{name: "ref with reflog syntax", body: "/deploy staging main@{1}",
 			errs: []wantErr{{kind: BadRef, line: 1}}},
 		{name: "ref with colon gets a fix", body: "/deploy staging main:",
-			errs: []wantErr{{kind: BadRef, line: 1, hint: "write /deploy staging main"}}},
+			errs: []wantErr{{kind: BadRef, line: 1, is: &Error{Command: "/deploy", Grammar: EnvRef, Word: "main:", Rule: RefSpecial, Fix: "/deploy staging main"}}}},
 		{name: "ref ending a sentence gets a fix", body: "/rollback production to v1.4.1.",
-			errs: []wantErr{{kind: BadRef, line: 1, hint: "write /rollback production to v1.4.1"}}},
+			errs: []wantErr{{kind: BadRef, line: 1, is: &Error{Command: "/rollback", Grammar: EnvToRef, Word: "v1.4.1.", Rule: RefDotEnd, Fix: "/rollback production to v1.4.1"}}}},
 		{name: "ref with invisible character", body: "/deploy staging ma\u200din",
 			errs: []wantErr{{kind: BadRef, line: 1}}},
 
-		{name: "long line gives a short hint", body: "/deplyo staging " + strings.Repeat("word ", 1000),
-			errs: []wantErr{{kind: UnknownCommand, line: 1, hint: "did you mean " + clip("/deploy staging "+strings.TrimSpace(strings.Repeat("word ", 1000))) + "? /help lists the commands"}}},
+		{name: "a long line is suggested whole", body: "/deplyo staging " + strings.Repeat("word ", 1000),
+			errs: []wantErr{{kind: UnknownCommand, line: 1, is: &Error{Word: "/deplyo", Fix: "/deploy staging " + strings.TrimSpace(strings.Repeat("word ", 1000))}}}},
 
 		// The limit.
 		{name: "ten commands", body: strings.Repeat("/status\n", 10),
 			want: statuses(10)},
 		{name: "eleven commands", body: strings.Repeat("/status\n", 11),
 			want: statuses(10),
-			errs: []wantErr{{kind: TooMany, line: 11, hint: "send at most 10 commands per comment: post the rest in a new comment"}}},
+			errs: []wantErr{{kind: TooMany, line: 11, raw: "/status", is: &Error{}}}},
 		{name: "errors count towards the limit", body: strings.Repeat("/nope\n", 10) + "/status\n/status",
 			errs: append(unknowns(10), wantErr{kind: TooMany, line: 11})},
 		{name: "excluded lines do not count", body: "```\n" + strings.Repeat("/status\n", 20) + "```\n" + strings.Repeat("/status\n", 10),
@@ -237,7 +238,7 @@ func TestParse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmds, errs := Parse(tt.body)
+			cmds, errs := parse(tt.body)
 			if !reflect.DeepEqual(cmds, tt.want) {
 				t.Errorf("commands:\n got %+v\nwant %+v", cmds, tt.want)
 			}
@@ -247,19 +248,20 @@ func TestParse(t *testing.T) {
 			for i, w := range tt.errs {
 				e := errs[i]
 				if e.Kind != w.kind || e.Line != w.line {
-					t.Errorf("error %d: got %s on line %d (%s), want %s on line %d", i, e.Kind, e.Line, e.Msg, w.kind, w.line)
-				}
-				if w.hint != "" && e.Hint != w.hint {
-					t.Errorf("error %d hint:\n got %q\nwant %q", i, e.Hint, w.hint)
-				}
-				if !strings.Contains(e.Msg, w.msg) {
-					t.Errorf("error %d message %q does not contain %q", i, e.Msg, w.msg)
+					t.Errorf("error %d: got %s on line %d (%+v), want %s on line %d", i, e.Kind, e.Line, e, w.kind, w.line)
 				}
 				if w.raw != "" && e.Raw != w.raw {
 					t.Errorf("error %d raw %q, want %q", i, e.Raw, w.raw)
 				}
-				if e.Hint == "" || e.Raw == "" {
-					t.Errorf("error %d has no hint or raw text: %+v", i, e)
+				if e.Raw == "" {
+					t.Errorf("error %d has no raw text: %+v", i, e)
+				}
+				if w.is != nil {
+					got := *e
+					got.Kind, got.Line, got.Raw = "", 0, ""
+					if !reflect.DeepEqual(got, *w.is) {
+						t.Errorf("error %d:\n got %+v\nwant %+v", i, got, *w.is)
+					}
 				}
 			}
 		})
@@ -284,13 +286,17 @@ func unknowns(n int) []wantErr {
 	return ws
 }
 
+// Error() is for logs; internal/report says it to people.
 func TestErrorString(t *testing.T) {
-	_, errs := Parse("hello\n/unlock staging now")
-	if len(errs) != 1 {
+	_, errs := parse("hello\n/unlock staging now\n/lock")
+	if len(errs) != 2 {
 		t.Fatalf("got %d errors", len(errs))
 	}
 	var err error = errs[0]
-	if got, want := err.Error(), `line 2: unexpected "now"`; got != want {
+	if got, want := err.Error(), `line 2: extra words "now"`; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got, want := errs[1].Error(), `line 3: missing environment`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
@@ -310,7 +316,7 @@ func TestValidRef(t *testing.T) {
 		{strings.Repeat("a", 255), true}, {strings.Repeat("a", 256), false},
 	} {
 		if got := ValidRef(tt.ref); got != tt.want {
-			t.Errorf("ValidRef(%q) = %v, want %v (%s)", tt.ref, got, tt.want, refProblem(tt.ref))
+			t.Errorf("ValidRef(%q) = %v, want %v (rule %d)", tt.ref, got, tt.want, refRule(tt.ref))
 		}
 	}
 }
@@ -332,21 +338,21 @@ func TestSuggest(t *testing.T) {
 		"rollbak": Rollback, "rolback": Rollback, "unlcok": Unlock, "statsu": Status, "hepl": Help,
 		"lock!": Lock, "xyz": "", "s": "", "hello": "", "cc": "", strings.Repeat("x", 500): "",
 	} {
-		if got := suggest(word); got != want {
+		if got := suggest(specs, word); got != want {
 			t.Errorf("suggest(%q) = %q, want %q", word, got, want)
 		}
 	}
 }
 
 func Example() {
-	cmds, errs := Parse("Ship it!\n/deploy staging\n/rollback production abc1234\n```\n/lock production\n```")
+	cmds, errs := Parse("Ship it!\n/deploy staging\n/rollback production abc1234\n```\n/lock production\n```", specs)
 	for _, c := range cmds {
 		fmt.Printf("line %d: %s %q %q\n", c.Line, c.Name, c.Env, c.Ref)
 	}
 	for _, e := range errs {
-		fmt.Printf("line %d: %s; %s\n", e.Line, e.Msg, e.Hint)
+		fmt.Printf("line %d: %s: %s %q %q\n", e.Line, e.Kind, e.Command, e.Env, e.Ref)
 	}
 	// Output:
 	// line 2: deploy "staging" ""
-	// line 3: /rollback production abc1234 needs "to" before the ref; write /rollback production to abc1234
+	// line 3: missing to: /rollback "production" "abc1234"
 }

@@ -30,7 +30,7 @@ func ValidEnv(s string) bool {
 
 // ValidRef reports whether s can be the REF of a command: a commit SHA or a
 // branch or tag name by git's check-ref-format rules.
-func ValidRef(s string) bool { return refProblem(s) == "" }
+func ValidRef(s string) bool { return refRule(s) == RefValid }
 
 // LooksLikeSHA reports whether ref is 7 to 40 hex digits, an abbreviated or
 // full commit SHA. Such a ref may still name a branch; resolving it is the
@@ -47,53 +47,88 @@ func LooksLikeSHA(ref string) bool {
 	return true
 }
 
-// refProblem says why s is not a usable ref, as the end of the sentence
-// "git ref names ...", or "" when it is one. The rules are git's
-// check-ref-format (with --branch's ban on a leading '-'), plus: valid UTF-8
-// with no control or invisible formatting characters, which git allows but
-// which would let a ref look like another in a reply.
-func refProblem(s string) string {
+// RefRule is a rule of git ref names, the one a ref in a command breaks.
+type RefRule int
+
+// The rules, in the order refRule checks them.
+const (
+	RefValid       RefRule = iota // breaks none
+	RefEmpty                      // cannot be empty
+	RefTooLong                    // at most MaxRefLen bytes
+	RefAt                         // cannot be "@"
+	RefLeadingDash                // cannot start with "-"
+	RefSlashEnd                   // cannot start or end with "/"
+	RefDotEnd                     // cannot end with "."
+	RefDotDot                     // cannot contain ".."
+	RefAtBrace                    // cannot contain "@{"
+	RefDoubleSlash                // cannot contain "//"
+	RefNotUTF8                    // must be valid UTF-8
+	RefInvisible                  // no control or invisible characters
+	RefSpace                      // no spaces
+	RefSpecial                    // none of ~ ^ : ? * [ \
+	RefDotPart                    // no part starting with "."
+	RefLockPart                   // no part ending in ".lock"
+)
+
+// refRule is the rule s breaks as a ref, or RefValid. The rules are git's
+// check-ref-format (with --branch's ban on a leading '-'), plus: valid
+// UTF-8 with no control or invisible formatting characters, which git
+// allows but which would let a ref look like another in a reply.
+func refRule(s string) RefRule {
 	switch {
 	case s == "":
-		return "cannot be empty"
+		return RefEmpty
 	case len(s) > MaxRefLen:
-		return "are at most 255 bytes long"
+		return RefTooLong
 	case s == "@":
-		return `cannot be "@"`
+		return RefAt
 	case s[0] == '-':
-		return `cannot start with "-"`
+		return RefLeadingDash
 	case s[0] == '/' || s[len(s)-1] == '/':
-		return `cannot start or end with "/"`
+		return RefSlashEnd
 	case s[len(s)-1] == '.':
-		return `cannot end with "."`
+		return RefDotEnd
 	case strings.Contains(s, ".."):
-		return `cannot contain ".."`
+		return RefDotDot
 	case strings.Contains(s, "@{"):
-		return `cannot contain "@{"`
+		return RefAtBrace
 	case strings.Contains(s, "//"):
-		return `cannot contain "//"`
+		return RefDoubleSlash
 	case !utf8.ValidString(s):
-		return "must be valid UTF-8"
+		return RefNotUTF8
 	}
+	if r := runeRule(s); r != RefValid {
+		return r
+	}
+	return partRule(s)
+}
+
+// runeRule is the rule a character of s breaks.
+func runeRule(s string) RefRule {
 	for _, r := range s {
 		switch {
 		case r < 0x20 || r == 0x7f || unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
-			return "cannot contain control or invisible characters"
+			return RefInvisible
 		case unicode.IsSpace(r):
-			return "cannot contain spaces"
+			return RefSpace
 		case strings.ContainsRune(`~^:?*[\`, r):
-			return "cannot contain any of ~ ^ : ? * [ \\"
+			return RefSpecial
 		}
 	}
+	return RefValid
+}
+
+// partRule is the rule a "/"-separated part of s breaks.
+func partRule(s string) RefRule {
 	for _, part := range strings.Split(s, "/") {
 		switch {
 		case strings.HasPrefix(part, "."):
-			return `cannot have a part starting with "."`
+			return RefDotPart
 		case strings.HasSuffix(part, ".lock"):
-			return `cannot have a part ending in ".lock"`
+			return RefLockPart
 		}
 	}
-	return ""
+	return RefValid
 }
 
 func isAlnum(c byte) bool {

@@ -15,37 +15,24 @@ import (
 
 // The pure core of PR comment commands: given plain values (the command,
 // the environment's configuration, the commenter's permission, what the
-// store and GitHub said), what becomes of the command. issue_comment.go
-// gathers those values and carries out the decision.
+// store and GitHub said), what becomes of the command. Each command's
+// commandFunc (comment_commands.go) gathers those values and carries out
+// the decision.
 
 // productionName is the environment /rollback defaults to.
 const productionName = "production"
 
 // environmentFor is the environment a command acts on: the one it names,
-// or its default (/deploy: default_environment; /rollback: production, or
-// the environment deploying from the default branch). A refusal says why
-// there is none.
-func environmentFor(c command.Command, cfg *repoconfig.Config, defaultBranch string) (*repoconfig.Environment, *report.Answer) {
+// or else byDefault, the command's default ("" for none). A refusal says
+// why there is none.
+func environmentFor(c command.Command, cfg *repoconfig.Config, byDefault string) (*repoconfig.Environment, *report.Answer) {
 	names := cfg.EnvironmentNames()
 	name := c.Env
 	if name == "" {
-		switch c.Name {
-		case command.Deploy:
-			name = cfg.DefaultEnvironment
-		case command.Rollback:
-			if env, ok := cfg.Environment(productionName); ok {
-				return env, nil
-			}
-			if env := cfg.ForBranch(defaultBranch); env != nil {
-				return env, nil
-			}
-			if len(names) == 1 {
-				return cfg.Environments[names[0]], nil
-			}
-		}
-		if name == "" {
-			return nil, &report.Answer{Outcome: report.OutcomeNoEnvironment, Environments: names}
-		}
+		name = byDefault
+	}
+	if name == "" {
+		return nil, &report.Answer{Outcome: report.OutcomeNoEnvironment, Environments: names}
 	}
 	env, ok := cfg.Environment(name)
 	if !ok {
@@ -54,19 +41,30 @@ func environmentFor(c command.Command, cfg *repoconfig.Config, defaultBranch str
 	return env, nil
 }
 
-// permitted refuses a command the commenter may not use in env: /deploy,
-// /rollback, /lock and /unlock need the environment's deployers (SPEC §3);
+// rollbackDefault is the environment /rollback acts on when it names none:
+// production, else the one deploying from the default branch, else the
+// only one; "" when none of these is.
+func rollbackDefault(cfg *repoconfig.Config, defaultBranch string) string {
+	if env, ok := cfg.Environment(productionName); ok {
+		return env.Name
+	}
+	if env := cfg.ForBranch(defaultBranch); env != nil {
+		return env.Name
+	}
+	if names := cfg.EnvironmentNames(); len(names) == 1 {
+		return names[0]
+	}
+	return ""
+}
+
+// permitted refuses a command the commenter may not use in env: a
+// command for the environment's deployers (spec.Who) needs them (SPEC §3);
 // nobody below write may, whatever the list says. nil: permitted.
-func permitted(c command.Command, env *repoconfig.Environment, login string, p repoconfig.Permission) *report.Answer {
-	switch c.Name {
-	case command.Deploy, command.Rollback, command.Lock, command.Unlock:
-	default:
+func permitted(spec command.Spec, c command.Command, env *repoconfig.Environment, login string, p repoconfig.Permission) *report.Answer {
+	if spec.Who == command.Anyone || env.Deployers.Allows(login, p) {
 		return nil
 	}
-	if env.Deployers.Allows(login, p) {
-		return nil
-	}
-	a := &report.Answer{Command: c.Raw, Name: c.Name, Outcome: report.OutcomeNoPermission, Env: env.Name, Have: p.String()}
+	a := &report.Answer{Command: c.Raw, Name: c.Name, Outcome: report.OutcomeNoPermission, Env: env.Name, Have: p.String(), Verb: spec.Verb}
 	if len(env.Deployers.Logins) > 0 && p >= repoconfig.PermWrite {
 		a.NeedLogins = env.Deployers.Logins
 	} else {
@@ -75,8 +73,9 @@ func permitted(c command.Command, env *repoconfig.Environment, login string, p r
 	return a
 }
 
-// decideInput is everything a /deploy, /rollback, /lock or /unlock decides
-// on, once the environment is known and the commenter may use it.
+// decideInput is everything a command for an environment's deployers
+// (/deploy, /rollback, /lock, /unlock) decides on, once the environment is
+// known and the commenter may use it.
 type decideInput struct {
 	Cmd       command.Command
 	Env       *repoconfig.Environment
@@ -121,105 +120,138 @@ type decision struct {
 	request deploy.Request
 }
 
-// deployID is the deploy a comment's command makes in env: the same for a
-// retried job, so the engine sees one deploy.
-func deployID(cmd string, commentID int64, env string) string {
-	kind := "comment"
-	if cmd == command.Rollback {
-		kind = "rollback"
-	}
+// deployID is the deploy of kind (record.KindComment for /deploy,
+// record.KindRollback) a comment makes in env: the same for a retried job,
+// so the engine sees one deploy.
+func deployID(kind string, commentID int64, env string) string {
 	return fmt.Sprintf("%s-%d-%s", kind, commentID, strings.ToLower(env))
 }
 
-func decide(in decideInput) decision {
-	a := report.Answer{Command: in.Cmd.Raw, Name: in.Cmd.Name, Env: in.Env.Name}
-	switch in.Cmd.Name {
-	case command.Deploy, command.Rollback:
-		return decideDeploy(in, a)
-	case command.Lock:
-		if l := in.Lock; l != nil {
-			// The lock this comment took on an earlier attempt of its job
-			// reads as taken now.
-			if strings.EqualFold(l.By, in.Commenter) && !l.At.Before(in.CommentAt) {
-				a.Outcome, a.LockedBy, a.LockReason = report.OutcomeLocked, l.By, l.Reason
-				return decision{answer: a}
-			}
-			a.Outcome, a.LockedBy, a.LockReason, a.LockedAt = report.OutcomeAlreadyLocked, l.By, l.Reason, l.At
-			return decision{answer: a}
-		}
+// answer is the start of the answer to the command in: what it is and where.
+func (in decideInput) answer() report.Answer {
+	return report.Answer{Command: in.Cmd.Raw, Name: in.Cmd.Name, Env: in.Env.Name}
+}
+
+// decideLock: /lock takes the lock, unless someone holds it.
+func decideLock(in decideInput) decision {
+	a := in.answer()
+	l := in.Lock
+	switch {
+	case l == nil:
 		a.Outcome, a.LockedBy, a.LockReason = report.OutcomeLocked, in.Commenter, in.Cmd.Reason
 		return decision{answer: a, effect: effectLock}
-	case command.Unlock:
-		if in.Lock == nil {
-			a.Outcome = report.OutcomeNotLocked
-			return decision{answer: a}
-		}
-		a.Outcome, a.LockedBy, a.LockedAt, a.Released = report.OutcomeUnlocked, in.Lock.By, in.Lock.At, in.Pending
-		return decision{answer: a, effect: effectUnlock}
+	case strings.EqualFold(l.By, in.Commenter) && !l.At.Before(in.CommentAt):
+		// The lock this comment took on an earlier attempt of its job reads
+		// as taken now.
+		a.Outcome, a.LockedBy, a.LockReason = report.OutcomeLocked, l.By, l.Reason
+	default:
+		a.Outcome, a.LockedBy, a.LockReason, a.LockedAt = report.OutcomeAlreadyLocked, l.By, l.Reason, l.At
 	}
-	a.Outcome, a.Message = report.OutcomeFailed, "/"+in.Cmd.Name+" is not handled here"
 	return decision{answer: a}
 }
 
-func decideDeploy(in decideInput, a report.Answer) decision {
-	id := deployID(in.Cmd.Name, in.CommentID, in.Env.Name)
-	req := deploy.Request{ID: id, Creator: in.Commenter, Kind: record.KindComment}
-	if in.Cmd.Name == command.Rollback {
-		req.Kind = record.KindRollback
+// decideUnlock: /unlock releases the lock, if there is one.
+func decideUnlock(in decideInput) decision {
+	a := in.answer()
+	if in.Lock == nil {
+		a.Outcome = report.OutcomeNotLocked
+		return decision{answer: a}
 	}
-	switch {
-	case in.Existing != nil:
-		req.Release = deploy.Release{SHA: in.Existing.SHA, Ref: in.Existing.Ref}
-	case in.Cmd.Name == command.Rollback:
-		if in.Target == nil {
-			if in.Cmd.Ref != "" {
-				a.Outcome, a.Ref = report.OutcomeUnknownRelease, in.Cmd.Ref
-			} else {
-				a.Outcome = report.OutcomeNoEarlierRelease
-				if in.Current != nil {
-					a.SHA = in.Current.SHA
-				}
-			}
-			return decision{answer: a}
+	a.Outcome, a.LockedBy, a.LockedAt, a.Released = report.OutcomeUnlocked, in.Lock.By, in.Lock.At, in.Pending
+	return decision{answer: a, effect: effectUnlock}
+}
+
+// decideDeploy: /deploy deploys the ref it names or the pull request's
+// head, when the environment takes it.
+func decideDeploy(in decideInput) decision {
+	a, req := in.answer(), in.request(record.KindComment)
+	if in.Existing == nil {
+		rel, refusal := deployRelease(in, a)
+		if refusal != nil {
+			return decision{answer: *refusal}
 		}
-		if in.Current != nil && in.Target.SHA == in.Current.SHA {
-			a.Outcome, a.SHA = report.OutcomeAlreadyCurrent, in.Current.SHA
-			return decision{answer: a}
+		req.Release = rel
+	}
+	return deploying(in, a, req, report.OutcomeDeploying)
+}
+
+// deployRelease is what /deploy deploys, or the refusal when it cannot.
+func deployRelease(in decideInput, a report.Answer) (deploy.Release, *report.Answer) {
+	var rel deploy.Release
+	switch {
+	case in.Cmd.Ref != "" && !in.RefFound:
+		a.Outcome, a.Ref = report.OutcomeUnknownRef, in.Cmd.Ref
+		return rel, &a
+	case in.Cmd.Ref != "":
+		rel = deploy.Release{SHA: in.RefSHA, Ref: in.Cmd.Ref}
+	case in.PR.State == "closed":
+		a.Outcome = report.OutcomeClosed
+		return rel, &a
+	default:
+		rel = deploy.Release{SHA: in.PR.HeadSHA, Ref: in.PR.HeadRef}
+	}
+	// An environment without allow_branches takes what its branch has (a
+	// redeploy of the merged head); anything else is merged first.
+	if !in.Env.AllowBranches && (in.BranchHead == "" || in.BranchHead != rel.SHA) {
+		a.Outcome, a.Branch = report.OutcomeBranchesNotAllowed, in.Env.Branch
+		return rel, &a
+	}
+	return rel, nil
+}
+
+// decideRollback: /rollback puts back the release before the current one,
+// or the one it names.
+func decideRollback(in decideInput) decision {
+	a, req := in.answer(), in.request(record.KindRollback)
+	if in.Existing == nil {
+		refusal := rollbackRefusal(in, a)
+		if refusal != nil {
+			return decision{answer: *refusal}
 		}
 		req.Release = deploy.Release{SHA: in.Target.SHA, Ref: in.Target.Ref}
 		a.By, a.At = in.Target.By, in.Target.At
-	default: // /deploy
-		if in.Cmd.Ref != "" {
-			if !in.RefFound {
-				a.Outcome, a.Ref = report.OutcomeUnknownRef, in.Cmd.Ref
-				return decision{answer: a}
-			}
-			req.Release = deploy.Release{SHA: in.RefSHA, Ref: in.Cmd.Ref}
-		} else {
-			if in.PR.State == "closed" {
-				a.Outcome = report.OutcomeClosed
-				return decision{answer: a}
-			}
-			req.Release = deploy.Release{SHA: in.PR.HeadSHA, Ref: in.PR.HeadRef}
-		}
-		// An environment without allow_branches takes what its branch has
-		// (a redeploy of the merged head); anything else is merged first.
-		if !in.Env.AllowBranches && (in.BranchHead == "" || in.BranchHead != req.Release.SHA) {
-			a.Outcome, a.Branch = report.OutcomeBranchesNotAllowed, in.Env.Branch
-			return decision{answer: a}
-		}
 	}
-	a.SHA, a.Ref = req.Release.SHA, req.Release.Ref
-	if in.PublicURL != "" {
-		a.LogURL = strings.TrimRight(in.PublicURL, "/") + "/deploys/" + id
-	}
+	return deploying(in, a, req, report.OutcomeRollingBack)
+}
+
+// rollbackRefusal says why there is nothing to roll back to; nil when
+// in.Target is the release to put back.
+func rollbackRefusal(in decideInput, a report.Answer) *report.Answer {
 	switch {
-	case in.Lock != nil:
-		a.Outcome, a.LockedBy, a.LockReason = report.OutcomeQueuedBehindLock, in.Lock.By, in.Lock.Reason
-	case in.Cmd.Name == command.Rollback:
-		a.Outcome = report.OutcomeRollingBack
+	case in.Target == nil && in.Cmd.Ref != "":
+		a.Outcome, a.Ref = report.OutcomeUnknownRelease, in.Cmd.Ref
+	case in.Target == nil:
+		a.Outcome = report.OutcomeNoEarlierRelease
+		if in.Current != nil {
+			a.SHA = in.Current.SHA
+		}
+	case in.Current != nil && in.Target.SHA == in.Current.SHA:
+		a.Outcome, a.SHA = report.OutcomeAlreadyCurrent, in.Current.SHA
 	default:
-		a.Outcome = report.OutcomeDeploying
+		return nil
+	}
+	return &a
+}
+
+// request is the deploy a /deploy or /rollback makes, with the release of
+// the deploy an earlier attempt made, if one did.
+func (in decideInput) request(kind string) deploy.Request {
+	req := deploy.Request{ID: deployID(kind, in.CommentID, in.Env.Name), Creator: in.Commenter, Kind: kind}
+	if in.Existing != nil {
+		req.Release = deploy.Release{SHA: in.Existing.SHA, Ref: in.Existing.Ref}
+	}
+	return req
+}
+
+// deploying is the answer to a /deploy or /rollback that goes ahead:
+// outcome, or queued behind the environment's lock.
+func deploying(in decideInput, a report.Answer, req deploy.Request, outcome report.Outcome) decision {
+	a.Outcome, a.SHA, a.Ref = outcome, req.Release.SHA, req.Release.Ref
+	if in.PublicURL != "" {
+		a.LogURL = strings.TrimRight(in.PublicURL, "/") + "/deploys/" + req.ID
+	}
+	if in.Lock != nil {
+		a.Outcome, a.LockedBy, a.LockReason = report.OutcomeQueuedBehindLock, in.Lock.By, in.Lock.Reason
 	}
 	return decision{answer: a, effect: effectDeploy, request: req}
 }

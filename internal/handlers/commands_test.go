@@ -29,7 +29,7 @@ func mustConfig(t *testing.T, yml string) *repoconfig.Config {
 
 func parseOne(t *testing.T, line string) command.Command {
 	t.Helper()
-	cmds, errs := command.Parse(line)
+	cmds, errs := command.Parse(line, commandTable().Specs())
 	if len(cmds) != 1 || len(errs) != 0 {
 		t.Fatalf("%q parses to %v %v", line, cmds, errs)
 	}
@@ -65,26 +65,32 @@ func TestEnvironmentFor(t *testing.T) {
 	custom := mustConfig(t, "default_environment: qa\nenvironments:\n  qa:\n    driver: local\n  live:\n    branch: main\n")
 	one := mustConfig(t, "default_environment: web\nenvironments:\n  web:\n    driver: local\n")
 	two := mustConfig(t, "default_environment: blue\nenvironments:\n  blue:\n    driver: local\n  green:\n    driver: local\n")
+	// The defaults the commandFuncs of /deploy and /rollback pass; the
+	// others pass none.
+	deployDflt := func(cfg *repoconfig.Config) string { return cfg.DefaultEnvironment }
+	rollbackDflt := func(cfg *repoconfig.Config) string { return rollbackDefault(cfg, "main") }
+	none := func(*repoconfig.Config) string { return "" }
 	for _, tc := range []struct {
-		name    string
-		cfg     *repoconfig.Config
-		line    string
-		want    string
-		outcome report.Outcome
+		name      string
+		cfg       *repoconfig.Config
+		line      string
+		byDefault func(*repoconfig.Config) string
+		want      string
+		outcome   report.Outcome
 	}{
-		{"named", def, "/deploy staging", "staging", ""},
-		{"named in another case", def, "/deploy Production", "production", ""},
-		{"deploy defaults to default_environment", def, "/deploy", "staging", ""},
-		{"default_environment from the file", custom, "/deploy", "qa", ""},
-		{"rollback defaults to production", def, "/rollback", "production", ""},
-		{"rollback defaults to the default branch's environment", custom, "/rollback", "live", ""},
-		{"rollback in the only environment", one, "/rollback", "web", ""},
-		{"rollback with nothing to default to", two, "/rollback", "", report.OutcomeNoEnvironment},
-		{"unknown", def, "/deploy prod", "", report.OutcomeUnknownEnvironment},
-		{"unknown lock", def, "/lock qa", "", report.OutcomeUnknownEnvironment},
+		{"named", def, "/deploy staging", deployDflt, "staging", ""},
+		{"named in another case", def, "/deploy Production", deployDflt, "production", ""},
+		{"deploy defaults to default_environment", def, "/deploy", deployDflt, "staging", ""},
+		{"default_environment from the file", custom, "/deploy", deployDflt, "qa", ""},
+		{"rollback defaults to production", def, "/rollback", rollbackDflt, "production", ""},
+		{"rollback defaults to the default branch's environment", custom, "/rollback", rollbackDflt, "live", ""},
+		{"rollback in the only environment", one, "/rollback", rollbackDflt, "web", ""},
+		{"rollback with nothing to default to", two, "/rollback", rollbackDflt, "", report.OutcomeNoEnvironment},
+		{"unknown", def, "/deploy prod", deployDflt, "", report.OutcomeUnknownEnvironment},
+		{"unknown lock", def, "/lock qa", none, "", report.OutcomeUnknownEnvironment},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env, refusal := environmentFor(parseOne(t, tc.line), tc.cfg, "main")
+			env, refusal := environmentFor(parseOne(t, tc.line), tc.cfg, tc.byDefault(tc.cfg))
 			if tc.outcome != "" {
 				if refusal == nil || refusal.Outcome != tc.outcome {
 					t.Fatalf("got %v %+v, want %s", env, refusal, tc.outcome)
@@ -99,7 +105,7 @@ func TestEnvironmentFor(t *testing.T) {
 			}
 		})
 	}
-	_, refusal := environmentFor(parseOne(t, "/deploy prod"), def, "main")
+	_, refusal := environmentFor(parseOne(t, "/deploy prod"), def, def.DefaultEnvironment)
 	if strings.Join(refusal.Environments, ",") != "production,staging" {
 		t.Errorf("unknown environment lists %v", refusal.Environments)
 	}
@@ -137,7 +143,8 @@ func TestPermitted(t *testing.T) {
 			if !ok {
 				env = cfg.Environments["staging"]
 			}
-			a := permitted(c, env, tc.login, tc.perm)
+			e, _ := commandTable().Lookup(c.Name)
+			a := permitted(e.Spec, c, env, tc.login, tc.perm)
 			if (a == nil) != tc.ok {
 				t.Fatalf("permitted = %+v, want ok %t", a, tc.ok)
 			}
@@ -151,8 +158,17 @@ func TestPermitted(t *testing.T) {
 			if a.Outcome != report.OutcomeNoPermission || need != tc.need || a.Have != tc.perm.String() {
 				t.Errorf("refusal %+v, want need %s", a, tc.need)
 			}
+			if a.Verb == "" || a.Verb != e.Verb {
+				t.Errorf("refusal verb %q, want the table's %q", a.Verb, e.Verb)
+			}
 		})
 	}
+}
+
+// deciders are the pure core of the commands for deployers, as their
+// commandFuncs call it.
+var deciders = map[string]func(decideInput) decision{
+	"deploy": decideDeploy, "rollback": decideRollback, "lock": decideLock, "unlock": decideUnlock,
 }
 
 func TestDecide(t *testing.T) {
@@ -210,7 +226,7 @@ func TestDecide(t *testing.T) {
 			if tc.with != nil {
 				tc.with(&in)
 			}
-			d := decide(in)
+			d := deciders[in.Cmd.Name](in)
 			if d.answer.Outcome != tc.outcome || d.effect != tc.effect {
 				t.Fatalf("decide = %s/%d, want %s/%d (%+v)", d.answer.Outcome, d.effect, tc.outcome, tc.effect, d.answer)
 			}
@@ -222,7 +238,7 @@ func TestDecide(t *testing.T) {
 			}
 			r := d.request
 			wantKind, wantID := record.KindComment, "comment-7-"+tc.env.Name
-			if in.Cmd.Name == command.Rollback {
+			if in.Cmd.Name == "rollback" {
 				wantKind, wantID = record.KindRollback, "rollback-7-"+tc.env.Name
 			}
 			if r.ID != wantID || r.Kind != wantKind || r.Creator != "octocat" || r.Release.SHA != tc.sha {
@@ -236,10 +252,13 @@ func TestDecide(t *testing.T) {
 }
 
 func TestDeployIDIsStable(t *testing.T) {
-	if deployID("deploy", 5, "Staging") != deployID("deploy", 5, "staging") {
+	if deployID(record.KindComment, 5, "Staging") != deployID(record.KindComment, 5, "staging") {
 		t.Error("the environment's case changes the deploy id")
 	}
-	if deployID("deploy", 5, "staging") == deployID("rollback", 5, "staging") || deployID("deploy", 5, "staging") == deployID("deploy", 6, "staging") {
+	if deployID(record.KindComment, 5, "staging") == deployID(record.KindRollback, 5, "staging") || deployID(record.KindComment, 5, "staging") == deployID(record.KindComment, 6, "staging") {
 		t.Error("deploy ids collide")
+	}
+	if got := deployID(record.KindComment, 5, "Staging"); got != "comment-5-staging" {
+		t.Errorf("deploy id %q, want comment-5-staging (ids of earlier attempts must stay the same)", got)
 	}
 }

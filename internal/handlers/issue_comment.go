@@ -83,7 +83,7 @@ func screen(action, login, userType, body string) (cmds []command.Command, errs 
 	if action != "created" || isBot(login, userType) {
 		return nil, nil, false
 	}
-	cmds, errs = command.Parse(body)
+	cmds, errs = command.Parse(body, commandTable().Specs())
 	return cmds, errs, len(cmds)+len(errs) > 0
 }
 
@@ -253,106 +253,20 @@ func inOrder(cmds []command.Command, errs []*command.Error) []lineItem {
 }
 
 func (r *commentRun) parseError(e *command.Error) report.Answer {
-	a := report.Answer{Command: e.Raw, Outcome: report.OutcomeParseError, Message: e.Msg, Hint: e.Hint}
+	a := report.Answer{Command: e.Raw, Outcome: report.OutcomeParseError, ParseError: e}
 	if e.Kind == command.UnknownCommand {
 		a.Outcome, a.Block = report.OutcomeUnknownCommand, helpText(r.cfg)
 	}
 	return a
 }
 
-// helpText is command.HelpText for the configuration's environments.
-func helpText(cfg *repoconfig.Config) string {
-	names := cfg.EnvironmentNames()
-	perms := map[string]string{}
-	for _, n := range names {
-		perms[n] = deployersWords(cfg.Environments[n].Deployers)
-	}
-	return command.HelpText(names, perms)
-}
-
-func deployersWords(d repoconfig.Deployers) string {
-	if len(d.Logins) == 0 {
-		return d.String()
-	}
-	ms := make([]string, len(d.Logins))
-	for i, l := range d.Logins {
-		ms[i] = "@" + strings.TrimPrefix(l, "@")
-	}
-	return strings.Join(ms, ", ")
-}
-
-// command gathers what the command's outcome depends on, decides it (the
-// pure part, in decide) and carries out what is quick: /lock and /unlock
-// change the store now; deploys and resumes are returned as the action to
-// run after the reply.
+// command runs c by its entry in the command table.
 func (r *commentRun) command(ctx context.Context, c command.Command) (report.Answer, action, error) {
-	base := report.Answer{Command: c.Raw, Name: c.Name}
-	switch c.Name {
-	case command.Help:
-		base.Outcome, base.Block = report.OutcomeHelp, helpText(r.cfg)
-		return base, action{}, nil
-	case command.Status:
-		a, err := r.status(ctx, c)
-		return a, action{}, err
+	e, ok := commandTable().Lookup(c.Name)
+	if !ok { // Parse yields the table's commands only
+		return report.Answer{Command: c.Raw, Name: c.Name, Outcome: report.OutcomeFailed, Message: "/" + c.Name + " is not handled here"}, action{}, nil
 	}
-	env, refusal := environmentFor(c, r.cfg, r.e.Repository.DefaultBranch)
-	if refusal != nil {
-		refusal.Command, refusal.Name = c.Raw, c.Name
-		return *refusal, action{}, nil
-	}
-	perm, err := r.permission(ctx)
-	if err != nil {
-		return report.Answer{}, action{}, err
-	}
-	if a := permitted(c, env, r.e.Comment.User.Login, perm); a != nil {
-		return *a, action{}, nil
-	}
-	key := record.EnvKey{Repo: r.repo, Name: env.Name}
-	lock, err := r.lock(ctx, key)
-	if err != nil {
-		return report.Answer{}, action{}, err
-	}
-	in := decideInput{
-		Cmd: c, Env: env, Commenter: r.e.Comment.User.Login, CommentID: r.e.Comment.ID, CommentAt: r.e.Comment.CreatedAt,
-		Lock: lock, PublicURL: r.cs.PublicURL,
-	}
-	switch c.Name {
-	case command.Deploy, command.Rollback:
-		if err := r.gatherDeploy(ctx, &in, key); err != nil {
-			return report.Answer{}, action{}, err
-		}
-	case command.Unlock:
-		if _, ok, err := r.cs.Store.Pending(ctx, key); err != nil {
-			return report.Answer{}, action{}, fmt.Errorf("read the queue of %s: %w", key, err)
-		} else if ok {
-			in.Pending = 1
-		}
-	}
-	d := decide(in)
-	target := deploy.Target{Repo: r.repo, Environment: env, App: r.cfg.App}
-	var act action
-	switch d.effect {
-	case effectDeploy:
-		d.request.Target = target
-		d.request.Release.Repo, d.request.Release.InstallationID = r.repo, r.inst
-		act.deploy = &d.request
-	case effectLock:
-		lk, created, err := r.cs.Store.LockEnvironment(ctx, key, r.e.Comment.User.Login, c.Reason)
-		if err != nil {
-			return report.Answer{}, action{}, fmt.Errorf("lock %s: %w", key, err)
-		}
-		r.locks[strings.ToLower(env.Name)] = &lk
-		if !created { // someone locked it in between
-			d.answer.Outcome, d.answer.LockedBy, d.answer.LockReason, d.answer.LockedAt = report.OutcomeAlreadyLocked, lk.By, lk.Reason, lk.At
-		}
-	case effectUnlock:
-		if _, _, err := r.cs.Store.UnlockEnvironment(ctx, key); err != nil {
-			return report.Answer{}, action{}, fmt.Errorf("unlock %s: %w", key, err)
-		}
-		r.locks[strings.ToLower(env.Name)] = nil
-		act.resume = &target
-	}
-	return d.answer, act, nil
+	return e.Run(r, ctx, c)
 }
 
 func (r *commentRun) permission(ctx context.Context) (repoconfig.Permission, error) {
@@ -367,8 +281,8 @@ func (r *commentRun) permission(ctx context.Context) (repoconfig.Permission, err
 	return *r.perm, nil
 }
 
-// lock is the environment's /lock as this comment has left it so far.
-func (r *commentRun) lock(ctx context.Context, key record.EnvKey) (*record.EnvLock, error) {
+// lockOf is the environment's /lock as this comment has left it so far.
+func (r *commentRun) lockOf(ctx context.Context, key record.EnvKey) (*record.EnvLock, error) {
 	k := strings.ToLower(key.Name)
 	if r.checked == nil {
 		r.checked = map[string]bool{}
@@ -384,155 +298,4 @@ func (r *commentRun) lock(ctx context.Context, key record.EnvKey) (*record.EnvLo
 		}
 	}
 	return r.locks[k], nil
-}
-
-// gatherDeploy reads what /deploy and /rollback decide on: an earlier
-// attempt of the same deploy (a retried job), the pull request's head or
-// the ref, the releases.
-func (r *commentRun) gatherDeploy(ctx context.Context, in *decideInput, key record.EnvKey) error {
-	id := deployID(in.Cmd.Name, in.CommentID, in.Env.Name)
-	switch d, err := r.cs.Store.GetDeploy(ctx, id); {
-	case err == nil:
-		in.Existing = &d
-		return nil
-	case !errors.Is(err, record.ErrNotFound):
-		return fmt.Errorf("read deploy %s: %w", id, err)
-	}
-	if in.Cmd.Name == command.Deploy {
-		if in.Cmd.Ref != "" {
-			sha, found, err := r.c.ResolveRef(ctx, r.owner, r.name, in.Cmd.Ref)
-			if err != nil {
-				return fmt.Errorf("resolve %s: %w", in.Cmd.Ref, err)
-			}
-			in.RefSHA, in.RefFound = sha, found
-		} else {
-			if r.pr == nil {
-				pr, err := r.c.PullRequest(ctx, r.owner, r.name, r.e.Issue.Number)
-				if err != nil {
-					return fmt.Errorf("read pull request #%d: %w", r.e.Issue.Number, err)
-				}
-				r.pr = &pr
-			}
-			in.PR = *r.pr
-		}
-		if !in.Env.AllowBranches && in.Env.Branch != "" {
-			sha, found, err := r.c.ResolveRef(ctx, r.owner, r.name, in.Env.Branch)
-			if err != nil {
-				return fmt.Errorf("resolve %s: %w", in.Env.Branch, err)
-			}
-			if found {
-				in.BranchHead = sha
-			}
-		}
-		return nil
-	}
-	cur, err := r.cs.Store.CurrentRelease(ctx, key)
-	switch {
-	case err == nil:
-		in.Current = &cur
-	case !errors.Is(err, record.ErrNotFound):
-		return fmt.Errorf("read the current release of %s: %w", key, err)
-	}
-	var target record.Release
-	if in.Cmd.Ref == "" {
-		target, err = r.cs.Store.PreviousRelease(ctx, key)
-	} else {
-		target, err = r.findRelease(ctx, key, in.Cmd.Ref)
-	}
-	switch {
-	case err == nil:
-		in.Target = &target
-	case errors.Is(err, record.ErrNotFound), errors.Is(err, record.ErrAmbiguous):
-	default:
-		return fmt.Errorf("read the releases of %s: %w", key, err)
-	}
-	return nil
-}
-
-// findRelease finds the release ref names: a SHA or prefix of one the
-// environment ran, else what the ref (a tag, a branch) points at now, if
-// the environment ran that.
-func (r *commentRun) findRelease(ctx context.Context, key record.EnvKey, ref string) (record.Release, error) {
-	rel, err := r.cs.Store.FindRelease(ctx, key, ref)
-	if err == nil || !errors.Is(err, record.ErrNotFound) {
-		return rel, err
-	}
-	sha, found, gerr := r.c.ResolveRef(ctx, r.owner, r.name, ref)
-	if gerr != nil {
-		return record.Release{}, fmt.Errorf("resolve %s: %w", ref, gerr)
-	}
-	if !found {
-		return record.Release{}, err
-	}
-	return r.cs.Store.FindRelease(ctx, key, sha)
-}
-
-// status answers /status: the table of every environment, or of one.
-func (r *commentRun) status(ctx context.Context, c command.Command) (report.Answer, error) {
-	a := report.Answer{Command: c.Raw, Name: c.Name, Outcome: report.OutcomeStatus}
-	names := r.cfg.EnvironmentNames()
-	if c.Env != "" {
-		env, ok := r.cfg.Environment(c.Env)
-		if !ok {
-			a.Outcome, a.Env, a.Environments = report.OutcomeUnknownEnvironment, c.Env, names
-			return a, nil
-		}
-		a.Env, names = env.Name, []string{env.Name}
-	}
-	rows := make([]report.EnvStatus, 0, len(names))
-	for _, n := range names {
-		row, err := r.envStatus(ctx, record.EnvKey{Repo: r.repo, Name: n})
-		if err != nil {
-			return report.Answer{}, err
-		}
-		rows = append(rows, row)
-	}
-	a.Block = report.StatusTable(rows)
-	return a, nil
-}
-
-// statusDeploys is how many recent deploys /status reads per environment.
-const statusDeploys = 5
-
-func (r *commentRun) envStatus(ctx context.Context, key record.EnvKey) (report.EnvStatus, error) {
-	st := report.EnvStatus{Env: key.Name}
-	s := r.cs.Store
-	cur, err := s.CurrentRelease(ctx, key)
-	switch {
-	case err == nil:
-		st.SHA, st.Ref, st.By, st.At = cur.SHA, cur.Ref, cur.By, cur.At
-	case !errors.Is(err, record.ErrNotFound):
-		return st, fmt.Errorf("read the current release of %s: %w", key, err)
-	}
-	lk, err := r.lock(ctx, key)
-	if err != nil {
-		return st, err
-	}
-	if lk != nil {
-		st.Locked, st.LockedBy, st.LockReason, st.LockedAt = true, lk.By, lk.Reason, lk.At
-	}
-	deploys, err := s.ListDeploys(ctx, key, statusDeploys)
-	if err != nil {
-		return st, fmt.Errorf("list the deploys of %s: %w", key, err)
-	}
-	running, _, err := s.Running(ctx, key)
-	if err != nil {
-		return st, fmt.Errorf("read the running deploy of %s: %w", key, err)
-	}
-	for _, d := range deploys {
-		line := report.DeployLine{SHA: d.SHA, Ref: d.Ref, By: d.Creator, Kind: report.Kind(d.Kind), State: d.State, At: d.CreatedAt}
-		switch {
-		case d.ID == running || d.State == record.StateRunning:
-			l := line
-			st.Running = &l
-		case d.State == record.StateQueued || d.State == record.StateLocked || d.State == record.StateWaiting:
-			st.Queued = append(st.Queued, line)
-		default:
-			if !d.FinishedAt.IsZero() {
-				line.At = d.FinishedAt
-			}
-			st.Last = append(st.Last, line)
-		}
-	}
-	return st, nil
 }

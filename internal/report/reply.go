@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shipbot/shipbot/internal/command"
 )
 
 // The bot's answer to a comment of PR commands: one reply per comment,
@@ -31,11 +33,11 @@ const (
 	OutcomeStatus           Outcome = "status"             // /status: Block is the table
 	OutcomeHelp             Outcome = "help"               // /help: Block is the help text
 
-	OutcomeParseError         Outcome = "parse_error"          // the line is not a command as written: Message, Hint
-	OutcomeUnknownCommand     Outcome = "unknown_command"      // Message, Hint; Block is the help text
+	OutcomeParseError         Outcome = "parse_error"          // the line is not a command as written: ParseError
+	OutcomeUnknownCommand     Outcome = "unknown_command"      // ParseError; Block is the help text
 	OutcomeUnknownEnvironment Outcome = "unknown_environment"  // Env; Environments are the real ones
 	OutcomeNoEnvironment      Outcome = "no_environment"       // no ENV given and none to default to; Environments
-	OutcomeNoPermission       Outcome = "no_permission"        // NeedLogins or NeedMin; Have
+	OutcomeNoPermission       Outcome = "no_permission"        // NeedLogins or NeedMin; Have; Verb
 	OutcomeBranchesNotAllowed Outcome = "branches_not_allowed" // Env; Branch is where merges deploy it from ("" for none)
 	OutcomeNoEarlierRelease   Outcome = "no_earlier_release"   // Env; SHA is the current release, "" for none
 	OutcomeUnknownRelease     Outcome = "unknown_release"      // Env; Ref was never a successful release there
@@ -62,7 +64,7 @@ func (o Outcome) Accepted() bool {
 // Answer is the outcome of one command, with what its sentence names.
 type Answer struct {
 	Command string  // the line as typed, e.g. "/deploy staging"
-	Name    string  // the command: deploy, rollback, lock, unlock, status, help
+	Name    string  // the command, as command.Command.Name holds it: "deploy"
 	Outcome Outcome //
 	Env     string  // the environment, as configured
 
@@ -80,13 +82,14 @@ type Answer struct {
 	NeedMin    string   // NoPermission: the least permission that may ("write")
 	NeedLogins []string // NoPermission: the only logins that may
 	Have       string   // NoPermission: the commenter's permission
+	Verb       string   // NoPermission: what the command does to Env ("deploy to"), its Spec's Verb
 
 	Branch       string   // BranchesNotAllowed: the environment's branch
 	Environments []string // UnknownEnvironment, NoEnvironment: the real ones
 
-	Message string // ParseError, UnknownCommand, Failed: what is wrong
-	Hint    string // ParseError, UnknownCommand: what to type instead
-	Block   string // Markdown shown under the sentence: a table, the help text
+	ParseError *command.Error // ParseError, UnknownCommand: the line and the rule it broke
+	Message    string         // Failed: what is wrong
+	Block      string         // Markdown shown under the sentence: a table, the help text
 }
 
 // Reply is the bot's reply to one comment.
@@ -120,11 +123,18 @@ func ReplyComment(r Reply) string {
 // maxCommandShown bounds the echo of a command line.
 const maxCommandShown = 120
 
-var verbs = map[string]string{"deploy": "deploy to", "rollback": "roll back", "lock": "lock", "unlock": "unlock"}
-
 func envName(env string) string { return "**" + md(fit(env, maxName)) + "**" }
 
+// sentence says what became of a command: done (or answered), or refused
+// and why.
 func sentence(a Answer) string {
+	if a.Outcome.Accepted() {
+		return doneSentence(a)
+	}
+	return refusedSentence(a)
+}
+
+func doneSentence(a Answer) string {
 	env := envName(a.Env)
 	logLink := ""
 	if a.LogURL != "" {
@@ -171,16 +181,22 @@ func sentence(a Answer) string {
 		return "Status of every environment:"
 	case OutcomeHelp:
 		return "The commands:"
-	case OutcomeParseError:
-		return "❓ " + capital(strings.TrimSuffix(md(fit(a.Message, maxNote)), ".")) + hint(a.Hint)
-	case OutcomeUnknownCommand:
-		return "❓ " + capital(strings.TrimSuffix(md(fit(a.Message, maxNote)), ".")) + hint(a.Hint)
+	}
+	return md(string(a.Outcome))
+}
+
+func refusedSentence(a Answer) string {
+	env := envName(a.Env)
+	switch a.Outcome {
+	case OutcomeParseError, OutcomeUnknownCommand:
+		msg, h := ParseErrorText(a.ParseError)
+		return "❓ " + capital(strings.TrimSuffix(md(fit(msg, maxNote)), ".")) + hint(h)
 	case OutcomeUnknownEnvironment:
 		return "❓ There is no environment " + code(fit(a.Env, maxName)) + ". " + environments(a.Environments)
 	case OutcomeNoEnvironment:
 		return "❓ Which environment? Name it: " + code(join("/"+a.Name, "ENV")) + ". " + environments(a.Environments)
 	case OutcomeNoPermission:
-		verb := verbs[a.Name]
+		verb := a.Verb
 		if verb == "" {
 			verb = "use " + code("/"+a.Name) + " in"
 		}
@@ -278,7 +294,7 @@ func environments(envs []string) string {
 	for i, e := range envs {
 		names[i] = code(fit(e, maxName))
 	}
-	return "The environments are " + strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1] + "."
+	return "The environments are " + andList(names) + "."
 }
 
 func logins(ls []string) string {
@@ -286,10 +302,7 @@ func logins(ls []string) string {
 	for i, l := range ls {
 		ms[i] = mention(l)
 	}
-	if len(ms) == 1 {
-		return ms[0]
-	}
-	return strings.Join(ms[:len(ms)-1], ", ") + " and " + ms[len(ms)-1]
+	return andList(ms)
 }
 
 func join(cmd string, args ...string) string {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/shipbot/shipbot/internal/command"
 )
 
 var replyScenarios = []struct {
@@ -30,8 +32,8 @@ var replyScenarios = []struct {
 		{Command: "/unlock preview", Name: "unlock", Outcome: OutcomeNotLocked, Env: "preview"},
 	}}},
 	{"refusals", Reply{CommentID: 10, Commenter: "mona", Answers: []Answer{
-		{Command: "/deploy production", Name: "deploy", Outcome: OutcomeNoPermission, Env: "production", NeedMin: "write", Have: "read"},
-		{Command: "/rollback qa", Name: "rollback", Outcome: OutcomeNoPermission, Env: "qa", NeedLogins: []string{"alice", "bob"}, Have: "admin"},
+		{Command: "/deploy production", Name: "deploy", Outcome: OutcomeNoPermission, Env: "production", NeedMin: "write", Have: "read", Verb: "deploy to"},
+		{Command: "/rollback qa", Name: "rollback", Outcome: OutcomeNoPermission, Env: "qa", NeedLogins: []string{"alice", "bob"}, Have: "admin", Verb: "roll back"},
 		{Command: "/deploy prod", Name: "deploy", Outcome: OutcomeUnknownEnvironment, Env: "prod", Environments: []string{"production", "staging"}},
 		{Command: "/deploy production", Name: "deploy", Outcome: OutcomeBranchesNotAllowed, Env: "production", Branch: "main"},
 		{Command: "/deploy qa", Name: "deploy", Outcome: OutcomeBranchesNotAllowed, Env: "qa"},
@@ -45,8 +47,10 @@ var replyScenarios = []struct {
 		{Command: "/deploy staging", Name: "deploy", Outcome: OutcomeFailed, Env: "staging", Message: "GitHub answered 502"},
 	}}},
 	{"parse-errors", Reply{CommentID: 11, Commenter: "octocat", Answers: []Answer{
-		{Command: "/rollback production abc1234", Name: "rollback", Outcome: OutcomeParseError, Message: `/rollback production abc1234 needs "to" before the ref`, Hint: "write /rollback production to abc1234"},
-		{Command: "/deplyo staging", Outcome: OutcomeUnknownCommand, Message: `"/deplyo" is not a command`, Hint: "did you mean /deploy staging? /help lists the commands", Block: "| command | what it does |\n| --- | --- |\n| `/help` | shows this list |\n"},
+		{Command: "/rollback production abc1234", Name: "rollback", Outcome: OutcomeParseError,
+			ParseError: &command.Error{Kind: command.MissingTo, Command: "/rollback", Grammar: command.EnvToRef, Env: "production", Ref: "abc1234"}},
+		{Command: "/deplyo staging", Outcome: OutcomeUnknownCommand, ParseError: &command.Error{Kind: command.UnknownCommand, Word: "/deplyo", Fix: "/deploy staging"},
+			Block: "| command | what it does |\n| --- | --- |\n| `/help` | shows this list |\n"},
 	}}},
 	{"status", Reply{CommentID: 12, Commenter: "octocat", Answers: []Answer{
 		{Command: "/status", Name: "status", Outcome: OutcomeStatus, Block: StatusTable([]EnvStatus{
@@ -61,6 +65,13 @@ var replyScenarios = []struct {
 	}}},
 	{"status-no-environments", Reply{CommentID: 13, Answers: []Answer{
 		{Command: "/status", Name: "status", Outcome: OutcomeStatus, Block: StatusTable(nil)},
+	}}},
+	{"help", Reply{CommentID: 16, Commenter: "octocat", Answers: []Answer{
+		{Command: "/help", Name: "help", Outcome: OutcomeHelp, Block: HelpText([]command.Spec{
+			{Name: "status", Synopsis: "/status [ENV]", Does: "shows the current release", Who: command.Anyone},
+			{Name: "help", Synopsis: "/help", Does: "shows this list", Who: command.Anyone},
+			{Name: "lock", Synopsis: "/lock ENV [reason…]", Does: "stops deploys to ENV until /unlock", Who: command.Deployers},
+		}, []string{"production"}, map[string]string{"production": Deployers(nil, "maintain")})},
 	}}},
 	{"not-a-pull-request", Reply{CommentID: 14, Commenter: "octocat", Answers: []Answer{{Outcome: OutcomeNotPullRequest}}}},
 	{"bad-config", Reply{CommentID: 15, Commenter: "octocat", Answers: []Answer{
