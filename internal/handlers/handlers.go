@@ -73,9 +73,6 @@ type Deps struct {
 	// pull_request events are only logged. A preview whose driver is
 	// missing here fails saying so (report.NoPreviewDriver).
 	Previewers map[repoconfig.Driver]deploy.Previewer
-	// Commands run the commands of PR comments: the same Base (New sets
-	// it), under the name issue_comment.go reads it by.
-	Commands Commands
 	// ChecksTimeout bounds the wait for required checks; 0 means
 	// DefaultChecksTimeout.
 	ChecksTimeout time.Duration
@@ -83,7 +80,7 @@ type Deps struct {
 
 // New wires the handlers over one Base; previews run on previewers.
 func New(base Base, previewers map[repoconfig.Driver]deploy.Previewer) Deps {
-	return Deps{Base: base, Previewers: previewers, Commands: Commands{base}}
+	return Deps{Base: base, Previewers: previewers}
 }
 
 // Register adds the handler of every event shipbot acts on (SPEC §4).

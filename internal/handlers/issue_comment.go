@@ -51,11 +51,9 @@ type CommandEngine interface {
 	Resume(ctx context.Context, t deploy.Target) error
 }
 
-// Commands are the Base as PR comment commands use it. With any of
-// GitHub, Store or Engine unset, comments are only logged.
-type Commands struct{ Base }
-
-func (c Commands) enabled() bool { return c.GitHub != nil && c.Store != nil && c.Engine != nil }
+// enabled: with any of GitHub, Store or Engine unset, comments are only
+// logged.
+func (b Base) enabled() bool { return b.GitHub != nil && b.Store != nil && b.Engine != nil }
 
 // commentEvent is the part of an issue_comment payload the handler reads.
 type commentEvent struct {
@@ -109,7 +107,7 @@ func (deps Deps) issueComment(ctx context.Context, job queue.Job) error {
 	cmds, errs, act := screen(e.Action, e.Comment.User.Login, e.Comment.User.Type, e.Comment.Body)
 	log.Info("comment received", "issue", e.Issue.Number, "on_pr", e.Issue.PullRequest != nil, "comment", e.Comment.ID,
 		"author", e.Comment.User.Login, "author_type", e.Comment.User.Type, "commands", len(cmds), "command_errors", len(errs), "acting", act)
-	cs := deps.Commands
+	cs := deps.Base
 	if !act || !cs.enabled() || e.Issue.Number < 1 {
 		return nil
 	}
@@ -128,7 +126,7 @@ func (deps Deps) issueComment(ctx context.Context, job queue.Job) error {
 
 // commentRun is one comment being answered.
 type commentRun struct {
-	cs                Commands
+	cs                Base
 	c                 CommandGitHub
 	e                 *commentEvent
 	repo, owner, name string

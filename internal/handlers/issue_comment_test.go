@@ -47,7 +47,7 @@ type commentWorld struct {
 	srv *githubtest.Server
 	st  *store.Embedded
 	eng *engineCalls
-	cs  Commands
+	cs  Base
 }
 
 func newCommentWorld(t *testing.T, config string) *commentWorld {
@@ -73,7 +73,7 @@ func newCommentWorld(t *testing.T, config string) *commentWorld {
 	}
 	t.Cleanup(func() { st.Close() })
 	w := &commentWorld{srv: srv, st: st, eng: &engineCalls{}}
-	w.cs = Commands{Base{GitHub: c, Store: st, Engine: w.eng, PublicURL: "https://shipbot.example.com"}}
+	w.cs = Base{GitHub: c, Store: st, Engine: w.eng, PublicURL: "https://shipbot.example.com"}
 	return w
 }
 
@@ -94,7 +94,7 @@ func (w *commentWorld) comment(t *testing.T, action, login, userType, body strin
 	}
 	b, _ := json.Marshal(p)
 	job := queue.Job{ID: "j", DeliveryID: "d", Event: "issue_comment", Action: action, InstallationID: w.srv.InstallationID, Repo: "octo-org/web", Payload: b}
-	if err := (Deps{Commands: w.cs}).issueComment(context.Background(), job); err != nil {
+	if err := (Deps{Base: w.cs}).issueComment(context.Background(), job); err != nil {
 		t.Fatal(err)
 	}
 	return id
