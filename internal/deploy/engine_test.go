@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 )
 
 // notes records what the engine tells the outside, as lines.
@@ -63,6 +65,8 @@ func (n *notes) Waiting(_ context.Context, d DeployInfo) error {
 	n.add("waiting %s %s %s", d.ID, d.State, d.LockedBy)
 	return nil
 }
+
+func (n *notes) Phrase(r record.Reason) string { return report.Reason(r) }
 
 func (n *notes) has(line string) bool {
 	n.mu.Lock()
