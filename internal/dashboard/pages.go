@@ -97,7 +97,7 @@ func terminal(state string) bool {
 func (d *Dashboard) deployView(x record.Deploy) deployView {
 	v := deployView{
 		ID: x.ID, Repo: x.Env.Repo, Env: x.Env.Name, SHA: x.SHA, Short: report.Short(x.SHA), CommitURL: d.commitURL(x.Env.Repo, x.SHA),
-		Ref: x.Ref, Creator: x.Creator, Kind: x.Kind, State: x.State, Reason: x.Reason,
+		Ref: x.Ref, Creator: x.Creator, Kind: x.Kind, State: x.State, Reason: report.DeployReason(x),
 		Previous: x.Previous, PreviousShort: report.Short(x.Previous),
 		CreatedAt: x.CreatedAt, StartedAt: x.StartedAt, FinishedAt: x.FinishedAt,
 		Final: terminal(x.State), LogTail: x.LogTail, Percent: -1,
@@ -111,13 +111,13 @@ func (d *Dashboard) deployView(x record.Deploy) deployView {
 	for i, b := range x.Batches {
 		bv := batchView{
 			Index: b.Index, Label: strconv.Itoa(b.Index + 1), Instances: b.Instances, Started: b.Started, Finished: b.Finished,
-			Drain: b.Drain, Install: b.Install, Health: b.Health, Admit: b.Admit, Bake: b.Bake, Err: b.Err,
+			Drain: b.Drain, Install: b.Install, Health: b.Health, Admit: b.Admit, Bake: b.Bake, Err: report.BatchFailure(b),
 		}
 		if i == 0 && len(x.Batches) > 1 {
 			bv.Label = "canary"
 		}
 		switch {
-		case b.Err != "":
+		case bv.Err != "" || b.Failure != nil:
 			bv.State = record.StateFailure
 		case !b.Finished.IsZero():
 			bv.State = record.StateSuccess
@@ -309,7 +309,7 @@ func (d *Dashboard) deploy(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, deployJSON{
 		ID: x.ID, Repository: x.Env.Repo, Environment: x.Env.Name, SHA: x.SHA, Ref: x.Ref, Creator: x.Creator,
-		Kind: x.Kind, State: x.State, Reason: x.Reason, Previous: x.Previous,
+		Kind: x.Kind, State: x.State, Reason: dv.Reason, Previous: x.Previous,
 		CreatedAt: x.CreatedAt, StartedAt: x.StartedAt, FinishedAt: x.FinishedAt,
 		Batches: x.Batches, LogTail: x.LogTail, Final: dv.Final, Percent: dv.Percent, HTML: live.String(),
 	})

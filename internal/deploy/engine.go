@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -80,6 +79,10 @@ type Notifier interface {
 	// Waiting says a queued deploy now waits, for d.State's reason: a /lock
 	// on the environment (d.LockedBy) or required checks (d.WaitingOn).
 	Waiting(ctx context.Context, d DeployInfo) error
+	// Phrase says a reason in the words the outside is told it
+	// (report.Reason), for what the engine keeps for people to read: the
+	// deploy record's Reason and the deploy log.
+	Phrase(r record.Reason) string
 }
 
 // EngineOptions configure an Engine.
@@ -161,7 +164,7 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 		}
 		if len(req.WaitingOn) > 0 {
 			d.State, d.WaitingOn = record.StateWaiting, req.WaitingOn
-			d.Reason = "waiting for required checks: " + strings.Join(req.WaitingOn, ", ")
+			e.because(&d, record.Reason{Kind: record.ReasonWaitingForChecks, Checks: req.WaitingOn})
 		}
 		if err := e.o.Store.PutDeploy(ctx, d); err != nil {
 			return fmt.Errorf("deploy %s: record: %w", id, err)
@@ -177,37 +180,46 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 		return e.runAll(ctx, req.Target, env) // past queueing: a repeated job
 	}
 	if d.GitHubDeploymentID == 0 {
-		info := e.info(req.Target, d)
-		if d.State == record.StateQueued {
-			// A /lock already holds the environment: say so from the start
-			// rather than with a second status a moment later.
-			lk, locked, err := e.o.Store.EnvironmentLock(ctx, env)
-			if err != nil {
-				return fmt.Errorf("deploy %s: read the lock of %s: %w", id, env, err)
-			}
-			if locked {
-				info.State, info.LockedBy, info.LockReason = record.StateLocked, lk.By, lk.Reason
-			}
-		}
-		ghID, crID, err := e.o.Notifier.Created(ctx, info)
-		if err != nil {
-			return fmt.Errorf("deploy %s: announce: %w", id, err)
-		}
-		d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
-			x.GitHubDeploymentID, x.CheckRunID = ghID, crID
-			if x.State == record.StateQueued && info.State == record.StateLocked {
-				x.State, x.Reason = record.StateLocked, lockReason(info.LockedBy, info.LockReason)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("deploy %s: record GitHub ids: %w", id, err)
+		if d, err = e.announce(ctx, req.Target, env, d); err != nil {
+			return err
 		}
 	}
 	if d.State == record.StateWaiting {
 		return nil // ChecksPassed or ChecksFailed goes on
 	}
 	return e.enqueue(ctx, req.Target, env, id)
+}
+
+// announce tells the Notifier of a new deploy and records what it created.
+func (e *Engine) announce(ctx context.Context, t Target, env record.EnvKey, d record.Deploy) (record.Deploy, error) {
+	info := e.info(t, d)
+	if d.State == record.StateQueued {
+		// A /lock already holds the environment: say so from the start
+		// rather than with a second status a moment later.
+		lk, locked, err := e.o.Store.EnvironmentLock(ctx, env)
+		if err != nil {
+			return d, fmt.Errorf("deploy %s: read the lock of %s: %w", d.ID, env, err)
+		}
+		if locked {
+			info.State, info.LockedBy, info.LockReason = record.StateLocked, lk.By, lk.Reason
+		}
+	}
+	ghID, crID, err := e.o.Notifier.Created(ctx, info)
+	if err != nil {
+		return d, fmt.Errorf("deploy %s: announce: %w", d.ID, err)
+	}
+	d, err = e.o.Store.UpdateDeploy(ctx, d.ID, func(x *record.Deploy) error {
+		x.GitHubDeploymentID, x.CheckRunID = ghID, crID
+		if x.State == record.StateQueued && info.State == record.StateLocked {
+			x.State = record.StateLocked
+			e.because(x, lockReason(info.LockedBy, info.LockReason))
+		}
+		return nil
+	})
+	if err != nil {
+		return d, fmt.Errorf("deploy %s: record GitHub ids: %w", d.ID, err)
+	}
+	return d, nil
 }
 
 // enqueue puts deploy id in the environment's pending slot, superseding
@@ -237,7 +249,7 @@ func (e *Engine) ChecksPassed(ctx context.Context, t Target, id string) error {
 	if d.State == record.StateWaiting {
 		d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
 			if x.State == record.StateWaiting {
-				x.State, x.WaitingOn, x.Reason = record.StateQueued, nil, ""
+				x.State, x.WaitingOn, x.Reason, x.Why = record.StateQueued, nil, "", nil
 			}
 			return nil
 		})
@@ -253,13 +265,16 @@ func (e *Engine) ChecksPassed(ctx context.Context, t Target, id string) error {
 }
 
 // ChecksFailed ends a deploy that waited for required checks as a failure
-// naming what failed (reason). Nothing was touched.
+// naming what failed (reason, in the words of the caller, which knows the
+// checks). Nothing was touched.
 func (e *Engine) ChecksFailed(ctx context.Context, t Target, id, reason string) error {
 	var was string
+	why := record.Reason{Kind: record.ReasonText, Text: reason}
 	d, err := e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
 		was = x.State
 		if x.State == record.StateWaiting {
-			x.State, x.Reason, x.FinishedAt = record.StateFailure, reason, e.o.Now()
+			x.State, x.FinishedAt = record.StateFailure, e.o.Now()
+			e.because(x, why)
 		}
 		return nil
 	})
@@ -269,7 +284,7 @@ func (e *Engine) ChecksFailed(ctx context.Context, t Target, id, reason string) 
 	if was != record.StateWaiting && !(was == record.StateFailure && d.Reason == reason) {
 		return nil // not waiting any more; a repeat after the failure is reported again below
 	}
-	res := Result{Outcome: OutcomeFailure, Release: releaseOf(d), Reason: reason, Finished: d.FinishedAt}
+	res := Result{Outcome: OutcomeFailure, Release: releaseOf(d), Reason: why, Finished: d.FinishedAt}
 	if err := e.o.Notifier.Finished(ctx, e.info(t, d), res); err != nil {
 		return fmt.Errorf("deploy %s: report the failed checks: %w", id, err)
 	}
@@ -285,13 +300,23 @@ func (e *Engine) Resume(ctx context.Context, t Target) error {
 	return e.runAll(ctx, t, record.EnvKey{Repo: t.Repo, Name: t.Environment.Name})
 }
 
-// lockReason is a locked deploy's Reason.
-func lockReason(by, why string) string {
-	s := "waiting for /unlock: locked by " + by
-	if why != "" {
-		s += " (" + why + ")"
+// lockReason is why a deploy waits for the /lock by, given for why.
+func lockReason(by, why string) record.Reason {
+	return record.Reason{Kind: record.ReasonLocked, By: by, Text: why}
+}
+
+// because sets why d is in its state: the reason, and its words.
+func (e *Engine) because(d *record.Deploy, why record.Reason) {
+	d.Reason, d.Why = e.o.Notifier.Phrase(why), &why
+}
+
+// reasonOf is why a recorded deploy is in its state, as data; a record
+// written before reasons were data keeps only its words.
+func reasonOf(d record.Deploy) record.Reason {
+	if d.Why != nil {
+		return *d.Why
 	}
-	return s
+	return record.Reason{Kind: record.ReasonText, Text: d.Reason}
 }
 
 // supersede marks deploy old superseded (by the newest queued deploy, which
@@ -315,7 +340,7 @@ func (e *Engine) supersede(ctx context.Context, t Target, env record.EnvKey, old
 	}
 	d, err := e.o.Store.UpdateDeploy(ctx, old, func(x *record.Deploy) error {
 		x.State = record.StateSuperseded
-		x.Reason = "superseded by " + newer.SHA
+		e.because(x, record.Reason{Kind: record.ReasonSuperseded, Release: newer.SHA})
 		x.FinishedAt = e.o.Now()
 		return nil
 	})
@@ -423,11 +448,13 @@ func (e *Engine) heldByLock(ctx context.Context, t Target, env record.EnvKey) (b
 	if err != nil || !ok {
 		return true, err
 	}
-	reason := lockReason(lk.By, lk.Reason)
+	why := lockReason(lk.By, lk.Reason)
+	said := e.o.Notifier.Phrase(why)
 	changed := false
 	d, err := e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
-		if x.State == record.StateQueued || (x.State == record.StateLocked && x.Reason != reason) {
-			x.State, x.Reason, changed = record.StateLocked, reason, true
+		if x.State == record.StateQueued || (x.State == record.StateLocked && x.Reason != said) {
+			x.State, changed = record.StateLocked, true
+			e.because(x, why)
 		}
 		return nil
 	})
@@ -480,47 +507,72 @@ func terminal(state string) bool {
 
 // run executes the deploy in the running slot and finishes it.
 func (e *Engine) run(ctx context.Context, t Target, env record.EnvKey, lease record.Lease, id string) error {
-	log := logctx.From(ctx).With("deploy", id, "environment", env.String())
 	d, err := e.o.Store.GetDeploy(ctx, id)
 	if err != nil {
 		return fmt.Errorf("deploy %s: read: %w", id, err)
 	}
 	if terminal(d.State) {
-		// Finished before a crash, not yet out of the slot: say so again
-		// (the last step may not have reached GitHub) and free the slot.
-		if d.State != record.StateSuperseded {
-			res := Result{Outcome: outcomeOf(d.State), Release: releaseOf(d), Previous: d.Previous, Reason: d.Reason, Started: d.StartedAt, Finished: d.FinishedAt}
-			if err := e.o.Notifier.Finished(ctx, e.info(t, d), res); err != nil {
-				return fmt.Errorf("deploy %s: report the end: %w", id, err)
-			}
-		}
-		return e.o.Store.FinishRunning(ctx, env, lease, id)
+		return e.endAgain(ctx, t, env, lease, d)
 	}
-	if d.State != record.StateRunning || d.StartedAt.IsZero() {
-		prev := ""
-		cur, err := e.o.Store.CurrentRelease(ctx, env)
-		switch {
-		case err == nil:
-			prev = cur.SHA
-		case !errors.Is(err, record.ErrNotFound):
-			return fmt.Errorf("deploy %s: read the current release: %w", id, err)
+	if d, err = e.start(ctx, env, d); err != nil {
+		return err
+	}
+	res, logTail := e.execute(ctx, t, env, d)
+	if res.Outcome == OutcomeCancelled {
+		if cause := context.Cause(ctx); cause != nil {
+			return fmt.Errorf("deploy %s stopped: %w", id, cause)
 		}
-		d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
-			x.State, x.StartedAt, x.Previous = record.StateRunning, e.o.Now(), prev
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("deploy %s: mark running: %w", id, err)
+		return fmt.Errorf("deploy %s stopped: %s", id, e.o.Notifier.Phrase(res.Reason))
+	}
+	// The rest must happen even if the job's context ends now.
+	return e.finish(context.WithoutCancel(ctx), t, env, lease, d, res, logTail)
+}
+
+// endAgain says again how a deploy that finished before a crash ended (the
+// last step may not have reached GitHub) and frees the running slot.
+func (e *Engine) endAgain(ctx context.Context, t Target, env record.EnvKey, lease record.Lease, d record.Deploy) error {
+	if d.State != record.StateSuperseded {
+		res := Result{Outcome: outcomeOf(d.State), Release: releaseOf(d), Previous: d.Previous, Reason: reasonOf(d), Started: d.StartedAt, Finished: d.FinishedAt}
+		if err := e.o.Notifier.Finished(ctx, e.info(t, d), res); err != nil {
+			return fmt.Errorf("deploy %s: report the end: %w", d.ID, err)
 		}
 	}
-	info := e.info(t, d)
+	return e.o.Store.FinishRunning(ctx, env, lease, d.ID)
+}
+
+// start marks the deploy running, with the release it replaces, unless a
+// holder that stopped already had.
+func (e *Engine) start(ctx context.Context, env record.EnvKey, d record.Deploy) (record.Deploy, error) {
+	if d.State == record.StateRunning && !d.StartedAt.IsZero() {
+		return d, nil
+	}
+	prev := ""
+	cur, err := e.o.Store.CurrentRelease(ctx, env)
+	switch {
+	case err == nil:
+		prev = cur.SHA
+	case !errors.Is(err, record.ErrNotFound):
+		return d, fmt.Errorf("deploy %s: read the current release: %w", d.ID, err)
+	}
+	d, err = e.o.Store.UpdateDeploy(ctx, d.ID, func(x *record.Deploy) error {
+		x.State, x.StartedAt, x.Previous = record.StateRunning, e.o.Now(), prev
+		return nil
+	})
+	if err != nil {
+		return d, fmt.Errorf("deploy %s: mark running: %w", d.ID, err)
+	}
+	return d, nil
+}
+
+// execute rolls the deploy out, handing its events to the Notifier and its
+// progress to the record; it returns the result and the deploy log.
+func (e *Engine) execute(ctx context.Context, t Target, env record.EnvKey, d record.Deploy) (Result, string) {
 	drv := e.o.Drivers[t.Environment.Driver]
 	if drv == nil {
 		// Execute says so as an error outcome; nothing is touched.
-		log.Warn("no driver for the environment", "driver", string(t.Environment.Driver))
+		logctx.From(ctx).Warn("no driver for the environment", "deploy", d.ID, "environment", env.String(), "driver", string(t.Environment.Driver))
 	}
-
-	updates := newUpdater(ctx, e.o.Notifier, info, func(ctx context.Context, ev Event) { e.progress(ctx, id, ev) })
+	updates := newUpdater(ctx, e.o.Notifier, e.info(t, d), func(ctx context.Context, ev Event) { e.progress(ctx, d.ID, ev) })
 	var logBuf bytes.Buffer
 	res := Execute(ctx, ExecInput{
 		Target:   t,
@@ -532,47 +584,45 @@ func (e *Engine) run(ctx context.Context, t Target, env record.EnvKey, lease rec
 				updates.send(ev)
 			}
 		},
-		Log: &syncWriter{w: &logBuf},
-		Now: e.o.Now,
+		Log:    &syncWriter{w: &logBuf},
+		Phrase: e.o.Notifier.Phrase,
+		Now:    e.o.Now,
 	})
 	updates.close()
+	return res, logBuf.String()
+}
 
-	if res.Outcome == OutcomeCancelled {
-		if cause := context.Cause(ctx); cause != nil {
-			return fmt.Errorf("deploy %s stopped: %w", id, cause)
-		}
-		return fmt.Errorf("deploy %s stopped: %s", id, res.Reason)
-	}
-	// The rest must happen even if the job's context ends now.
-	fctx := context.WithoutCancel(ctx)
-	timings := timingsOf(res.Batches)
+// finish keeps the result — the release in the history, the deploy's
+// record — tells the Notifier and frees the running slot.
+func (e *Engine) finish(ctx context.Context, t Target, env record.EnvKey, lease record.Lease, d record.Deploy, res Result, logTail string) error {
+	timings := e.timingsOf(res.Batches)
 	if res.Outcome == OutcomeSuccess || res.Outcome == OutcomeFailure {
 		result := record.ResultSuccess
 		if res.Outcome == OutcomeFailure {
 			result = record.ResultFailure
 		}
-		if err := e.o.Store.RecordRelease(fctx, env, record.Release{
-			DeployID: id, SHA: d.SHA, Ref: d.Ref, By: d.Creator, At: res.Finished, Result: result, Batches: timings,
+		if err := e.o.Store.RecordRelease(ctx, env, record.Release{
+			DeployID: d.ID, SHA: d.SHA, Ref: d.Ref, By: d.Creator, At: res.Finished, Result: result, Batches: timings,
 		}); err != nil {
-			return fmt.Errorf("deploy %s: record the release: %w", id, err)
+			return fmt.Errorf("deploy %s: record the release: %w", d.ID, err)
 		}
 	}
-	d, err = e.o.Store.UpdateDeploy(fctx, id, func(x *record.Deploy) error {
+	d, err := e.o.Store.UpdateDeploy(ctx, d.ID, func(x *record.Deploy) error {
 		x.State = stateOf(res.Outcome)
-		x.Reason = res.Reason
+		e.because(x, res.Reason)
 		x.FinishedAt = res.Finished
 		x.Batches = timings
-		x.LogTail = logBuf.String()
+		x.LogTail = logTail
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("deploy %s: record the result: %w", id, err)
+		return fmt.Errorf("deploy %s: record the result: %w", d.ID, err)
 	}
-	log.Info("deploy finished", "outcome", string(res.Outcome), "reason", res.Reason)
-	if err := e.o.Notifier.Finished(fctx, e.info(t, d), res); err != nil {
-		return fmt.Errorf("deploy %s: report the end: %w", id, err)
+	logctx.From(ctx).Info("deploy finished", "deploy", d.ID, "environment", env.String(), "outcome", string(res.Outcome), "reason", d.Reason)
+	if err := e.o.Notifier.Finished(ctx, e.info(t, d), res); err != nil {
+		return fmt.Errorf("deploy %s: report the end: %w", d.ID, err)
 	}
-	return e.o.Store.FinishRunning(fctx, env, lease, id)
+	return e.o.Store.FinishRunning(ctx, env, lease, d.ID)
 }
 
 func (e *Engine) info(t Target, d record.Deploy) DeployInfo {
@@ -619,7 +669,7 @@ func outcomeOf(state string) Outcome {
 	}
 }
 
-func timingsOf(bs []BatchResult) []record.BatchTiming {
+func (e *Engine) timingsOf(bs []BatchResult) []record.BatchTiming {
 	if len(bs) == 0 {
 		return nil
 	}
@@ -627,10 +677,18 @@ func timingsOf(bs []BatchResult) []record.BatchTiming {
 	for i, b := range bs {
 		out[i] = record.BatchTiming{
 			Index: b.Index, Instances: b.Instances, Started: b.Started, Finished: b.Finished,
-			Drain: b.Drain, Install: b.Install, Health: b.Health, Admit: b.Admit, Bake: b.Bake, Err: b.Err,
+			Drain: b.Drain, Install: b.Install, Health: b.Health, Admit: b.Admit, Bake: b.Bake,
 		}
+		e.failed(&out[i], b.Failure)
 	}
 	return out
+}
+
+// failed sets why the batch failed: the reason, and its words.
+func (e *Engine) failed(b *record.BatchTiming, why *record.Reason) {
+	if why != nil {
+		b.Err, b.Failure = e.o.Notifier.Phrase(*why), why
+	}
 }
 
 // progress keeps the running deploy's batches in its record as they go
@@ -668,9 +726,7 @@ func (e *Engine) progress(ctx context.Context, id string, ev Event) {
 		case BatchHealthy:
 			b.Finished = ev.At
 		case BatchFailed:
-			if ev.Err != nil {
-				b.Err = ev.Err.Error()
-			}
+			e.failed(b, ev.Reason)
 		}
 		return nil
 	})

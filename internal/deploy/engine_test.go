@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 )
 
 // notes records what the engine tells the outside, as lines.
@@ -30,7 +32,7 @@ func (n *notes) add(format string, args ...any) {
 
 func (n *notes) Created(_ context.Context, d DeployInfo) (int64, int64, error) {
 	n.add("created %s %s", d.ID, d.SHA)
-	if d.State != "" && d.State != store.StateQueued {
+	if d.State != "" && d.State != record.StateQueued {
 		n.add("created %s as %s %s%v", d.ID, d.State, d.LockedBy, d.WaitingOn)
 	}
 	n.mu.Lock()
@@ -64,6 +66,8 @@ func (n *notes) Waiting(_ context.Context, d DeployInfo) error {
 	return nil
 }
 
+func (n *notes) Phrase(r record.Reason) string { return report.Reason(r) }
+
 func (n *notes) has(line string) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -87,7 +91,7 @@ type engineCase struct {
 	fleet *fakeFleet
 	notes *notes
 	eng   *Engine
-	env   store.EnvKey
+	env   record.EnvKey
 	tgt   Target
 }
 
@@ -100,7 +104,7 @@ func newEngineCase(t *testing.T) *engineCase {
 	t.Cleanup(func() { st.Close() })
 	ro := repoconfig.Rollout{Canary: 1, Batch: count(1), MaxUnavailable: count(1)}
 	c := &engineCase{st: st, fleet: newFakeFleet(t.Errorf, 1, production(4)...), notes: &notes{},
-		env: store.EnvKey{Repo: "acme/web", Name: "production"}}
+		env: record.EnvKey{Repo: "acme/web", Name: "production"}}
 	c.tgt = Target{Repo: "acme/web", Environment: testEnvironment(ro)}
 	c.eng, err = NewEngine(EngineOptions{
 		Store: st, Drivers: map[repoconfig.Driver]Driver{repoconfig.DriverLocal: c.fleet}, Notifier: c.notes,
@@ -113,7 +117,7 @@ func newEngineCase(t *testing.T) *engineCase {
 }
 
 func (c *engineCase) request(id, sha string) Request {
-	return Request{ID: id, Target: c.tgt, Release: Release{Repo: "acme/web", InstallationID: 42, SHA: sha, Ref: "main"}, Kind: store.KindPush, Creator: "octocat"}
+	return Request{ID: id, Target: c.tgt, Release: Release{Repo: "acme/web", InstallationID: 42, SHA: sha, Ref: "main"}, Kind: record.KindPush, Creator: "octocat"}
 }
 
 func (c *engineCase) lockFree(t *testing.T) {
@@ -132,7 +136,7 @@ func TestEngineDeploys(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		c := newEngineCase(t)
-		if err := c.st.RecordRelease(ctx, c.env, store.Release{DeployID: "old", SHA: prevSHA, Result: store.ResultSuccess, At: time.Now()}); err != nil {
+		if err := c.st.RecordRelease(ctx, c.env, record.Release{DeployID: "old", SHA: prevSHA, Result: record.ResultSuccess, At: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
@@ -142,7 +146,7 @@ func TestEngineDeploys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.State != store.StateSuccess || d.Previous != prevSHA || len(d.Batches) != 4 || d.GitHubDeploymentID == 0 || d.CheckRunID == 0 {
+		if d.State != record.StateSuccess || d.Previous != prevSHA || len(d.Batches) != 4 || d.GitHubDeploymentID == 0 || d.CheckRunID == 0 {
 			t.Fatalf("record: state %s previous %s batches %d ids %d/%d", d.State, d.Previous, len(d.Batches), d.GitHubDeploymentID, d.CheckRunID)
 		}
 		cur, err := c.st.CurrentRelease(ctx, c.env)
@@ -183,11 +187,11 @@ func TestEngineSupersedesQueued(t *testing.T) {
 		if !c.notes.has("superseded older by " + newRelease) {
 			t.Fatalf("notes: %q", c.notes.lines)
 		}
-		if d, _ := c.st.GetDeploy(ctx, "older"); d.State != store.StateSuperseded {
+		if d, _ := c.st.GetDeploy(ctx, "older"); d.State != record.StateSuperseded {
 			t.Fatalf("older: %s", d.State)
 		}
 		// An older one arriving late loses at once.
-		if err := c.st.PutDeploy(ctx, store.Deploy{ID: "late", Env: c.env, SHA: "abcdef1", Kind: store.KindPush, State: store.StateQueued, CreatedAt: time.Now().Add(-time.Hour)}); err != nil {
+		if err := c.st.PutDeploy(ctx, record.Deploy{ID: "late", Env: c.env, SHA: "abcdef1", Kind: record.KindPush, State: record.StateQueued, CreatedAt: time.Now().Add(-time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.eng.Deploy(ctx, c.request("late", "abcdef1")); err != nil {
@@ -216,7 +220,7 @@ func TestEngineCarriesOnOrphan(t *testing.T) {
 		c := newEngineCase(t)
 		// A holder took the deploy and died: its lease expires with the
 		// deploy in the running slot.
-		if err := c.st.PutDeploy(ctx, store.Deploy{ID: "orphan", Env: c.env, SHA: newRelease, Kind: store.KindPush, State: store.StateRunning,
+		if err := c.st.PutDeploy(ctx, record.Deploy{ID: "orphan", Env: c.env, SHA: newRelease, Kind: record.KindPush, State: record.StateRunning,
 			StartedAt: time.Now(), Previous: prevSHA, InstallationID: 42, GitHubDeploymentID: 7, CheckRunID: 8}); err != nil {
 			t.Fatal(err)
 		}
@@ -279,19 +283,19 @@ type losingStore struct {
 	after int
 }
 
-func (s *losingStore) RenewLock(ctx context.Context, l store.Lease, ttl time.Duration) error {
+func (s *losingStore) RenewLock(ctx context.Context, l record.Lease, ttl time.Duration) error {
 	s.mu.Lock()
 	s.n++
 	lose := s.n == s.after
 	s.mu.Unlock()
 	if lose {
 		_ = s.Embedded.ReleaseLock(ctx, l)
-		return store.ErrLockLost
+		return record.ErrLockLost
 	}
 	return s.Embedded.RenewLock(ctx, l, ttl)
 }
 
-func (c *engineCase) state(t *testing.T, id string) store.Deploy {
+func (c *engineCase) state(t *testing.T, id string) record.Deploy {
 	t.Helper()
 	d, err := c.st.GetDeploy(context.Background(), id)
 	if err != nil {
@@ -312,7 +316,7 @@ func TestEngineLockHoldsDeploysUntilResume(t *testing.T) {
 		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
 			t.Fatal(err)
 		}
-		if d := c.state(t, "d1"); d.State != store.StateLocked || d.Reason != "waiting for /unlock: locked by alice (incident 42)" {
+		if d := c.state(t, "d1"); d.State != record.StateLocked || d.Reason != "waiting for /unlock: locked by alice (incident 42)" {
 			t.Fatalf("locked deploy: state %s reason %q", d.State, d.Reason)
 		}
 		if !c.notes.has("created d1 as locked alice[]") || c.notes.count("finished") != 0 {
@@ -331,7 +335,7 @@ func TestEngineLockHoldsDeploysUntilResume(t *testing.T) {
 		if err := c.eng.Resume(ctx, c.tgt); err != nil {
 			t.Fatal(err)
 		}
-		if d := c.state(t, "d1"); d.State != store.StateSuccess {
+		if d := c.state(t, "d1"); d.State != record.StateSuccess {
 			t.Fatalf("after unlock: %s %q", d.State, d.Reason)
 		}
 		c.lockFree(t)
@@ -352,7 +356,7 @@ func TestEngineLockTakenWhileQueuedMarksThePendingDeploy(t *testing.T) {
 		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
 			t.Fatal(err)
 		}
-		if d := c.state(t, "d1"); d.State != store.StateQueued {
+		if d := c.state(t, "d1"); d.State != record.StateQueued {
 			t.Fatalf("queued behind the holder: %s", d.State)
 		}
 		if _, _, err := c.st.LockEnvironment(ctx, c.env, "bob", ""); err != nil {
@@ -366,7 +370,7 @@ func TestEngineLockTakenWhileQueuedMarksThePendingDeploy(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if d := c.state(t, "d1"); d.State != store.StateLocked || d.Reason != "waiting for /unlock: locked by bob" {
+		if d := c.state(t, "d1"); d.State != record.StateLocked || d.Reason != "waiting for /unlock: locked by bob" {
 			t.Fatalf("state %s reason %q", d.State, d.Reason)
 		}
 		if c.notes.count("waiting d1 locked bob") != 1 {
@@ -378,7 +382,7 @@ func TestEngineLockTakenWhileQueuedMarksThePendingDeploy(t *testing.T) {
 		if err := c.eng.Resume(ctx, c.tgt); err != nil {
 			t.Fatal(err)
 		}
-		if d := c.state(t, "d1"); d.State != store.StateSuccess {
+		if d := c.state(t, "d1"); d.State != record.StateSuccess {
 			t.Fatalf("after unlock: %s", d.State)
 		}
 		c.lockFree(t)
@@ -396,7 +400,7 @@ func TestEngineWaitsForChecks(t *testing.T) {
 		if err := c.eng.Deploy(ctx, req); err != nil {
 			t.Fatal(err)
 		}
-		if d := c.state(t, "d1"); d.State != store.StateWaiting || !slices.Equal(d.WaitingOn, []string{"ci/test"}) {
+		if d := c.state(t, "d1"); d.State != record.StateWaiting || !slices.Equal(d.WaitingOn, []string{"ci/test"}) {
 			t.Fatalf("waiting: %s %v", d.State, d.WaitingOn)
 		}
 		if _, ok, _ := c.st.Pending(ctx, c.env); ok {
@@ -408,7 +412,7 @@ func TestEngineWaitsForChecks(t *testing.T) {
 		if err := c.eng.ChecksPassed(ctx, c.tgt, "d1"); err != nil {
 			t.Fatal(err)
 		}
-		if d := c.state(t, "d1"); d.State != store.StateSuccess || len(d.WaitingOn) != 0 {
+		if d := c.state(t, "d1"); d.State != record.StateSuccess || len(d.WaitingOn) != 0 {
 			t.Fatalf("after checks: %s %v", d.State, d.WaitingOn)
 		}
 
@@ -423,7 +427,7 @@ func TestEngineWaitsForChecks(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if d := c.state(t, "d2"); d.State != store.StateFailure || d.Reason != reason {
+		if d := c.state(t, "d2"); d.State != record.StateFailure || d.Reason != reason {
 			t.Fatalf("failed checks: %s %q", d.State, d.Reason)
 		}
 		if c.notes.count("finished d2 failure") != 2 {
@@ -433,7 +437,7 @@ func TestEngineWaitsForChecks(t *testing.T) {
 		if err := c.eng.ChecksPassed(ctx, c.tgt, "d2"); err != nil {
 			t.Fatal(err)
 		}
-		if d := c.state(t, "d2"); d.State != store.StateFailure {
+		if d := c.state(t, "d2"); d.State != record.StateFailure {
 			t.Fatalf("late pass: %s", d.State)
 		}
 		if cur, _ := c.st.CurrentRelease(ctx, c.env); cur.SHA != newRelease {
@@ -447,7 +451,7 @@ func TestEngineWaitsForChecks(t *testing.T) {
 type peekNotes struct {
 	*notes
 	st   *store.Embedded
-	seen []store.Deploy
+	seen []record.Deploy
 }
 
 func (p *peekNotes) Update(ctx context.Context, d DeployInfo, ev Event) error {
@@ -480,7 +484,7 @@ func TestEngineRecordsProgressWhileRunning(t *testing.T) {
 			t.Fatalf("saw %d healthy batches, want 4", len(peek.seen))
 		}
 		mid := peek.seen[1] // batch 1 just turned healthy
-		if mid.State != store.StateRunning || len(mid.Batches) != 4 {
+		if mid.State != record.StateRunning || len(mid.Batches) != 4 {
 			t.Fatalf("mid-rollout record: state %s, %d batches", mid.State, len(mid.Batches))
 		}
 		for i, b := range mid.Batches {
@@ -489,7 +493,7 @@ func TestEngineRecordsProgressWhileRunning(t *testing.T) {
 				t.Fatalf("batch %d mid-rollout: started %v finished %v instances %v", i, b.Started, b.Finished, b.Instances)
 			}
 		}
-		if d := c.state(t, "d1"); d.State != store.StateSuccess || len(d.Batches) != 4 {
+		if d := c.state(t, "d1"); d.State != record.StateSuccess || len(d.Batches) != 4 {
 			t.Fatalf("final: %s %d", d.State, len(d.Batches))
 		}
 	})

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
 )
 
 // prevSHA is the release the fleet runs before the rollout and the one a
@@ -61,8 +62,15 @@ func testInput(env *repoconfig.Environment, d Driver, previous string) ExecInput
 		Release:  Release{Repo: "acme/web", InstallationID: 42, SHA: newRelease, Ref: "main"},
 		Previous: previous,
 		Driver:   d,
+		Phrase:   report.Reason,
 	}
 }
+
+// said is how a rollout ended, in the words people read.
+func said(res Result) string { return report.Reason(res.Reason) }
+
+// short is a release as the tables write it: a SHA's first 7 characters.
+func short(release string) string { return report.Short(release) }
 
 // where is an instance's state as the tables write it: "abc1234 serving",
 // "9f8e7d6 out" (out of rotation), "abc1234 sick" (in rotation, failing).
@@ -378,10 +386,10 @@ func runExecCase(t *testing.T, tt execCase) {
 	res := Execute(context.Background(), testInput(env, d, prev))
 
 	if res.Outcome != tt.outcome {
-		t.Errorf("Outcome = %q, want %q (reason: %s)", res.Outcome, tt.outcome, res.Reason)
+		t.Errorf("Outcome = %q, want %q (reason: %s)", res.Outcome, tt.outcome, said(res))
 	}
-	if res.Reason != tt.reason {
-		t.Errorf("Reason =\n  %s\nwant\n  %s", res.Reason, tt.reason)
+	if said(res) != tt.reason {
+		t.Errorf("Reason =\n  %s\nwant\n  %s", said(res), tt.reason)
 	}
 	if !slices.Equal(res.RolledBack, tt.rolledBack) {
 		t.Errorf("RolledBack = %q, want %q", res.RolledBack, tt.rolledBack)
@@ -436,8 +444,8 @@ func runExecCase(t *testing.T, tt execCase) {
 		}
 	}
 	for _, b := range res.Batches {
-		if b.Err != "" && tt.outcome == OutcomeSuccess {
-			t.Errorf("batch %d has Err %q in a %s", b.Index, b.Err, tt.outcome)
+		if b.Failure != nil && tt.outcome == OutcomeSuccess {
+			t.Errorf("batch %d has Failure %q in a %s", b.Index, report.Reason(*b.Failure), tt.outcome)
 		}
 	}
 }
@@ -498,8 +506,8 @@ func TestExecuteCancelled(t *testing.T) {
 					}
 				}
 				res := Execute(ctx, in)
-				if res.Outcome != OutcomeCancelled || res.Reason != tt.reason {
-					t.Errorf("got %s: %s\nwant cancelled: %s", res.Outcome, res.Reason, tt.reason)
+				if res.Outcome != OutcomeCancelled || said(res) != tt.reason {
+					t.Errorf("got %s: %s\nwant cancelled: %s", res.Outcome, said(res), tt.reason)
 				}
 				if rb := f.callsOf("install"); slices.ContainsFunc(rb, func(c string) bool { return strings.HasSuffix(c, short(prevSHA)) }) {
 					t.Errorf("a cancelled rollout rolled back: %q", rb)
@@ -523,7 +531,7 @@ func TestExecuteCancelled(t *testing.T) {
 				}
 				res = Execute(context.Background(), testInput(testEnvironment(ro), f, prevSHA))
 				if res.Outcome != OutcomeSuccess {
-					t.Fatalf("resumed: %s: %s", res.Outcome, res.Reason)
+					t.Fatalf("resumed: %s: %s", res.Outcome, said(res))
 				}
 				for id, n := range done {
 					if calls := f.callsTo(id)[n:]; len(calls) > 0 {
@@ -696,7 +704,7 @@ func TestExecuteTimeIsTheFloor(t *testing.T) {
 				h := env.Health
 				res := Execute(context.Background(), testInput(env, d, prevSHA))
 				if res.Outcome != OutcomeSuccess {
-					t.Fatalf("%s: %s", res.Outcome, res.Reason)
+					t.Fatalf("%s: %s", res.Outcome, said(res))
 				}
 
 				floor := lat.list + lat.prepare
@@ -781,7 +789,7 @@ func TestExecuteInjectedClock(t *testing.T) {
 	realStart := time.Now()
 	res := Execute(context.Background(), in)
 	if res.Outcome != OutcomeSuccess {
-		t.Fatalf("%s: %s", res.Outcome, res.Reason)
+		t.Fatalf("%s: %s", res.Outcome, said(res))
 	}
 	perBatch := 3*time.Second + 20*time.Second + (2*time.Second + 50*time.Millisecond) + (time.Second + 50*time.Millisecond) + 30*time.Second
 	if took := res.Finished.Sub(res.Started); took != 3*perBatch {
@@ -806,7 +814,7 @@ func TestExecuteLog(t *testing.T) {
 		in := testInput(testEnvironment(ro), f, prevSHA)
 		in.Log = &log
 		if res := Execute(context.Background(), in); res.Outcome != OutcomeSuccess {
-			t.Fatalf("%s: %s", res.Outcome, res.Reason)
+			t.Fatalf("%s: %s", res.Outcome, said(res))
 		}
 		for _, want := range []string{
 			"shipbot: building abc1234\nbuilding abc1234\n",
@@ -842,8 +850,8 @@ func TestExecuteDriverPanic(t *testing.T) {
 		f := newFakeFleet(t.Errorf, 2, production(3)...)
 		res := Execute(context.Background(), testInput(testEnvironment(ro), panickyFleet{f, "production-3"}, prevSHA))
 		want := "batch 2: install of abc1234 on instance production-3 failed: driver panicked on production-3: index out of range; rolled back production-2, production-3 and production-1 to 9f8e7d6"
-		if res.Outcome != OutcomeFailure || res.Reason != want {
-			t.Errorf("got %s: %s\nwant failure: %s", res.Outcome, res.Reason, want)
+		if res.Outcome != OutcomeFailure || said(res) != want {
+			t.Errorf("got %s: %s\nwant failure: %s", res.Outcome, said(res), want)
 		}
 	})
 }
@@ -926,9 +934,9 @@ func randomRollout(t *testing.T, seed uint64) {
 	before := f.state()
 	res := Execute(context.Background(), testInput(testEnvironment(ro), d, prev))
 	after := f.state()
-	t.Logf("n=%d rollout=%+v: %s: %s", n, ro, res.Outcome, res.Reason)
+	t.Logf("n=%d rollout=%+v: %s: %s", n, ro, res.Outcome, said(res))
 
-	if res.Reason == "" {
+	if said(res) == "" {
 		t.Error("no reason")
 	}
 	touched := f.callsOf("drain", "install", "admit")
@@ -944,7 +952,7 @@ func randomRollout(t *testing.T, seed uint64) {
 			t.Errorf("error outcome touched instances: %q", touched)
 		}
 	case OutcomeFailure:
-		if res.FailedInstance != "" && !strings.Contains(res.Reason, res.FailedInstance) {
+		if res.FailedInstance != "" && !strings.Contains(said(res), res.FailedInstance) {
 			t.Errorf("reason does not name the failed instance %s", res.FailedInstance)
 		}
 		for _, id := range res.RolledBack {
@@ -952,7 +960,7 @@ func randomRollout(t *testing.T, seed uint64) {
 				t.Errorf("%s is listed as rolled back, but it is %q", id, got)
 			}
 		}
-		if strings.Contains(res.Reason, "; rolled back ") {
+		if strings.Contains(said(res), "; rolled back ") {
 			// A clean rollback: every instance it names is back, serving.
 			for _, id := range res.RolledBack {
 				if got := where(after[id]); got != short(prevSHA)+" serving" {
@@ -1085,7 +1093,7 @@ func BenchmarkExecuteOverhead(b *testing.B) {
 				b.StartTimer()
 				res := Execute(context.Background(), in)
 				if res.Outcome != OutcomeSuccess || len(res.Batches) != 4 {
-					b.Fatalf("%s in %d batches: %s", res.Outcome, len(res.Batches), res.Reason)
+					b.Fatalf("%s in %d batches: %s", res.Outcome, len(res.Batches), said(res))
 				}
 				batches += len(res.Batches)
 			}
@@ -1125,7 +1133,7 @@ func TestExecuteCancelledAsHealthPassesStopsBeforeTheNextBatch(t *testing.T) {
 		in := testInput(testEnvironment(ro), d, prevSHA)
 		res := Execute(ctx, in)
 		if res.Outcome != OutcomeCancelled {
-			t.Fatalf("got %s: %s; want cancelled", res.Outcome, res.Reason)
+			t.Fatalf("got %s: %s; want cancelled", res.Outcome, said(res))
 		}
 		if calls := f.callsTo("production-2"); len(calls) > 0 {
 			t.Fatalf("the next batch was touched after cancellation: %q", calls)

@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/store/record"
 )
 
 // Instance is one running copy of the application as a driver sees it at the
@@ -46,7 +46,9 @@ type Plan struct {
 	Batches []Batch
 	Release string
 	Skipped []Instance // already on the release, healthy and in rotation: not touched
-	Notes   []string   // sentences for people explaining the plan's decisions
+	// Notes are the plan's decisions worth knowing, for people
+	// (report.PlanNotes says them).
+	Notes []record.Reason
 }
 
 // PlanInput is everything a plan depends on; PlanRollout reads nothing else.
@@ -71,19 +73,19 @@ var (
 	ErrInvalidInput = errors.New("invalid plan input")
 )
 
-// PlanError says in plain words why no plan could be made. Planning is
-// deterministic, so retrying the same input cannot help: it is permanent.
+// PlanError is why no plan could be made. Planning is deterministic, so
+// retrying the same input cannot help: it is permanent.
 type PlanError struct {
-	Kind error // one of the Err* values above
-	Msg  string
+	Kind   error         // one of the Err* values above
+	Reason record.Reason // why, for people (report.Reason says it)
 }
 
-func (e *PlanError) Error() string   { return e.Msg }
+func (e *PlanError) Error() string   { return fmt.Sprintf("%v (%s)", e.Kind, e.Reason.Kind) }
 func (e *PlanError) Unwrap() error   { return e.Kind }
 func (e *PlanError) Permanent() bool { return true }
 
-func planError(kind error, format string, args ...any) error {
-	return &PlanError{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+func planError(kind error, why record.Reason) error {
+	return &PlanError{Kind: kind, Reason: why}
 }
 
 // PlanRollout decides the batches that put in.Release on every instance of
@@ -107,102 +109,142 @@ func planError(kind error, format string, args ...any) error {
 //     plan first tries starting with another zone; failing that it asks for a
 //     surge of 1, or fails when the driver cannot surge.
 func PlanRollout(in PlanInput) (Plan, error) {
+	if err := checkInput(in); err != nil {
+		return Plan{}, err
+	}
+	canary, maxUnavailable, err := canaryOf(in)
+	if err != nil {
+		return Plan{}, err
+	}
 	total := len(in.Instances)
-	if total == 0 {
-		return Plan{}, planError(ErrNoInstances, "no instances found: there is nothing to deploy to; check the environment's instances (local driver) or instance_tags (aws driver)")
+	plan := Plan{Release: in.Release}
+	batchSize := in.Rollout.Batch.Of(total)
+	if batchSize > maxUnavailable {
+		plan.note(record.Reason{Kind: record.ReasonNoteBatchesCapped, Limit: maxUnavailable, Want: batchSize, Of: total})
+		batchSize = maxUnavailable
+	}
+
+	f := plan.sortFleet(in)
+	if len(f.names) == 0 {
+		plan.note(record.Reason{Kind: record.ReasonNoteAllCurrent, Of: total, Release: in.Release})
+		return plan, nil
+	}
+	switch {
+	case f.serving == 0:
+		plan.note(record.Reason{Kind: record.ReasonNoteNothingServing})
+	case f.broken > 0:
+		plan.note(record.Reason{Kind: record.ReasonNoteBrokenFirst, Count: f.broken})
+	}
+	batches := plan.cutZones(in, f, canary, batchSize)
+	if err := plan.surge(in, batches); err != nil {
+		return Plan{}, err
+	}
+	plan.Batches = batches
+	return plan, nil
+}
+
+// checkInput refuses what no fleet can look like.
+func checkInput(in PlanInput) error {
+	if len(in.Instances) == 0 {
+		return planError(ErrNoInstances, record.Reason{Kind: record.ReasonNoInstances})
 	}
 	if in.Release == "" {
-		return Plan{}, planError(ErrInvalidInput, "no release given: a plan needs the SHA to deploy")
+		return planError(ErrInvalidInput, record.Reason{Kind: record.ReasonNoRelease})
 	}
-	seen := make(map[string]bool, total)
+	seen := make(map[string]bool, len(in.Instances))
 	for _, inst := range in.Instances {
 		if inst.ID == "" {
-			return Plan{}, planError(ErrInvalidInput, "an instance in zone %q has no id", inst.Zone)
+			return planError(ErrInvalidInput, record.Reason{Kind: record.ReasonInstanceWithoutID, Zone: inst.Zone})
 		}
 		if seen[inst.ID] {
-			return Plan{}, planError(ErrInvalidInput, "instance %s is listed twice", inst.ID)
+			return planError(ErrInvalidInput, record.Reason{Kind: record.ReasonInstanceTwice, Instance: inst.ID})
 		}
 		seen[inst.ID] = true
 	}
+	return nil
+}
 
-	ro := in.Rollout
-	canary := ro.Canary
+// canaryOf is the canary's size and max_unavailable, when they agree.
+func canaryOf(in PlanInput) (canary, maxUnavailable int, err error) {
+	total := len(in.Instances)
+	canary = in.Rollout.Canary
 	if canary < 0 {
-		return Plan{}, planError(ErrRolloutConfig, "canary %d is not a number of instances: use 1 or more", canary)
+		return 0, 0, planError(ErrRolloutConfig, record.Reason{Kind: record.ReasonCanaryInvalid, Want: canary})
 	}
 	if canary == 0 {
 		canary = 1
 	}
-	maxUnavailable := ro.MaxUnavailable.Of(total)
+	maxUnavailable = in.Rollout.MaxUnavailable.Of(total)
 	if canary > maxUnavailable {
-		return Plan{}, planError(ErrRolloutConfig, "canary %d exceeds max_unavailable %d of %d instances: lower canary or raise max_unavailable", canary, maxUnavailable, total)
+		return 0, 0, planError(ErrRolloutConfig, record.Reason{Kind: record.ReasonCanaryOverMaxUnavailable, Want: canary, Limit: maxUnavailable, Of: total})
 	}
+	return canary, maxUnavailable, nil
+}
 
-	plan := Plan{Release: in.Release}
-	batchSize := ro.Batch.Of(total)
-	if batchSize > maxUnavailable {
-		plan.note("batches capped to max_unavailable: %s at a time, not %d (of %s)", instances(maxUnavailable), batchSize, instances(total))
-		batchSize = maxUnavailable
-	}
+// zoned is the instances to update, by zone.
+type zoned struct {
+	zones           map[string][]Instance // each zone's, broken first, then by id
+	names           []string              // the zones, in name order
+	serving, broken int                   // in the whole fleet
+}
 
-	serving, broken := 0, 0
-	zones := map[string][]Instance{}
+// sortFleet puts aside the instances already on the release (p.Skipped)
+// and sorts the others by zone.
+func (p *Plan) sortFleet(in PlanInput) zoned {
+	f := zoned{zones: map[string][]Instance{}}
 	for _, inst := range in.Instances {
 		if inst.serving() {
-			serving++
+			f.serving++
 		} else {
-			broken++
+			f.broken++
 		}
 		if inst.Release == in.Release && inst.serving() {
-			plan.Skipped = append(plan.Skipped, inst)
+			p.Skipped = append(p.Skipped, inst)
 			continue
 		}
-		zones[inst.Zone] = append(zones[inst.Zone], inst)
+		f.zones[inst.Zone] = append(f.zones[inst.Zone], inst)
 	}
-	slices.SortFunc(plan.Skipped, byZoneThenID)
-	zoneNames := make([]string, 0, len(zones))
-	for name, list := range zones {
+	slices.SortFunc(p.Skipped, byZoneThenID)
+	for name, list := range f.zones {
 		slices.SortFunc(list, brokenFirst)
-		zoneNames = append(zoneNames, name)
+		f.names = append(f.names, name)
 	}
-	slices.Sort(zoneNames)
+	slices.Sort(f.names)
+	return f
+}
 
-	if len(zoneNames) == 0 {
-		plan.note("all %s already run %s, healthy and in rotation: nothing to do", instances(total), short(in.Release))
-		return plan, nil
-	}
-	switch {
-	case serving == 0:
-		plan.note("no instance is healthy and in rotation, so nothing is serving to protect: batches go ahead without keeping one serving")
-	case broken > 0:
-		plan.note("%s unhealthy or out of rotation; each zone's are replaced first, which costs no capacity", isAre(broken))
-	}
-
-	// Try the zones in name order; if the canary would take out every serving
-	// instance, try starting with each other zone before surging or failing.
+// cutZones cuts the batches taking the zones in name order; if the canary
+// would take out every serving instance, it tries starting with each other
+// zone before surge or failure.
+func (p *Plan) cutZones(in PlanInput, f zoned, canary, size int) []Batch {
 	var batches []Batch
-	var capNote string
-	for first := range zoneNames {
-		order := make([]string, 0, len(zoneNames))
-		order = append(order, zoneNames[first])
-		order = append(order, zoneNames[:first]...)
-		order = append(order, zoneNames[first+1:]...)
-		b, cn := cut(order, zones, canary, batchSize, ro.ByZone)
+	var capped *record.Reason
+	for first := range f.names {
+		order := make([]string, 0, len(f.names))
+		order = append(order, f.names[first])
+		order = append(order, f.names[:first]...)
+		order = append(order, f.names[first+1:]...)
+		b, c := cut(order, f.zones, canary, size, in.Rollout.ByZone)
 		if first == 0 {
-			batches, capNote = b, cn
+			batches, capped = b, c
 		}
 		if len(leavesNoneServing(in.Instances, b)) == 0 {
 			if first > 0 {
-				batches, capNote = b, cn
-				plan.note("started with zone %s instead of %s, so the canary does not take out the last healthy instance in rotation", zoneLabel(order[0]), zoneLabel(zoneNames[0]))
+				batches, capped = b, c
+				p.note(record.Reason{Kind: record.ReasonNoteZoneFirst, Zone: order[0], InsteadOf: f.names[0]})
 			}
 			break
 		}
 	}
-	if capNote != "" {
-		plan.note("%s", capNote)
+	if capped != nil {
+		p.note(*capped)
 	}
+	return batches
+}
 
+// surge asks for an extra instance in each batch that would otherwise
+// take out the last serving one, or fails when the driver cannot start one.
+func (p *Plan) surge(in PlanInput, batches []Batch) error {
 	for _, i := range leavesNoneServing(in.Instances, batches) {
 		b := &batches[i]
 		var ids []string
@@ -212,27 +254,19 @@ func PlanRollout(in PlanInput) (Plan, error) {
 			}
 		}
 		if !in.CanSurge {
-			n := len(ids)
-			fix := "add an instance"
-			if n > 1 {
-				// A canary of 1 leaves the others serving.
-				fix = fmt.Sprintf("lower canary below %d or add an instance", n)
-			}
-			return Plan{}, planError(ErrNoneServing, "only %s in rotation; updating %s would leave none serving, and this driver cannot start an extra instance first: %s",
-				pluralize(n, "healthy instance is", "healthy instances are"), itThem(n), fix)
+			return planError(ErrNoneServing, record.Reason{Kind: record.ReasonNoneLeftServing, Count: len(ids)})
 		}
 		b.Surge = 1
-		plan.note("%s starts 1 extra instance on %s and puts it in rotation before taking out %s, the last healthy %s in rotation", batchLabel(*b), short(in.Release), strings.Join(ids, ", "), word(len(ids), "instance", "instances"))
+		p.note(record.Reason{Kind: record.ReasonNoteSurge, Batch: b.Index, Canary: b.Canary, Release: in.Release, Instances: ids})
 	}
-	plan.Batches = batches
-	return plan, nil
+	return nil
 }
 
 // cut splits the instances to update into batches, taking zones in order:
 // the canary first, then batches of size; with byZone no batch spans two
 // zones. It returns the note to give when the canary was cut short by its
 // zone.
-func cut(order []string, zones map[string][]Instance, canary, size int, byZone bool) ([]Batch, string) {
+func cut(order []string, zones map[string][]Instance, canary, size int, byZone bool) ([]Batch, *record.Reason) {
 	var batches []Batch
 	add := func(list []Instance) {
 		b := Batch{Index: len(batches), Canary: len(batches) == 0, Instances: list, Zone: list[0].Zone}
@@ -249,11 +283,11 @@ func cut(order []string, zones map[string][]Instance, canary, size int, byZone b
 		return list[n:]
 	}
 
-	var note string
+	var note *record.Reason
 	if byZone {
 		firstZone := zones[order[0]]
 		if canary > len(firstZone) && len(order) > 1 {
-			note = fmt.Sprintf("canary capped to zone %s (%s), not %d: by_zone keeps every batch within one zone", zoneLabel(order[0]), instances(len(firstZone)), canary)
+			note = &record.Reason{Kind: record.ReasonNoteCanaryCapped, Zone: order[0], Count: len(firstZone), Want: canary}
 		}
 		for i, name := range order {
 			list := zones[name]
@@ -331,48 +365,6 @@ func brokenFirst(a, b Instance) int {
 	return cmp.Compare(a.ID, b.ID)
 }
 
-func (p *Plan) note(format string, args ...any) {
-	p.Notes = append(p.Notes, fmt.Sprintf(format, args...))
-}
-
-// short is a release as people read it: a SHA's first 7 characters.
-func short(release string) string {
-	if len(release) > 7 {
-		return release[:7]
-	}
-	return release
-}
-
-// word is one or many by n; pluralize prefixes n.
-func word(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
-}
-
-func pluralize(n int, one, many string) string { return fmt.Sprintf("%d %s", n, word(n, one, many)) }
-
-func instances(n int) string { return pluralize(n, "instance", "instances") }
-func isAre(n int) string     { return pluralize(n, "instance is", "instances are") }
-
-func itThem(n int) string {
-	if n == 1 {
-		return "it"
-	}
-	return "them together"
-}
-
-func zoneLabel(zone string) string {
-	if zone == "" {
-		return `"" (no zone)`
-	}
-	return zone
-}
-
-func batchLabel(b Batch) string {
-	if b.Canary {
-		return fmt.Sprintf("batch %d (the canary)", b.Index+1)
-	}
-	return fmt.Sprintf("batch %d", b.Index+1)
+func (p *Plan) note(why record.Reason) {
+	p.Notes = append(p.Notes, why)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
 )
 
 const (
@@ -355,8 +356,12 @@ func TestPlanRollout(t *testing.T) {
 				if err == nil {
 					t.Fatalf("want error %q, got plan %v", tt.err, ids(p))
 				}
-				if err.Error() != tt.err {
-					t.Errorf("error:\n got %q\nwant %q", err, tt.err)
+				var pe *PlanError
+				if !errors.As(err, &pe) {
+					t.Fatalf("error %v is no *PlanError", err)
+				}
+				if got := report.Reason(pe.Reason); got != tt.err {
+					t.Errorf("error:\n got %q\nwant %q", got, tt.err)
 				}
 				if !errors.Is(err, tt.errKind) {
 					t.Errorf("errors.Is(%v, %v) = false", err, tt.errKind)
@@ -394,13 +399,14 @@ func TestPlanRollout(t *testing.T) {
 			if p.Release != tt.in.Release {
 				t.Errorf("Release %q, want %q", p.Release, tt.in.Release)
 			}
+			notes := report.PlanNotes(p.Notes)
 			for _, want := range tt.notes {
-				if !slices.ContainsFunc(p.Notes, func(n string) bool { return strings.Contains(n, want) }) {
-					t.Errorf("no note contains %q; notes: %q", want, p.Notes)
+				if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, want) }) {
+					t.Errorf("no note contains %q; notes: %q", want, notes)
 				}
 			}
-			if tt.noNotes && len(p.Notes) > 0 {
-				t.Errorf("want no notes, got %q", p.Notes)
+			if tt.noNotes && len(notes) > 0 {
+				t.Errorf("want no notes, got %q", notes)
 			}
 			checkPlan(t, tt.in, p, nil)
 		})

@@ -2,7 +2,8 @@
 // It turns engine events into report.Deploy snapshots and writes what
 // report renders as deployment statuses and the shipbot/ENV check run,
 // keeping within SPEC §11's budget of 5 + ⌈batches/2⌉ writes per rollout.
-// Every text it sends comes from package report.
+// Every text it sends comes from package report, which also phrases the
+// engine's reasons (Phrase).
 package notify
 
 import (
@@ -61,7 +62,7 @@ type tracker struct {
 	started     bool // the in_progress status was written
 	budget      int  // check run progress writes left (SPEC §11)
 	lastBatch   int
-	failReason  string
+	failReason  string // the first step that failed, in words
 	rollingBack bool
 }
 
@@ -173,8 +174,27 @@ func (n *Notifier) forget(id string) {
 // (the final write follows at once).
 func (n *Notifier) Update(ctx context.Context, d deploy.DeployInfo, ev deploy.Event) error {
 	t := n.track(d)
+	write := t.follow(ev)
+	if ev.Kind == deploy.BatchStarted && !t.started {
+		t.started = true
+		c := n.o.Installation(d.InstallationID)
+		owner, repo := split(d.Repo)
+		if err := n.status(ctx, c, owner, repo, d.GitHubDeploymentID, t.snap); err != nil {
+			return err
+		}
+	}
+	if !write {
+		return nil
+	}
+	c := n.o.Installation(d.InstallationID)
+	owner, repo := split(d.Repo)
+	return n.checkRun(ctx, c, owner, repo, d.CheckRunID, t.snap)
+}
+
+// follow brings the snapshot to ev and reports whether the check run's
+// progress is written now.
+func (t *tracker) follow(ev deploy.Event) (write bool) {
 	s := &t.snap
-	write := false
 	switch ev.Kind {
 	case deploy.Planned:
 		s.Batches, s.Total, s.Done, s.Notes = batchesOf(ev.Plan)
@@ -186,10 +206,7 @@ func (n *Notifier) Update(ctx context.Context, d deploy.DeployInfo, ev deploy.Ev
 		b := len(s.Batches)
 		t.budget = (b+1)/2 - 1
 		t.lastBatch = b - 1
-		if t.budget > 0 {
-			t.budget--
-			write = true
-		}
+		return t.spend()
 	case deploy.BatchStarted:
 		if ev.Batch < len(s.Batches) {
 			for i := 0; i < ev.Batch; i++ {
@@ -201,49 +218,42 @@ func (n *Notifier) Update(ctx context.Context, d deploy.DeployInfo, ev deploy.Ev
 			s.Batches[ev.Batch].State = report.BatchDraining
 			s.Batches[ev.Batch].Started = ev.At
 		}
-		if !t.started {
-			t.started = true
-			c := n.o.Installation(d.InstallationID)
-			owner, repo := split(d.Repo)
-			if err := n.status(ctx, c, owner, repo, d.GitHubDeploymentID, *s); err != nil {
-				return err
-			}
-		}
 	case deploy.InstanceStep:
-		if ev.Batch < len(s.Batches) {
-			s.Batches[ev.Batch].State = stepState(ev.Step, t.rollingBack)
-		}
+		t.batchIs(ev.Batch, stepState(ev.Step, t.rollingBack))
 	case deploy.BatchHealthy:
 		if ev.Batch < len(s.Batches) {
 			s.Batches[ev.Batch].State = report.BatchDone
 			s.Batches[ev.Batch].Finished = ev.At
 			s.Done += len(s.Batches[ev.Batch].Instances)
 		}
-		if ev.Batch%2 == 1 && ev.Batch < t.lastBatch && t.budget > 0 {
-			t.budget--
-			write = true
-		}
+		return ev.Batch%2 == 1 && ev.Batch < t.lastBatch && t.spend()
 	case deploy.Baking:
-		if ev.Batch < len(s.Batches) {
-			s.Batches[ev.Batch].State = report.BatchBaking
-		}
+		t.batchIs(ev.Batch, report.BatchBaking)
 	case deploy.BatchFailed:
-		if ev.Batch < len(s.Batches) {
-			s.Batches[ev.Batch].State = report.BatchFailed
-		}
-		if ev.Err != nil && t.failReason == "" {
-			t.failReason = ev.Err.Error()
+		t.batchIs(ev.Batch, report.BatchFailed)
+		if ev.Reason != nil && t.failReason == "" {
+			t.failReason = report.Reason(*ev.Reason)
 		}
 		s.FailedInstance = ev.Instance
 	case deploy.RollingBack:
 		t.rollingBack = true
 	}
-	if !write {
-		return nil
+	return false
+}
+
+// spend takes one progress write from the budget, if one is left.
+func (t *tracker) spend() bool {
+	if t.budget <= 0 {
+		return false
 	}
-	c := n.o.Installation(d.InstallationID)
-	owner, repo := split(d.Repo)
-	return n.checkRun(ctx, c, owner, repo, d.CheckRunID, *s)
+	t.budget--
+	return true
+}
+
+func (t *tracker) batchIs(i int, st report.BatchState) {
+	if i < len(t.snap.Batches) {
+		t.snap.Batches[i].State = st
+	}
 }
 
 // Finished writes the final deployment status and completes the check
@@ -267,10 +277,10 @@ func (n *Notifier) Finished(ctx context.Context, d deploy.DeployInfo, res deploy
 	case report.StateFailure:
 		s.Reason = t.failReason
 		if s.Reason == "" {
-			s.Reason = res.Reason
+			s.Reason = report.Reason(res.Reason)
 		}
 	case report.StateError, report.StateCancelled:
-		s.Reason = res.Reason
+		s.Reason = report.Reason(res.Reason)
 	}
 	c := n.o.Installation(d.InstallationID)
 	owner, repo := split(d.Repo)
@@ -306,6 +316,10 @@ func (n *Notifier) Waiting(ctx context.Context, d deploy.DeployInfo) error {
 	return n.checkRun(ctx, c, owner, repo, d.CheckRunID, s)
 }
 
+// Phrase says an engine's reason as GitHub is told it, for the deploy
+// record and log the engine keeps.
+func (n *Notifier) Phrase(r record.Reason) string { return report.Reason(r) }
+
 func finalState(o deploy.Outcome) report.State {
 	switch o {
 	case deploy.OutcomeSuccess:
@@ -332,7 +346,7 @@ func batchesOf(p *deploy.Plan) (bs []report.Batch, total, done int, notes []stri
 		total += len(ids)
 		bs = append(bs, report.Batch{Index: b.Index, Canary: b.Canary, Zone: b.Zone, Instances: ids, State: report.BatchPending})
 	}
-	return bs, total, done, append([]string(nil), p.Notes...)
+	return bs, total, done, report.PlanNotes(p.Notes)
 }
 
 func stepState(step string, rollingBack bool) report.BatchState {
@@ -363,11 +377,11 @@ func applyResult(s *report.Deploy, res deploy.Result) {
 		}
 		b := &s.Batches[br.Index]
 		switch {
-		case br.Rollback && br.Err == "":
+		case br.Rollback && br.Failure == nil:
 			b.State = report.BatchRolledBack
 		case br.Rollback:
 			b.State = report.BatchFailed
-		case br.Err != "":
+		case br.Failure != nil:
 			b.State = report.BatchFailed
 		default:
 			b.State = report.BatchDone

@@ -62,23 +62,29 @@ func rollout(t *testing.T, b, failAt int) (githubtest.Deployment, *githubtest.Se
 	}
 	p := plan(b)
 	at := time.Unix(1e9, 0)
-	ev := func(kind deploy.EventKind, batch int, e error) {
+	ev := func(kind deploy.EventKind, batch int, why *record.Reason) {
 		at = at.Add(time.Second)
-		if err := n.Update(ctx, info, deploy.Event{Kind: kind, Plan: p, Batch: batch, At: at, Err: e, Instance: fmt.Sprintf("production-%d", batch+1)}); err != nil {
+		e := deploy.Event{Kind: kind, Plan: p, Batch: batch, At: at, Reason: why, Instance: fmt.Sprintf("production-%d", batch+1)}
+		if why != nil {
+			e.Err = errors.New(string(why.Kind))
+		}
+		if err := n.Update(ctx, info, e); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ev(deploy.Planned, 0, nil)
-	res := deploy.Result{Outcome: deploy.OutcomeSuccess, Release: deploy.Release{SHA: sha}, Started: time.Unix(1e9, 0), Reason: "all good"}
+	res := deploy.Result{Outcome: deploy.OutcomeSuccess, Release: deploy.Release{SHA: sha}, Started: time.Unix(1e9, 0),
+		Reason: record.Reason{Kind: record.ReasonDeployed, Release: sha, Of: b, Env: "production"}}
 	for i := range b {
 		ev(deploy.BatchStarted, i, nil)
 		ev(deploy.InstanceStep, i, nil)
 		if i == failAt {
-			ev(deploy.BatchFailed, i, errors.New("instance production-1 did not pass /healthz 2 times within 2m0s"))
+			health := &record.Reason{Kind: record.ReasonHealthTimeout, Instance: "production-1", Path: "/healthz", Want: 2, Duration: 2 * time.Minute, Release: sha, Count: 1}
+			ev(deploy.BatchFailed, i, health)
 			ev(deploy.RollingBack, i, nil)
 			ev(deploy.RolledBack, i, nil)
 			res.Outcome, res.FailedInstance, res.RolledBack = deploy.OutcomeFailure, "production-1", []string{"production-1"}
-			res.Batches = append(res.Batches, deploy.BatchResult{Index: i, Err: "health"})
+			res.Batches = append(res.Batches, deploy.BatchResult{Index: i, Failure: health})
 			break
 		}
 		ev(deploy.BatchHealthy, i, nil)

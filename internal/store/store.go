@@ -25,31 +25,6 @@ import (
 	"github.com/shipbot/shipbot/internal/store/record"
 )
 
-// Aliases of record names kept only for internal/deploy/engine_test.go,
-// which is being changed on another branch: one name per idea means
-// record.X everywhere, so this block goes once that file imports record
-// (nothing else may use it).
-type (
-	EnvKey  = record.EnvKey
-	Deploy  = record.Deploy
-	Release = record.Release
-	Lease   = record.Lease
-)
-
-const (
-	KindPush        = record.KindPush
-	StateQueued     = record.StateQueued
-	StateWaiting    = record.StateWaiting
-	StateLocked     = record.StateLocked
-	StateRunning    = record.StateRunning
-	StateSuccess    = record.StateSuccess
-	StateFailure    = record.StateFailure
-	StateSuperseded = record.StateSuperseded
-	ResultSuccess   = record.ResultSuccess
-)
-
-var ErrLockLost = record.ErrLockLost
-
 var (
 	kinds   = []string{record.KindPush, record.KindComment, record.KindRollback, record.KindPreview}
 	states  = []string{record.StateQueued, record.StateWaiting, record.StateLocked, record.StateRunning, record.StateSuccess, record.StateFailure, record.StateError, record.StateSuperseded, record.StateCancelled}

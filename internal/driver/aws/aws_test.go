@@ -22,6 +22,7 @@ import (
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
 )
 
 const (
@@ -317,7 +318,7 @@ func TestRolloutByZone(t *testing.T) {
 		Log:      &log,
 	})
 	if res.Outcome != deploy.OutcomeSuccess {
-		t.Fatalf("outcome %s: %s\n%s", res.Outcome, res.Reason, log.String())
+		t.Fatalf("outcome %s: %s\n%s", res.Outcome, report.Reason(res.Reason), log.String())
 	}
 	if n := len(res.Batches); n != 4 {
 		t.Errorf("%d batches, want 4 (canary, rest of zone a, zone b, zone c)", n)
@@ -344,7 +345,7 @@ func TestRolloutByZone(t *testing.T) {
 	before := len(f.rec.snapshot("DeregisterTargets"))
 	res = deploy.Execute(context.Background(), deploy.ExecInput{Target: f.target, Release: deploy.Release{Repo: "acme/web", SHA: newSHA}, Previous: oldSHA, Driver: f.driver})
 	if res.Outcome != deploy.OutcomeSuccess || len(f.rec.snapshot("DeregisterTargets")) != before {
-		t.Errorf("re-run: %s (%s), deregistered %d more", res.Outcome, res.Reason, len(f.rec.snapshot("DeregisterTargets"))-before)
+		t.Errorf("re-run: %s (%s), deregistered %d more", res.Outcome, report.Reason(res.Reason), len(f.rec.snapshot("DeregisterTargets"))-before)
 	}
 }
 
@@ -374,11 +375,11 @@ func TestFailedInstallRollsBack(t *testing.T) {
 		Log:      &log,
 	})
 	if res.Outcome != deploy.OutcomeFailure || res.FailedInstance != bad {
-		t.Fatalf("outcome %s on %q, want failure on %s: %s\n%s", res.Outcome, res.FailedInstance, bad, res.Reason, log.String())
+		t.Fatalf("outcome %s on %q, want failure on %s: %s\n%s", res.Outcome, res.FailedInstance, bad, report.Reason(res.Reason), log.String())
 	}
 	for _, want := range []string{"ssm:GetCommandInvocation", bad, "checksum mismatch", "Failed"} {
-		if !strings.Contains(res.Reason, want) {
-			t.Errorf("reason does not name %q: %s", want, res.Reason)
+		if !strings.Contains(report.Reason(res.Reason), want) {
+			t.Errorf("reason does not name %q: %s", want, report.Reason(res.Reason))
 		}
 	}
 	touched := sorted(f.ids[:4]) // zone a (2 batches) and the failed zone-b batch
@@ -641,11 +642,11 @@ func TestRolloutFailures(t *testing.T) {
 				},
 			})
 			if res.Outcome != deploy.OutcomeFailure || res.FailedInstance != bad || failedStep != tc.step {
-				t.Fatalf("outcome %s on %q at %q, want failure on %s at %s: %s\n%s", res.Outcome, res.FailedInstance, failedStep, bad, tc.step, res.Reason, log.String())
+				t.Fatalf("outcome %s on %q at %q, want failure on %s at %s: %s\n%s", res.Outcome, res.FailedInstance, failedStep, bad, tc.step, report.Reason(res.Reason), log.String())
 			}
 			for _, want := range append(tc.want, bad, "rolled back") {
-				if !strings.Contains(res.Reason, want) {
-					t.Errorf("reason does not say %q: %s", want, res.Reason)
+				if !strings.Contains(report.Reason(res.Reason), want) {
+					t.Errorf("reason does not say %q: %s", want, report.Reason(res.Reason))
 				}
 			}
 			touched := sorted(f.ids[:4])
@@ -680,7 +681,7 @@ func TestZoneAssertionCatchesSpanningBatches(t *testing.T) {
 	f.target.Environment.Rollout.ByZone = false
 	res := deploy.Execute(context.Background(), deploy.ExecInput{Target: f.target, Release: deploy.Release{Repo: "acme/web", SHA: newSHA}, Previous: oldSHA, Driver: f.driver})
 	if res.Outcome != deploy.OutcomeSuccess {
-		t.Fatalf("outcome %s: %s", res.Outcome, res.Reason)
+		t.Fatalf("outcome %s: %s", res.Outcome, report.Reason(res.Reason))
 	}
 	if msg := zonesOutTogether(f.rec.snapshot("DeregisterTargets", "RegisterTargets"), f.zoneOf); msg == "" {
 		t.Error("zonesOutTogether found nothing wrong with a rollout whose batches span two zones")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/testenv"
 )
 
@@ -94,7 +95,7 @@ func benchRollout(b *testing.B, health repoconfig.Health, rate int) {
 		})
 		wall := time.Since(start)
 		if res.Outcome != deploy.OutcomeSuccess {
-			b.Fatalf("rollout of %s: %s: %s", short(rel.SHA), res.Outcome, res.Reason)
+			b.Fatalf("rollout of %s: %s: %s", short(rel.SHA), res.Outcome, report.Reason(res.Reason))
 		}
 		return res, wall
 	}

@@ -110,11 +110,15 @@ type Deploy struct {
 	Kind    string `json:"kind"`              // Kind*
 	State   string `json:"state"`             // State*
 	// Reason says why the deploy is in its State, in a sentence for people
-	// (what failed and where; what superseded it).
-	Reason             string `json:"reason,omitempty"`
-	GitHubDeploymentID int64  `json:"github_deployment_id,omitempty"`
-	CheckRunID         int64  `json:"check_run_id,omitempty"`
-	InstallationID     int64  `json:"installation_id,omitempty"`
+	// (what failed and where; what superseded it), as internal/report
+	// phrased Why when it was written.
+	Reason string `json:"reason,omitempty"`
+	// Why is Reason as data, for saying it again; nil in records written
+	// before reasons were data, and for reasons given as words (a preview's).
+	Why                *Reason `json:"why,omitempty"`
+	GitHubDeploymentID int64   `json:"github_deployment_id,omitempty"`
+	CheckRunID         int64   `json:"check_run_id,omitempty"`
+	InstallationID     int64   `json:"installation_id,omitempty"`
 	// CreatedAt orders deploys: the newest queued one of an environment is
 	// the one that runs (Enqueue). PutDeploy sets it when zero.
 	CreatedAt  time.Time     `json:"created_at"`
@@ -143,7 +147,10 @@ type BatchTiming struct {
 	Health  time.Duration `json:"health_ns"`
 	Admit   time.Duration `json:"admit_ns"`
 	Bake    time.Duration `json:"bake_ns"`
-	Err     string        `json:"err,omitempty"`
+	// Err is the batch's failure in words, as internal/report phrased
+	// Failure; "" when the batch succeeded.
+	Err     string  `json:"err,omitempty"`
+	Failure *Reason `json:"failure,omitempty"`
 }
 
 // Release is one finished deploy in an environment's history.
