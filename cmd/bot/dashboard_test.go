@@ -94,7 +94,6 @@ func artifactDir(t *testing.T) string {
 // home page, on a wide screen and on a phone. Screenshots are kept as
 // artifacts.
 func TestDashboardInBrowser(t *testing.T) {
-	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the sample app in a browser")
 	}
