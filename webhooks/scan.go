@@ -447,8 +447,7 @@ func unescapeKey(raw []byte, buf *[16]byte) []byte {
 			i++
 			continue
 		}
-		switch c = raw[i+1]; c {
-		case 'u':
+		if raw[i+1] == 'u' {
 			r := hex4(raw[i+2:])
 			if r >= utf8.RuneSelf {
 				return nil
@@ -456,21 +455,28 @@ func unescapeKey(raw []byte, buf *[16]byte) []byte {
 			buf[k] = byte(r)
 			i += 6
 			continue
-		case 'b':
-			c = '\b'
-		case 'f':
-			c = '\f'
-		case 'n':
-			c = '\n'
-		case 'r':
-			c = '\r'
-		case 't':
-			c = '\t'
-		} // else '"', '\\' or '/', itself
-		buf[k] = c
+		}
+		buf[k] = unescapeByte(raw[i+1])
 		i += 2
 	}
 	return buf[:k]
+}
+
+// unescapeByte is the byte the escape \c stands for, c not 'u'.
+func unescapeByte(c byte) byte {
+	switch c {
+	case 'b':
+		return '\b'
+	case 'f':
+		return '\f'
+	case 'n':
+		return '\n'
+	case 'r':
+		return '\r'
+	case 't':
+		return '\t'
+	}
+	return c // '"', '\\' or '/'
 }
 
 // hex4 decodes four hex digits already checked by escapeEnd.
@@ -519,23 +525,8 @@ func unquote(raw []byte, esc bool) string {
 					r = d
 				}
 				sb.WriteRune(r)
-			case 'b':
-				sb.WriteByte('\b')
-				i += 2
-			case 'f':
-				sb.WriteByte('\f')
-				i += 2
-			case 'n':
-				sb.WriteByte('\n')
-				i += 2
-			case 'r':
-				sb.WriteByte('\r')
-				i += 2
-			case 't':
-				sb.WriteByte('\t')
-				i += 2
-			default: // '"', '\\', '/'
-				sb.WriteByte(c)
+			default:
+				sb.WriteByte(unescapeByte(c))
 				i += 2
 			}
 		case c < utf8.RuneSelf:
