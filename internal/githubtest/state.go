@@ -222,12 +222,16 @@ func (s *Server) SetFile(owner, name, ref, path string, content []byte) {
 func (s *Server) SetFiles(owner, name, ref string, files map[string]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.repoLocked(owner, name)
-	m := map[string]file{}
+	s.repoLocked(owner, name).files[ref] = textFiles(files)
+}
+
+// textFiles are files given as path → content: regular, not executable.
+func textFiles(files map[string]string) map[string]file {
+	m := make(map[string]file, len(files))
 	for p, c := range files {
 		m[p] = file{data: []byte(c), mode: 0o644}
 	}
-	r.files[ref] = m
+	return m
 }
 
 // SetTree replaces the tree at ref with the regular files below dir (modes
