@@ -62,12 +62,8 @@ func (p *parser) app(e entry, app *App) {
 	if !ok {
 		return
 	}
-	if e, ok := f["build"]; ok {
-		app.Build, _ = p.text("app.build", e.val)
-	}
-	if e, ok := f["run"]; ok {
-		app.Run, _ = p.text("app.run", e.val)
-	}
+	field(f, "app", "build", &app.Build, p.text)
+	field(f, "app", "run", &app.Run, p.text)
 	if e, ok := f["port_env"]; ok {
 		if s, ok := p.text("app.port_env", e.val); ok {
 			if !envVarName.MatchString(s) {
@@ -148,10 +144,7 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 	if !ok {
 		return env, claim
 	}
-	driverOK := true
-	if e, ok := f["driver"]; ok {
-		env.Driver, driverOK = p.driver(join(path, "driver"), e.val, env.Driver)
-	}
+	driverOK := p.driverField(f, path, &env.Driver)
 	if e, ok := f["branch"]; ok {
 		claim = branchClaim{line: e.line(), implicit: false}
 		if s, ok := p.scalar(join(path, "branch"), e.val); ok {
@@ -181,12 +174,8 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 	if e, ok := f["deployers"]; ok {
 		p.deployers(join(path, "deployers"), e.val, &env.Deployers)
 	}
-	if e, ok := f["allow_branches"]; ok {
-		env.AllowBranches, _ = p.boolean(join(path, "allow_branches"), e.val)
-	}
-	if e, ok := f["url"]; ok {
-		env.URL, _ = p.url(join(path, "url"), e.val)
-	}
+	field(f, path, "allow_branches", &env.AllowBranches, p.boolean)
+	field(f, path, "url", &env.URL, p.url)
 	canaryOK, canaryLine := true, ent.key.Line
 	if e, ok := f["rollout"]; ok {
 		var line int
@@ -203,11 +192,7 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 	switch {
 	case !driverOK:
 	case env.Driver == DriverAWS && !hasAWS:
-		line := ent.key.Line
-		if e, ok := f["driver"]; ok {
-			line = e.line()
-		}
-		p.errf(line, join(path, "aws"), "driver aws needs an aws: block with %s", strings.Join(fleetKeys, ", "))
+		p.missingAWS(path, ent, f, strings.Join(fleetKeys, ", "))
 	case env.Driver == DriverAWS:
 		env.AWS = p.fleet(join(path, "aws"), aws)
 	case hasAWS:
@@ -224,6 +209,27 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 // maxLocalInstances bounds the processes one environment starts on the
 // bot's own machine.
 const maxLocalInstances = 100
+
+// driverField reads the block's driver, when written, into *d; false if
+// it is not one.
+func (p *parser) driverField(f map[string]entry, path string, d *Driver) bool {
+	e, ok := f["driver"]
+	if !ok {
+		return true
+	}
+	*d, ok = p.driver(join(path, "driver"), e.val, *d)
+	return ok
+}
+
+// missingAWS reports a block with driver aws and no aws: block, at its
+// driver: line, or at the block's key when driver: is not written.
+func (p *parser) missingAWS(path string, block entry, f map[string]entry, needs string) {
+	line := block.key.Line
+	if e, ok := f["driver"]; ok {
+		line = e.line()
+	}
+	p.errf(line, join(path, "aws"), "driver aws needs an aws: block with %s", needs)
+}
 
 func (p *parser) driver(path string, n *yaml.Node, def Driver) (Driver, bool) {
 	s, ok := p.scalar(path, n)
@@ -256,9 +262,7 @@ func (p *parser) rollout(path string, n *yaml.Node, r *Rollout) (canaryOK bool, 
 	if e, ok := f["max_unavailable"]; ok {
 		r.MaxUnavailable, _ = p.amount(join(path, "max_unavailable"), e.val, r.MaxUnavailable)
 	}
-	if e, ok := f["by_zone"]; ok {
-		r.ByZone, _ = p.boolean(join(path, "by_zone"), e.val)
-	}
+	field(f, path, "by_zone", &r.ByZone, p.boolean)
 	if e, ok := f["bake"]; ok {
 		kpath := join(path, "bake")
 		if d, ok := p.duration(kpath, e.val); ok {
@@ -351,12 +355,8 @@ func (p *parser) fleet(path string, block entry) *AWSFleet {
 		"instance_tags":    "e.g. instance_tags: {app: web, env: production}",
 		"install":          "the command run on each instance, e.g. install: sudo /opt/web/bin/install {{.SHA}}",
 	})
-	if e, ok := f["region"]; ok {
-		fl.Region, _ = p.region(join(path, "region"), e.val)
-	}
-	if e, ok := f["target_group_arn"]; ok {
-		fl.TargetGroupARN, _ = p.arn(join(path, "target_group_arn"), e.val, "target group")
-	}
+	field(f, path, "region", &fl.Region, p.region)
+	field(f, path, "target_group_arn", &fl.TargetGroupARN, p.arnOf("target group"))
 	if e, ok := f["instance_tags"]; ok {
 		fl.InstanceTags = p.tags(join(path, "instance_tags"), e.val)
 	}
@@ -371,6 +371,19 @@ func (p *parser) fleet(path string, block entry) *AWSFleet {
 		}
 	}
 	return fl
+}
+
+// field reads f[key], when the block has it, into *dst with parse (a value
+// reader such as p.text, which reports what is wrong with the value).
+func field[T any](f map[string]entry, path, key string, dst *T, parse func(path string, n *yaml.Node) (T, bool)) {
+	if e, ok := f[key]; ok {
+		*dst, _ = parse(join(path, key), e.val)
+	}
+}
+
+// arnOf is p.arn as a value reader for field: an ARN of a what.
+func (p *parser) arnOf(what string) func(path string, n *yaml.Node) (string, bool) {
+	return func(path string, n *yaml.Node) (string, bool) { return p.arn(path, n, what) }
 }
 
 // required reports each key of keys that f lacks, at the block's key.
@@ -415,13 +428,8 @@ func (p *parser) preview(e entry, pv *Preview) {
 	if !ok {
 		return
 	}
-	driverOK := true
-	if e, ok := f["driver"]; ok {
-		pv.Driver, driverOK = p.driver(join(path, "driver"), e.val, pv.Driver)
-	}
-	if e, ok := f["forks"]; ok {
-		pv.Forks, _ = p.boolean(join(path, "forks"), e.val)
-	}
+	driverOK := p.driverField(f, path, &pv.Driver)
+	field(f, path, "forks", &pv.Forks, p.boolean)
 	if e, ok := f["ttl"]; ok {
 		kpath := join(path, "ttl")
 		if d, ok := p.duration(kpath, e.val); ok {
@@ -436,11 +444,7 @@ func (p *parser) preview(e entry, pv *Preview) {
 	switch {
 	case !driverOK:
 	case pv.Driver == DriverAWS && !hasAWS:
-		line := e.key.Line
-		if d, ok := f["driver"]; ok {
-			line = d.line()
-		}
-		p.errf(line, join(path, "aws"), "driver aws needs an aws: block with launch_template, listener_arn and domain")
+		p.missingAWS(path, e, f, "launch_template, listener_arn and domain")
 	case hasAWS:
 		// SPEC §3's own example keeps preview.aws beside driver: local,
 		// ready for the switch, so it is read and checked either way.
@@ -459,17 +463,9 @@ func (p *parser) previewAWS(path string, block entry) *AWSPreview {
 		"listener_arn":    "the ARN of the ALB listener that gets a host rule per preview",
 		"domain":          "previews are reached at pr-NUMBER.DOMAIN, e.g. domain: preview.example.com",
 	})
-	if e, ok := f["launch_template"]; ok {
-		a.LaunchTemplate, _ = p.text(join(path, "launch_template"), e.val)
-	}
-	if e, ok := f["listener_arn"]; ok {
-		a.ListenerARN, _ = p.arn(join(path, "listener_arn"), e.val, "listener")
-	}
-	if e, ok := f["domain"]; ok {
-		a.Domain, _ = p.domain(join(path, "domain"), e.val)
-	}
-	if e, ok := f["hosted_zone_id"]; ok {
-		a.HostedZoneID, _ = p.text(join(path, "hosted_zone_id"), e.val)
-	}
+	field(f, path, "launch_template", &a.LaunchTemplate, p.text)
+	field(f, path, "listener_arn", &a.ListenerARN, p.arnOf("listener"))
+	field(f, path, "domain", &a.Domain, p.domain)
+	field(f, path, "hosted_zone_id", &a.HostedZoneID, p.text)
 	return a
 }
