@@ -3,6 +3,7 @@ package repoconfig
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -263,16 +264,7 @@ func (p *parser) rollout(path string, n *yaml.Node, r *Rollout) (canaryOK bool, 
 		r.MaxUnavailable, _ = p.amount(join(path, "max_unavailable"), e.val, r.MaxUnavailable)
 	}
 	field(f, path, "by_zone", &r.ByZone, p.boolean)
-	if e, ok := f["bake"]; ok {
-		kpath := join(path, "bake")
-		if d, ok := p.duration(kpath, e.val); ok {
-			if d < 0 {
-				p.errf(e.line(), kpath, "%s is negative: bake is a wait, 0s or longer", e.val.Value)
-			} else {
-				r.Bake = d
-			}
-		}
-	}
+	p.durationAtLeast(f, path, "bake", &r.Bake, 0, "is negative: bake is a wait, 0s or longer")
 	return canaryOK, canaryLine
 }
 
@@ -293,37 +285,14 @@ func (p *parser) health(path string, n *yaml.Node, h *Health) {
 			}
 		}
 	}
-	if e, ok := f["interval"]; ok {
-		kpath := join(path, "interval")
-		d, ok := p.duration(kpath, e.val)
-		switch {
-		case !ok:
-			good = false
-		case d < minHealthInterval:
-			p.errf(e.line(), kpath, "%s is too short: health checks are at least %s apart", e.val.Value, minHealthInterval)
-			good = false
-		default:
-			h.Interval = d
-		}
-	}
+	good = p.durationAtLeast(f, path, "interval", &h.Interval, minHealthInterval,
+		fmt.Sprintf("is too short: health checks are at least %s apart", minHealthInterval)) && good
 	if e, ok := f["healthy_after"]; ok {
 		var ok bool
 		h.HealthyAfter, ok = p.count(join(path, "healthy_after"), e.val, 1, maxHealthyAfter, "pass")
 		good = good && ok
 	}
-	if e, ok := f["timeout"]; ok {
-		kpath := join(path, "timeout")
-		d, ok := p.duration(kpath, e.val)
-		switch {
-		case !ok:
-			good = false
-		case d <= 0:
-			p.errf(e.line(), kpath, "%s is not a timeout: make it longer than 0s", e.val.Value)
-			good = false
-		default:
-			h.Timeout = d
-		}
-	}
+	good = p.durationAtLeast(f, path, "timeout", &h.Timeout, time.Nanosecond, "is not a timeout: make it longer than 0s") && good
 	// healthy_after passes one interval apart take interval × healthy_after;
 	// a timeout no longer than that fails every batch.
 	if need, ok := passesTake(h.Interval, h.HealthyAfter); good && (!ok || h.Timeout <= need) {
@@ -381,6 +350,27 @@ func field[T any](f map[string]entry, path, key string, dst *T, parse func(path 
 	}
 }
 
+// durationAtLeast reads the duration f[key], when the block has it, into
+// *dst if it is least or longer, and otherwise reports it followed by why
+// ("is too short: ..."). It returns false if the value is not good.
+func (p *parser) durationAtLeast(f map[string]entry, path, key string, dst *time.Duration, least time.Duration, why string) bool {
+	e, ok := f[key]
+	if !ok {
+		return true
+	}
+	kpath := join(path, key)
+	d, ok := p.duration(kpath, e.val)
+	if !ok {
+		return false
+	}
+	if d < least {
+		p.errf(e.line(), kpath, "%s %s", e.val.Value, why)
+		return false
+	}
+	*dst = d
+	return true
+}
+
 // arnOf is p.arn as a value reader for field: an ARN of a what.
 func (p *parser) arnOf(what string) func(path string, n *yaml.Node) (string, bool) {
 	return func(path string, n *yaml.Node) (string, bool) { return p.arn(path, n, what) }
@@ -430,16 +420,7 @@ func (p *parser) preview(e entry, pv *Preview) {
 	}
 	driverOK := p.driverField(f, path, &pv.Driver)
 	field(f, path, "forks", &pv.Forks, p.boolean)
-	if e, ok := f["ttl"]; ok {
-		kpath := join(path, "ttl")
-		if d, ok := p.duration(kpath, e.val); ok {
-			if d < minPreviewTTL {
-				p.errf(e.line(), kpath, "%s is too short: a preview lives at least 1h after its last push", e.val.Value)
-			} else {
-				pv.TTL = d
-			}
-		}
-	}
+	p.durationAtLeast(f, path, "ttl", &pv.TTL, minPreviewTTL, "is too short: a preview lives at least 1h after its last push")
 	aws, hasAWS := f["aws"]
 	switch {
 	case !driverOK:
