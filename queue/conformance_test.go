@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/shipbot/shipbot/internal/testenv"
+	"github.com/shipbot/shipbot/internal/testenv/redistest"
 	"github.com/shipbot/shipbot/queue"
 )
 
@@ -50,20 +49,17 @@ type target struct {
 
 var targets = []target{
 	{name: "redis", start: func(t *testing.T) opener {
-		srv := testenv.StartRedis(t)
+		srv := redistest.Real(t)
 		var prefixes atomic.Int64
 		return func(t *testing.T, opts queue.Options) *store {
-			// One dial per attempt instead of five keeps the outage case short.
-			client := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialerRetries: 1})
-			t.Cleanup(func() { client.Close() })
-			q, err := queue.NewRedis(client, fmt.Sprintf("test%d", prefixes.Add(1)), opts)
+			q, err := queue.NewRedis(srv.Client(t), fmt.Sprintf("test%d", prefixes.Add(1)), opts)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return &store{
 				q:       q,
-				restart: func(t *testing.T) queue.Queue { srv.Restart(); return q },
-				outage:  func(t *testing.T) { srv.Kill(); t.Cleanup(srv.Start) },
+				restart: func(*testing.T) queue.Queue { srv.Restart(); return q },
+				outage:  srv.Outage,
 			}
 		}
 	}},
@@ -95,57 +91,50 @@ var targets = []target{
 
 	// miniredis is only a faster extra; real Redis above is the reference.
 	{name: "miniredis", start: func(t *testing.T) opener {
-		if !miniredisWorks() {
-			t.Skip("miniredis lacks a command or behaviour the Redis queue relies on")
+		if err := redistest.MiniLacks(probeScripts); err != nil {
+			t.Skipf("miniredis lacks a command or behaviour the Redis queue relies on: %v", err)
 		}
 		return func(t *testing.T, opts queue.Options) *store {
-			m := miniredis.RunT(t)
-			client := redis.NewClient(&redis.Options{Addr: m.Addr(), DialerRetries: 1})
-			t.Cleanup(func() { client.Close() })
-			q, err := queue.NewRedis(client, "test", opts)
+			m := redistest.Mini(t)
+			q, err := queue.NewRedis(m.Client(t), "test", opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return &store{
-				q:      q,
-				outage: func(*testing.T) { m.Close() },
-				sleep:  func(d time.Duration) { time.Sleep(d); m.FastForward(d) },
-			}
+			return &store{q: q, outage: m.Outage, sleep: m.Sleep}
 		}
 	}},
 }
 
-// miniredisWorks runs one job through every script against miniredis, which
-// does not implement all of Redis.
-func miniredisWorks() bool {
-	m, err := miniredis.Run()
-	if err != nil {
-		return false
-	}
-	defer m.Close()
-	client := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	defer client.Close()
+// probeScripts runs one job through every script of the Redis queue.
+func probeScripts(ctx context.Context, client *redis.Client) error {
 	q, err := queue.NewRedis(client, "probe", testOptions())
 	if err != nil {
-		return false
+		return err
 	}
-	ctx := context.Background()
 	if _, err := q.Enqueue(ctx, queue.Job{DeliveryID: "probe"}); err != nil {
-		return false
+		return fmt.Errorf("enqueue: %w", err)
 	}
 	l, err := q.Lease(ctx, "probe", 50*time.Millisecond)
 	if err != nil {
-		return false
+		return fmt.Errorf("lease: %w", err)
 	}
-	if q.Extend(ctx, l) != nil || q.Nack(ctx, l, "probe", true) != nil {
-		return false
+	if err := q.Extend(ctx, l); err != nil {
+		return fmt.Errorf("extend: %w", err)
+	}
+	if err := q.Nack(ctx, l, "probe", true); err != nil {
+		return fmt.Errorf("nack: %w", err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if l, err = q.Lease(ctx, "probe", time.Second); err != nil || q.Ack(ctx, l) != nil {
-		return false
+	if l, err = q.Lease(ctx, "probe", time.Second); err != nil {
+		return fmt.Errorf("lease again: %w", err)
 	}
-	_, err = q.Stats(ctx)
-	return err == nil
+	if err := q.Ack(ctx, l); err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	if _, err := q.Stats(ctx); err != nil {
+		return fmt.Errorf("stats: %w", err)
+	}
+	return nil
 }
 
 func testOptions() queue.Options {

@@ -93,11 +93,7 @@ func scan(b []byte) (f fields, ok bool, errOffset int) {
 	)
 
 value:
-	for ; i < n; i++ {
-		if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
-			break
-		}
-	}
+	i, c = skipSpace(b, i)
 	if i >= n {
 		return fields{}, false, n
 	}
@@ -107,59 +103,35 @@ value:
 		goto str
 	}
 	switch c {
-	case '{':
+	case '{', '[':
 		if depth++; depth > maxDepth {
 			return fields{}, false, i + 1
 		}
-		stack[depth>>6] |= 1 << (depth & 63)
-		if depth == 2 {
-			in = vctx
-		}
-		for i++; i < n; i++ {
-			if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
-				break
+		isObject := c == '{'
+		end := byte(']')
+		if isObject {
+			end = '}'
+			stack[depth>>6] |= 1 << (depth & 63)
+			if depth == 2 {
+				in = vctx
 			}
+		} else {
+			stack[depth>>6] &^= 1 << (depth & 63)
 		}
-		if i < n && c == '}' {
+		if i, c = skipSpace(b, i+1); i < n && c == end {
 			i++
 			depth--
 			goto after
 		}
-		goto key
-	case '[':
-		if depth++; depth > maxDepth {
-			return fields{}, false, i + 1
-		}
-		stack[depth>>6] &^= 1 << (depth & 63)
-		for i++; i < n; i++ {
-			if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
-				break
-			}
-		}
-		if i < n && c == ']' {
-			i++
-			depth--
-			goto after
+		if isObject {
+			goto key
 		}
 		goto value
-	case 't':
-		if i+4 <= n && string(b[i:i+4]) == "true" {
-			i += 4
-			goto after
+	case 't', 'f', 'n':
+		if i = literalEnd(b, i); i < 0 {
+			return fields{}, false, -i
 		}
-		return fields{}, false, literalError(b, i, "true")
-	case 'f':
-		if i+5 <= n && string(b[i:i+5]) == "false" {
-			i += 5
-			goto after
-		}
-		return fields{}, false, literalError(b, i, "false")
-	case 'n':
-		if i+4 <= n && string(b[i:i+4]) == "null" {
-			i += 4
-			goto after
-		}
-		return fields{}, false, literalError(b, i, "null")
+		goto after
 	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
 		s = i
 		if c == '-' {
@@ -267,11 +239,7 @@ strLoop:
 	}
 
 after: // a value ended just before b[i]
-	for ; i < n; i++ {
-		if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
-			break
-		}
-	}
+	i, c = skipSpace(b, i)
 	if depth == 0 {
 		if i < n {
 			return fields{}, false, i + 1
@@ -304,11 +272,7 @@ after: // a value ended just before b[i]
 	return fields{}, false, i + 1
 
 key: // in an object, after '{' or ','
-	for ; i < n; i++ {
-		if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
-			break
-		}
-	}
+	i, c = skipSpace(b, i)
 	if i >= n {
 		return fields{}, false, n
 	}
@@ -319,11 +283,7 @@ key: // in an object, after '{' or ','
 	goto str
 
 colon: // the key b[s:e] ended just before b[i]
-	for ; i < n; i++ {
-		if c = b[i]; c > ' ' || wsMask>>c&1 == 0 {
-			break
-		}
-	}
+	i, c = skipSpace(b, i)
 	if i >= n {
 		return fields{}, false, n
 	}
@@ -361,6 +321,17 @@ colon: // the key b[s:e] ended just before b[i]
 
 // wsMask has the bits of JSON's four whitespace bytes.
 const wsMask = 1<<' ' | 1<<'\t' | 1<<'\n' | 1<<'\r'
+
+// skipSpace returns the index of the first byte from b[i] on that is not
+// whitespace, and that byte; len(b) and 0 if there is none.
+func skipSpace(b []byte, i int) (int, byte) {
+	for ; i < len(b); i++ {
+		if c := b[i]; c > ' ' || wsMask>>c&1 == 0 {
+			return i, c
+		}
+	}
+	return len(b), 0
+}
 
 const (
 	lsb = 0x0101010101010101 // the low bit of every byte
@@ -415,18 +386,26 @@ func escapeEnd(b []byte, i int) int {
 
 func isHex(c byte) bool { return c-'0' < 10 || (c|0x20)-'a' < 6 }
 
-// literalError is the error offset of a value starting at b[i] that is not
-// the literal lit: the first byte that differs, or the end of input.
-func literalError(b []byte, i int, lit string) int {
+// literalEnd checks the literal true, false or null that b[i] starts (by
+// its first byte) and returns the index just past it, or the error offset,
+// negated: the first byte that differs, or the end of input.
+func literalEnd(b []byte, i int) int {
+	lit := "null"
+	switch b[i] {
+	case 't':
+		lit = "true"
+	case 'f':
+		lit = "false"
+	}
 	for k := 0; k < len(lit); k++ {
 		if i+k >= len(b) {
-			return len(b)
+			return -len(b)
 		}
 		if b[i+k] != lit[k] {
-			return i + k + 1
+			return -(i + k + 1)
 		}
 	}
-	panic("webhooks: literalError on a valid literal")
+	return i + len(lit)
 }
 
 // parseInt converts a valid JSON integer literal (optional '-', no leading
@@ -468,8 +447,7 @@ func unescapeKey(raw []byte, buf *[16]byte) []byte {
 			i++
 			continue
 		}
-		switch c = raw[i+1]; c {
-		case 'u':
+		if raw[i+1] == 'u' {
 			r := hex4(raw[i+2:])
 			if r >= utf8.RuneSelf {
 				return nil
@@ -477,21 +455,28 @@ func unescapeKey(raw []byte, buf *[16]byte) []byte {
 			buf[k] = byte(r)
 			i += 6
 			continue
-		case 'b':
-			c = '\b'
-		case 'f':
-			c = '\f'
-		case 'n':
-			c = '\n'
-		case 'r':
-			c = '\r'
-		case 't':
-			c = '\t'
-		} // else '"', '\\' or '/', itself
-		buf[k] = c
+		}
+		buf[k] = unescapeByte(raw[i+1])
 		i += 2
 	}
 	return buf[:k]
+}
+
+// unescapeByte is the byte the escape \c stands for, c not 'u'.
+func unescapeByte(c byte) byte {
+	switch c {
+	case 'b':
+		return '\b'
+	case 'f':
+		return '\f'
+	case 'n':
+		return '\n'
+	case 'r':
+		return '\r'
+	case 't':
+		return '\t'
+	}
+	return c // '"', '\\' or '/'
 }
 
 // hex4 decodes four hex digits already checked by escapeEnd.
@@ -540,23 +525,8 @@ func unquote(raw []byte, esc bool) string {
 					r = d
 				}
 				sb.WriteRune(r)
-			case 'b':
-				sb.WriteByte('\b')
-				i += 2
-			case 'f':
-				sb.WriteByte('\f')
-				i += 2
-			case 'n':
-				sb.WriteByte('\n')
-				i += 2
-			case 'r':
-				sb.WriteByte('\r')
-				i += 2
-			case 't':
-				sb.WriteByte('\t')
-				i += 2
-			default: // '"', '\\', '/'
-				sb.WriteByte(c)
+			default:
+				sb.WriteByte(unescapeByte(c))
 				i += 2
 			}
 		case c < utf8.RuneSelf:

@@ -18,15 +18,45 @@ import (
 	"github.com/shipbot/shipbot/internal/githubtest"
 )
 
-func TestCreateDeployment(t *testing.T) {
-	e := newEnv(t, nil)
-	d, err := e.in.CreateDeployment(e.ctx, owner, repo, gh.DeploymentRequest{
-		SHA: sha, Environment: "pr-7", Description: "preview of #7", Transient: true,
-		Payload: map[string]any{"pr": 7},
-	})
+// deploy creates a deployment of the test repository, failing the test if
+// GitHub refuses it.
+func (e *env) deploy(t *testing.T, req gh.DeploymentRequest) gh.Deployment {
+	t.Helper()
+	d, err := e.in.CreateDeployment(e.ctx, owner, repo, req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+// setStatus adds a status to deployment id, failing the test if GitHub
+// refuses it.
+func (e *env) setStatus(t *testing.T, id int64, st gh.DeploymentStatus) {
+	t.Helper()
+	if _, err := e.in.CreateDeploymentStatus(e.ctx, owner, repo, id, st); err != nil {
+		t.Fatalf("deployment %d, status %s: %v", id, st.State, err)
+	}
+}
+
+// askDefaultBranch asks for the test repository's default branch n times.
+func (e *env) askDefaultBranch(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		if _, err := e.in.DefaultBranch(e.ctx, owner, repo); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// mintToken is the operation that mints an installation token.
+const mintToken = "apps/create-installation-access-token"
+
+func TestCreateDeployment(t *testing.T) {
+	e := newEnv(t, nil)
+	d := e.deploy(t, gh.DeploymentRequest{
+		SHA: sha, Environment: "pr-7", Description: "preview of #7", Transient: true,
+		Payload: map[string]any{"pr": 7},
+	})
 	if d.ID == 0 || d.SHA != sha || d.Environment != "pr-7" {
 		t.Fatalf("deployment = %+v", d)
 	}
@@ -52,9 +82,7 @@ func TestCreateDeployment(t *testing.T) {
 	}
 
 	// Production, no payload.
-	if _, err := e.in.CreateDeployment(e.ctx, owner, repo, gh.DeploymentRequest{SHA: sha, Environment: "production", Production: true}); err != nil {
-		t.Fatal(err)
-	}
+	e.deploy(t, gh.DeploymentRequest{SHA: sha, Environment: "production", Production: true})
 	p := e.srv.Deployments(owner, repo)[1]
 	if !p.ProductionEnvironment || p.TransientEnvironment || p.Payload != nil {
 		t.Errorf("production deployment = %+v", p)
@@ -66,33 +94,21 @@ func TestCreateDeploymentIgnoresFailingStatuses(t *testing.T) {
 	// unrelated status is red; without it GitHub answers 409.
 	e := newEnv(t, nil)
 	e.srv.SetCommitStatus(owner, repo, sha, githubtest.CommitStatus{Context: "lint", State: "failure"})
-	if _, err := e.in.CreateDeployment(e.ctx, owner, repo, gh.DeploymentRequest{SHA: sha, Environment: "staging"}); err != nil {
-		t.Fatal(err)
-	}
+	e.deploy(t, gh.DeploymentRequest{SHA: sha, Environment: "staging"})
 }
 
 func TestCreateDeploymentStatus(t *testing.T) {
 	e := newEnv(t, nil)
-	old, err := e.in.CreateDeployment(e.ctx, owner, repo, gh.DeploymentRequest{SHA: sha, Environment: "production", Production: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.in.CreateDeploymentStatus(e.ctx, owner, repo, old.ID, gh.DeploymentStatus{State: gh.DeploymentSuccess}); err != nil {
-		t.Fatal(err)
-	}
-	d, err := e.in.CreateDeployment(e.ctx, owner, repo, gh.DeploymentRequest{SHA: sha, Environment: "production", Production: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := e.deploy(t, gh.DeploymentRequest{SHA: sha, Environment: "production", Production: true})
+	e.setStatus(t, old.ID, gh.DeploymentStatus{State: gh.DeploymentSuccess})
+	d := e.deploy(t, gh.DeploymentRequest{SHA: sha, Environment: "production", Production: true})
 	long := strings.Repeat("é", 200)
 	for _, st := range []gh.DeploymentStatus{
 		{State: gh.DeploymentQueued, Description: "queued behind 1 deploy"},
 		{State: gh.DeploymentInProgress, LogURL: "http://bot.example/deploys/9", Description: "batch 1 of 4"},
 		{State: gh.DeploymentSuccess, LogURL: "http://bot.example/deploys/9", EnvironmentURL: "https://example.com", Description: long},
 	} {
-		if _, err := e.in.CreateDeploymentStatus(e.ctx, owner, repo, d.ID, st); err != nil {
-			t.Fatalf("%s: %v", st.State, err)
-		}
+		e.setStatus(t, d.ID, st)
 	}
 	got := e.srv.Deployments(owner, repo)
 	sts := got[1].Statuses
@@ -114,9 +130,7 @@ func TestCreateDeploymentStatus(t *testing.T) {
 	if s := got[0].LastState(); s != "success" {
 		t.Errorf("older deployment's state = %q, want it left at success", s)
 	}
-	if _, err := e.in.CreateDeploymentStatus(e.ctx, owner, repo, old.ID, gh.DeploymentStatus{State: gh.DeploymentInactive, Description: "superseded by " + sha[:7]}); err != nil {
-		t.Fatal(err)
-	}
+	e.setStatus(t, old.ID, gh.DeploymentStatus{State: gh.DeploymentInactive, Description: "superseded by " + sha[:7]})
 	if s := e.srv.Deployments(owner, repo)[0].LastState(); s != "inactive" {
 		t.Errorf("older deployment's state = %q after marking it inactive", s)
 	}
@@ -127,14 +141,11 @@ func TestCreateDeploymentStatus(t *testing.T) {
 func TestBadDeploymentStateIsCaughtBySchema(t *testing.T) {
 	rec := &recorder{t: t}
 	e := newEnv(t, rec)
-	d, err := e.in.CreateDeployment(e.ctx, owner, repo, gh.DeploymentRequest{SHA: sha, Environment: "staging"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := e.deploy(t, gh.DeploymentRequest{SHA: sha, Environment: "staging"})
 	if rec.count() != 0 {
 		t.Fatalf("a valid request was reported: %s", rec.all())
 	}
-	_, err = e.in.CreateDeploymentStatus(e.ctx, owner, repo, d.ID, gh.DeploymentStatus{State: "shipping"})
+	_, err := e.in.CreateDeploymentStatus(e.ctx, owner, repo, d.ID, gh.DeploymentStatus{State: "shipping"})
 	if rec.count() != 1 {
 		t.Fatalf("validator reported %d errors, want 1: %s", rec.count(), rec.all())
 	}
@@ -469,15 +480,9 @@ func TestInstallationTokenIsCachedAndOneClientPerInstallation(t *testing.T) {
 	if e.c.Installation(e.srv.InstallationID) != e.in {
 		t.Error("two clients for one installation")
 	}
-	for range 5 {
-		if _, err := e.in.DefaultBranch(e.ctx, owner, repo); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mints := 0
+	e.askDefaultBranch(t, 5)
 	for _, c := range e.srv.Calls() {
-		if c.Operation == "apps/create-installation-access-token" {
-			mints++
+		if c.Operation == mintToken {
 			if c.Auth != "jwt" {
 				t.Errorf("token minted with %s auth", c.Auth)
 			}
@@ -485,8 +490,8 @@ func TestInstallationTokenIsCachedAndOneClientPerInstallation(t *testing.T) {
 			t.Errorf("call %s with auth %s for installation %d", c.Operation, c.Auth, c.Installation)
 		}
 	}
-	if mints != 1 {
-		t.Errorf("%d installation tokens minted for 5 calls, want 1", mints)
+	if n := attempts(e.srv, mintToken); n != 1 {
+		t.Errorf("%d installation tokens minted for 5 calls, want 1", n)
 	}
 }
 
@@ -494,19 +499,9 @@ func TestTokenRenewedBeforeExpiry(t *testing.T) {
 	// ghinstallation renews a minute before expiry: with 50s tokens every
 	// call needs a new one, and none is ever sent expired.
 	e := newEnv(t, nil, githubtest.WithTokenTTL(50_000_000_000))
-	for range 3 {
-		if _, err := e.in.DefaultBranch(e.ctx, owner, repo); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mints := 0
-	for _, c := range e.srv.Calls() {
-		if c.Operation == "apps/create-installation-access-token" {
-			mints++
-		}
-	}
-	if mints != 3 {
-		t.Errorf("%d tokens minted, want 3", mints)
+	e.askDefaultBranch(t, 3)
+	if n := attempts(e.srv, mintToken); n != 3 {
+		t.Errorf("%d tokens minted, want 3", n)
 	}
 }
 
@@ -515,9 +510,7 @@ func TestEnterpriseBaseURL(t *testing.T) {
 	if !strings.HasSuffix(e.srv.URL, "/api/v3") {
 		t.Fatalf("server URL %s", e.srv.URL)
 	}
-	if _, err := e.in.DefaultBranch(e.ctx, owner, repo); err != nil {
-		t.Fatal(err)
-	}
+	e.askDefaultBranch(t, 1)
 	if _, err := e.c.ListHookDeliveries(e.ctx, time.Now().Add(-72*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -533,12 +526,8 @@ func TestEnterpriseBaseURL(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	e := newEnv(t, nil)
-	if _, err := e.in.CreateDeployment(e.ctx, owner, repo, gh.DeploymentRequest{SHA: sha, Environment: "staging"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.in.DefaultBranch(e.ctx, owner, repo); err != nil {
-		t.Fatal(err)
-	}
+	e.deploy(t, gh.DeploymentRequest{SHA: sha, Environment: "staging"})
+	e.askDefaultBranch(t, 1)
 	inst := "1"
 	if got := metricValue(t, e, "shipbot_github_requests_total", map[string]string{"installation": inst, "method": "POST", "status": "201"}); got != 2 {
 		t.Errorf("POST 201 requests = %v, want 2 (the token mint and the deployment)", got)

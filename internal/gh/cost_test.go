@@ -24,14 +24,9 @@ func TestAPICost(t *testing.T) {
 		if _, _, err := e.in.ReadFile(e.ctx, owner, repo, ".github/shipbot.yml", ""); err != nil {
 			t.Fatal(err)
 		}
-		d, err := e.in.CreateDeployment(e.ctx, owner, repo, gh.DeploymentRequest{SHA: sha, Environment: "pr-7", Transient: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := e.deploy(t, gh.DeploymentRequest{SHA: sha, Environment: "pr-7", Transient: true})
 		for _, st := range []gh.DeploymentState{gh.DeploymentInProgress, gh.DeploymentSuccess} {
-			if _, err := e.in.CreateDeploymentStatus(e.ctx, owner, repo, d.ID, gh.DeploymentStatus{State: st, EnvironmentURL: "http://pr-7.localhost", LogURL: "http://bot/deploys/1"}); err != nil {
-				t.Fatal(err)
-			}
+			e.setStatus(t, d.ID, gh.DeploymentStatus{State: st, EnvironmentURL: "http://pr-7.localhost", LogURL: "http://bot/deploys/1"})
 		}
 		for range 2 { // the engine may report the same state twice; one write
 			if _, _, err := e.in.UpsertStickyComment(e.ctx, owner, repo, 7, marker, "Preview: http://pr-7.localhost (0123456)"); err != nil {
@@ -48,13 +43,8 @@ func TestAPICost(t *testing.T) {
 	for _, batches := range []int{1, 4, 10} {
 		t.Run(fmt.Sprintf("production rollout, %d batches", batches), func(t *testing.T) {
 			e := newEnv(t, nil)
-			d, err := e.in.CreateDeployment(e.ctx, owner, repo, gh.DeploymentRequest{SHA: sha, Environment: "production", Production: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := e.in.CreateDeploymentStatus(e.ctx, owner, repo, d.ID, gh.DeploymentStatus{State: gh.DeploymentInProgress}); err != nil {
-				t.Fatal(err)
-			}
+			d := e.deploy(t, gh.DeploymentRequest{SHA: sha, Environment: "production", Production: true})
+			e.setStatus(t, d.ID, gh.DeploymentStatus{State: gh.DeploymentInProgress})
 			run := gh.CheckRun{Name: "shipbot/production", HeadSHA: sha, Status: "in_progress",
 				Output: &gh.CheckRunOutput{Title: "Deploying", Summary: fmt.Sprintf("batch 1 of %d", batches)}}
 			id, err := e.in.CreateCheckRun(e.ctx, owner, repo, run)
@@ -72,9 +62,7 @@ func TestAPICost(t *testing.T) {
 			if _, err := e.in.UpdateCheckRun(e.ctx, owner, repo, id, run); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := e.in.CreateDeploymentStatus(e.ctx, owner, repo, d.ID, gh.DeploymentStatus{State: gh.DeploymentSuccess}); err != nil {
-				t.Fatal(err)
-			}
+			e.setStatus(t, d.ID, gh.DeploymentStatus{State: gh.DeploymentSuccess})
 			calls, writes := e.srv.CountCalls(), e.srv.CountWrites()
 			budget := 5 + (batches+1)/2
 			t.Logf("production rollout of %d batches: %d API calls, %d writes; SPEC §11: ≤ 5 + ⌈%d/2⌉ = %d", batches, calls, writes, batches, budget)

@@ -29,30 +29,30 @@ type route struct {
 
 var routeTable = []route{
 	{"GET", "/app", "apps/get-authenticated", (*Server).getApp},
-	{"GET", "/app/installations/{installation_id}", "apps/get-installation", (*Server).getInstallation},
-	{"POST", "/app/installations/{installation_id}/access_tokens", "apps/create-installation-access-token", (*Server).createAccessToken},
+	{"GET", "/app/installations/{installation_id}", "apps/get-installation", onInstallation((*Server).getInstallation)},
+	{"POST", "/app/installations/{installation_id}/access_tokens", "apps/create-installation-access-token", onInstallation((*Server).createAccessToken)},
 	{"GET", "/app/hook/deliveries", "apps/list-webhook-deliveries", (*Server).listDeliveries},
 	{"POST", "/app/hook/deliveries/{delivery_id}/attempts", "apps/redeliver-webhook-delivery", (*Server).redeliver},
 	{"POST", "/app-manifests/{code}/conversions", "apps/create-from-manifest", (*Server).convertManifest},
-	{"GET", "/repos/{owner}/{repo}", "repos/get", (*Server).getRepo},
-	{"POST", "/repos/{owner}/{repo}/deployments", "repos/create-deployment", (*Server).createDeployment},
-	{"POST", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses", "repos/create-deployment-status", (*Server).createDeploymentStatus},
-	{"POST", "/repos/{owner}/{repo}/check-runs", "checks/create", (*Server).createCheckRun},
-	{"PATCH", "/repos/{owner}/{repo}/check-runs/{check_run_id}", "checks/update", (*Server).updateCheckRun},
-	{"GET", "/repos/{owner}/{repo}/commits/{ref+}/check-runs", "checks/list-for-ref", (*Server).listCheckRunsForRef},
-	{"GET", "/repos/{owner}/{repo}/commits/{ref+}/status", "repos/get-combined-status-for-ref", (*Server).combinedStatus},
-	{"GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments", "issues/list-comments", (*Server).listComments},
-	{"POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments", "issues/create-comment", (*Server).createComment},
-	{"PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}", "issues/update-comment", (*Server).updateComment},
-	{"POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", "reactions/create-for-issue-comment", (*Server).createReaction},
-	{"GET", "/repos/{owner}/{repo}/collaborators/{username}/permission", "repos/get-collaborator-permission-level", (*Server).getPermission},
-	{"GET", "/repos/{owner}/{repo}/contents/{path+}", "repos/get-content", (*Server).getContent},
-	{"GET", "/repos/{owner}/{repo}/tarball/{ref+}", "repos/download-tarball-archive", (*Server).tarballRedirect},
-	{"GET", "/repos/{owner}/{repo}/pulls/{pull_number}", "pulls/get", (*Server).getPull},
-	{"GET", "/repos/{owner}/{repo}/commits/{ref+}", "repos/get-commit", (*Server).getCommit},
+	{"GET", "/repos/{owner}/{repo}", "repos/get", onRepo((*Server).getRepo)},
+	{"POST", "/repos/{owner}/{repo}/deployments", "repos/create-deployment", onRepoWithBody((*Server).createDeployment)},
+	{"POST", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses", "repos/create-deployment-status", onRepoWithBody((*Server).createDeploymentStatus)},
+	{"POST", "/repos/{owner}/{repo}/check-runs", "checks/create", onRepoWithBody((*Server).createCheckRun)},
+	{"PATCH", "/repos/{owner}/{repo}/check-runs/{check_run_id}", "checks/update", onRepoWithBody((*Server).updateCheckRun)},
+	{"GET", "/repos/{owner}/{repo}/commits/{ref+}/check-runs", "checks/list-for-ref", onRepo((*Server).listCheckRunsForRef)},
+	{"GET", "/repos/{owner}/{repo}/commits/{ref+}/status", "repos/get-combined-status-for-ref", onRepo((*Server).combinedStatus)},
+	{"GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments", "issues/list-comments", onRepo((*Server).listComments)},
+	{"POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments", "issues/create-comment", onRepoWithBody((*Server).createComment)},
+	{"PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}", "issues/update-comment", onRepoWithBody((*Server).updateComment)},
+	{"POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", "reactions/create-for-issue-comment", onRepoWithBody((*Server).createReaction)},
+	{"GET", "/repos/{owner}/{repo}/collaborators/{username}/permission", "repos/get-collaborator-permission-level", onRepo((*Server).getPermission)},
+	{"GET", "/repos/{owner}/{repo}/contents/{path+}", "repos/get-content", onRepo((*Server).getContent)},
+	{"GET", "/repos/{owner}/{repo}/tarball/{ref+}", "repos/download-tarball-archive", onRepo((*Server).tarballRedirect)},
+	{"GET", "/repos/{owner}/{repo}/pulls/{pull_number}", "pulls/get", onRepo((*Server).getPull)},
+	{"GET", "/repos/{owner}/{repo}/commits/{ref+}", "repos/get-commit", onRepo((*Server).getCommit)},
 	{"GET", "/user", "users/get-authenticated", (*Server).getAuthenticatedUser},
 	{"GET", "/user/installations", "apps/list-installations-for-authenticated-user", (*Server).listUserInstallations},
-	{"GET", "/user/installations/{installation_id}/repositories", "apps/list-installation-repos-for-authenticated-user", (*Server).listUserInstallationRepos},
+	{"GET", "/user/installations/{installation_id}/repositories", "apps/list-installation-repos-for-authenticated-user", onInstallation((*Server).listUserInstallationRepos)},
 }
 
 func handlerFor(op string) handlerFunc {
@@ -75,6 +75,22 @@ func Operations() []string {
 
 // --- App endpoints (JWT) ---
 
+// onInstallation serves an operation on the installation the path names:
+// op runs with s.mu held; 404 unless it is an installation of the calling
+// App.
+func onInstallation(op func(s *Server, c *reqCtx, in *installation) response) handlerFunc {
+	return func(s *Server, c *reqCtx) response {
+		id, _ := c.intParam("installation_id")
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		in := s.installations[id]
+		if in == nil || in.appID != c.appID {
+			return notFound()
+		}
+		return op(s, c, in)
+	}
+}
+
 func (s *Server) getApp(c *reqCtx) response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -82,28 +98,14 @@ func (s *Server) getApp(c *reqCtx) response {
 	return response{status: http.StatusOK, body: s.appJSON(a, "octo-org")}
 }
 
-func (s *Server) getInstallation(c *reqCtx) response {
-	id, _ := c.intParam("installation_id")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	in := s.installations[id]
-	if in == nil || in.appID != c.appID {
-		return notFound()
-	}
+func (s *Server) getInstallation(_ *reqCtx, in *installation) response {
 	return response{status: http.StatusOK, body: s.installationJSON(in)}
 }
 
-func (s *Server) createAccessToken(c *reqCtx) response {
-	id, _ := c.intParam("installation_id")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	in := s.installations[id]
-	if in == nil || in.appID != c.appID {
-		return notFound()
-	}
+func (s *Server) createAccessToken(_ *reqCtx, in *installation) response {
 	tok := "ghs_" + randHex(18)
 	exp := time.Now().Add(s.cfg.tokenTTL).UTC().Truncate(time.Second)
-	s.tokens[tok] = token{installation: id, expires: exp}
+	s.tokens[tok] = token{installation: in.id, expires: exp}
 	return response{status: http.StatusCreated, body: obj{
 		"token": tok, "expires_at": exp.Format(time.RFC3339), "repository_selection": "all",
 		"permissions": obj{"checks": "write", "contents": "read", "deployments": "write", "issues": "write", "metadata": "read", "pull_requests": "write"},
@@ -269,6 +271,44 @@ func (s *Server) repoFor(c *reqCtx) *repo {
 	return r
 }
 
+// onRepo serves an operation on one repository: op runs with s.mu held and
+// r the repository the path names; 404 if the token's installation cannot
+// see it.
+func onRepo(op func(s *Server, c *reqCtx, r *repo) response) handlerFunc {
+	return func(s *Server, c *reqCtx) response {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		r := s.repoFor(c)
+		if r == nil {
+			return notFound()
+		}
+		return op(s, c, r)
+	}
+}
+
+// checker is a request body with limits of its own (see onRepoWithBody).
+type checker interface {
+	check() *response // nil if the body is within them
+}
+
+// onRepoWithBody is onRepo for an operation that takes a JSON body: a body
+// that does not parse (400), or is a checker and fails its check, is
+// refused before the repository is looked up.
+func onRepoWithBody[T any](op func(s *Server, c *reqCtx, r *repo, in *T) response) handlerFunc {
+	return func(s *Server, c *reqCtx) response {
+		var in T
+		if err := decodeBody(c, &in); err != nil {
+			return errorResponse(http.StatusBadRequest, "Problems parsing JSON")
+		}
+		if ch, ok := any(&in).(checker); ok {
+			if resp := ch.check(); resp != nil {
+				return *resp
+			}
+		}
+		return onRepo(func(s *Server, c *reqCtx, r *repo) response { return op(s, c, r, &in) })(s, c)
+	}
+}
+
 func (s *Server) actor(c *reqCtx) string {
 	in := s.installations[c.installation]
 	if in != nil {
@@ -279,37 +319,23 @@ func (s *Server) actor(c *reqCtx) string {
 	return s.AppSlug + "[bot]"
 }
 
-func (s *Server) getRepo(c *reqCtx) response {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
+func (s *Server) getRepo(_ *reqCtx, r *repo) response {
 	return response{status: http.StatusOK, body: s.fullRepoJSON(r)}
 }
 
-func (s *Server) createDeployment(c *reqCtx) response {
-	var in struct {
-		Ref                   string          `json:"ref"`
-		Task                  *string         `json:"task"`
-		AutoMerge             *bool           `json:"auto_merge"`
-		RequiredContexts      *[]string       `json:"required_contexts"`
-		Payload               json.RawMessage `json:"payload"`
-		Environment           *string         `json:"environment"`
-		Description           *string         `json:"description"`
-		TransientEnvironment  bool            `json:"transient_environment"`
-		ProductionEnvironment *bool           `json:"production_environment"`
-	}
-	if err := decodeBody(c, &in); err != nil {
-		return errorResponse(http.StatusBadRequest, "Problems parsing JSON")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
+type deploymentInput struct {
+	Ref                   string          `json:"ref"`
+	Task                  *string         `json:"task"`
+	AutoMerge             *bool           `json:"auto_merge"`
+	RequiredContexts      *[]string       `json:"required_contexts"`
+	Payload               json.RawMessage `json:"payload"`
+	Environment           *string         `json:"environment"`
+	Description           *string         `json:"description"`
+	TransientEnvironment  bool            `json:"transient_environment"`
+	ProductionEnvironment *bool           `json:"production_environment"`
+}
+
+func (s *Server) createDeployment(c *reqCtx, r *repo, in *deploymentInput) response {
 	d := &Deployment{ID: s.newID(), Owner: r.owner, Repo: r.name, Ref: in.Ref, SHA: r.resolve(in.Ref), Task: "deploy",
 		Environment: "production", AutoMerge: in.AutoMerge, TransientEnvironment: in.TransientEnvironment,
 		Creator: s.actor(c), CreatedAt: time.Now().UTC()}
@@ -344,26 +370,18 @@ func (s *Server) createDeployment(c *reqCtx) response {
 	return response{status: http.StatusCreated, body: s.deploymentJSON(r, d)}
 }
 
-func (s *Server) createDeploymentStatus(c *reqCtx) response {
-	var in struct {
-		State          string `json:"state"`
-		TargetURL      string `json:"target_url"`
-		LogURL         string `json:"log_url"`
-		Description    string `json:"description"`
-		Environment    string `json:"environment"`
-		EnvironmentURL string `json:"environment_url"`
-		AutoInactive   *bool  `json:"auto_inactive"`
-	}
-	if err := decodeBody(c, &in); err != nil {
-		return errorResponse(http.StatusBadRequest, "Problems parsing JSON")
-	}
+type deploymentStatusInput struct {
+	State          string `json:"state"`
+	TargetURL      string `json:"target_url"`
+	LogURL         string `json:"log_url"`
+	Description    string `json:"description"`
+	Environment    string `json:"environment"`
+	EnvironmentURL string `json:"environment_url"`
+	AutoInactive   *bool  `json:"auto_inactive"`
+}
+
+func (s *Server) createDeploymentStatus(c *reqCtx, r *repo, in *deploymentStatusInput) response {
 	id, _ := c.intParam("deployment_id")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
 	var d *Deployment
 	for _, x := range r.deployments {
 		if x.ID == id {
@@ -458,17 +476,7 @@ func (in *checkRunInput) apply(run *CheckRun) *response {
 	return nil
 }
 
-func (s *Server) createCheckRun(c *reqCtx) response {
-	var in checkRunInput
-	if err := decodeBody(c, &in); err != nil {
-		return errorResponse(http.StatusBadRequest, "Problems parsing JSON")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
+func (s *Server) createCheckRun(c *reqCtx, r *repo, in *checkRunInput) response {
 	run := &CheckRun{Owner: r.owner, Repo: r.name, HeadSHA: in.HeadSHA, Status: "queued", AppSlug: strings.TrimSuffix(s.actor(c), "[bot]")}
 	if resp := in.apply(run); resp != nil {
 		return *resp
@@ -481,18 +489,8 @@ func (s *Server) createCheckRun(c *reqCtx) response {
 	return response{status: http.StatusCreated, body: s.checkRunJSON(r, run)}
 }
 
-func (s *Server) updateCheckRun(c *reqCtx) response {
-	var in checkRunInput
-	if err := decodeBody(c, &in); err != nil {
-		return errorResponse(http.StatusBadRequest, "Problems parsing JSON")
-	}
+func (s *Server) updateCheckRun(c *reqCtx, r *repo, in *checkRunInput) response {
 	id, _ := c.intParam("check_run_id")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
 	run := s.checkRuns[id]
 	if run == nil || run.Owner != r.owner || run.Repo != r.name {
 		return notFound()
@@ -509,14 +507,8 @@ func (s *Server) updateCheckRun(c *reqCtx) response {
 	return response{status: http.StatusOK, body: s.checkRunJSON(r, run)}
 }
 
-func (s *Server) listCheckRunsForRef(c *reqCtx) response {
+func (s *Server) listCheckRunsForRef(c *reqCtx, r *repo) response {
 	q := c.r.URL.Query()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
 	sha := r.resolve(c.param("ref"))
 	var runs []*CheckRun
 	for _, run := range s.checkRuns {
@@ -566,13 +558,7 @@ func latestStatuses(all []CommitStatus) []CommitStatus {
 	return out
 }
 
-func (s *Server) combinedStatus(c *reqCtx) response {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
+func (s *Server) combinedStatus(c *reqCtx, r *repo) response {
 	sha := r.resolve(c.param("ref"))
 	sts := latestStatuses(r.statuses[sha])
 	state := "success"
@@ -601,14 +587,8 @@ func (s *Server) combinedStatus(c *reqCtx) response {
 	}}
 }
 
-func (s *Server) listComments(c *reqCtx) response {
+func (s *Server) listComments(c *reqCtx, r *repo) response {
 	n, _ := strconv.Atoi(c.param("issue_number"))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
 	list := s.commentsLocked(r.owner, r.name, n)
 	items := make([]any, len(list))
 	for i := range list {
@@ -620,52 +600,34 @@ func (s *Server) listComments(c *reqCtx) response {
 
 const maxCommentBody = 65536
 
-func (s *Server) createComment(c *reqCtx) response {
-	var in struct {
-		Body string `json:"body"`
-	}
-	if err := decodeBody(c, &in); err != nil {
-		return errorResponse(http.StatusBadRequest, "Problems parsing JSON")
-	}
-	n, _ := strconv.Atoi(c.param("issue_number"))
+// commentInput is the body of creating or editing a comment.
+type commentInput struct {
+	Body string `json:"body"`
+}
+
+func (in *commentInput) check() *response {
 	if utf8.RuneCountInString(in.Body) > maxCommentBody {
-		return validationError("IssueComment", "body", "Body is too long (maximum is 65536 characters)")
+		r := validationError("IssueComment", "body", "Body is too long (maximum is 65536 characters)")
+		return &r
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
+	return nil
+}
+
+func (s *Server) createComment(c *reqCtx, r *repo, in *commentInput) response {
+	n, _ := strconv.Atoi(c.param("issue_number"))
 	now := time.Now().UTC()
 	cm := &Comment{ID: s.newID(), Owner: r.owner, Repo: r.name, Number: n, User: s.actor(c), UserType: "Bot", Body: in.Body, CreatedAt: now, UpdatedAt: now}
 	s.comments[cm.ID] = cm
 	return response{status: http.StatusCreated, body: s.commentJSON(r, cm)}
 }
 
-func (s *Server) updateComment(c *reqCtx) response {
-	var in struct {
-		Body string `json:"body"`
-	}
-	if err := decodeBody(c, &in); err != nil {
-		return errorResponse(http.StatusBadRequest, "Problems parsing JSON")
-	}
-	if utf8.RuneCountInString(in.Body) > maxCommentBody {
-		return validationError("IssueComment", "body", "Body is too long (maximum is 65536 characters)")
-	}
-	id, _ := c.intParam("comment_id")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
-	cm := s.comments[id]
-	if cm == nil || cm.Owner != r.owner || cm.Repo != r.name {
+func (s *Server) updateComment(c *reqCtx, r *repo, in *commentInput) response {
+	cm := s.commentFor(c, r)
+	if cm == nil {
 		return notFound()
 	}
 	if cm.User != s.actor(c) {
-		s.t.Errorf("githubtest: the bot edited comment %d by %s, which is not its own", id, cm.User)
+		s.t.Errorf("githubtest: the bot edited comment %d by %s, which is not its own", cm.ID, cm.User)
 		return errorResponse(http.StatusForbidden, "Resource not accessible by integration")
 	}
 	cm.Body, cm.UpdatedAt = in.Body, time.Now().UTC()
@@ -673,22 +635,23 @@ func (s *Server) updateComment(c *reqCtx) response {
 	return response{status: http.StatusOK, body: s.commentJSON(r, cm)}
 }
 
-func (s *Server) createReaction(c *reqCtx) response {
-	var in struct {
-		Content string `json:"content"`
-	}
-	if err := decodeBody(c, &in); err != nil {
-		return errorResponse(http.StatusBadRequest, "Problems parsing JSON")
-	}
+// commentFor returns the comment the path names, if it is on r. s.mu held.
+func (s *Server) commentFor(c *reqCtx, r *repo) *Comment {
 	id, _ := c.intParam("comment_id")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
 	cm := s.comments[id]
 	if cm == nil || cm.Owner != r.owner || cm.Repo != r.name {
+		return nil
+	}
+	return cm
+}
+
+type reactionInput struct {
+	Content string `json:"content"`
+}
+
+func (s *Server) createReaction(c *reqCtx, r *repo, in *reactionInput) response {
+	cm := s.commentFor(c, r)
+	if cm == nil {
 		return notFound()
 	}
 	user := s.actor(c)
@@ -716,14 +679,8 @@ func legacyPermission(role string) string {
 	return "none"
 }
 
-func (s *Server) getPermission(c *reqCtx) response {
+func (s *Server) getPermission(c *reqCtx, r *repo) response {
 	login := c.param("username")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
 	role, ok := r.perms[login]
 	if !ok {
 		role = "none"
@@ -733,14 +690,8 @@ func (s *Server) getPermission(c *reqCtx) response {
 	return response{status: http.StatusOK, body: obj{"permission": legacyPermission(role), "role_name": role, "user": user}}
 }
 
-func (s *Server) getContent(c *reqCtx) response {
+func (s *Server) getContent(c *reqCtx, r *repo) response {
 	p := strings.Trim(c.param("path"), "/")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
 	ref := c.r.URL.Query().Get("ref")
 	if ref == "" {
 		ref = r.defaultBranch
@@ -756,14 +707,8 @@ func (s *Server) getContent(c *reqCtx) response {
 	return response{status: http.StatusOK, body: s.contentFileJSON(r, p, ref, f)}
 }
 
-func (s *Server) tarballRedirect(c *reqCtx) response {
+func (s *Server) tarballRedirect(c *reqCtx, r *repo) response {
 	ref := c.param("ref")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
 	if _, ok := r.filesAt(ref); !ok {
 		return notFound()
 	}

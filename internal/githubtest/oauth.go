@@ -356,19 +356,12 @@ func (s *Server) listUserInstallations(c *reqCtx) response {
 	return response{status: http.StatusOK, header: h, body: obj{"total_count": len(ins), "installations": list}}
 }
 
-func (s *Server) listUserInstallationRepos(c *reqCtx) response {
-	id, _ := c.intParam("installation_id")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	in := s.installations[id]
-	if in == nil || in.appID != c.appID {
-		return notFound()
-	}
-	repos := s.userReposLocked(id, c.user)
+func (s *Server) listUserInstallationRepos(c *reqCtx, in *installation) response {
+	repos := s.userReposLocked(in.id, c.user)
 	if len(repos) == 0 {
 		return notFound()
 	}
-	start, end, h := s.page(c, fmt.Sprintf("/user/installations/%d/repositories", id), len(repos))
+	start, end, h := s.page(c, fmt.Sprintf("/user/installations/%d/repositories", in.id), len(repos))
 	list := make([]any, 0, end-start)
 	for _, r := range repos[start:end] {
 		j := s.fullRepoJSON(r)

@@ -35,14 +35,8 @@ func (s *Server) SetPullRequest(owner, name string, pr PullRequest) {
 	r.pulls[pr.Number] = &c
 }
 
-func (s *Server) getPull(c *reqCtx) response {
+func (s *Server) getPull(c *reqCtx, r *repo) response {
 	n, _ := strconv.Atoi(c.param("pull_number"))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
 	pr := r.pulls[n]
 	if pr == nil {
 		return notFound()
@@ -55,14 +49,8 @@ func (s *Server) getPull(c *reqCtx) response {
 // set with SetTree or SetFiles, a pull request's head), or, like resolve,
 // a made-up stable SHA for any other name that looks like a tag. A hex
 // string that is no known commit's prefix is 422, as on GitHub.
-func (s *Server) getCommit(c *reqCtx) response {
+func (s *Server) getCommit(c *reqCtx, r *repo) response {
 	ref := c.param("ref")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.repoFor(c)
-	if r == nil {
-		return notFound()
-	}
 	ref = strings.TrimPrefix(strings.TrimPrefix(ref, "heads/"), "tags/")
 	var sha string
 	switch {

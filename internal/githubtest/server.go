@@ -256,22 +256,16 @@ func (s *Server) Calls() []Call {
 }
 
 // CountWrites counts the write calls received so far (see Call.Write).
-func (s *Server) CountWrites() int {
-	n := 0
-	for _, c := range s.Calls() {
-		if c.Write() {
-			n++
-		}
-	}
-	return n
-}
+func (s *Server) CountWrites() int { return s.countCalls(Call.Write) }
 
 // CountCalls counts the API calls received so far, minting installation
 // tokens and archive downloads excluded.
-func (s *Server) CountCalls() int {
+func (s *Server) CountCalls() int { return s.countCalls(Call.API) }
+
+func (s *Server) countCalls(match func(Call) bool) int {
 	n := 0
 	for _, c := range s.Calls() {
-		if c.API() {
+		if match(c) {
 			n++
 		}
 	}

@@ -222,12 +222,16 @@ func (s *Server) SetFile(owner, name, ref, path string, content []byte) {
 func (s *Server) SetFiles(owner, name, ref string, files map[string]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.repoLocked(owner, name)
-	m := map[string]file{}
+	s.repoLocked(owner, name).files[ref] = textFiles(files)
+}
+
+// textFiles are files given as path → content: regular, not executable.
+func textFiles(files map[string]string) map[string]file {
+	m := make(map[string]file, len(files))
 	for p, c := range files {
 		m[p] = file{data: []byte(c), mode: 0o644}
 	}
-	r.files[ref] = m
+	return m
 }
 
 // SetTree replaces the tree at ref with the regular files below dir (modes
@@ -417,13 +421,20 @@ func (s *Server) CheckRuns(owner, name string) []CheckRun {
 
 // CheckRun returns one check run.
 func (s *Server) CheckRun(id int64) (CheckRun, bool) {
+	return copyOf(s, s.checkRuns, id, func(c *CheckRun) CheckRun { return *c })
+}
+
+// copyOf returns a copy, made by cp, of the thing with this id in m, one
+// of s's maps.
+func copyOf[T any](s *Server, m map[int64]*T, id int64, cp func(*T) T) (T, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.checkRuns[id]
+	v, ok := m[id]
 	if !ok {
-		return CheckRun{}, false
+		var zero T
+		return zero, false
 	}
-	return *c, true
+	return cp(v), true
 }
 
 // Comments returns the comments on issue or pull request number, oldest
@@ -438,9 +449,7 @@ func (s *Server) commentsLocked(owner, name string, number int) []Comment {
 	var out []Comment
 	for _, c := range s.comments {
 		if c.Owner == owner && c.Repo == name && c.Number == number {
-			cc := *c
-			cc.Reactions = append([]Reaction(nil), c.Reactions...)
-			out = append(out, cc)
+			out = append(out, c.copy())
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -449,15 +458,14 @@ func (s *Server) commentsLocked(owner, name string, number int) []Comment {
 
 // Comment returns one comment.
 func (s *Server) Comment(id int64) (Comment, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.comments[id]
-	if !ok {
-		return Comment{}, false
-	}
+	return copyOf(s, s.comments, id, (*Comment).copy)
+}
+
+// copy is c with reactions of its own.
+func (c *Comment) copy() Comment {
 	cc := *c
 	cc.Reactions = append([]Reaction(nil), c.Reactions...)
-	return cc, true
+	return cc
 }
 
 // Deliveries returns every delivery attempt, oldest first.

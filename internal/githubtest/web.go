@@ -52,7 +52,8 @@ func (s *Server) serveCodeload(w http.ResponseWriter, r *http.Request, start tim
 		http.Error(w, "404: Not Found", http.StatusNotFound)
 		return
 	}
-	b, err := buildTarball(dl.owner+"-"+dl.repo+"-"+sha[:7], sha, files)
+	top := tarballTop(dl.owner, dl.repo, sha)
+	b, err := buildTarball(top, sha, files)
 	if err != nil {
 		s.t.Errorf("githubtest: build tarball: %v", err)
 		s.record(call, http.StatusInternalServerError, false)
@@ -61,10 +62,20 @@ func (s *Server) serveCodeload(w http.ResponseWriter, r *http.Request, start tim
 	}
 	s.record(call, http.StatusOK, false)
 	w.Header().Set("Content-Type", "application/x-gzip")
-	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%s.tar.gz", dl.owner+"-"+dl.repo+"-"+sha[:7]))
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%s.tar.gz", top))
 	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
 	_, _ = w.Write(b)
 }
+
+// Tarball packs files (path → content) the way GitHub's tarball endpoint
+// serves owner/repo at commit sha, for tests of code that unpacks releases
+// without a server to fetch them from.
+func Tarball(owner, repo, sha string, files map[string]string) ([]byte, error) {
+	return buildTarball(tarballTop(owner, repo, sha), sha, textFiles(files))
+}
+
+// tarballTop is the directory GitHub puts a tarball's files in.
+func tarballTop(owner, repo, sha string) string { return owner + "-" + repo + "-" + sha[:7] }
 
 // buildTarball makes a gzip tarball laid out as GitHub's: a pax global
 // header carrying the commit SHA, then everything below one directory

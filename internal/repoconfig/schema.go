@@ -3,6 +3,7 @@ package repoconfig
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -62,12 +63,8 @@ func (p *parser) app(e entry, app *App) {
 	if !ok {
 		return
 	}
-	if e, ok := f["build"]; ok {
-		app.Build, _ = p.text("app.build", e.val)
-	}
-	if e, ok := f["run"]; ok {
-		app.Run, _ = p.text("app.run", e.val)
-	}
+	field(f, "app", "build", &app.Build, p.text)
+	field(f, "app", "run", &app.Run, p.text)
 	if e, ok := f["port_env"]; ok {
 		if s, ok := p.text("app.port_env", e.val); ok {
 			if !envVarName.MatchString(s) {
@@ -148,10 +145,7 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 	if !ok {
 		return env, claim
 	}
-	driverOK := true
-	if e, ok := f["driver"]; ok {
-		env.Driver, driverOK = p.driver(join(path, "driver"), e.val, env.Driver)
-	}
+	driverOK := p.driverField(f, path, &env.Driver)
 	if e, ok := f["branch"]; ok {
 		claim = branchClaim{line: e.line(), implicit: false}
 		if s, ok := p.scalar(join(path, "branch"), e.val); ok {
@@ -181,12 +175,8 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 	if e, ok := f["deployers"]; ok {
 		p.deployers(join(path, "deployers"), e.val, &env.Deployers)
 	}
-	if e, ok := f["allow_branches"]; ok {
-		env.AllowBranches, _ = p.boolean(join(path, "allow_branches"), e.val)
-	}
-	if e, ok := f["url"]; ok {
-		env.URL, _ = p.url(join(path, "url"), e.val)
-	}
+	field(f, path, "allow_branches", &env.AllowBranches, p.boolean)
+	field(f, path, "url", &env.URL, p.url)
 	if e, ok := f["freeze"]; ok {
 		env.Freeze = p.freeze(join(path, "freeze"), e.val)
 	}
@@ -206,11 +196,7 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 	switch {
 	case !driverOK:
 	case env.Driver == DriverAWS && !hasAWS:
-		line := ent.key.Line
-		if e, ok := f["driver"]; ok {
-			line = e.line()
-		}
-		p.errf(line, join(path, "aws"), "driver aws needs an aws: block with %s", strings.Join(fleetKeys, ", "))
+		p.missingAWS(path, ent, f, strings.Join(fleetKeys, ", "))
 	case env.Driver == DriverAWS:
 		env.AWS = p.fleet(join(path, "aws"), aws)
 	case hasAWS:
@@ -227,6 +213,27 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 // maxLocalInstances bounds the processes one environment starts on the
 // bot's own machine.
 const maxLocalInstances = 100
+
+// driverField reads the block's driver, when written, into *d; false if
+// it is not one.
+func (p *parser) driverField(f map[string]entry, path string, d *Driver) bool {
+	e, ok := f["driver"]
+	if !ok {
+		return true
+	}
+	*d, ok = p.driver(join(path, "driver"), e.val, *d)
+	return ok
+}
+
+// missingAWS reports a block with driver aws and no aws: block, at its
+// driver: line, or at the block's key when driver: is not written.
+func (p *parser) missingAWS(path string, block entry, f map[string]entry, needs string) {
+	line := block.key.Line
+	if e, ok := f["driver"]; ok {
+		line = e.line()
+	}
+	p.errf(line, join(path, "aws"), "driver aws needs an aws: block with %s", needs)
+}
 
 func (p *parser) driver(path string, n *yaml.Node, def Driver) (Driver, bool) {
 	s, ok := p.scalar(path, n)
@@ -259,19 +266,8 @@ func (p *parser) rollout(path string, n *yaml.Node, r *Rollout) (canaryOK bool, 
 	if e, ok := f["max_unavailable"]; ok {
 		r.MaxUnavailable, _ = p.amount(join(path, "max_unavailable"), e.val, r.MaxUnavailable)
 	}
-	if e, ok := f["by_zone"]; ok {
-		r.ByZone, _ = p.boolean(join(path, "by_zone"), e.val)
-	}
-	if e, ok := f["bake"]; ok {
-		kpath := join(path, "bake")
-		if d, ok := p.duration(kpath, e.val); ok {
-			if d < 0 {
-				p.errf(e.line(), kpath, "%s is negative: bake is a wait, 0s or longer", e.val.Value)
-			} else {
-				r.Bake = d
-			}
-		}
-	}
+	field(f, path, "by_zone", &r.ByZone, p.boolean)
+	p.durationAtLeast(f, path, "bake", &r.Bake, 0, "is negative: bake is a wait, 0s or longer")
 	return canaryOK, canaryLine
 }
 
@@ -292,37 +288,14 @@ func (p *parser) health(path string, n *yaml.Node, h *Health) {
 			}
 		}
 	}
-	if e, ok := f["interval"]; ok {
-		kpath := join(path, "interval")
-		d, ok := p.duration(kpath, e.val)
-		switch {
-		case !ok:
-			good = false
-		case d < minHealthInterval:
-			p.errf(e.line(), kpath, "%s is too short: health checks are at least %s apart", e.val.Value, minHealthInterval)
-			good = false
-		default:
-			h.Interval = d
-		}
-	}
+	good = p.durationAtLeast(f, path, "interval", &h.Interval, minHealthInterval,
+		fmt.Sprintf("is too short: health checks are at least %s apart", minHealthInterval)) && good
 	if e, ok := f["healthy_after"]; ok {
 		var ok bool
 		h.HealthyAfter, ok = p.count(join(path, "healthy_after"), e.val, 1, maxHealthyAfter, "pass")
 		good = good && ok
 	}
-	if e, ok := f["timeout"]; ok {
-		kpath := join(path, "timeout")
-		d, ok := p.duration(kpath, e.val)
-		switch {
-		case !ok:
-			good = false
-		case d <= 0:
-			p.errf(e.line(), kpath, "%s is not a timeout: make it longer than 0s", e.val.Value)
-			good = false
-		default:
-			h.Timeout = d
-		}
-	}
+	good = p.durationAtLeast(f, path, "timeout", &h.Timeout, time.Nanosecond, "is not a timeout: make it longer than 0s") && good
 	// healthy_after passes one interval apart take interval × healthy_after;
 	// a timeout no longer than that fails every batch.
 	if need, ok := passesTake(h.Interval, h.HealthyAfter); good && (!ok || h.Timeout <= need) {
@@ -354,12 +327,8 @@ func (p *parser) fleet(path string, block entry) *AWSFleet {
 		"instance_tags":    "e.g. instance_tags: {app: web, env: production}",
 		"install":          "the command run on each instance, e.g. install: sudo /opt/web/bin/install {{.SHA}}",
 	})
-	if e, ok := f["region"]; ok {
-		fl.Region, _ = p.region(join(path, "region"), e.val)
-	}
-	if e, ok := f["target_group_arn"]; ok {
-		fl.TargetGroupARN, _ = p.arn(join(path, "target_group_arn"), e.val, "target group")
-	}
+	field(f, path, "region", &fl.Region, p.region)
+	field(f, path, "target_group_arn", &fl.TargetGroupARN, p.arnOf("target group"))
 	if e, ok := f["instance_tags"]; ok {
 		fl.InstanceTags = p.tags(join(path, "instance_tags"), e.val)
 	}
@@ -374,6 +343,40 @@ func (p *parser) fleet(path string, block entry) *AWSFleet {
 		}
 	}
 	return fl
+}
+
+// field reads f[key], when the block has it, into *dst with parse (a value
+// reader such as p.text, which reports what is wrong with the value).
+func field[T any](f map[string]entry, path, key string, dst *T, parse func(path string, n *yaml.Node) (T, bool)) {
+	if e, ok := f[key]; ok {
+		*dst, _ = parse(join(path, key), e.val)
+	}
+}
+
+// durationAtLeast reads the duration f[key], when the block has it, into
+// *dst if it is least or longer, and otherwise reports it followed by why
+// ("is too short: ..."). It returns false if the value is not good.
+func (p *parser) durationAtLeast(f map[string]entry, path, key string, dst *time.Duration, least time.Duration, why string) bool {
+	e, ok := f[key]
+	if !ok {
+		return true
+	}
+	kpath := join(path, key)
+	d, ok := p.duration(kpath, e.val)
+	if !ok {
+		return false
+	}
+	if d < least {
+		p.errf(e.line(), kpath, "%s %s", e.val.Value, why)
+		return false
+	}
+	*dst = d
+	return true
+}
+
+// arnOf is p.arn as a value reader for field: an ARN of a what.
+func (p *parser) arnOf(what string) func(path string, n *yaml.Node) (string, bool) {
+	return func(path string, n *yaml.Node) (string, bool) { return p.arn(path, n, what) }
 }
 
 // required reports each key of keys that f lacks, at the block's key.
@@ -418,32 +421,14 @@ func (p *parser) preview(e entry, pv *Preview) {
 	if !ok {
 		return
 	}
-	driverOK := true
-	if e, ok := f["driver"]; ok {
-		pv.Driver, driverOK = p.driver(join(path, "driver"), e.val, pv.Driver)
-	}
-	if e, ok := f["forks"]; ok {
-		pv.Forks, _ = p.boolean(join(path, "forks"), e.val)
-	}
-	if e, ok := f["ttl"]; ok {
-		kpath := join(path, "ttl")
-		if d, ok := p.duration(kpath, e.val); ok {
-			if d < minPreviewTTL {
-				p.errf(e.line(), kpath, "%s is too short: a preview lives at least 1h after its last push", e.val.Value)
-			} else {
-				pv.TTL = d
-			}
-		}
-	}
+	driverOK := p.driverField(f, path, &pv.Driver)
+	field(f, path, "forks", &pv.Forks, p.boolean)
+	p.durationAtLeast(f, path, "ttl", &pv.TTL, minPreviewTTL, "is too short: a preview lives at least 1h after its last push")
 	aws, hasAWS := f["aws"]
 	switch {
 	case !driverOK:
 	case pv.Driver == DriverAWS && !hasAWS:
-		line := e.key.Line
-		if d, ok := f["driver"]; ok {
-			line = d.line()
-		}
-		p.errf(line, join(path, "aws"), "driver aws needs an aws: block with launch_template, listener_arn and domain")
+		p.missingAWS(path, e, f, "launch_template, listener_arn and domain")
 	case hasAWS:
 		// SPEC §3's own example keeps preview.aws beside driver: local,
 		// ready for the switch, so it is read and checked either way.
@@ -462,17 +447,9 @@ func (p *parser) previewAWS(path string, block entry) *AWSPreview {
 		"listener_arn":    "the ARN of the ALB listener that gets a host rule per preview",
 		"domain":          "previews are reached at pr-NUMBER.DOMAIN, e.g. domain: preview.example.com",
 	})
-	if e, ok := f["launch_template"]; ok {
-		a.LaunchTemplate, _ = p.text(join(path, "launch_template"), e.val)
-	}
-	if e, ok := f["listener_arn"]; ok {
-		a.ListenerARN, _ = p.arn(join(path, "listener_arn"), e.val, "listener")
-	}
-	if e, ok := f["domain"]; ok {
-		a.Domain, _ = p.domain(join(path, "domain"), e.val)
-	}
-	if e, ok := f["hosted_zone_id"]; ok {
-		a.HostedZoneID, _ = p.text(join(path, "hosted_zone_id"), e.val)
-	}
+	field(f, path, "launch_template", &a.LaunchTemplate, p.text)
+	field(f, path, "listener_arn", &a.ListenerARN, p.arnOf("listener"))
+	field(f, path, "domain", &a.Domain, p.domain)
+	field(f, path, "hosted_zone_id", &a.HostedZoneID, p.text)
 	return a
 }

@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shipbot/shipbot/internal/store"
 	"github.com/shipbot/shipbot/internal/store/record"
-	"github.com/shipbot/shipbot/internal/testenv"
+	"github.com/shipbot/shipbot/internal/testenv/redistest"
 )
 
 // api is everything both implementations offer; the suite runs against it,
@@ -91,17 +90,14 @@ type target struct {
 
 var targets = []target{
 	{name: "redis", start: func(t *testing.T) opener {
-		srv := testenv.StartRedis(t)
+		srv := redistest.Real(t)
 		var prefixes atomic.Int64
 		return func(t *testing.T) *fixture {
-			// One dial per attempt keeps the outage case short.
-			client := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialerRetries: 1})
-			t.Cleanup(func() { client.Close() })
-			s := store.NewRedis(client, fmt.Sprintf("test%d", prefixes.Add(1)))
+			s := store.NewRedis(srv.Client(t), fmt.Sprintf("test%d", prefixes.Add(1)))
 			return &fixture{
 				s:       s,
-				restart: func(t *testing.T) api { srv.Restart(); return s },
-				outage:  func(t *testing.T) { srv.Kill(); t.Cleanup(srv.Start) },
+				restart: func(*testing.T) api { srv.Restart(); return s },
+				outage:  srv.Outage,
 			}
 		}
 	}},
@@ -132,34 +128,19 @@ var targets = []target{
 
 	// miniredis is only a faster extra; real Redis above is the reference.
 	{name: "miniredis", start: func(t *testing.T) opener {
-		if err := miniredisWorks(); err != nil {
+		if err := redistest.MiniLacks(probeScripts); err != nil {
 			t.Skipf("miniredis lacks something the Redis store relies on: %v", err)
 		}
 		return func(t *testing.T) *fixture {
-			m := miniredis.RunT(t)
-			client := redis.NewClient(&redis.Options{Addr: m.Addr(), DialerRetries: 1})
-			t.Cleanup(func() { client.Close() })
-			return &fixture{
-				s:      store.NewRedis(client, "test"),
-				outage: func(*testing.T) { m.Close() },
-				sleep:  func(d time.Duration) { time.Sleep(d); m.FastForward(d) },
-			}
+			m := redistest.Mini(t)
+			return &fixture{s: store.NewRedis(m.Client(t), "test"), outage: m.Outage, sleep: m.Sleep}
 		}
 	}},
 }
 
-// miniredisWorks runs every script once against miniredis, which does not
-// implement all of Redis.
-func miniredisWorks() error {
-	m, err := miniredis.Run()
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	client := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	defer client.Close()
+// probeScripts runs every script of the Redis store once.
+func probeScripts(ctx context.Context, client *redis.Client) error {
 	s := store.NewRedis(client, "probe")
-	ctx := context.Background()
 	env := record.EnvKey{Repo: "probe/probe", Name: "probe"}
 	steps := []func() error{
 		func() error { return s.PutDeploy(ctx, deploy("d", env, time.Now())) },

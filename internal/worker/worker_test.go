@@ -15,9 +15,14 @@ import (
 )
 
 // The worker runs against the real embedded queue: fakes at the wire, not
-// mocks of our own interfaces.
+// mocks of our own interfaces. openQueue opens one at path (a new one in
+// the test's directory if path is ""); it is closed when the test ends,
+// after the pools start started over it have stopped.
 func openQueue(t *testing.T, path string) *queue.Embedded {
 	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "q.db")
+	}
 	q, err := queue.OpenEmbedded(path, queue.Options{
 		VisibilityTimeout: 300 * time.Millisecond,
 		MaxAttempts:       3,
@@ -26,7 +31,19 @@ func openQueue(t *testing.T, path string) *queue.Embedded {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { q.Close() })
 	return q
+}
+
+// runPush runs a pool of o over q with handle for "push" jobs, and enqueues
+// one push delivery.
+func runPush(t *testing.T, q queue.Queue, o Options, delivery string, handle Handler) (stop func()) {
+	t.Helper()
+	r := NewRouter()
+	r.Handle("push", handle)
+	stop = start(t, q, r, o)
+	enqueue(t, q, "push", delivery)
+	return stop
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -74,29 +91,21 @@ func stats(t *testing.T, q queue.Queue) queue.Stats {
 }
 
 func TestPanicIsAFailedAttemptNotACrash(t *testing.T) {
-	q := openQueue(t, filepath.Join(t.TempDir(), "q.db"))
-	defer q.Close()
+	q := openQueue(t, "")
 	var calls atomic.Int32
-	r := NewRouter()
-	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+	runPush(t, q, Options{Size: 1}, "p1", func(ctx context.Context, j queue.Job) error {
 		if calls.Add(1) < 3 {
 			panic("boom")
 		}
 		return nil
 	})
-	start(t, q, r, Options{Size: 1})
-	enqueue(t, q, "push", "p1")
 	waitFor(t, "third attempt to succeed", func() bool { return calls.Load() == 3 && stats(t, q) == (queue.Stats{}) })
 }
 
 func TestAlwaysFailingJobIsDeadLettered(t *testing.T) {
-	q := openQueue(t, filepath.Join(t.TempDir(), "q.db"))
-	defer q.Close()
+	q := openQueue(t, "")
 	var calls atomic.Int32
-	r := NewRouter()
-	r.Handle("push", func(ctx context.Context, j queue.Job) error { calls.Add(1); return errors.New("flaky") })
-	start(t, q, r, Options{Size: 2})
-	enqueue(t, q, "push", "f1")
+	runPush(t, q, Options{Size: 2}, "f1", func(ctx context.Context, j queue.Job) error { calls.Add(1); return errors.New("flaky") })
 	waitFor(t, "dead letter", func() bool { return stats(t, q).Dead == 1 })
 	time.Sleep(100 * time.Millisecond)
 	if calls.Load() != 3 {
@@ -109,16 +118,12 @@ func TestAlwaysFailingJobIsDeadLettered(t *testing.T) {
 }
 
 func TestPermanentErrorIsNotRetried(t *testing.T) {
-	q := openQueue(t, filepath.Join(t.TempDir(), "q.db"))
-	defer q.Close()
+	q := openQueue(t, "")
 	var calls atomic.Int32
-	r := NewRouter()
-	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+	runPush(t, q, Options{Size: 1}, "perm1", func(ctx context.Context, j queue.Job) error {
 		calls.Add(1)
 		return Permanent(errors.New(".github/shipbot.yml: unknown key"))
 	})
-	start(t, q, r, Options{Size: 1})
-	enqueue(t, q, "push", "perm1")
 	waitFor(t, "dead letter", func() bool { return stats(t, q).Dead == 1 })
 	time.Sleep(100 * time.Millisecond)
 	if calls.Load() != 1 {
@@ -127,11 +132,9 @@ func TestPermanentErrorIsNotRetried(t *testing.T) {
 }
 
 func TestHeartbeatKeepsLongJobLeased(t *testing.T) {
-	q := openQueue(t, filepath.Join(t.TempDir(), "q.db"))
-	defer q.Close()
+	q := openQueue(t, "")
 	var calls atomic.Int32
-	r := NewRouter()
-	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+	runPush(t, q, Options{Size: 2, Heartbeat: 50 * time.Millisecond}, "long1", func(ctx context.Context, j queue.Job) error {
 		calls.Add(1)
 		select { // three visibility timeouts long
 		case <-time.After(time.Second):
@@ -140,8 +143,6 @@ func TestHeartbeatKeepsLongJobLeased(t *testing.T) {
 		}
 		return nil
 	})
-	start(t, q, r, Options{Size: 2, Heartbeat: 50 * time.Millisecond})
-	enqueue(t, q, "push", "long1")
 	waitFor(t, "long job to finish", func() bool { return calls.Load() == 1 && stats(t, q) == (queue.Stats{}) })
 	if calls.Load() != 1 {
 		t.Fatalf("long job ran %d times; the heartbeat should have kept it leased", calls.Load())
@@ -149,17 +150,13 @@ func TestHeartbeatKeepsLongJobLeased(t *testing.T) {
 }
 
 func TestShutdownFinishesRunningJobsWithinGrace(t *testing.T) {
-	q := openQueue(t, filepath.Join(t.TempDir(), "q.db"))
-	defer q.Close()
+	q := openQueue(t, "")
 	started := make(chan struct{})
-	r := NewRouter()
-	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+	stop := runPush(t, q, Options{Size: 1, Grace: 5 * time.Second, Heartbeat: 50 * time.Millisecond}, "g1", func(ctx context.Context, j queue.Job) error {
 		close(started)
 		time.Sleep(200 * time.Millisecond)
 		return nil
 	})
-	stop := start(t, q, r, Options{Size: 1, Grace: 5 * time.Second, Heartbeat: 50 * time.Millisecond})
-	enqueue(t, q, "push", "g1")
 	<-started
 	stop()
 	if s := stats(t, q); s != (queue.Stats{}) {
@@ -171,14 +168,11 @@ func TestShutdownLeavesUnfinishedJobForResumption(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "q.db")
 	q := openQueue(t, path)
 	started := make(chan struct{})
-	r := NewRouter()
-	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+	stop := runPush(t, q, Options{Size: 1, Grace: 100 * time.Millisecond, Heartbeat: 50 * time.Millisecond}, "resume1", func(ctx context.Context, j queue.Job) error {
 		close(started)
 		<-ctx.Done() // never finishes by itself
 		return ctx.Err()
 	})
-	stop := start(t, q, r, Options{Size: 1, Grace: 100 * time.Millisecond, Heartbeat: 50 * time.Millisecond})
-	enqueue(t, q, "push", "resume1")
 	<-started
 	stop()
 	if s := stats(t, q); s.Leased != 1 || s.Dead != 0 {
@@ -188,7 +182,6 @@ func TestShutdownLeavesUnfinishedJobForResumption(t *testing.T) {
 
 	// The next process resumes it.
 	q = openQueue(t, path)
-	defer q.Close()
 	var resumed atomic.Int32
 	r2 := NewRouter()
 	r2.Handle("push", func(ctx context.Context, j queue.Job) error {

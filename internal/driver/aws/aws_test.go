@@ -197,6 +197,55 @@ func (f *fleet) assertOneZoneOut(t *testing.T) {
 	}
 }
 
+// rollout deploys newSHA over oldSHA with the engine; report, if not nil,
+// sees its events. It returns the result and the rollout's log.
+func (f *fleet) rollout(report func(deploy.Event)) (deploy.Result, string) {
+	var log strings.Builder
+	res := deploy.Execute(context.Background(), deploy.ExecInput{
+		Target:   f.target,
+		Release:  deploy.Release{Repo: "acme/web", SHA: newSHA, Ref: "main"},
+		Previous: oldSHA,
+		Driver:   f.driver,
+		Log:      &log,
+		Report:   report,
+	})
+	return res, log.String()
+}
+
+// assertRolledBack checks a rollout that failed in the first batch of zone
+// b (the third): the batches of zones a and b were rolled back, one zone
+// out of rotation at a time, and zone c never installed. It returns the
+// instances rolled back, sorted.
+func (f *fleet) assertRolledBack(t *testing.T, res deploy.Result, log string) []string {
+	t.Helper()
+	touched := sorted(f.ids[:4]) // zone a (2 batches) and the failed zone-b batch
+	if got := sorted(res.RolledBack); !slices.Equal(got, touched) {
+		t.Errorf("rolled back %v, want %v\n%s", got, touched, log)
+	}
+	f.assertOneZoneOut(t)
+	installs := f.installs(t)
+	for _, id := range f.ids[4:] {
+		if len(installs[id]) != 0 {
+			t.Errorf("zone c instance %s was installed after the failure: %q", id, installs[id])
+		}
+	}
+	return touched
+}
+
+// assertAllOn checks how a rollout or its rollback left the fleet: every
+// production instance registered healthy and tagged with sha.
+func (f *fleet) assertAllOn(t *testing.T, sha string) {
+	t.Helper()
+	if got := f.registered(t); !slices.Equal(got, sorted(f.ids)) {
+		t.Errorf("registered healthy at the end: %v, want %v", got, sorted(f.ids))
+	}
+	for id, rel := range f.releases(t) {
+		if rel != sha {
+			t.Errorf("instance %s is tagged %s=%s at the end, want %s", id, ReleaseTag, rel, sha)
+		}
+	}
+}
+
 // zonesOutTogether replays Deregister/RegisterTargets calls in the order
 // they were sent and says when instances of two zones were out of rotation
 // together, or "".
@@ -309,16 +358,9 @@ func TestInstances(t *testing.T) {
 func TestRolloutByZone(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
-	var log strings.Builder
-	res := deploy.Execute(context.Background(), deploy.ExecInput{
-		Target:   f.target,
-		Release:  deploy.Release{Repo: "acme/web", SHA: newSHA, Ref: "main"},
-		Previous: oldSHA,
-		Driver:   f.driver,
-		Log:      &log,
-	})
+	res, log := f.rollout(nil)
 	if res.Outcome != deploy.OutcomeSuccess {
-		t.Fatalf("outcome %s: %s\n%s", res.Outcome, report.Reason(res.Reason), log.String())
+		t.Fatalf("outcome %s: %s\n%s", res.Outcome, report.Reason(res.Reason), log)
 	}
 	if n := len(res.Batches); n != 4 {
 		t.Errorf("%d batches, want 4 (canary, rest of zone a, zone b, zone c)", n)
@@ -332,18 +374,11 @@ func TestRolloutByZone(t *testing.T) {
 			t.Errorf("instance %s got install commands %q, want [%q]", id, got, want)
 		}
 	}
-	if got := f.registered(t); !slices.Equal(got, sorted(f.ids)) {
-		t.Errorf("registered healthy at the end: %v, want %v", got, sorted(f.ids))
-	}
-	for id, rel := range f.releases(t) {
-		if rel != newSHA {
-			t.Errorf("instance %s is tagged %s=%s, want %s", id, ReleaseTag, rel, newSHA)
-		}
-	}
+	f.assertAllOn(t, newSHA)
 
 	// A re-run finds every instance on the release: nothing is touched.
 	before := len(f.rec.snapshot("DeregisterTargets"))
-	res = deploy.Execute(context.Background(), deploy.ExecInput{Target: f.target, Release: deploy.Release{Repo: "acme/web", SHA: newSHA}, Previous: oldSHA, Driver: f.driver})
+	res, _ = f.rollout(nil)
 	if res.Outcome != deploy.OutcomeSuccess || len(f.rec.snapshot("DeregisterTargets")) != before {
 		t.Errorf("re-run: %s (%s), deregistered %d more", res.Outcome, report.Reason(res.Reason), len(f.rec.snapshot("DeregisterTargets"))-before)
 	}
@@ -366,47 +401,24 @@ func TestFailedInstallRollsBack(t *testing.T) {
 			"StandardErrorContent":  "install: checksum mismatch for web.tar.gz\n",
 		})
 	})
-	var log strings.Builder
-	res := deploy.Execute(context.Background(), deploy.ExecInput{
-		Target:   f.target,
-		Release:  deploy.Release{Repo: "acme/web", SHA: newSHA},
-		Previous: oldSHA,
-		Driver:   f.driver,
-		Log:      &log,
-	})
+	res, log := f.rollout(nil)
 	if res.Outcome != deploy.OutcomeFailure || res.FailedInstance != bad {
-		t.Fatalf("outcome %s on %q, want failure on %s: %s\n%s", res.Outcome, res.FailedInstance, bad, report.Reason(res.Reason), log.String())
+		t.Fatalf("outcome %s on %q, want failure on %s: %s\n%s", res.Outcome, res.FailedInstance, bad, report.Reason(res.Reason), log)
 	}
 	for _, want := range []string{"ssm:GetCommandInvocation", bad, "checksum mismatch", "Failed"} {
 		if !strings.Contains(report.Reason(res.Reason), want) {
 			t.Errorf("reason does not name %q: %s", want, report.Reason(res.Reason))
 		}
 	}
-	touched := sorted(f.ids[:4]) // zone a (2 batches) and the failed zone-b batch
-	if got := sorted(res.RolledBack); !slices.Equal(got, touched) {
-		t.Errorf("rolled back %v, want %v", got, touched)
-	}
-	f.assertOneZoneOut(t)
+	touched := f.assertRolledBack(t, res, log)
 	installs := f.installs(t)
-	for _, id := range f.ids[4:] {
-		if len(installs[id]) != 0 {
-			t.Errorf("zone c instance %s was installed after the failure: %q", id, installs[id])
-		}
-	}
 	for _, id := range touched {
 		got := installs[id]
 		if len(got) != 2 || !strings.HasSuffix(got[1], oldSHA) {
 			t.Errorf("instance %s got %q, want the new release then %s", id, got, oldSHA)
 		}
 	}
-	if got := f.registered(t); !slices.Equal(got, sorted(f.ids)) {
-		t.Errorf("registered healthy at the end: %v, want %v", got, sorted(f.ids))
-	}
-	for id, rel := range f.releases(t) {
-		if rel != oldSHA {
-			t.Errorf("instance %s is tagged %s=%s after the rollback, want %s", id, ReleaseTag, rel, oldSHA)
-		}
-	}
+	f.assertAllOn(t, oldSHA)
 }
 
 // draining answers DescribeTargetHealth for id as draining, for ever.
@@ -627,48 +639,23 @@ func TestRolloutFailures(t *testing.T) {
 			f.target.Environment.Health.Timeout = time.Second
 			bad := f.ids[2]
 			f.rec.setInject(tc.inject(bad, f.rec))
-			var log strings.Builder
 			var failedStep string
-			res := deploy.Execute(context.Background(), deploy.ExecInput{
-				Target:   f.target,
-				Release:  deploy.Release{Repo: "acme/web", SHA: newSHA},
-				Previous: oldSHA,
-				Driver:   f.driver,
-				Log:      &log,
-				Report: func(ev deploy.Event) {
-					if ev.Kind == deploy.BatchFailed {
-						failedStep = ev.Step
-					}
-				},
+			res, log := f.rollout(func(ev deploy.Event) {
+				if ev.Kind == deploy.BatchFailed {
+					failedStep = ev.Step
+				}
 			})
 			if res.Outcome != deploy.OutcomeFailure || res.FailedInstance != bad || failedStep != tc.step {
-				t.Fatalf("outcome %s on %q at %q, want failure on %s at %s: %s\n%s", res.Outcome, res.FailedInstance, failedStep, bad, tc.step, report.Reason(res.Reason), log.String())
+				t.Fatalf("outcome %s on %q at %q, want failure on %s at %s: %s\n%s", res.Outcome, res.FailedInstance, failedStep, bad, tc.step, report.Reason(res.Reason), log)
 			}
 			for _, want := range append(tc.want, bad, "rolled back") {
 				if !strings.Contains(report.Reason(res.Reason), want) {
 					t.Errorf("reason does not say %q: %s", want, report.Reason(res.Reason))
 				}
 			}
-			touched := sorted(f.ids[:4])
-			if got := sorted(res.RolledBack); !slices.Equal(got, touched) {
-				t.Errorf("rolled back %v, want %v\n%s", got, touched, log.String())
-			}
-			f.assertOneZoneOut(t)
-			installs := f.installs(t)
-			for _, id := range f.ids[4:] {
-				if len(installs[id]) != 0 {
-					t.Errorf("zone c instance %s was installed after the failure: %q", id, installs[id])
-				}
-			}
+			f.assertRolledBack(t, res, log)
 			f.rec.setInject(nil)
-			if got := f.registered(t); !slices.Equal(got, sorted(f.ids)) {
-				t.Errorf("registered healthy at the end: %v, want %v", got, sorted(f.ids))
-			}
-			for id, rel := range f.releases(t) {
-				if rel != oldSHA {
-					t.Errorf("instance %s is tagged %s=%s after the rollback, want %s", id, ReleaseTag, rel, oldSHA)
-				}
-			}
+			f.assertAllOn(t, oldSHA)
 		})
 	}
 }
@@ -679,9 +666,8 @@ func TestZoneAssertionCatchesSpanningBatches(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
 	f.target.Environment.Rollout.ByZone = false
-	res := deploy.Execute(context.Background(), deploy.ExecInput{Target: f.target, Release: deploy.Release{Repo: "acme/web", SHA: newSHA}, Previous: oldSHA, Driver: f.driver})
-	if res.Outcome != deploy.OutcomeSuccess {
-		t.Fatalf("outcome %s: %s", res.Outcome, report.Reason(res.Reason))
+	if res, log := f.rollout(nil); res.Outcome != deploy.OutcomeSuccess {
+		t.Fatalf("outcome %s: %s\n%s", res.Outcome, report.Reason(res.Reason), log)
 	}
 	if msg := zonesOutTogether(f.rec.snapshot("DeregisterTargets", "RegisterTargets"), f.zoneOf); msg == "" {
 		t.Error("zonesOutTogether found nothing wrong with a rollout whose batches span two zones")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -971,28 +972,18 @@ func (d *Driver) deleteRecord(ctx context.Context, c *clients, ref string) error
 }
 
 func ec2Tags(m map[string]string) []ec2types.Tag {
-	keys := sortedKeys(m)
-	out := make([]ec2types.Tag, len(keys))
-	for i, k := range keys {
-		out[i] = ec2types.Tag{Key: awssdk.String(k), Value: awssdk.String(m[k])}
-	}
-	return out
+	return sdkTags(m, func(k, v *string) ec2types.Tag { return ec2types.Tag{Key: k, Value: v} })
 }
 
 func elbTags(m map[string]string) []elbtypes.Tag {
-	keys := sortedKeys(m)
-	out := make([]elbtypes.Tag, len(keys))
-	for i, k := range keys {
-		out[i] = elbtypes.Tag{Key: awssdk.String(k), Value: awssdk.String(m[k])}
-	}
-	return out
+	return sdkTags(m, func(k, v *string) elbtypes.Tag { return elbtypes.Tag{Key: k, Value: v} })
 }
 
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// sdkTags turns m into one SDK's tags, in the order of their keys.
+func sdkTags[T any](m map[string]string, tag func(k, v *string) T) []T {
+	out := make([]T, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, tag(awssdk.String(k), awssdk.String(m[k])))
 	}
-	slices.Sort(keys)
-	return keys
+	return out
 }

@@ -1,17 +1,13 @@
 package local
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +15,7 @@ import (
 
 	"github.com/shipbot/shipbot/fixtures"
 	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/githubtest"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/testenv"
 )
@@ -87,7 +84,7 @@ func (s *source) fetch(ctx context.Context, r deploy.Release) (io.ReadCloser, er
 	if !ok {
 		return nil, fmt.Errorf("no such commit %s", r.SHA)
 	}
-	b, err := sampleTarball(s.t, r.SHA, v.version, v.healthy)
+	b, err := sampleTarball(r.SHA, v.version, v.healthy)
 	if err != nil {
 		return nil, err
 	}
@@ -101,36 +98,9 @@ func (s *source) count(sha string) int {
 }
 
 // sampleTarball packs a release of the sample app (fixtures.SampleApp)
-// the way GitHub serves a repository at a commit: a pax global header with
-// the commit id, then every file under "acme-web-<sha7>/".
-func sampleTarball(_ testing.TB, sha, version string, healthy bool) ([]byte, error) {
-	files := fixtures.SampleApp(version, healthy)
-	top := "acme-web-" + sha[:7] + "/"
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": sha}}); err != nil {
-		return nil, err
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: top, Mode: 0o755}); err != nil {
-		return nil, err
-	}
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		b := []byte(files[name])
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: top + name, Mode: 0o644, Size: int64(len(b))}); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write(b); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	if err := gz.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+// the way GitHub serves acme/web at commit sha.
+func sampleTarball(sha, version string, healthy bool) ([]byte, error) {
+	return githubtest.Tarball("acme", "web", sha, fixtures.SampleApp(version, healthy))
 }
 
 type harness struct {

@@ -32,11 +32,11 @@ func TestPrepareBuildsOnceAndIsIdempotent(t *testing.T) {
 	tgt := target(1)
 
 	// Three deploys of one release at once share one fetch and one build.
-	logs := make([]bytes.Buffer, 3)
+	logs := make([]testenv.Buffer, 3)
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i := range 3 {
-		wg.Go(func() { errs[i] = h.d.Prepare(context.Background(), tgt, v1, &syncWriter{w: &logs[i]}) })
+		wg.Go(func() { errs[i] = h.d.Prepare(context.Background(), tgt, v1, &logs[i]) })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -69,17 +69,6 @@ func TestPrepareBuildsOnceAndIsIdempotent(t *testing.T) {
 	if !strings.Contains(again.String(), "built already") {
 		t.Errorf("repeated Prepare said %q", again.String())
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 func TestPrepareFailureCarriesOutputTail(t *testing.T) {
