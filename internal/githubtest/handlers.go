@@ -50,6 +50,7 @@ var routeTable = []route{
 	{"GET", "/repos/{owner}/{repo}/tarball/{ref+}", "repos/download-tarball-archive", onRepo((*Server).tarballRedirect)},
 	{"GET", "/repos/{owner}/{repo}/pulls/{pull_number}", "pulls/get", onRepo((*Server).getPull)},
 	{"GET", "/repos/{owner}/{repo}/commits/{ref+}", "repos/get-commit", onRepo((*Server).getCommit)},
+	{"GET", "/repos/{owner}/{repo}/pulls/{pull_number}/commits", "pulls/list-commits", (*Server).listPullCommits},
 	{"GET", "/user", "users/get-authenticated", (*Server).getAuthenticatedUser},
 	{"GET", "/user/installations", "apps/list-installations-for-authenticated-user", (*Server).listUserInstallations},
 	{"GET", "/user/installations/{installation_id}/repositories", "apps/list-installation-repos-for-authenticated-user", onInstallation((*Server).listUserInstallationRepos)},

@@ -96,21 +96,10 @@ func (r *repo) knownSHAs() []string {
 	for _, pr := range r.pulls {
 		out = append(out, pr.HeadSHA)
 	}
-	return out
-}
-
-func (s *Server) commitJSON(r *repo, sha string) obj {
-	api := s.repoAPI(r) + "/commits/" + sha
-	web := s.WebURL + "/" + r.owner + "/" + r.name + "/commit/" + sha
-	return obj{
-		"url": api, "sha": sha, "node_id": nodeID("Commit", userID(sha)), "html_url": web, "comments_url": api + "/comments",
-		"commit": obj{
-			"url": s.repoAPI(r) + "/git/commits/" + sha, "author": nil, "committer": nil, "message": "commit " + sha[:7],
-			"comment_count": 0, "tree": obj{"sha": sha, "url": s.repoAPI(r) + "/git/trees/" + sha},
-		},
-		"author": nil, "committer": nil, "parents": []any{}, "files": []any{},
-		"stats": obj{"additions": 0, "deletions": 0, "total": 0},
+	for sha := range r.commits {
+		out = append(out, sha)
 	}
+	return out
 }
 
 // repositoryJSON has what the repository schema requires (a pull

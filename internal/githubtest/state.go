@@ -27,6 +27,8 @@ type repo struct {
 	deployments   []*Deployment
 	statuses      map[string][]CommitStatus // SHA → statuses, newest last
 	pulls         map[int]*PullRequest      // number → pull request (pulls.go)
+	commits       map[string]Commit         // SHA → a commit whose date a test set (commits.go)
+	pullCommits   map[int][]string          // number → its commits' SHAs, oldest first, once pushed to (commits.go)
 }
 
 type file struct {

@@ -80,8 +80,10 @@ type decideInput struct {
 	Cmd       command.Command
 	Env       *repoconfig.Environment
 	Commenter string
+	Perm      repoconfig.Permission // the commenter's, on the repository
 	CommentID int64
 	CommentAt time.Time // when the comment was made
+	Now       time.Time // when the command is decided: freeze windows open or not
 	PublicURL string
 
 	Lock    *record.EnvLock // the environment's /lock; nil: none
@@ -96,6 +98,13 @@ type decideInput struct {
 	RefSHA     string         // the named ref, resolved
 	RefFound   bool
 	BranchHead string // the head of Env.Branch, for an environment without allow_branches
+	// HeadCommittedAt is the committer date of PR.HeadSHA; zero when
+	// unknown. After CommentAt, the commenter cannot have seen the head.
+	HeadCommittedAt time.Time
+	// SeenSHA is the head the commenter saw, read only when the head
+	// moved: the newest commit of the pull request committed by the time of
+	// the comment; "" when none was.
+	SeenSHA string
 
 	// /rollback
 	Current *record.Release // what runs now; nil: nothing yet
@@ -162,15 +171,23 @@ func decideUnlock(in decideInput) decision {
 }
 
 // decideDeploy: /deploy deploys the ref it names or the pull request's
-// head, when the environment takes it.
+// head, when the environment takes it. An open freeze window refuses it,
+// unless the commenter is an admin, who deploys through it (SPEC §4).
 func decideDeploy(in decideInput) decision {
 	a, req := in.answer(), in.request(record.KindComment)
 	if in.Existing == nil {
+		if in.frozenOut() {
+			a.Outcome, a.Freeze = report.OutcomeFrozen, in.freeze()
+			return decision{answer: a}
+		}
 		rel, refusal := deployRelease(in, a)
 		if refusal != nil {
 			return decision{answer: *refusal}
 		}
 		req.Release = rel
+	}
+	if in.Perm >= repoconfig.PermAdmin {
+		a.Freeze = in.freeze() // overridden, and the reply says so
 	}
 	return deploying(in, a, req, report.OutcomeDeploying)
 }
@@ -196,7 +213,51 @@ func deployRelease(in decideInput, a report.Answer) (deploy.Release, *report.Ans
 		a.Outcome, a.Branch = report.OutcomeBranchesNotAllowed, in.Env.Branch
 		return rel, &a
 	}
+	if in.headMoved() {
+		a.Outcome, a.SHA, a.SeenSHA = report.OutcomeHeadMoved, in.PR.HeadSHA, in.SeenSHA
+		return rel, &a
+	}
 	return rel, nil
+}
+
+// freeze is the environment's freeze open at in.Now; nil when none is.
+func (in decideInput) freeze() *report.Freeze { return openFreeze(in.Env, in.Now) }
+
+// frozenOut: an open freeze refuses this commenter's /deploy, whatever
+// else is true of it.
+func (in decideInput) frozenOut() bool {
+	return in.Perm < repoconfig.PermAdmin && in.freeze() != nil
+}
+
+// openFreeze is env's freeze window open at now, as report names it; nil
+// when none is.
+func openFreeze(env *repoconfig.Environment, now time.Time) *report.Freeze {
+	w, until, open := env.Freeze.OpenAt(now)
+	if !open {
+		return nil
+	}
+	return &report.Freeze{Window: w.Text, Until: until, At: now, Days: !w.Weekly}
+}
+
+// headMoved: a /deploy of the pull request's head was written before the
+// head was committed, so the commenter did not see what would deploy.
+// Without a time for either, nothing says it moved.
+func (in decideInput) headMoved() bool {
+	return in.Cmd.Ref == "" && !in.CommentAt.IsZero() && in.HeadCommittedAt.After(in.CommentAt)
+}
+
+// seenHead is the head a comment made at t saw among a pull request's
+// commits (oldest first): the newest committed by then; "" when none was.
+// Committer dates are when a commit was made, not pushed, so a commit
+// made before the comment and pushed after it reads as seen.
+func seenHead(commits []gh.Commit, t time.Time) string {
+	var seen gh.Commit
+	for _, c := range commits {
+		if !c.CommittedAt.IsZero() && !c.CommittedAt.After(t) && !c.CommittedAt.Before(seen.CommittedAt) {
+			seen = c
+		}
+	}
+	return seen.SHA
 }
 
 // decideRollback: /rollback puts back the release before the current one,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shipbot/shipbot/internal/command"
 	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store/record"
@@ -107,6 +108,9 @@ func (r *commentRun) status(ctx context.Context, c command.Command) (report.Answ
 		if err != nil {
 			return report.Answer{}, action{}, err
 		}
+		if env, ok := r.cfg.Environment(n); ok {
+			row.Freeze = openFreeze(env, r.now)
+		}
 		rows = append(rows, row)
 	}
 	a.Block = report.StatusTable(rows)
@@ -168,7 +172,12 @@ func (r *commentRun) deploy(ctx context.Context, c command.Command) (report.Answ
 	if err := r.gatherDeploy(ctx, in); err != nil {
 		return report.Answer{}, action{}, err
 	}
-	return r.deployAction(in.Env, decideDeploy(*in))
+	d := decideDeploy(*in)
+	if d.effect == effectDeploy && d.answer.Freeze != nil {
+		logctx.From(ctx).Info("freeze overridden", "environment", in.Env.Name, "by", in.Commenter, "permission", in.Perm.String(),
+			"window", d.answer.Freeze.Window, "until", d.answer.Freeze.Until, "deploy", d.request.ID)
+	}
+	return r.deployAction(in.Env, d)
 }
 
 // rollback answers /rollback and returns the deploy to run.
@@ -253,8 +262,8 @@ func (r *commentRun) input(ctx context.Context, c command.Command, byDefault str
 		return nil, report.Answer{}, err
 	}
 	return &decideInput{
-		Cmd: c, Env: env, Commenter: r.e.Comment.User.Login, CommentID: r.e.Comment.ID, CommentAt: r.e.Comment.CreatedAt,
-		Lock: lock, PublicURL: r.cs.PublicURL,
+		Cmd: c, Env: env, Commenter: r.e.Comment.User.Login, Perm: perm, CommentID: r.e.Comment.ID, CommentAt: r.e.Comment.CreatedAt,
+		Now: r.now, Lock: lock, PublicURL: r.cs.PublicURL,
 	}, report.Answer{}, nil
 }
 
@@ -293,26 +302,32 @@ func (r *commentRun) existing(ctx context.Context, in *decideInput, kind string)
 }
 
 // gatherDeploy reads what /deploy decides on: an earlier attempt of the
-// same deploy (a retried job), the ref or the pull request's head, and the
-// head of the environment's branch when it takes no other.
+// same deploy (a retried job), the ref or the pull request's head, the
+// head of the environment's branch when it takes no other, and when the
+// pull request's head was committed. An open freeze that refuses the
+// commenter refuses whatever else is true, so then nothing more is read.
 func (r *commentRun) gatherDeploy(ctx context.Context, in *decideInput) error {
-	if found, err := r.existing(ctx, in, record.KindComment); found || err != nil {
+	if found, err := r.existing(ctx, in, record.KindComment); found || err != nil || in.frozenOut() {
 		return err
 	}
 	if err := r.gatherRelease(ctx, in); err != nil {
 		return err
 	}
-	if in.Env.AllowBranches || in.Env.Branch == "" {
+	if !in.Env.AllowBranches && in.Env.Branch != "" {
+		sha, found, err := r.c.ResolveRef(ctx, r.owner, r.name, in.Env.Branch)
+		if err != nil {
+			return fmt.Errorf("resolve %s: %w", in.Env.Branch, err)
+		}
+		if found {
+			in.BranchHead = sha
+		}
+	}
+	// When the head was committed matters only to a /deploy that would
+	// deploy the head.
+	if _, refusal := deployRelease(*in, report.Answer{}); refusal != nil || in.Cmd.Ref != "" {
 		return nil
 	}
-	sha, found, err := r.c.ResolveRef(ctx, r.owner, r.name, in.Env.Branch)
-	if err != nil {
-		return fmt.Errorf("resolve %s: %w", in.Env.Branch, err)
-	}
-	if found {
-		in.BranchHead = sha
-	}
-	return nil
+	return r.gatherHead(ctx, in)
 }
 
 // gatherRelease reads what /deploy would deploy: the ref it names,
@@ -334,6 +349,30 @@ func (r *commentRun) gatherRelease(ctx context.Context, in *decideInput) error {
 		r.pr = &pr
 	}
 	in.PR = *r.pr
+	return nil
+}
+
+// gatherHead reads when the pull request's head was committed (SPEC §4:
+// /deploy deploys the head the commenter saw) and, only when that was
+// after the comment, the pull request's commits, to name the head the
+// commenter saw.
+func (r *commentRun) gatherHead(ctx context.Context, in *decideInput) error {
+	c, found, err := r.c.Commit(ctx, r.owner, r.name, in.PR.HeadSHA)
+	if err != nil {
+		return fmt.Errorf("read the head of pull request #%d: %w", r.e.Issue.Number, err)
+	}
+	if !found || c.SHA != in.PR.HeadSHA {
+		return nil
+	}
+	in.HeadCommittedAt = c.CommittedAt
+	if !in.headMoved() {
+		return nil
+	}
+	commits, err := r.c.PullRequestCommits(ctx, r.owner, r.name, r.e.Issue.Number)
+	if err != nil {
+		return fmt.Errorf("list the commits of pull request #%d: %w", r.e.Issue.Number, err)
+	}
+	in.SeenSHA = seenHead(commits, in.CommentAt)
 	return nil
 }
 

@@ -36,6 +36,16 @@ type Base struct {
 	// PublicURL is where the bot is reached: a deploy's page, the
 	// log_url of its GitHub deployment, is PublicURL/deploys/{id}.
 	PublicURL string
+	// Now is the clock freeze windows are judged by; nil: time.Now.
+	Now func() time.Time
+}
+
+// now is the time by b's clock.
+func (b Base) now() time.Time {
+	if b.Now != nil {
+		return b.Now()
+	}
+	return time.Now()
 }
 
 // Installations hands out the App's client for one installation; each

@@ -18,11 +18,13 @@ import (
 )
 
 // CommandGitHub is what PR comment commands read and write on GitHub: the
-// configuration, the pull request's head, refs, the commenter's
-// permission, the 👀 reaction and the one reply per comment.
+// configuration, the pull request's head and its commits, refs, the
+// commenter's permission, the 👀 reaction and the one reply per comment.
 type CommandGitHub interface {
 	ReadFile(ctx context.Context, owner, repo, path, ref string) ([]byte, bool, error)
 	PullRequest(ctx context.Context, owner, repo string, number int) (gh.PullRequest, error)
+	PullRequestCommits(ctx context.Context, owner, repo string, number int) ([]gh.Commit, error)
+	Commit(ctx context.Context, owner, repo, ref string) (gh.Commit, bool, error)
 	ResolveRef(ctx context.Context, owner, repo, ref string) (sha string, found bool, err error)
 	CollaboratorPermission(ctx context.Context, owner, repo, login string) (gh.Permission, error)
 	AddReaction(ctx context.Context, owner, repo string, commentID int64, content string) error
@@ -116,7 +118,7 @@ func (deps Deps) issueComment(ctx context.Context, job queue.Job) error {
 	owner, name, _ := strings.Cut(repo, "/")
 	r := &commentRun{
 		cs: cs, c: cs.GitHub.Installation(inst), e: &e, repo: repo, owner: owner, name: name, inst: inst,
-		locks: map[string]*record.EnvLock{},
+		now: cs.now(), locks: map[string]*record.EnvLock{},
 	}
 	if e.Issue.PullRequest == nil {
 		return r.reply(ctx, []report.Answer{{Outcome: report.OutcomeNotPullRequest}})
@@ -132,6 +134,9 @@ type commentRun struct {
 	repo, owner, name string
 	inst              int64
 	cfg               *repoconfig.Config
+	// now is when the comment is answered, the one time every command of
+	// it judges freeze windows by.
+	now time.Time
 
 	perm    *repoconfig.Permission
 	pr      *gh.PullRequest

@@ -80,6 +80,12 @@ func newCommentWorld(t *testing.T, config string) *commentWorld {
 // comment runs the handler on a comment by login; it returns the comment id.
 func (w *commentWorld) comment(t *testing.T, action, login, userType, body string, onPR bool) int64 {
 	t.Helper()
+	return w.commentAt(t, action, login, userType, body, onPR, time.Now())
+}
+
+// commentAt is comment, for a comment made at created.
+func (w *commentWorld) commentAt(t *testing.T, action, login, userType, body string, onPR bool, created time.Time) int64 {
+	t.Helper()
 	id := w.srv.AddComment("octo-org", "web", 7, login, body)
 	issue := map[string]any{"number": 7}
 	if onPR {
@@ -87,7 +93,7 @@ func (w *commentWorld) comment(t *testing.T, action, login, userType, body strin
 	}
 	p := map[string]any{
 		"action": action, "issue": issue,
-		"comment": map[string]any{"id": id, "body": body, "created_at": time.Now().UTC().Format(time.RFC3339),
+		"comment": map[string]any{"id": id, "body": body, "created_at": created.UTC().Format(time.RFC3339),
 			"user": map[string]any{"login": login, "type": userType}},
 		"repository":   map[string]any{"full_name": "octo-org/web", "default_branch": "main"},
 		"installation": map[string]any{"id": w.srv.InstallationID},

@@ -44,6 +44,8 @@ const (
 	OutcomeAlreadyCurrent     Outcome = "already_current"      // /rollback to what runs now: Env, SHA
 	OutcomeUnknownRef         Outcome = "unknown_ref"          // Ref is no branch, tag or commit of the repository
 	OutcomeClosed             Outcome = "closed"               // /deploy of a closed pull request's head
+	OutcomeFrozen             Outcome = "frozen"               // /deploy in an open freeze window, by someone below admin: Env, Freeze
+	OutcomeHeadMoved          Outcome = "head_moved"           // /deploy of the PR head after it moved past the comment: SHA now, SeenSHA ("" if unknown)
 	OutcomeBadConfig          Outcome = "bad_config"           // Block lists the problems of .github/shipbot.yml
 	OutcomeNotPullRequest     Outcome = "not_pull_request"     // commands on an issue
 	OutcomeFailed             Outcome = "failed"               // the bot could not do it: Message
@@ -85,6 +87,8 @@ type Answer struct {
 	Verb       string   // NoPermission: what the command does to Env ("deploy to"), its Spec's Verb
 
 	Branch       string   // BranchesNotAllowed: the environment's branch
+	Freeze       *Freeze  // Frozen: the open freeze; Deploying, QueuedBehindLock: the freeze an admin deploys through
+	SeenSHA      string   // HeadMoved: the head the commenter saw
 	Environments []string // UnknownEnvironment, NoEnvironment: the real ones
 
 	ParseError *command.Error // ParseError, UnknownCommand: the line and the rule it broke
@@ -142,7 +146,7 @@ func doneSentence(a Answer) string {
 	}
 	switch a.Outcome {
 	case OutcomeDeploying:
-		return "🚀 Deploying " + release(a.SHA, a.Ref) + " to " + env + "." + logLink
+		return "🚀 Deploying " + release(a.SHA, a.Ref) + " to " + env + "." + freezeOverridden(a) + logLink
 	case OutcomeRollingBack:
 		return "⏪ Rolling " + env + " back to " + release(a.SHA, a.Ref) + deployedBy(a.By, a.At) + "." + logLink
 	case OutcomeQueuedBehindLock:
@@ -151,7 +155,7 @@ func doneSentence(a Answer) string {
 			what = "Rollback of " + env + " to " + release(a.SHA, a.Ref)
 		}
 		return "⏸️ " + what + " queued behind the lock " + lockHolder(a.LockedBy, a.LockReason) +
-			": it goes ahead after " + code("/unlock "+a.Env) + "." + logLink
+			": it goes ahead after " + code("/unlock "+a.Env) + "." + freezeOverridden(a) + logLink
 	case OutcomeLocked:
 		s := "🔒 Locked " + env + ": no deploys there, merges included, until " + code("/unlock "+a.Env) + "; they queue up meanwhile."
 		if r := md(fit(a.LockReason, maxNote)); r != "" {
@@ -225,6 +229,10 @@ func refusedSentence(a Answer) string {
 		return "❓ " + code(fit(a.Ref, maxName)) + " is not a branch, tag or commit of this repository: check the name, or push it first."
 	case OutcomeClosed:
 		return "⛔ This pull request is closed: reopen it to deploy its head, or name what to deploy: " + code(join("/deploy", a.Env, "REF")) + "."
+	case OutcomeFrozen:
+		return frozenRefusal(a)
+	case OutcomeHeadMoved:
+		return headMoved(a)
 	case OutcomeBadConfig:
 		return "⚠️ " + code(".github/shipbot.yml") + " on the default branch has mistakes, so no command runs until they are fixed:"
 	case OutcomeNotPullRequest:
@@ -233,6 +241,18 @@ func refusedSentence(a Answer) string {
 		return "⚠️ Could not do it: " + strings.TrimSuffix(md(fit(a.Message, maxNote)), ".") + ". Try again in a moment."
 	}
 	return md(string(a.Outcome))
+}
+
+// headMoved is the answer to a /deploy of the pull request's head written
+// before its newest commit: the commenter did not see what would deploy.
+func headMoved(a Answer) string {
+	s := "⛔ This pull request received commits after your comment: its head is now " + code(Short(a.SHA))
+	if a.SeenSHA != "" {
+		s += ", and you saw " + code(Short(a.SeenSHA))
+	} else {
+		s += ", committed after you wrote"
+	}
+	return s + ". Nothing was deployed: review the new commits, then comment again to deploy them."
 }
 
 // release is `abc1234` (`main`): the SHA, and where it came from when that

@@ -17,6 +17,10 @@ type EnvStatus struct {
 	LockReason string
 	LockedAt   time.Time
 
+	// Freeze is the environment's open freeze window; nil when none is
+	// open. It shows in the Lock column: like a lock, it holds deploys.
+	Freeze *Freeze
+
 	Running *DeployLine  // the deploy rolling out now, if any
 	Queued  []DeployLine // deploys waiting: for the environment, a /lock or checks
 	Last    []DeployLine // the last deploys, newest first
@@ -60,9 +64,12 @@ func StatusTable(envs []EnvStatus) string {
 			who = append(who, t)
 		}
 		deployed := or(strings.Join(who, " · "), "—")
-		lock := "—"
+		var holds []string
 		if e.Locked {
-			lock = "🔒 " + lockHolder(e.LockedBy, e.LockReason) + since(e.LockedAt)
+			holds = append(holds, "🔒 "+lockHolder(e.LockedBy, e.LockReason)+since(e.LockedAt))
+		}
+		if e.Freeze != nil {
+			holds = append(holds, "❄️ "+frozen(*e.Freeze))
 		}
 		var queue []string
 		if e.Running != nil {
@@ -86,7 +93,7 @@ func StatusTable(envs []EnvStatus) string {
 			}
 			last = append(last, icon+" "+deployLine(d, true))
 		}
-		row := []string{envName(e.Env), rel, deployed, lock, or(strings.Join(queue, "<br>"), "—"), or(strings.Join(last, "<br>"), "—")}
+		row := []string{envName(e.Env), rel, deployed, or(strings.Join(holds, "<br>"), "—"), or(strings.Join(queue, "<br>"), "—"), or(strings.Join(last, "<br>"), "—")}
 		for i := range row {
 			row[i] = cell(row[i])
 		}
