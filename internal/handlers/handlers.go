@@ -76,6 +76,22 @@ type Deps struct {
 	// ChecksTimeout bounds the wait for required checks; 0 means
 	// DefaultChecksTimeout.
 	ChecksTimeout time.Duration
+	// Clock is the time freeze windows and the wait for checks are judged
+	// at; nil means time.Now.
+	Clock func() time.Time
+	// Wake asks for the deploys that wait to be judged again at an
+	// instant: the end of a freeze window, so that a held push starts
+	// when the window closes rather than at the next minute's sweep. nil:
+	// the sweep alone releases them.
+	Wake func(at time.Time)
+}
+
+// now is the handlers' clock.
+func (deps Deps) now() time.Time {
+	if deps.Clock != nil {
+		return deps.Clock()
+	}
+	return time.Now()
 }
 
 // New wires the handlers over one Base; previews run on previewers.
