@@ -61,8 +61,12 @@ type deployView struct {
 }
 
 type envView struct {
-	Name    string
-	Current *releaseView
+	Name string
+	// Frozen says that a freeze window holds the environment's pushes and
+	// when it ends; Window is that window as written. Known from the
+	// deploy it holds: the environment's configuration is not in the store.
+	Frozen, Window string
+	Current        *releaseView
 	Lock    *record.EnvLock
 	Running *deployView
 	Queued  []deployView
@@ -246,6 +250,9 @@ func (d *Dashboard) envView(ctx context.Context, env record.EnvKey) (envView, er
 			}
 		case x.State == record.StateQueued || x.State == record.StateWaiting || x.State == record.StateLocked:
 			ev.Queued = append(ev.Queued, d.deployView(x))
+			if ev.Frozen == "" && x.State == record.StateWaiting && x.Why != nil && x.Why.Until.After(d.o.Now()) {
+				ev.Frozen, ev.Window = report.FreezeNotice(*x.Why), x.Why.Text
+			}
 		case terminal(x.State) && len(ev.Recent) < recentDeploys:
 			ev.Recent = append(ev.Recent, d.deployView(x))
 		}
