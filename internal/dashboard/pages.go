@@ -67,10 +67,10 @@ type envView struct {
 	// deploy it holds: the environment's configuration is not in the store.
 	Frozen, Window string
 	Current        *releaseView
-	Lock    *record.EnvLock
-	Running *deployView
-	Queued  []deployView
-	Recent  []deployView
+	Lock           *record.EnvLock
+	Running        *deployView
+	Queued         []deployView
+	Recent         []deployView
 }
 
 type previewView struct {
