@@ -61,16 +61,17 @@ type deployView struct {
 }
 
 type envView struct {
-	Name string
+	Name    string
+	Current *releaseView
+	Lock    *record.EnvLock
+	Running *deployView
+	Queued  []deployView
+	Recent  []deployView
+
 	// Frozen says that a freeze window holds the environment's pushes and
 	// when it ends; Window is that window as written. Known from the
 	// deploy it holds: the environment's configuration is not in the store.
 	Frozen, Window string
-	Current        *releaseView
-	Lock           *record.EnvLock
-	Running        *deployView
-	Queued         []deployView
-	Recent         []deployView
 }
 
 type previewView struct {
