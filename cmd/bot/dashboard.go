@@ -21,6 +21,7 @@ func (b *bot) mountDashboard(e *echo.Echo) error {
 		SessionSecret: b.cfg.WebhookSecret,
 		Logger:        b.log,
 		Version:       version,
+		Now:           b.now,
 	})
 	if err != nil {
 		return err

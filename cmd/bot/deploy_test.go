@@ -37,7 +37,7 @@ type deployFixture struct {
 	config string // .github/shipbot.yml on main; "" for none (the defaults)
 }
 
-func newDeployFixture(t testing.TB) *deployFixture {
+func newDeployFixture(t testing.TB, opts ...buildOption) *deployFixture {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the sample app")
@@ -45,10 +45,10 @@ func newDeployFixture(t testing.TB) *deployFixture {
 	srv := githubtest.New(t, githubtest.WithSpec(restDescription(t)))
 	srv.AddRepo(deployOwner, deployRepo, githubtest.RepoOptions{DefaultBranch: "main"})
 	r := testenv.StartRedis(t)
-	b := startBot(t, map[string]string{
+	b := startBotWith(t, map[string]string{
 		"REDIS_URL": r.URL(), "GITHUB_API_URL": srv.URL, "APP_ID": strconv.FormatInt(srv.AppID, 10),
 		"PRIVATE_KEY": string(srv.PrivateKeyPEM), "PUBLIC_URL": "https://shipbot.example.com",
-	})
+	}, opts)
 	return &deployFixture{srv: srv, bot: b}
 }
 

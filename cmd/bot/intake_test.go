@@ -64,6 +64,12 @@ func testPEM(t testing.TB) string {
 // startBot runs `bot serve` with env on a free port and waits for /healthz.
 func startBot(t testing.TB, env map[string]string, args ...string) *runningBot {
 	t.Helper()
+	return startBotWith(t, env, nil, args...)
+}
+
+// startBotWith is startBot with build options (a test clock).
+func startBotWith(t testing.TB, env map[string]string, opts []buildOption, args ...string) *runningBot {
+	t.Helper()
 	full := map[string]string{
 		"PORT": strconv.Itoa(testenv.FreePort(t)), "DATA_DIR": t.TempDir(), "APP_ID": "1", "PRIVATE_KEY": testPEM(t),
 		"WEBHOOK_SECRET": secret, "LOG_LEVEL": "debug", "GITHUB_API_URL": "http://127.0.0.1:1",
@@ -74,7 +80,12 @@ func startBot(t testing.TB, env map[string]string, args ...string) *runningBot {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &runningBot{url: "http://127.0.0.1:" + full["PORT"], logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		b.done <- run(ctx, append([]string{"serve"}, args...), func(k string) string { return full[k] }, b.logs, b.logs)
+		getenv := func(k string) string { return full[k] }
+		if len(opts) == 0 {
+			b.done <- run(ctx, append([]string{"serve"}, args...), getenv, b.logs, b.logs)
+			return
+		}
+		b.done <- serve(ctx, args, getenv, b.logs, b.logs, opts...) // what run calls, with the options
 	}()
 	t.Cleanup(func() { b.stop(t) })
 	deadline := time.Now().Add(60 * time.Second)

@@ -52,7 +52,7 @@ const (
 // serve runs the bot until ctx ends, then shuts down gracefully: the HTTP
 // server stops accepting and finishes in-flight requests, workers stop
 // leasing and finish (or leave for resumption) the jobs they hold.
-func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, opts ...buildOption) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	role := fs.String("role", roleAll, "all (intake and workers), web (intake only) or worker (workers only)")
@@ -77,7 +77,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
-	b, err := build(ctx, cfg, *role, log)
+	b, err := build(ctx, cfg, *role, log, opts...)
 	if err != nil {
 		return err
 	}
@@ -125,18 +125,35 @@ type bot struct {
 	// behind are swept.
 	awsSweep bool
 	store    appStore // the deploy store; nil without an App
-	// recheck looks at deploys waiting for required checks; nil without
-	// an App or in the web role.
-	recheck  func(context.Context) error
+	// recheck looks at deploys waiting for required checks or a freeze
+	// window; nil without an App or in the web role.
+	recheck func(context.Context) error
+	// alarm wakes recheck when a freeze window ends; nil with recheck.
+	alarm *alarm
+	// now is the bot's clock: freeze windows, deploy records, the
+	// dashboard. time.Now unless a test sets it (withClock).
+	now      func() time.Time
 	http     *http.Server
 	listener net.Listener
 	closers  []func() error
 }
 
+// buildOption changes how build wires the process; only tests use one.
+type buildOption func(*bot)
+
+// withClock runs the bot on now instead of time.Now: a test places the
+// bot in a freeze window without waiting for one.
+func withClock(now func() time.Time) buildOption {
+	return func(b *bot) { b.now = now }
+}
+
 // build wires the process for its role; on an error, what was opened is
 // closed again.
-func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger) (*bot, error) {
-	b := &bot{cfg: cfg, role: role, log: log, reg: newRegistry(role)}
+func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger, opts ...buildOption) (*bot, error) {
+	b := &bot{cfg: cfg, role: role, log: log, reg: newRegistry(role), now: time.Now}
+	for _, o := range opts {
+		o(b)
+	}
 	for _, step := range []func(context.Context) error{b.connect, b.wireWork, b.wireHTTP} {
 		if err := step(ctx); err != nil {
 			b.close()
@@ -195,7 +212,9 @@ func (b *bot) wireWork(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: b.cfg.PublicURL}, b.previewers())
+		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: b.cfg.PublicURL, Now: b.now}, b.previewers())
+		b.alarm = newAlarm(b.now)
+		deps.Wake = b.alarm.Wake
 		b.recheck = deps.RecheckWaiting
 	}
 	b.router = worker.NewRouter()
@@ -363,6 +382,7 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 		Notifier: n,
 		LockTTL:  timingsFor(b.cfg.JobTimeout).lockTTL,
 		Holder:   holder,
+		Now:      b.now,
 	})
 }
 
@@ -540,15 +560,12 @@ func (b *bot) background(ctx context.Context, wg *sync.WaitGroup) {
 	}
 	if b.recheck != nil {
 		// Check events GitHub never delivered must not leave a deploy
-		// waiting for good; the wait for checks is bounded here too.
+		// waiting for good; the wait for checks is bounded here too; and
+		// a push a freeze held runs when the window closes (the alarm).
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			every(ctx, recheckEvery, false, func() {
-				if err := b.recheck(logctx.With(ctx, b.log)); err != nil && ctx.Err() == nil {
-					b.log.Warn("could not look at the deploys waiting for checks; trying again in a minute", "err", err)
-				}
-			})
+			b.recheckLoop(ctx)
 		}()
 	}
 	if b.aws != nil && b.awsSweep {
@@ -565,6 +582,25 @@ func (b *bot) background(ctx context.Context, wg *sync.WaitGroup) {
 				b.log.Warn("some local instances did not come back after the restart", "err", err)
 			}
 		}()
+	}
+}
+
+// recheckLoop judges the waiting deploys every recheckEvery and whenever
+// the alarm rings, until ctx ends; it owns the alarm and stops it.
+func (b *bot) recheckLoop(ctx context.Context) {
+	defer b.alarm.stop()
+	t := time.NewTicker(recheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-b.alarm.C:
+		}
+		if err := b.recheck(logctx.With(ctx, b.log)); err != nil && ctx.Err() == nil {
+			b.log.Warn("could not look at the deploys waiting for checks or a freeze; trying again in a minute", "err", err)
+		}
 	}
 }
 

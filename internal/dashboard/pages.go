@@ -67,6 +67,11 @@ type envView struct {
 	Running *deployView
 	Queued  []deployView
 	Recent  []deployView
+
+	// Frozen says that a freeze window holds the environment's pushes and
+	// when it ends; Window is that window as written. Known from the
+	// deploy it holds: the environment's configuration is not in the store.
+	Frozen, Window string
 }
 
 type previewView struct {
@@ -246,6 +251,9 @@ func (d *Dashboard) envView(ctx context.Context, env record.EnvKey) (envView, er
 			}
 		case x.State == record.StateQueued || x.State == record.StateWaiting || x.State == record.StateLocked:
 			ev.Queued = append(ev.Queued, d.deployView(x))
+			if ev.Frozen == "" && x.State == record.StateWaiting && x.Why != nil && x.Why.Until.After(d.o.Now()) {
+				ev.Frozen, ev.Window = report.FreezeNotice(*x.Why), x.Why.Text
+			}
 		case terminal(x.State) && len(ev.Recent) < recentDeploys:
 			ev.Recent = append(ev.Recent, d.deployView(x))
 		}

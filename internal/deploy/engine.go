@@ -18,6 +18,7 @@ import (
 type Store interface {
 	PutDeploy(ctx context.Context, d record.Deploy) error
 	GetDeploy(ctx context.Context, id string) (record.Deploy, error)
+	ListDeploys(ctx context.Context, env record.EnvKey, n int) ([]record.Deploy, error)
 	UpdateDeploy(ctx context.Context, id string, fn func(*record.Deploy) error) (record.Deploy, error)
 	Enqueue(ctx context.Context, env record.EnvKey, deployID string) ([]string, error)
 	Pending(ctx context.Context, env record.EnvKey) (string, bool, error)
@@ -49,9 +50,11 @@ type DeployInfo struct {
 	Kind           string // record.Kind*
 	Previous       string
 	// State is the deploy's record.State* when it is announced or waits:
-	// queued, waiting (for WaitingOn) or locked (by LockedBy).
+	// queued, waiting (for Frozen, WaitingOn) or locked (by LockedBy).
 	State     string
 	WaitingOn []string
+	// Frozen is the freeze window holding a waiting deploy; nil when none.
+	Frozen *Freeze
 	// LockedBy and LockReason are the /lock holding the environment.
 	LockedBy   string
 	LockReason string
@@ -76,8 +79,9 @@ type Notifier interface {
 	// Superseded says the deploy will never run: a newer one
 	// (d.SupersededBy) replaced it.
 	Superseded(ctx context.Context, d DeployInfo) error
-	// Waiting says a queued deploy now waits, for d.State's reason: a /lock
-	// on the environment (d.LockedBy) or required checks (d.WaitingOn).
+	// Waiting says a queued deploy now waits, or waits for something else,
+	// for d.State's reason: a /lock on the environment (d.LockedBy), a
+	// freeze window (d.Frozen) or required checks (d.WaitingOn).
 	Waiting(ctx context.Context, d DeployInfo) error
 	// Phrase says a reason in the words the outside is told it
 	// (report.Reason), for what the engine keeps for people to read: the
@@ -135,6 +139,12 @@ type Request struct {
 	// WaitingOn are required checks not green yet: the deploy is recorded
 	// and announced as waiting for them, and queued only by ChecksPassed.
 	WaitingOn []string
+	// Frozen is the open freeze window holding the deploy (a push in a
+	// window): it is recorded and announced as waiting until the freeze
+	// lifts, with WaitingOn said too, and supersedes the older deploys
+	// the freeze holds in the environment. The caller judges freezes: the
+	// engine never holds a deploy on its own.
+	Frozen *Freeze
 }
 
 // ErrLockLost is returned when the deploy lock was lost mid-rollout; the
@@ -146,6 +156,12 @@ var ErrLockLost = errors.New("deploy lock lost mid-rollout")
 // environment's lock, runs every pending deploy of the environment until
 // none is left. Every step is safe to repeat: a job retried after a crash
 // calls Deploy again with the same request ID.
+//
+// A deploy that waits (req.Frozen, req.WaitingOn) is recorded and
+// announced, and only queued when nothing holds it any more. A request
+// for a deploy that still waits — the sweep judging it again, or a
+// repeated job — says what it waits for now: GitHub is told when that
+// changed, and the deploy is released when it waits for nothing.
 func (e *Engine) Deploy(ctx context.Context, req Request) error {
 	if req.Target.Environment == nil {
 		return errors.New("deploy: request without an environment")
@@ -162,9 +178,12 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 			Kind: req.Kind, State: record.StateQueued, InstallationID: req.Release.InstallationID,
 			CreatedAt: e.o.Now(),
 		}
-		if len(req.WaitingOn) > 0 {
+		if why, waits := waitReason(req); waits {
 			d.State, d.WaitingOn = record.StateWaiting, req.WaitingOn
-			e.because(&d, record.Reason{Kind: record.ReasonWaitingForChecks, Checks: req.WaitingOn})
+			if req.Frozen != nil {
+				d.FrozenUntil = req.Frozen.Until
+			}
+			e.because(&d, why)
 		}
 		if err := e.o.Store.PutDeploy(ctx, d); err != nil {
 			return fmt.Errorf("deploy %s: record: %w", id, err)
@@ -185,7 +204,8 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 		}
 	}
 	if d.State == record.StateWaiting {
-		return nil // ChecksPassed or ChecksFailed goes on
+		// ChecksPassed or ChecksFailed goes on, or a request judging again.
+		return e.waitAgain(ctx, req, d)
 	}
 	return e.enqueue(ctx, req.Target, env, id)
 }
@@ -246,6 +266,12 @@ func (e *Engine) ChecksPassed(ctx context.Context, t Target, id string) error {
 		return fmt.Errorf("deploy %s: read: %w", id, err)
 	}
 	env := d.Env
+	if d.State == record.StateWaiting && !d.FrozenUntil.IsZero() {
+		// Only the newest deploy a freeze held runs when it lifts.
+		if gone, err := e.supersedeHeld(ctx, t, d); err != nil || gone {
+			return err
+		}
+	}
 	if d.State == record.StateWaiting {
 		d, err = e.o.Store.UpdateDeploy(ctx, id, func(x *record.Deploy) error {
 			if x.State == record.StateWaiting {
@@ -631,6 +657,7 @@ func (e *Engine) info(t Target, d record.Deploy) DeployInfo {
 		SHA: d.SHA, Ref: d.Ref, Creator: d.Creator, Kind: d.Kind, Previous: d.Previous,
 		GitHubDeploymentID: d.GitHubDeploymentID, CheckRunID: d.CheckRunID,
 		CreatedAt: d.CreatedAt, StartedAt: d.StartedAt, State: d.State, WaitingOn: d.WaitingOn,
+		Frozen: freezeOf(d),
 	}
 	if t.Environment != nil {
 		info.Production = t.Environment.Production

@@ -197,19 +197,16 @@ func (deps Deps) waitingOn(ctx context.Context, repo, sha string) ([]record.Depl
 	return out, nil
 }
 
-// recheck judges the checks of each waiting deploy again and lets it
-// proceed or fail; one that waited longer than the bound fails naming the
-// checks still pending.
+// recheck judges each waiting deploy again: a red check fails it; a
+// freeze window still open keeps it held (saying so again only when what
+// it waits for changed); otherwise green checks let it proceed, and one
+// that waited for them longer than the bound fails naming the checks still
+// pending.
 func (deps Deps) recheck(ctx context.Context, c GitHub, repo, defaultBranch string, waiting []record.Deploy) error {
 	cfg, err := loadConfig(ctx, c, repo, defaultBranch, waiting[0].SHA)
 	if cfg == nil {
 		return err
 	}
-	timeout := deps.ChecksTimeout
-	if timeout <= 0 {
-		timeout = DefaultChecksTimeout
-	}
-	now := time.Now()
 	var errs []error
 	for _, d := range waiting {
 		env, ok := cfg.Environment(d.Env.Name)
@@ -217,27 +214,66 @@ func (deps Deps) recheck(ctx context.Context, c GitHub, repo, defaultBranch stri
 			errs = append(errs, deps.Engine.ChecksFailed(ctx, deploy.Target{Repo: repo, App: cfg.App}, d.ID, report.EnvironmentGone(d.Env.Name)))
 			continue
 		}
-		t := deploy.Target{Repo: repo, Environment: env, App: cfg.App}
-		v, err := readChecks(ctx, c, repo, d.SHA, env.RequireChecks)
-		switch {
-		case err != nil:
-			errs = append(errs, err)
-		case !required(env.RequireChecks) || (v.Failed == "" && len(v.Waiting) == 0):
-			logctx.From(ctx).Info("required checks passed: deploying", "deploy", d.ID, "sha", d.SHA)
-			errs = append(errs, deps.Engine.ChecksPassed(ctx, t, d.ID))
-		case v.Failed != "":
-			logctx.From(ctx).Info("a required check failed: not deploying", "deploy", d.ID, "reason", v.Failed)
-			errs = append(errs, deps.Engine.ChecksFailed(ctx, t, d.ID, v.Failed))
-		case now.Sub(d.CreatedAt) > timeout:
-			errs = append(errs, deps.Engine.ChecksFailed(ctx, t, d.ID, report.ChecksTimedOut(timeout, v.Waiting, d.SHA)))
-		}
+		errs = append(errs, deps.judge(ctx, c, deploy.Target{Repo: repo, Environment: env, App: cfg.App}, d))
 	}
 	return errors.Join(errs...)
 }
 
-// RecheckWaiting looks at every deploy waiting for checks, in every
-// repository: a check event GitHub never delivered does not leave a deploy
-// waiting for good, and the wait is bounded. The bot runs it every minute.
+// judge decides what becomes of one waiting deploy now.
+func (deps Deps) judge(ctx context.Context, c GitHub, t deploy.Target, d record.Deploy) error {
+	timeout := deps.ChecksTimeout
+	if timeout <= 0 {
+		timeout = DefaultChecksTimeout
+	}
+	env := t.Environment
+	frozen := deps.frozen(env)
+	var v checkVerdict
+	if required(env.RequireChecks) {
+		var err error
+		if v, err = readChecks(ctx, c, t.Repo, d.SHA, env.RequireChecks); err != nil {
+			return err
+		}
+	}
+	log := logctx.From(ctx)
+	// The wait for checks counts from when the freeze lifted.
+	since := d.CreatedAt
+	if d.FrozenUntil.After(since) {
+		since = d.FrozenUntil
+	}
+	switch {
+	case v.Failed != "":
+		log.Info("a required check failed: not deploying", "deploy", d.ID, "reason", v.Failed)
+		return deps.Engine.ChecksFailed(ctx, t, d.ID, v.Failed)
+	case frozen != nil:
+		deps.wake(frozen.Until)
+		return deps.Engine.Deploy(ctx, heldAgain(t, d, frozen, v.Waiting))
+	case len(v.Waiting) == 0:
+		log.Info("required checks passed: deploying", "deploy", d.ID, "sha", d.SHA)
+		return deps.Engine.ChecksPassed(ctx, t, d.ID)
+	case deps.now().Sub(since) > timeout:
+		return deps.Engine.ChecksFailed(ctx, t, d.ID, report.ChecksTimedOut(timeout, v.Waiting, d.SHA))
+	case !d.FrozenUntil.IsZero():
+		// The freeze lifted and checks still run: say it waits for them alone
+		// (written once; the engine writes nothing when that is said already).
+		return deps.Engine.Deploy(ctx, heldAgain(t, d, nil, v.Waiting))
+	}
+	return nil
+}
+
+// heldAgain is the request that judges the waiting deploy d again: held
+// by frozen (nil: no longer), waiting for checks.
+func heldAgain(t deploy.Target, d record.Deploy, frozen *deploy.Freeze, checks []string) deploy.Request {
+	return deploy.Request{
+		ID: d.ID, Target: t, Kind: d.Kind, Creator: d.Creator, WaitingOn: checks, Frozen: frozen,
+		Release: deploy.Release{Repo: t.Repo, InstallationID: d.InstallationID, SHA: d.SHA, Ref: d.Ref},
+	}
+}
+
+// RecheckWaiting looks at every deploy waiting for checks or a freeze
+// window, in every repository: a check event GitHub never delivered does
+// not leave a deploy waiting for good, the wait is bounded, and a push a
+// freeze held runs once the window closed. The bot runs it every minute
+// and when a freeze it was told of lifts (Wake).
 func (deps Deps) RecheckWaiting(ctx context.Context) error {
 	if deps.Engine == nil || deps.GitHub == nil || deps.Store == nil {
 		return nil

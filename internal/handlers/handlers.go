@@ -36,7 +36,8 @@ type Base struct {
 	// PublicURL is where the bot is reached: a deploy's page, the
 	// log_url of its GitHub deployment, is PublicURL/deploys/{id}.
 	PublicURL string
-	// Now is the clock freeze windows are judged by; nil: time.Now.
+	// Now is the clock freeze windows and the wait for required checks
+	// are judged by; nil: time.Now.
 	Now func() time.Time
 }
 
@@ -86,6 +87,11 @@ type Deps struct {
 	// ChecksTimeout bounds the wait for required checks; 0 means
 	// DefaultChecksTimeout.
 	ChecksTimeout time.Duration
+	// Wake asks for the deploys that wait to be judged again at an
+	// instant: the end of a freeze window, so that a held push starts
+	// when the window closes rather than at the next minute's sweep. nil:
+	// the sweep alone releases them.
+	Wake func(at time.Time)
 }
 
 // New wires the handlers over one Base; previews run on previewers.

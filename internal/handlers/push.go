@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
@@ -84,25 +85,25 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 	return deps.deployAfterChecks(ctx, c, req)
 }
 
-// deployAfterChecks queues req at once when its environment requires no
-// checks or they passed already; else it is recorded and announced as
-// waiting, and a check event (or the minute sweep) decides, even when a
-// check is red already, so that the failure is one path.
+// deployAfterChecks queues req at once when no freeze window of its
+// environment is open and it requires no checks or they passed already.
+// Else it is recorded and announced as waiting — for the freeze (SPEC §4),
+// the checks, or both, said in one status — and the sweep, a check event
+// or the wake-up at the window's end decides. A check already red fails
+// the deploy at once, freeze or not, so that the failure is one path.
 func (deps Deps) deployAfterChecks(ctx context.Context, c GitHub, req deploy.Request) error {
 	env := req.Target.Environment
-	if !required(env.RequireChecks) {
-		return deps.Engine.Deploy(ctx, req)
-	}
-	v, err := readChecks(ctx, c, req.Target.Repo, req.Release.SHA, env.RequireChecks)
-	if err != nil {
-		return err
-	}
-	if len(v.Waiting) == 0 && v.Failed == "" {
-		return deps.Engine.Deploy(ctx, req)
+	req.Frozen = deps.frozen(env)
+	var v checkVerdict
+	if required(env.RequireChecks) {
+		var err error
+		if v, err = readChecks(ctx, c, req.Target.Repo, req.Release.SHA, env.RequireChecks); err != nil {
+			return err
+		}
 	}
 	req.WaitingOn = v.Waiting
 	if v.Failed != "" {
-		req.WaitingOn = append([]string{v.Red}, v.Waiting...)
+		req.Frozen, req.WaitingOn = nil, append([]string{v.Red}, v.Waiting...)
 	}
 	if err := deps.Engine.Deploy(ctx, req); err != nil {
 		return err
@@ -110,8 +111,32 @@ func (deps Deps) deployAfterChecks(ctx context.Context, c GitHub, req deploy.Req
 	if v.Failed != "" {
 		return deps.Engine.ChecksFailed(ctx, req.Target, req.ID, v.Failed)
 	}
-	logctx.From(ctx).Info("deploy waits for required checks", "environment", env.Name, "checks", strings.Join(v.Waiting, ", "))
+	log := logctx.From(ctx)
+	if f := req.Frozen; f != nil {
+		log.Info("push held by a freeze window", "environment", env.Name, "window", f.Window, "until", f.Until, "checks", strings.Join(v.Waiting, ", "))
+		deps.wake(f.Until)
+	} else if len(v.Waiting) > 0 {
+		log.Info("deploy waits for required checks", "environment", env.Name, "checks", strings.Join(v.Waiting, ", "))
+	}
 	return nil
+}
+
+// frozen is the freeze window of env open now, nil when none is: a push
+// waits until the freeze lifts (a chain of windows lifts at the last end).
+func (deps Deps) frozen(env *repoconfig.Environment) *deploy.Freeze {
+	now := deps.now()
+	w, until, open := env.Freeze.OpenAt(now)
+	if !open {
+		return nil
+	}
+	return &deploy.Freeze{Window: w.Text, Zone: w.Zone.String(), Until: until, Since: now}
+}
+
+// wake asks for the waiting deploys to be judged again when a freeze lifts.
+func (deps Deps) wake(at time.Time) {
+	if deps.Wake != nil {
+		deps.Wake(at)
+	}
 }
 
 // loadConfig reads .github/shipbot.yml from the default branch (never a

@@ -87,6 +87,9 @@ func (n *Notifier) snapshot(d deploy.DeployInfo) report.Deploy {
 	switch d.State {
 	case record.StateWaiting:
 		s.State, s.WaitingOn = report.StateWaitingForChecks, d.WaitingOn
+		if f := d.Frozen; f != nil {
+			s.State, s.Frozen = report.StateFrozen, &report.HeldFreeze{Window: f.Window, Zone: f.Zone, Until: f.Until, Since: f.Since}
+		}
 	case record.StateLocked:
 		s.State, s.LockedBy, s.LockReason = report.StateLocked, d.LockedBy, d.LockReason
 	}
@@ -304,8 +307,8 @@ func (n *Notifier) Superseded(ctx context.Context, d deploy.DeployInfo) error {
 	return n.checkRun(ctx, c, owner, repo, d.CheckRunID, s)
 }
 
-// Waiting says why a queued deploy waits (a /lock, required checks) in
-// its deployment status and check run: 2 writes.
+// Waiting says why a queued deploy waits (a /lock, a freeze window,
+// required checks) in its deployment status and check run: 2 writes.
 func (n *Notifier) Waiting(ctx context.Context, d deploy.DeployInfo) error {
 	s := n.snapshot(d)
 	c := n.o.Installation(d.InstallationID)

@@ -40,7 +40,7 @@ func CheckRun(d Deploy) CheckRunOutput {
 
 func checkState(s State) (status, conclusion string) {
 	switch s {
-	case StateQueued, StateWaitingForChecks, StateLocked:
+	case StateQueued, StateWaitingForChecks, StateLocked, StateFrozen:
 		return "queued", ""
 	case StateInProgress:
 		return "in_progress", ""
@@ -59,6 +59,7 @@ var stateIcon = map[State]string{
 	StateQueued:           "⏳",
 	StateWaitingForChecks: "⏳",
 	StateLocked:           "🔒",
+	StateFrozen:           "❄️",
 	StateSuperseded:       "⏭️",
 	StateInProgress:       "🚀",
 	StateSuccess:          "✅",
@@ -176,6 +177,8 @@ func detail(d Deploy) []string {
 		}
 		return []string{fmt.Sprintf("Waiting for %s on %s to pass: %s. If one fails, so does this deploy.",
 			plural(len(checks), "required check", "required checks"), rel, list(checks, maxListedChecks))}
+	case StateFrozen:
+		return frozenDetail(d)
 	case StateLocked:
 		s := fmt.Sprintf("**%s is locked**", env)
 		if d.LockedBy != "" {

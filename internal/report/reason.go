@@ -290,6 +290,9 @@ var phrasings = map[record.ReasonKind]phrasing{
 	record.ReasonSuperseded: func(r record.Reason, _ string) string {
 		return "superseded by " + r.Release
 	},
+	record.ReasonFrozen: func(r record.Reason, _ string) string {
+		return frozenReason(r)
+	},
 	record.ReasonText: func(r record.Reason, _ string) string {
 		return r.Text
 	},

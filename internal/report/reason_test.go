@@ -82,6 +82,9 @@ var reasonSamples = map[record.ReasonKind]record.Reason{
 	record.ReasonLocked:           {By: "alice", Text: "incident 42"},
 	record.ReasonSuperseded:       {Release: nextSHA},
 	record.ReasonText:             {Text: "required check lint failed on abc1234"},
+
+	record.ReasonFrozen: {Text: "Fri 16:00 - Mon 08:00 Europe/Berlin", TimeZone: "Europe/Berlin",
+		At: time.Date(2026, 3, 6, 17, 30, 0, 0, time.UTC), Until: time.Date(2026, 3, 9, 7, 0, 0, 0, time.UTC), Checks: []string{"ci/test"}},
 }
 
 // TestEveryReasonKindIsPhrased: every kind the engine can emit has its own

@@ -55,6 +55,12 @@ func fleet(st ...BatchState) []Batch {
 	return bs
 }
 
+// berlinWeekend is a push on Friday evening held by the weekend freeze.
+var berlinWeekend = HeldFreeze{
+	Window: "Fri 16:00 - Mon 08:00 Europe/Berlin", Zone: "Europe/Berlin",
+	Since: time.Date(2026, 3, 6, 17, 30, 0, 0, time.UTC), Until: time.Date(2026, 3, 9, 7, 0, 0, 0, time.UTC),
+}
+
 // production is a push of newSHA to production by alice; with modifies it.
 func production(with func(*Deploy)) Deploy {
 	d := Deploy{
@@ -73,6 +79,12 @@ var deployScenarios = []struct {
 	{"queued", production(func(d *Deploy) { d.State = StateQueued })},
 	{"waiting-for-checks", production(func(d *Deploy) {
 		d.State, d.WaitingOn = StateWaitingForChecks, []string{"build", "test"}
+	})},
+	{"frozen", production(func(d *Deploy) {
+		d.State, d.Frozen = StateFrozen, &berlinWeekend
+	})},
+	{"frozen-waiting-for-checks", production(func(d *Deploy) {
+		d.State, d.Frozen, d.WaitingOn = StateFrozen, &berlinWeekend, []string{"build", "test"}
 	})},
 	{"locked", production(func(d *Deploy) {
 		d.State, d.LockedBy, d.LockReason = StateLocked, "alice", "release freeze"

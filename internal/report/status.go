@@ -35,7 +35,7 @@ func Status(d Deploy) DeploymentStatus {
 // githubState maps a deploy's state onto GitHub's deployment states.
 func githubState(s State) string {
 	switch s {
-	case StateQueued, StateWaitingForChecks, StateLocked:
+	case StateQueued, StateWaitingForChecks, StateLocked, StateFrozen:
 		return "queued"
 	case StateInProgress:
 		return "in_progress"
@@ -94,7 +94,9 @@ func headline(d Deploy) string {
 			s = "Queued to deploy " + rel + " to " + env
 		}
 	case StateWaitingForChecks:
-		s = waitingLine(d.WaitingOn)
+		s = waitingLine("Waiting for checks: ", d.WaitingOn)
+	case StateFrozen:
+		s = frozenLine(d)
 	case StateLocked:
 		s = "Queued behind the lock on " + env
 		if d.LockedBy != "" {
@@ -165,9 +167,9 @@ func headline(d Deploy) string {
 	return fit(oneLine(s), MaxDescription)
 }
 
-// waitingLine names as many of the checks as fit, then how many more.
-func waitingLine(checks []string) string {
-	const prefix = "Waiting for checks: "
+// waitingLine names as many of the checks as fit after prefix, then how
+// many more.
+func waitingLine(prefix string, checks []string) string {
 	names := make([]string, 0, len(checks))
 	for _, c := range checks {
 		if c = oneLine(c); c != "" {
@@ -175,7 +177,7 @@ func waitingLine(checks []string) string {
 		}
 	}
 	if len(names) == 0 {
-		return "Waiting for required checks"
+		return strings.TrimSuffix(prefix, "checks: ") + "required checks"
 	}
 	for k := len(names); k >= 1; k-- {
 		s := prefix + strings.Join(names[:k], ", ")

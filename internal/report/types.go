@@ -20,6 +20,7 @@ const (
 	StateQueued           State = "queued"             // waiting for the environment to be free
 	StateWaitingForChecks State = "waiting_for_checks" // Deploy.WaitingOn are not green yet
 	StateLocked           State = "locked"             // /lock holds the environment: LockedBy, LockReason
+	StateFrozen           State = "frozen"             // a freeze window holds the deploy: Frozen; WaitingOn when checks are not green either
 	StateSuperseded       State = "superseded"         // a newer deploy replaced it before it started: SupersededBy
 	StateInProgress       State = "in_progress"        // the rollout is running (or rolling back)
 	StateSuccess          State = "success"
@@ -61,10 +62,11 @@ type Deploy struct {
 	Kind    Kind
 	State   State
 
-	WaitingOn    []string // StateWaitingForChecks: the required checks not green yet
-	LockedBy     string   // StateLocked: login holding the /lock
-	LockReason   string   // StateLocked: the reason given with /lock
-	SupersededBy string   // StateSuperseded, StateInactive: the SHA that replaced this one
+	WaitingOn    []string    // StateWaitingForChecks: the required checks not green yet
+	LockedBy     string      // StateLocked: login holding the /lock
+	LockReason   string      // StateLocked: the reason given with /lock
+	SupersededBy string      // StateSuperseded, StateInactive: the SHA that replaced this one
+	Frozen       *HeldFreeze // StateFrozen: the freeze window holding the deploy
 
 	EnvironmentURL string // where the environment is reached
 	LogURL         string // the bot's page for this deploy (/deploys/{id})

@@ -33,6 +33,11 @@ type Reason struct {
 	Checks    []string `json:"checks,omitempty"`   // required checks
 	By        string   `json:"by,omitempty"`       // a GitHub login
 
+	// When.
+	At       time.Time `json:"at,omitzero"`         // when it happened (a freeze began to hold a deploy)
+	Until    time.Time `json:"until,omitzero"`      // when a wait ends (a freeze lifts)
+	TimeZone string    `json:"time_zone,omitempty"` // the IANA time zone Until is said in; "" for UTC
+
 	// How many, how long.
 	Count    int           `json:"count,omitempty"`       // how many there are (instances, passes in a row, a setting's value)
 	Want     int           `json:"want,omitempty"`        // how many were asked for (canary, batch size, healthy_after)
@@ -148,6 +153,10 @@ const (
 	ReasonWaitingForChecks ReasonKind = "waiting_for_checks" // Checks
 	ReasonLocked           ReasonKind = "locked"             // By, Text (the /lock reason)
 	ReasonSuperseded       ReasonKind = "superseded"         // Release (the newer one)
+	// ReasonFrozen: a push while a freeze window of its environment is
+	// open waits until the freeze lifts; Checks are the required checks
+	// not green yet, said with it.
+	ReasonFrozen ReasonKind = "frozen" // Until, TimeZone, At (when it began to hold), Text (the window as written), Checks
 	// ReasonText is words phrased elsewhere, shown as they are: a failed
 	// required check as the checks handler says it, and the reason of a
 	// record written before reasons were data.
@@ -178,7 +187,7 @@ func ReasonKinds() []ReasonKind {
 
 		ReasonBuilding, ReasonBatchStarting, ReasonSurged, ReasonRollingBack,
 
-		ReasonWaitingForChecks, ReasonLocked, ReasonSuperseded, ReasonText,
+		ReasonWaitingForChecks, ReasonLocked, ReasonSuperseded, ReasonFrozen, ReasonText,
 	}
 }
 

@@ -132,6 +132,11 @@ type Deploy struct {
 	LogTail string `json:"log_tail,omitempty"`
 	// WaitingOn are the required checks not green yet (StateWaiting).
 	WaitingOn []string `json:"waiting_on,omitempty"`
+	// FrozenUntil is when the freeze window that held the deploy (a push
+	// while it was open) lifts or lifted; zero when none held it. While
+	// the freeze holds it, the deploy is StateWaiting and Why is a
+	// ReasonFrozen. The wait for required checks counts from here.
+	FrozenUntil time.Time `json:"frozen_until,omitzero"`
 }
 
 // BatchTiming is how one batch of a rollout went.
