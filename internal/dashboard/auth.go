@@ -18,6 +18,7 @@ import (
 
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/report"
 )
 
 const (
@@ -158,7 +159,7 @@ func (d *Dashboard) authenticate(w http.ResponseWriter, r *http.Request) (viewer
 			return viewer{Operator: true}, true
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="shipbot"`)
-		d.unauthorized(w, "the bearer token is not the dashboard token")
+		d.unauthorized(w, report.DashboardBearerWrong)
 		return viewer{}, false
 	}
 	v, err := d.fromSession(w, r)
@@ -166,11 +167,11 @@ func (d *Dashboard) authenticate(w http.ResponseWriter, r *http.Request) (viewer
 		return v, true
 	}
 	if !errors.Is(err, errNoSession) {
-		d.errorPage(w, r, http.StatusBadGateway, "GitHub did not list your repositories: "+err.Error()+". Try again in a moment.")
+		d.errorPage(w, r, http.StatusBadGateway, report.DashboardReposFailed(err))
 		return viewer{}, false
 	}
 	if apiStyle(r) {
-		d.unauthorized(w, "sign in first: send Authorization: Bearer DASHBOARD_TOKEN, or a session cookie from /auth/signin")
+		d.unauthorized(w, report.DashboardSignInFirst)
 		return viewer{}, false
 	}
 	http.Redirect(w, r, "/auth/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
@@ -320,7 +321,7 @@ func (d *Dashboard) signinToken(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	if d.o.Token == "" || !d.tokenOK(strings.TrimSpace(r.FormValue("token"))) {
 		logctx.From(r.Context()).Info("dashboard: a sign-in with a wrong dashboard token")
-		d.renderSignin(w, r, http.StatusUnauthorized, "That is not the dashboard token.")
+		d.renderSignin(w, r, http.StatusUnauthorized, report.DashboardWrongToken)
 		return
 	}
 	s := session{Kind: "operator", ID: randomID(), TokenTag: d.tokenTag(), Expires: d.o.Now().Add(operatorSessionTTL).Unix()}
@@ -353,7 +354,7 @@ func (d *Dashboard) callbackURL() string { return d.o.PublicURL + "/auth/callbac
 
 func (d *Dashboard) startOAuth(w http.ResponseWriter, r *http.Request) {
 	if d.o.ClientID == "" {
-		d.renderSignin(w, r, http.StatusNotFound, "Sign-in with GitHub is not configured.")
+		d.renderSignin(w, r, http.StatusNotFound, report.DashboardNoGitHubSignIn)
 		return
 	}
 	st := oauthState{State: randomID(), Next: safeNext(r.URL.Query().Get("next")), Expires: d.o.Now().Add(oauthRoundTrip).Unix()}
@@ -370,28 +371,28 @@ func (d *Dashboard) oauthCallback(w http.ResponseWriter, r *http.Request) {
 	if err != nil || !d.keys.verify(c.Value, &st) || d.o.Now().Unix() > st.Expires ||
 		subtle.ConstantTimeCompare([]byte(st.State), []byte(q.Get("state"))) != 1 || st.State == "" {
 		log.Info("dashboard: OAuth callback without a matching state (expired, replayed or forged)")
-		d.renderSignin(w, r, http.StatusBadRequest, "The sign-in took too long or did not start here. Please try again.")
+		d.renderSignin(w, r, http.StatusBadRequest, report.DashboardSignInExpired)
 		return
 	}
 	if e := q.Get("error"); e != "" {
-		d.renderSignin(w, r, http.StatusForbidden, "GitHub did not sign you in ("+e+").")
+		d.renderSignin(w, r, http.StatusForbidden, report.DashboardSignInRefused(e))
 		return
 	}
 	tok, err := d.oauth().Exchange(r.Context(), q.Get("code"), d.callbackURL())
 	if err != nil {
 		log.Warn("dashboard: OAuth code exchange failed", "err", err)
-		d.renderSignin(w, r, http.StatusBadGateway, "GitHub did not accept the sign-in: "+err.Error())
+		d.renderSignin(w, r, http.StatusBadGateway, report.DashboardExchangeFailed(err))
 		return
 	}
 	login, err := d.userLogin(r, tok)
 	if err != nil {
 		log.Warn("dashboard: GET /user with the new user token failed", "err", err)
-		d.renderSignin(w, r, http.StatusBadGateway, "GitHub did not say who you are. Please try again.")
+		d.renderSignin(w, r, http.StatusBadGateway, report.DashboardNoUser)
 		return
 	}
 	s := session{Kind: "user", Login: login, ID: randomID(), Token: d.keys.sealString(tok), Expires: d.o.Now().Add(userSessionTTL).Unix()}
 	if _, err := d.userRepos(r, s.ID, tok); err != nil {
-		d.renderSignin(w, r, http.StatusBadGateway, "GitHub did not list your repositories. Please try again.")
+		d.renderSignin(w, r, http.StatusBadGateway, report.DashboardNoRepositories)
 		return
 	}
 	log.Info("dashboard: signed in with GitHub", "login", s.Login)

@@ -299,7 +299,7 @@ func (d *Dashboard) deploy(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no deploy " + id + " that you can see"})
 			return
 		}
-		d.errorPage(w, r, http.StatusNotFound, "There is no deploy "+id+" that you can see.")
+		d.errorPage(w, r, http.StatusNotFound, report.DashboardNoDeploy(id))
 		return
 	}
 	if err != nil {
@@ -358,7 +358,7 @@ func (d *Dashboard) storeError(w http.ResponseWriter, r *http.Request, err error
 	if errors.Is(err, record.ErrUnavailable) {
 		status = http.StatusServiceUnavailable
 	}
-	d.errorPage(w, r, status, "The deploy store did not answer. Try again in a moment.")
+	d.errorPage(w, r, status, report.DashboardStoreDown)
 }
 
 func (d *Dashboard) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
