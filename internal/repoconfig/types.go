@@ -53,7 +53,37 @@ type Environment struct {
 	Freeze  Freeze
 	Rollout Rollout
 	Health  Health
-	AWS     *AWSFleet // set when Driver is aws
+	// Analysis judges each batch by its traffic while it bakes; nil when
+	// the environment has neither analysis nor aws.alarms.
+	Analysis *Analysis
+	AWS      *AWSFleet // set when Driver is aws
+}
+
+// Analysis is how a batch is judged by its real traffic while it bakes
+// (SPEC §6.8). A limit is broken only when the new release is also worse
+// than the previous one over the same window.
+type Analysis struct {
+	Interval      time.Duration // how often to judge; default 10s
+	MinRequests   int           // fewer requests on the new release: not judged; default 20
+	MaxErrorRate  float64       // a share, 0 to 1, of 5xx answers and failed requests; default 0.01
+	MaxLatencyP99 time.Duration // 0: p99 is shown, not judged
+	Prometheus    *Prometheus   // nil: no queries
+}
+
+// Prometheus is analysis.prometheus: queries against the team's Prometheus.
+type Prometheus struct {
+	URL    string
+	Checks []PrometheusCheck
+}
+
+// PrometheusCheck is one query and its bounds; at least one of Max and Min
+// is set. The query is a text/template with .SHA, .Previous, .Environment
+// and .Repo.
+type PrometheusCheck struct {
+	Name  string
+	Query string
+	Max   *float64 // broken above
+	Min   *float64 // broken below
 }
 
 // Checks is require_checks: all, none, or a list of check names.
@@ -119,6 +149,9 @@ type AWSFleet struct {
 	TargetGroupARN string
 	InstanceTags   map[string]string
 	Install        string // command template run through SSM; {{.SHA}} is the release
+	// Alarms are CloudWatch alarm names: one that goes into ALARM while a
+	// batch bakes halts the rollout.
+	Alarms []string
 }
 
 // Preview configures the per-PR environments.

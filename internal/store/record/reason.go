@@ -46,6 +46,15 @@ type Reason struct {
 	Duration time.Duration `json:"duration_ns,omitempty"` // a configured span (timeout, bake, interval)
 	Elapsed  time.Duration `json:"elapsed_ns,omitempty"`  // how far into Duration it happened
 
+	// Measured (analysis): a figure of the new release, the previous
+	// release's over the same window, and the limit it broke. Shares are
+	// 0 to 1, latencies in seconds.
+	Value    float64  `json:"value,omitempty"`
+	Baseline *float64 `json:"baseline,omitempty"` // nil: nothing to compare with
+	Bound    float64  `json:"bound,omitempty"`
+	Below    bool     `json:"below,omitempty"` // the bound is a minimum (broken below it)
+	URL      string   `json:"url,omitempty"`   // where a figure is read from (a Prometheus)
+
 	// Words from elsewhere, shown as they are.
 	Err  string `json:"err,omitempty"`  // the error a driver or the system returned
 	Text string `json:"text,omitempty"` // words a person or another component gave (a /lock reason, a failed check)
@@ -126,6 +135,13 @@ const (
 	ReasonStepStopped      ReasonKind = "step_stopped"      // Step, Release, Err (a wait that ended early)
 	ReasonStepCancelled    ReasonKind = "step_cancelled"    // Step
 	ReasonDriverPanicked   ReasonKind = "driver_panicked"   // Instance, Text (what it panicked with); a Cause
+
+	// Analysis (SPEC §6.8) broke a limit while the batch baked.
+	ReasonErrorRateHigh    ReasonKind = "error_rate_high"   // Release, Previous, Value, Baseline, Bound (max_error_rate), Count (requests)
+	ReasonLatencyHigh      ReasonKind = "latency_high"      // Release, Previous, Value, Baseline, Bound (max_latency_p99), Count (requests)
+	ReasonCheckBroken      ReasonKind = "check_broken"      // Text (the check's name), Release, Previous, Value, Baseline, Bound, Below
+	ReasonAlarmFiring      ReasonKind = "alarm_firing"      // Text (the alarm), At (since), Err (CloudWatch's state reason), Release
+	ReasonSourceUnreadable ReasonKind = "source_unreadable" // Setting (analysis.prometheus, aws.alarms, analysis), Text (check or alarm), URL, Count (reads in a row), Err
 )
 
 // What a failure did next (the Then of ReasonBatchFailed and of ends).
@@ -146,6 +162,11 @@ const (
 	ReasonBatchStarting ReasonKind = "batch_starting" // Batch, Canary, Instances, Release
 	ReasonSurged        ReasonKind = "surged"         // Batch, Canary, Instance, Release
 	ReasonRollingBack   ReasonKind = "rolling_back"   // Instances, Previous
+	// ReasonNotJudged: a batch's analysis saw too few requests on the new
+	// release to judge its error rate and p99.
+	ReasonNotJudged ReasonKind = "not_judged" // Batch, Canary, Release, Count (requests), Want (min_requests)
+	// ReasonJudged: one judgement of a batch that broke no limit.
+	ReasonJudged ReasonKind = "judged" // Batch, Canary, Release, Count (requests)
 )
 
 // Why a deploy waits or did not run (Deploy.Reason while queued).
@@ -180,12 +201,13 @@ func ReasonKinds() []ReasonKind {
 
 		ReasonHealthTimeout, ReasonConfirmFailed, ReasonBakeFailed, ReasonSurgeFailed, ReasonSurgeUnsupported,
 		ReasonDrainFailed, ReasonInstallFailed, ReasonAdmitFailed, ReasonStepStopped, ReasonStepCancelled,
-		ReasonDriverPanicked,
+		ReasonDriverPanicked, ReasonErrorRateHigh, ReasonLatencyHigh, ReasonCheckBroken, ReasonAlarmFiring,
+		ReasonSourceUnreadable,
 
 		ReasonNothingChanged, ReasonNoEarlierRelease, ReasonRolledBack, ReasonRollbackCancelled,
 		ReasonRollbackBuildFailed, ReasonRollbackFailed, ReasonSurgeLeft, ReasonRetireFailed,
 
-		ReasonBuilding, ReasonBatchStarting, ReasonSurged, ReasonRollingBack,
+		ReasonBuilding, ReasonBatchStarting, ReasonSurged, ReasonRollingBack, ReasonNotJudged, ReasonJudged,
 
 		ReasonWaitingForChecks, ReasonLocked, ReasonSuperseded, ReasonFrozen, ReasonText,
 	}

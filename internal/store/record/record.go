@@ -156,6 +156,59 @@ type BatchTiming struct {
 	// Failure; "" when the batch succeeded.
 	Err     string  `json:"err,omitempty"`
 	Failure *Reason `json:"failure,omitempty"`
+	// Analysis is what the batch's analysis saw the last time it judged
+	// (SPEC §6.8); nil when the environment has none, or it never judged.
+	Analysis *Analysis `json:"analysis,omitempty"`
+}
+
+// Analysis is one judgement of a batch by its traffic: the new release's
+// figures since the batch went into rotation, the previous release's over
+// the same window, and each Prometheus check and alarm.
+type Analysis struct {
+	At    time.Time `json:"at"`    // when it judged
+	Since time.Time `json:"since"` // the start of the window: the batch went into rotation
+	// Judged is false when the new release had fewer than MinRequests
+	// requests: its error rate and p99 were shown, not judged.
+	Judged      bool `json:"judged"`
+	MinRequests int  `json:"min_requests,omitempty"`
+	// Traffic is the new release's; nil when the driver does not measure
+	// traffic. Baseline is the previous release's over the same window
+	// (its instances still serving, or the window before the rollout);
+	// nil when there is none to compare with.
+	Traffic  *Traffic      `json:"traffic,omitempty"`
+	Baseline *Traffic      `json:"baseline,omitempty"`
+	Checks   []CheckFigure `json:"checks,omitempty"`
+	Alarms   []AlarmFigure `json:"alarms,omitempty"`
+}
+
+// Traffic is a release's requests over a window.
+type Traffic struct {
+	Requests int64         `json:"requests"`
+	Errors   int64         `json:"errors"` // 5xx answers and failed requests
+	P99      time.Duration `json:"p99_ns"`
+}
+
+// ErrorRate is Errors over Requests; 0 with no requests.
+func (t Traffic) ErrorRate() float64 {
+	if t.Requests == 0 {
+		return 0
+	}
+	return float64(t.Errors) / float64(t.Requests)
+}
+
+// CheckFigure is one Prometheus check's value at a judgement.
+type CheckFigure struct {
+	Name     string   `json:"name"`
+	Value    *float64 `json:"value,omitempty"`    // nil when it could not be read (Err)
+	Baseline *float64 `json:"baseline,omitempty"` // the same query for the previous release; nil: none
+	Err      string   `json:"err,omitempty"`
+}
+
+// AlarmFigure is one CloudWatch alarm's state at a judgement.
+type AlarmFigure struct {
+	Name  string `json:"name"`
+	State string `json:"state,omitempty"` // OK, ALARM, INSUFFICIENT_DATA; "" when it could not be read (Err)
+	Err   string `json:"err,omitempty"`
 }
 
 // Release is one finished deploy in an environment's history.
