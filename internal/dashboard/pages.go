@@ -44,6 +44,9 @@ type batchView struct {
 	Duration                            time.Duration
 	Drain, Install, Health, Admit, Bake time.Duration
 	Err                                 string
+	// Traffic is the batch's last judgement by its traffic, in words
+	// (report.Figures); "" without analysis.
+	Traffic string
 }
 
 type deployView struct {
@@ -55,6 +58,7 @@ type deployView struct {
 	Elapsed                          time.Duration // running: so far; finished: start to end
 	Batches                          []batchView
 	BatchesDone                      int
+	Analysed                         bool // a batch was judged by its traffic: the table shows it
 	Percent                          int  // progress; -1 when unknown
 	Final                            bool // will not change any more
 	LogTail                          string
@@ -117,6 +121,10 @@ func (d *Dashboard) deployView(x record.Deploy) deployView {
 		bv := batchView{
 			Index: b.Index, Label: strconv.Itoa(b.Index + 1), Instances: b.Instances, Started: b.Started, Finished: b.Finished,
 			Drain: b.Drain, Install: b.Install, Health: b.Health, Admit: b.Admit, Bake: b.Bake, Err: report.BatchFailure(b),
+			Traffic: report.Figures(b.Analysis),
+		}
+		if bv.Traffic != "" {
+			v.Analysed = true
 		}
 		if i == 0 && len(x.Batches) > 1 {
 			bv.Label = "canary"

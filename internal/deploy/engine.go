@@ -94,6 +94,9 @@ type EngineOptions struct {
 	Store    Store
 	Drivers  map[repoconfig.Driver]Driver
 	Notifier Notifier
+	// Querier evaluates analysis.prometheus checks (internal/promquery);
+	// nil makes every such check unreadable, which halts the rollout.
+	Querier Querier
 	// LockTTL is how long the deploy lock of an environment outlives a
 	// holder that stops renewing it; default 30s.
 	LockTTL time.Duration
@@ -610,9 +613,13 @@ func (e *Engine) execute(ctx context.Context, t Target, env record.EnvKey, d rec
 				updates.send(ev)
 			}
 		},
-		Log:    &syncWriter{w: &logBuf},
-		Phrase: e.o.Notifier.Phrase,
-		Now:    e.o.Now,
+		Log:     &syncWriter{w: &logBuf},
+		Phrase:  e.o.Notifier.Phrase,
+		Now:     e.o.Now,
+		Querier: e.o.Querier,
+		// A rollback puts back a release that ran before: no bake, no
+		// analysis (SPEC §4), the health checks stay.
+		SkipBake: d.Kind == record.KindRollback,
 	})
 	updates.close()
 	return res, logBuf.String()
@@ -705,6 +712,7 @@ func (e *Engine) timingsOf(bs []BatchResult) []record.BatchTiming {
 		out[i] = record.BatchTiming{
 			Index: b.Index, Instances: b.Instances, Started: b.Started, Finished: b.Finished,
 			Drain: b.Drain, Install: b.Install, Health: b.Health, Admit: b.Admit, Bake: b.Bake,
+			Analysis: b.Analysis,
 		}
 		e.failed(&out[i], b.Failure)
 	}
@@ -724,7 +732,7 @@ func (e *Engine) failed(b *record.BatchTiming, why *record.Reason) {
 // the result's timings. A failed write costs only the live view.
 func (e *Engine) progress(ctx context.Context, id string, ev Event) {
 	switch ev.Kind {
-	case Planned, BatchStarted, BatchHealthy, BatchFailed:
+	case Planned, BatchStarted, BatchHealthy, BatchFailed, Judged:
 	default:
 		return
 	}
@@ -754,6 +762,8 @@ func (e *Engine) progress(ctx context.Context, id string, ev Event) {
 			b.Finished = ev.At
 		case BatchFailed:
 			e.failed(b, ev.Reason)
+		case Judged:
+			b.Analysis = ev.Analysis
 		}
 		return nil
 	})

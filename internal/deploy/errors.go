@@ -63,6 +63,12 @@ type bakeError struct {
 func (e *bakeError) Error() string { return e.err.Error() }
 func (e *bakeError) Unwrap() error { return e.err }
 
+// analysisError: the analysis of a baking batch broke a limit, or could
+// not read a source; why says which (SPEC §6.8).
+type analysisError struct{ why record.Reason }
+
+func (e *analysisError) Error() string { return "analysis: " + string(e.why.Kind) }
+
 // panicError: a driver panicked on an instance; each turned the panic into
 // the instance's failure.
 type panicError struct {
@@ -94,6 +100,8 @@ func (r *run) stepReason(step, id string, rel Release, err error) record.Reason 
 		return withErr(record.Reason{Kind: record.ReasonConfirmFailed, Instance: id, Path: h.Path, Release: rel.SHA}, e.err)
 	case *bakeError:
 		return withErr(record.Reason{Kind: record.ReasonBakeFailed, Instance: id, Path: h.Path, Elapsed: e.into, Duration: e.bake, Release: rel.SHA}, e.err)
+	case *analysisError:
+		return e.why
 	}
 	if errors.Is(err, errCannotSurge) {
 		return record.Reason{Kind: record.ReasonSurgeUnsupported, Release: rel.SHA}

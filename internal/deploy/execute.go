@@ -38,9 +38,12 @@ const (
 	RolledBack
 	// Finished: always the last event; Event.Result is set.
 	Finished
+	// Judged: the analysis judged the baking batch (Event.Analysis); a
+	// broken limit follows as BatchFailed.
+	Judged
 )
 
-var eventNames = [...]string{"", "planned", "batch started", "instance step", "batch healthy", "baking", "batch failed", "rolling back", "rolled back", "finished"}
+var eventNames = [...]string{"", "planned", "batch started", "instance step", "batch healthy", "baking", "batch failed", "rolling back", "rolled back", "finished", "judged"}
 
 func (k EventKind) String() string {
 	if k > 0 && int(k) < len(eventNames) {
@@ -73,8 +76,10 @@ type Event struct {
 	// Reason is the step that failed of a BatchFailed event, for people
 	// (report.Reason).
 	Reason *record.Reason
-	At     time.Time
-	Result *Result // Finished only
+	// Analysis is what a Judged event's judgement saw.
+	Analysis *record.Analysis
+	At       time.Time
+	Result   *Result // Finished only
 }
 
 // Outcome is how a rollout ended, as the deployment status reports it.
@@ -103,6 +108,9 @@ type BatchResult struct {
 	Health, Admit     time.Duration // Admit includes the confirming check in rotation
 	Bake              time.Duration
 	Failure           *record.Reason // the step that failed; nil when the batch succeeded
+	// Analysis is the batch's last judgement by its traffic (SPEC §6.8);
+	// nil without analysis.
+	Analysis *record.Analysis
 }
 
 // Result is how a rollout ended.
@@ -143,6 +151,12 @@ type ExecInput struct {
 	// hangs cannot hold a batch forever.
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Querier evaluates the environment's analysis.prometheus checks; nil
+	// makes each check unreadable.
+	Querier Querier
+	// SkipBake leaves out the bake and the analysis of every batch (a
+	// /rollback to a release that ran before); health checks stay.
+	SkipBake bool
 }
 
 // Execute rolls in.Release out to in.Target following SPEC §6: it lists the
@@ -162,7 +176,10 @@ type ExecInput struct {
 //     on one instance lets the others' finish, then stops the rollout.
 //   - Every batch bakes, the last one too: success means the whole fleet
 //     has run the release for rollout.bake. During the bake any failed check
-//     is a failure.
+//     is a failure, and with analysis every analysis.interval the batch is
+//     judged by its traffic since it went into rotation (analysis.go); a
+//     broken limit fails the batch like a failed check. SkipBake (a
+//     /rollback) leaves out bake and analysis.
 //   - A rollback runs the same steps without surge or bake (the previous
 //     release is the known-good one), over the plan's own batches in reverse,
 //     so it never has more out of rotation than the rollout did. An
@@ -206,6 +223,7 @@ type run struct {
 	res    Result
 	state  map[string]*instState // by instance id, the instances the plan handles
 	notes  []record.Reason       // things that went wrong without failing the rollout
+	judge  *analyzer             // nil without analysis
 }
 
 // instState is what the engine knows of an instance it handles, for saying
@@ -235,6 +253,7 @@ func (r *run) rollout(ctx context.Context) {
 			r.state[inst.ID] = &instState{release: inst.Release, out: !inst.InRotation, broken: !inst.Healthy}
 		}
 	}
+	r.judge = r.newAnalyzer()
 	for i := range r.plan.Batches {
 		if !r.forward(ctx, i) {
 			return
@@ -269,6 +288,8 @@ func (r *run) validate() *record.Reason {
 		bad.Kind, bad.Setting, bad.Duration = record.ReasonSettingNotPositive, "health.timeout", h.Timeout
 	case env.Rollout.Bake < 0:
 		bad.Kind, bad.Setting, bad.Duration = record.ReasonSettingNegative, "rollout.bake", env.Rollout.Bake
+	case env.Analysis != nil && env.Analysis.Interval <= 0:
+		bad.Kind, bad.Setting, bad.Duration = record.ReasonSettingNotPositive, "analysis.interval", env.Analysis.Interval
 	default:
 		return nil
 	}

@@ -47,6 +47,7 @@ type pass struct {
 	failed  *stepError // the first failure
 	step    string     // the step under way, for a cancellation that fails none
 	mark    time.Time  // when the last step ended
+	since   time.Time  // when admit began: the batch's window of traffic starts
 }
 
 // lap is the time since the last step ended, which ends this one.
@@ -105,6 +106,7 @@ func (p *pass) health(ctx context.Context) bool {
 // admit puts the instances back into rotation; its time runs on through
 // confirm.
 func (p *pass) admit(ctx context.Context) bool {
+	p.since = p.r.now()
 	p.r.stepEvents(p.b.Index, p.live, StepAdmit)
 	errs := each(ctx, p.live, func(ctx context.Context, inst Instance) error {
 		return p.r.in.Driver.Admit(ctx, p.r.in.Target, inst)
@@ -134,15 +136,24 @@ func (p *pass) confirm(ctx context.Context) bool {
 	return p.keep(ctx, StepAdmit, errs)
 }
 
-// bake watches the batch, in rotation, for rollout.bake.
+// bake watches the batch, in rotation, for rollout.bake, and judges it
+// by its traffic when there is analysis.
 func (p *pass) bake(ctx context.Context) *stepError {
 	r := p.r
-	if r.env.Rollout.Bake <= 0 {
+	if r.env.Rollout.Bake <= 0 || r.in.SkipBake {
 		return nil
 	}
 	r.emit(Event{Kind: Baking, Batch: p.b.Index})
-	k, err := r.watch(ctx, p.live)
+	k, err := r.watch(ctx, p.b, p.live, p.since, p.br)
 	p.br.Bake = p.lap()
+	if err == nil && r.judge != nil && p.br.Analysis != nil && !p.br.Analysis.Judged {
+		why := inBatch(record.ReasonNotJudged, p.b)
+		why.Release, why.Want = p.rel.SHA, r.env.Analysis.MinRequests
+		if t := p.br.Analysis.Traffic; t != nil {
+			why.Count = int(t.Requests)
+		}
+		r.notes = append(r.notes, why)
+	}
 	if err != nil {
 		return r.stepErr(p.b, StepBake, idAt(p.live, k), p.rel, err)
 	}
@@ -250,21 +261,79 @@ func (r *run) awaitHealthy(ctx context.Context, insts []Instance) []error {
 	return result
 }
 
-// watch waits Rollout.Bake, checking the instances every Interval; any
-// failed check ends it.
-func (r *run) watch(ctx context.Context, insts []Instance) (int, error) {
+// watch waits Rollout.Bake, checking the instances every health.interval
+// and, with analysis, judging the batch's traffic since it went into
+// rotation every analysis.interval and once more at the end. A failed
+// check or a broken limit ends it; the last judgement goes into br.
+func (r *run) watch(ctx context.Context, b Batch, insts []Instance, since time.Time, br *BatchResult) (int, error) {
 	interval := r.env.Health.Interval
 	start := r.now()
 	end := start.Add(r.env.Rollout.Bake)
-	for tick := start.Add(interval); tick.Before(end); tick = tick.Add(interval) {
+	nextCheck := start.Add(interval)
+	judging := r.judge != nil
+	var every time.Duration
+	var nextJudge time.Time
+	if judging {
+		every = r.env.Analysis.Interval
+		nextJudge = minTime(start.Add(every), end)
+	}
+	for {
+		tick := end
+		checkDue := nextCheck.Before(end)
+		if checkDue && nextCheck.Before(tick) {
+			tick = nextCheck
+		}
+		if judging && nextJudge.Before(tick) {
+			tick = nextJudge
+		}
 		if err := r.sleepUntil(ctx, tick); err != nil {
 			return -1, err
 		}
-		if k, err := first(r.checkAll(ctx, insts)); err != nil {
-			return k, &bakeError{into: r.now().Sub(start), bake: r.env.Rollout.Bake, err: err}
+		if checkDue && !nextCheck.After(tick) {
+			if k, err := first(r.checkAll(ctx, insts)); err != nil {
+				return k, &bakeError{into: r.now().Sub(start), bake: r.env.Rollout.Bake, err: err}
+			}
+			nextCheck = nextCheck.Add(interval)
+		}
+		if judging && !nextJudge.After(tick) {
+			v := r.judge.judge(ctx, since)
+			figures := v.figures
+			br.Analysis = &figures
+			r.emit(Event{Kind: Judged, Batch: b.Index, Analysis: &figures})
+			r.sayJudged(b, figures)
+			if v.broken != nil {
+				return -1, &analysisError{why: *v.broken}
+			}
+			if !nextJudge.Before(end) {
+				judging = false
+			} else {
+				nextJudge = minTime(nextJudge.Add(every), end)
+			}
+		}
+		if !tick.Before(end) && !judging {
+			return -1, nil
 		}
 	}
-	return -1, r.sleepUntil(ctx, end)
+}
+
+// sayJudged writes a judgement's figures to the deploy log.
+func (r *run) sayJudged(b Batch, f record.Analysis) {
+	why := inBatch(record.ReasonJudged, b)
+	why.Release = r.in.Release.SHA
+	if t := f.Traffic; t != nil {
+		why.Count, why.Value, why.Duration = int(t.Requests), t.ErrorRate(), t.P99
+		if !f.Judged {
+			why.Kind, why.Want = record.ReasonNotJudged, f.MinRequests
+		}
+	}
+	r.say("analysis", why)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // checkAll checks every instance once, at once.

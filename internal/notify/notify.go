@@ -232,6 +232,11 @@ func (t *tracker) follow(ev deploy.Event) (write bool) {
 		return ev.Batch%2 == 1 && ev.Batch < t.lastBatch && t.spend()
 	case deploy.Baking:
 		t.batchIs(ev.Batch, report.BatchBaking)
+	case deploy.Judged:
+		// Shown with the next write; a judgement alone is not worth one.
+		if ev.Batch < len(s.Batches) {
+			s.Batches[ev.Batch].Analysis = ev.Analysis
+		}
 	case deploy.BatchFailed:
 		t.batchIs(ev.Batch, report.BatchFailed)
 		if ev.Reason != nil && t.failReason == "" {
@@ -379,6 +384,9 @@ func applyResult(s *report.Deploy, res deploy.Result) {
 			continue
 		}
 		b := &s.Batches[br.Index]
+		if br.Analysis != nil {
+			b.Analysis = br.Analysis
+		}
 		switch {
 		case br.Rollback && br.Failure == nil:
 			b.State = report.BatchRolledBack

@@ -229,6 +229,11 @@ var phrasings = map[record.ReasonKind]phrasing{
 	record.ReasonDriverPanicked: func(r record.Reason, _ string) string {
 		return "driver panicked on " + r.Instance + ": " + r.Text
 	},
+	record.ReasonErrorRateHigh:    errorRateHigh,
+	record.ReasonLatencyHigh:      latencyHigh,
+	record.ReasonCheckBroken:      checkBroken,
+	record.ReasonAlarmFiring:      alarmFiring,
+	record.ReasonSourceUnreadable: sourceUnreadable,
 
 	// What a failure did next.
 	record.ReasonNothingChanged: func(record.Reason, string) string {
@@ -275,6 +280,8 @@ var phrasings = map[record.ReasonKind]phrasing{
 	record.ReasonRollingBack: func(r record.Reason, _ string) string {
 		return "rolling back " + strings.Join(r.Instances, ", ") + " to " + Short(r.Previous)
 	},
+	record.ReasonNotJudged: notJudged,
+	record.ReasonJudged:    judgedLine,
 
 	// Why a deploy waits or did not run.
 	record.ReasonWaitingForChecks: func(r record.Reason, _ string) string {

@@ -60,6 +60,14 @@ var reasonSamples = map[record.ReasonKind]record.Reason{
 	record.ReasonStepCancelled:    {Step: "install"},
 	record.ReasonDriverPanicked:   {Instance: "production-3", Text: "index out of range"},
 
+	record.ReasonErrorRateHigh: {Release: newSHA, Previous: oldSHA, Value: 0.34, Baseline: ptr(0.002), Bound: 0.01, Count: 212},
+	record.ReasonLatencyHigh:   {Release: newSHA, Previous: oldSHA, Value: 0.512, Baseline: ptr(0.0041), Bound: 0.3, Count: 212},
+	record.ReasonCheckBroken:   {Text: "checkout errors", Release: newSHA, Previous: oldSHA, Value: 3.25, Baseline: ptr(0.0), Bound: 0.5},
+	record.ReasonAlarmFiring: {Text: "web-5xx-rate", Release: newSHA, At: time.Date(2026, 3, 6, 14, 2, 5, 0, time.UTC),
+		Err: "Threshold Crossed: 1 datapoint [12.0] was greater than the threshold (5.0)."},
+	record.ReasonSourceUnreadable: {Setting: "analysis.prometheus", Text: "checkout errors", URL: "http://prometheus:9090", Count: 3,
+		Err: `Post "http://prometheus:9090/api/v1/query": dial tcp 10.0.0.9:9090: connect: connection refused`},
+
 	record.ReasonNothingChanged: {},
 	record.ReasonNoEarlierRelease: {Path: "/healthz", Instance: "production-2", Err: "production-2: deregistering from rotation timed out",
 		Left: []record.Placement{{Instance: "production-2", Release: newSHA, Failing: true}, {Instance: "production-1", Release: newSHA}}},
@@ -77,6 +85,8 @@ var reasonSamples = map[record.ReasonKind]record.Reason{
 	record.ReasonBatchStarting: {Batch: 1, Instances: []string{"production-2", "production-3"}, Release: newSHA},
 	record.ReasonSurged:        {Batch: 0, Canary: true, Instance: "surge-1", Release: newSHA},
 	record.ReasonRollingBack:   {Instances: []string{"production-2", "production-1"}, Previous: oldSHA},
+	record.ReasonNotJudged:     {Batch: 0, Canary: true, Release: newSHA, Count: 12, Want: 20},
+	record.ReasonJudged:        {Batch: 1, Release: newSHA, Count: 480, Value: 0.0021, Duration: 4100 * time.Microsecond},
 
 	record.ReasonWaitingForChecks: {Checks: []string{"ci/test", "lint"}},
 	record.ReasonLocked:           {By: "alice", Text: "incident 42"},

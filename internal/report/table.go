@@ -32,7 +32,21 @@ func batchWord(s BatchState) string {
 	return cell(md(string(s)))
 }
 
-const tableHead = "### Batches\n\n| Batch | Zone | Instances | State | Duration |\n| --- | --- | --- | --- | --- |\n"
+const (
+	tableHead         = "### Batches\n\n| Batch | Zone | Instances | State | Duration |\n| --- | --- | --- | --- | --- |\n"
+	tableHeadAnalysis = "### Batches\n\n| Batch | Zone | Instances | State | Duration | Traffic |\n| --- | --- | --- | --- | --- | --- |\n"
+)
+
+// analysed reports whether any batch of d was judged by its traffic: the
+// table then has a Traffic column.
+func analysed(d Deploy) bool {
+	for _, b := range d.Batches {
+		if b.Analysis != nil {
+			return true
+		}
+	}
+	return false
+}
 
 // batchTable is the check run's text: one row per batch. Past maxTableRows
 // it shows the rows around the batch that matters (the failed one, else the
@@ -58,14 +72,19 @@ func batchTable(d Deploy) string {
 	}
 
 	var b strings.Builder
-	b.WriteString(tableHead)
+	traffic := analysed(d)
+	if traffic {
+		b.WriteString(tableHeadAnalysis)
+	} else {
+		b.WriteString(tableHead)
+	}
 	if lo > 0 {
-		b.WriteString(moreRow(d.Batches, 0, lo))
+		b.WriteString(moreRow(d.Batches, 0, lo, traffic))
 	}
 	// The "more" row for what does not fit is at most a few hundred bytes.
 	const reserve = 512
 	for i := lo; i < hi; i++ {
-		row := batchRow(d, i)
+		row := batchRow(d, i, traffic)
 		if b.Len()+len(row)+reserve > MaxCheckRunText {
 			hi = i
 			break
@@ -73,7 +92,7 @@ func batchTable(d Deploy) string {
 		b.WriteString(row)
 	}
 	if hi < n {
-		b.WriteString(moreRow(d.Batches, hi, n))
+		b.WriteString(moreRow(d.Batches, hi, n, traffic))
 	}
 	return b.String()
 }
@@ -97,7 +116,7 @@ func focus(d Deploy) int {
 	return len(d.Batches) - 1
 }
 
-func batchRow(d Deploy, i int) string {
+func batchRow(d Deploy, i int, traffic bool) string {
 	b := d.Batches[i]
 	num := fmt.Sprint(b.Index + 1)
 	if b.Canary {
@@ -111,8 +130,16 @@ func batchRow(d Deploy, i int) string {
 	if !b.Started.IsZero() && !b.Finished.IsZero() {
 		dur = FormatDuration(b.Finished.Sub(b.Started))
 	}
-	return "| " + strings.Join([]string{num, cell(zone), cell(instanceCell(b.Instances, d.FailedInstance)), batchWord(b.State), dur}, " | ") + " |\n"
+	cells := []string{num, cell(zone), cell(instanceCell(b.Instances, d.FailedInstance)), batchWord(b.State), dur}
+	if traffic {
+		cells = append(cells, cell(md(fit(oneLine(Figures(b.Analysis)), maxFigures))))
+	}
+	return "| " + strings.Join(cells, " | ") + " |\n"
 }
+
+// maxFigures bounds a batch's Traffic cell: a few dozen Prometheus checks
+// must not push the table past GitHub's limit.
+const maxFigures = 600
 
 // instanceCell names a batch's instances, at most maxCellNames, keeping the
 // failed one in view and marking it.
@@ -141,7 +168,7 @@ func instanceCell(ids []string, failed string) string {
 }
 
 // moreRow sums up batches [from, to) in one row.
-func moreRow(bs []Batch, from, to int) string {
+func moreRow(bs []Batch, from, to int, traffic bool) string {
 	count := map[BatchState]int{}
 	for _, b := range bs[from:to] {
 		count[b.State]++
@@ -164,5 +191,9 @@ func moreRow(bs []Batch, from, to int) string {
 	if to-from > 1 {
 		span += fmt.Sprintf("–%d", bs[to-1].Index+1)
 	}
-	return fmt.Sprintf("| … | | … %s (%s) | %s | |\n", plural(to-from, "more batch", "more batches"), span, strings.Join(states, ", "))
+	row := fmt.Sprintf("| … | | … %s (%s) | %s | |", plural(to-from, "more batch", "more batches"), span, strings.Join(states, ", "))
+	if traffic {
+		row += " |"
+	}
+	return row + "\n"
 }

@@ -1,6 +1,10 @@
 package report
 
-import "time"
+import (
+	"time"
+
+	"github.com/shipbot/shipbot/internal/store/record"
+)
 
 // Kind is what started a deploy.
 type Kind string
@@ -98,6 +102,10 @@ type Batch struct {
 	// Started and Finished bound the batch; a running batch has no Finished
 	// and shows no duration (an elapsed time would change every render).
 	Started, Finished time.Time
+	// Analysis is the batch's last judgement by its traffic; nil without
+	// analysis, or before the first one. With any batch judged, the table
+	// gets a Traffic column.
+	Analysis *record.Analysis
 }
 
 // PreviewState is where a pull request's preview is.

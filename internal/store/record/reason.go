@@ -164,9 +164,9 @@ const (
 	ReasonRollingBack   ReasonKind = "rolling_back"   // Instances, Previous
 	// ReasonNotJudged: a batch's analysis saw too few requests on the new
 	// release to judge its error rate and p99.
-	ReasonNotJudged ReasonKind = "not_judged" // Batch, Canary, Release, Count (requests), Want (min_requests)
-	// ReasonJudged: one judgement of a batch that broke no limit.
-	ReasonJudged ReasonKind = "judged" // Batch, Canary, Release, Count (requests)
+	ReasonNotJudged ReasonKind = "not_judged" // Batch, Canary, Release, Count (requests), Want (min_requests); Value (error rate) and Duration (p99) when Count > 0
+	// ReasonJudged: one judgement of a batch, its new release's figures.
+	ReasonJudged ReasonKind = "judged" // Batch, Canary, Release, Count (requests), Value (error rate), Duration (p99)
 )
 
 // Why a deploy waits or did not run (Deploy.Reason while queued).
