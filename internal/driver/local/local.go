@@ -4,7 +4,8 @@
 // its own in front of each environment and each preview, on a port that stays
 // the same across restarts, so that a rollout never drops a request. Each
 // proxy measures the traffic of every release behind it (traffic.go): the
-// engine reads it through Traffic to judge a release (SPEC §6.8).
+// engine reads it through Traffic to judge a release (SPEC §6.8), and
+// Prometheus through Collector.
 //
 // It owns everything under DataDir/builds (one build per repository and
 // SHA) and DataDir/local (ports.json, state.json, instance logs). It knows

@@ -17,7 +17,7 @@ import (
 // requests, errors (5xx answers and failed requests) and latency, in
 // one-second slots, so that the engine can read a release's figures since
 // any time in the last trafficRetention (Driver.Traffic), and in running
-// totals for Prometheus. A request counts for
+// totals that Prometheus scrapes (Driver.Collector). A request counts for
 // the release of the instance that answered it, or of the last one tried
 // when it failed; a request the proxy answers itself (no instance in
 // rotation) belongs to no release and is not counted. The figures are in

@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/shipbot/shipbot/internal/deploy"
 )
 
@@ -114,7 +118,7 @@ func TestProxyCountsEachRequestForTheReleaseThatAnswered(t *testing.T) {
 
 // TestTrafficThroughARollout runs the sample app: v1 on both instances,
 // then v2 on one; each request counts for the release that answered it,
-// through Traffic.
+// through Traffic and the Prometheus collector.
 func TestTrafficThroughARollout(t *testing.T) {
 	h := newHarness(t, "", nil)
 	tgt := target(2)
@@ -213,6 +217,50 @@ func TestTrafficThroughARollout(t *testing.T) {
 	if got, err := h.d.Traffic(ctx, tgt, v1.SHA, from.Add(-time.Hour), from.Add(-time.Minute)); err != nil || got != (deploy.Traffic{}) {
 		t.Errorf("an hour before: %+v %v, want zero", got, err)
 	}
+
+	// The same on Prometheus.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(h.d.Collector())
+	want := fmt.Sprintf(`# HELP shipbot_proxy_requests_total %s
+# TYPE shipbot_proxy_requests_total counter
+shipbot_proxy_requests_total{code="200",environment="staging",release="%s",repo="acme/web"} %d
+shipbot_proxy_requests_total{code="200",environment="staging",release="%s",repo="acme/web"} %d
+shipbot_proxy_requests_total{code="failed",environment="staging",release="%s",repo="acme/web"} 5
+`, requestsHelp, v1.SHA, 40+answered["v1"], v2.SHA, answered["v2"], v2.SHA)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "shipbot_proxy_requests_total"); err != nil {
+		t.Error(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]uint64{}
+	for _, mf := range families {
+		if mf.GetName() != "shipbot_proxy_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			counts[label(m, "release")] = m.GetHistogram().GetSampleCount()
+			if b := m.GetHistogram().GetBucket(); len(b) != len(promBounds) {
+				t.Errorf("%d buckets, want %d", len(b), len(promBounds))
+			}
+		}
+	}
+	if counts[v1.SHA] != uint64(40+answered["v1"]) || counts[v2.SHA] != uint64(answered["v2"]+5) || len(counts) != 2 {
+		t.Errorf("duration histogram counts %v; want %d for v1, %d for v2", counts, 40+answered["v1"], answered["v2"]+5)
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %+v", err, problems)
+	}
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }
 
 func TestTrafficOfNoEnvironment(t *testing.T) {
