@@ -244,11 +244,11 @@ type routingTransport proxy
 
 func (t *routingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	p := (*proxy)(t)
-	start := time.Now()
 	replayable, body, stream, err := bufferBody(req)
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now() // a slow client's upload is not the release's latency
 	var tried *backend
 	var lastErr error
 	for attempt := 0; attempt < 2; attempt++ {
