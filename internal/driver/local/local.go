@@ -2,7 +2,10 @@
 // tarball, builds it with app.build, runs every instance as a child process
 // on a loopback port, supervises those processes, and puts a reverse proxy of
 // its own in front of each environment and each preview, on a port that stays
-// the same across restarts, so that a rollout never drops a request.
+// the same across restarts, so that a rollout never drops a request. Each
+// proxy measures the traffic of every release behind it (traffic.go): the
+// engine reads it through Traffic to judge a release (SPEC §6.8), and
+// Prometheus through Collector.
 //
 // It owns everything under DataDir/builds (one build per repository and
 // SHA) and DataDir/local (ports.json, state.json, instance logs). It knows
@@ -39,9 +42,10 @@ import (
 
 // Compile-time checks: the engine sees the driver only through these.
 var (
-	_ deploy.Driver    = (*Driver)(nil)
-	_ deploy.Surger    = (*Driver)(nil)
-	_ deploy.Previewer = (*Driver)(nil)
+	_ deploy.Driver       = (*Driver)(nil)
+	_ deploy.Surger       = (*Driver)(nil)
+	_ deploy.Previewer    = (*Driver)(nil)
+	_ deploy.TrafficMeter = (*Driver)(nil)
 )
 
 // ErrClosed is returned by every method once Close has begun.

@@ -175,6 +175,7 @@ func runCommand(run string) string {
 }
 
 func (d *Driver) spawn(ctx context.Context, f *fleet, s *slot, r deploy.Release, dir string) (*process, error) {
+	d.forgetIdleTraffic(time.Now()) // a new process is when the releases seen can grow
 	port, err := d.instancePort()
 	if err != nil {
 		return nil, err
@@ -206,7 +207,7 @@ func (d *Driver) spawn(ctx context.Context, f *fleet, s *slot, r deploy.Release,
 		slot:    s,
 		release: r.SHA,
 		port:    port,
-		backend: newBackend(s.id, port),
+		backend: f.proxy.newBackend(s.id, r.SHA, port),
 		logPath: logPath,
 		done:    make(chan struct{}),
 		settled: make(chan struct{}),

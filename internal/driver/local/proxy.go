@@ -20,21 +20,26 @@ import (
 const maxReplayBody = 1 << 20
 
 // backend is one instance's process as the proxy sees it: where to send
-// requests, how many are in flight, and whether it is in rotation. Each has
-// its own connection pool, closed when the process stops.
+// requests, the release it runs and the figures its requests count in, how
+// many are in flight, and whether it is in rotation. Each has its own
+// connection pool, closed when the process stops.
 type backend struct {
 	instance   string
 	addr       string
+	traffic    *releaseTraffic // of the release the process runs
 	transport  *http.Transport
 	inflight   atomic.Int64
 	inRotation atomic.Bool
 }
 
-func newBackend(instance string, port int) *backend {
+// newBackend is the backend of an instance's process that runs release
+// and listens on port.
+func (p *proxy) newBackend(instance, release string, port int) *backend {
 	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
 	return &backend{
 		instance: instance,
 		addr:     fmt.Sprintf("127.0.0.1:%d", port),
+		traffic:  p.traffic.of(release, time.Now()),
 		transport: &http.Transport{
 			Proxy:               nil,
 			DialContext:         dialer.DialContext,
@@ -49,11 +54,12 @@ func newBackend(instance string, port int) *backend {
 
 // proxy is the reverse proxy of one environment or preview: it routes each
 // request to the in-rotation instance with the fewest requests in flight
-// (round-robin among equals).
+// (round-robin among equals), and measures each release's traffic.
 type proxy struct {
 	label    string
 	log      *slog.Logger
 	rp       *httputil.ReverseProxy
+	traffic  *traffic
 	mu       sync.Mutex // writers of rotation
 	rotation atomic.Pointer[[]*backend]
 	rr       atomic.Uint64
@@ -65,7 +71,7 @@ type proxy struct {
 var errNoneInRotation = errors.New("no instance in rotation")
 
 func newProxy(label string, log *slog.Logger) *proxy {
-	p := &proxy{label: label, log: log}
+	p := &proxy{label: label, log: log, traffic: newTraffic()}
 	p.rotation.Store(&[]*backend{})
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
@@ -232,7 +238,8 @@ func (p *proxy) probe(ctx context.Context, b *backend, path string) error {
 // when the instance fails before any byte of a response, sends the request
 // once more to another in-rotation instance if the body can be replayed and
 // the first instance cannot have acted on it (it refused the connection, or
-// the method is idempotent).
+// the method is idempotent). The request counts in the figures of the
+// release of the instance that answered, or of the last one tried.
 type routingTransport proxy
 
 func (t *routingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -241,15 +248,13 @@ func (t *routingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now() // a slow client's upload is not the release's latency
 	var tried *backend
 	var lastErr error
 	for attempt := 0; attempt < 2; attempt++ {
 		b := p.pick(tried)
 		if b == nil {
-			if lastErr != nil {
-				return nil, lastErr
-			}
-			return nil, errNoneInRotation
+			break
 		}
 		out := *req
 		u := *req.URL
@@ -265,17 +270,27 @@ func (t *routingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		}
 		resp, err := b.transport.RoundTrip(&out)
 		if err == nil {
+			end := time.Now()
+			b.traffic.record(end, end.Sub(start), resp.StatusCode)
 			resp.Body = countBody(resp.Body, b)
 			return resp, nil
 		}
 		b.inflight.Add(-1)
-		lastErr = fmt.Errorf("instance %s: %w", b.instance, err)
+		tried, lastErr = b, fmt.Errorf("instance %s: %w", b.instance, err)
 		if attempt > 0 || !replayable || req.Context().Err() != nil || !(isDialError(err) || idempotent(req.Method)) {
 			break
 		}
 		p.log.Debug("instance failed before answering; retrying on another", "instance", b.instance, "err", err)
-		tried = b
 	}
+	if tried == nil {
+		return nil, errNoneInRotation
+	}
+	code := codeFailed
+	if req.Context().Err() != nil {
+		code = codeCanceled
+	}
+	end := time.Now()
+	tried.traffic.record(end, end.Sub(start), code)
 	return nil, lastErr
 }
 

@@ -31,10 +31,11 @@ func startProxy(t *testing.T) (*proxy, string) {
 	return p, "http://" + ln.Addr().String()
 }
 
-func backendOf(t *testing.T, srv *httptest.Server) *backend {
+// backendOf is the backend of srv behind p, running release.
+func backendOf(t *testing.T, p *proxy, srv *httptest.Server, release string) *backend {
 	t.Helper()
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
-	return newBackend(fmt.Sprintf("b%d", port), port)
+	return p.newBackend(fmt.Sprintf("b%d", port), release, port)
 }
 
 func TestProxyNoInstanceInRotation(t *testing.T) {
@@ -53,9 +54,9 @@ func TestProxyRetriesARefusedConnectionOnAnotherInstance(t *testing.T) {
 	}))
 	defer ok.Close()
 	gone := httptest.NewServer(http.NotFoundHandler())
-	goneB := backendOf(t, gone)
+	goneB := backendOf(t, p, gone, "gone")
 	gone.Close() // refuses connections from now on
-	okB := backendOf(t, ok)
+	okB := backendOf(t, p, ok, "ok")
 	p.add(goneB)
 	p.add(okB)
 
@@ -96,7 +97,7 @@ func TestProxyStreamsAndCountsInFlight(t *testing.T) {
 		fmt.Fprint(w, "second\n")
 	}))
 	defer srv.Close()
-	b := backendOf(t, srv)
+	b := backendOf(t, p, srv, "srv")
 	p.add(b)
 
 	resp, err := client.Get(url + "/stream")
@@ -145,7 +146,7 @@ func TestProxyStreamsALargeBodyWithoutBufferingIt(t *testing.T) {
 		fmt.Fprint(w, n)
 	}))
 	defer srv.Close()
-	p.add(backendOf(t, srv))
+	p.add(backendOf(t, p, srv, "srv"))
 	const size = 3 * maxReplayBody
 	// Unknown length (chunked), so the proxy finds out it is large by reading.
 	resp, err := client.Post(url+"/upload", "application/octet-stream", io.LimitReader(zeros{}, size))
