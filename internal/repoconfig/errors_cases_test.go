@@ -131,6 +131,19 @@ environments:
 `, []string{
 		`.github/shipbot.yml line 3: environments.production.instances: 1000 is too many: at most 100 instances`,
 	}},
+	{"counts out of int's range", `environments:
+  production:
+    instances: 99999999999999999999
+    rollout:
+      canary: 99999999999999999999
+  staging:
+    rollout:
+      canary: -99999999999999999999
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.instances: 99999999999999999999 is too many: at most 100 instances`,
+		`.github/shipbot.yml line 5: environments.production.rollout.canary: 99999999999999999999 is too large`,
+		`.github/shipbot.yml line 8: environments.staging.rollout.canary: -99999999999999999999 is too small: canary must be at least 1`,
+	}},
 	{"canary bigger than the environment", `environments:
   staging:
     instances: 2

@@ -81,12 +81,16 @@ func (p *parser) count(path string, n *yaml.Node, lo, hi int, unit string) (int,
 		p.errf(n.Line, path, "%s is not a whole number", quote(s))
 		return 0, false
 	}
+	// Out of int's range, Atoi gives the int of the same sign furthest
+	// from zero, so a huge negative count is too small.
 	v, err := strconv.Atoi(s)
 	switch {
-	case err != nil, hi > 0 && v > hi:
-		p.errf(n.Line, path, "%s is too many: at most %d %s", s, hi, plural(hi, unit))
 	case v < lo:
 		p.errf(n.Line, path, "%s is too small: %s must be at least %d", s, lastKey(path), lo)
+	case hi > 0 && (err != nil || v > hi):
+		p.errf(n.Line, path, "%s is too many: at most %d %s", s, hi, plural(hi, unit))
+	case err != nil:
+		p.errf(n.Line, path, "%s is too large", s)
 	default:
 		return v, true
 	}
