@@ -40,7 +40,6 @@ environments:
       alarms: [web-5xx-rate, web-p99]
 `)
 	prod, _ := cfg.Environment("production")
-	half, ninety, thousand := 0.5, 0.9, 1000.0
 	want := &Analysis{
 		Interval:      15 * time.Second,
 		MinRequests:   50,
@@ -49,8 +48,8 @@ environments:
 		Prometheus: &Prometheus{
 			URL: "http://prometheus:9090",
 			Checks: []PrometheusCheck{
-				{Name: "checkout errors", Query: `sum(rate(checkout_errors_total{release="{{.SHA}}"}[1m]))`, Max: &half},
-				{Name: "orders", Query: "sum(rate(orders_total{release=\"{{.SHA}}\", env=\"{{.Environment}}\"}[1m]))\n  / sum(rate(orders_total{release=\"{{.Previous}}\"}[1m]))\n", Min: &ninety, Max: &thousand},
+				{Name: "checkout errors", Query: `sum(rate(checkout_errors_total{release="{{.SHA}}"}[1m]))`, Max: new(0.5)},
+				{Name: "orders", Query: "sum(rate(orders_total{release=\"{{.SHA}}\", env=\"{{.Environment}}\"}[1m]))\n  / sum(rate(orders_total{release=\"{{.Previous}}\"}[1m]))\n", Min: new(0.9), Max: new(1000.0)},
 			},
 		},
 	}
