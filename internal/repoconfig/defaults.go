@@ -19,6 +19,13 @@ const (
 	defaultHealthEvery   = 2 * time.Second
 	defaultHealthyAfter  = 2
 	defaultHealthTimeout = 2 * time.Minute
+
+	defaultAnalysisInterval = 10 * time.Second
+	defaultMinRequests      = 20
+	defaultMaxErrorRate     = 0.01
+	// bakeIntervals is how many analysis intervals a batch bakes when
+	// bake is not written: enough for a trend rather than one reading.
+	bakeIntervals = 3
 )
 
 // Default is the configuration of a repository without a
@@ -83,5 +90,16 @@ func defaultHealth() Health {
 		Interval:     defaultHealthEvery,
 		HealthyAfter: defaultHealthyAfter,
 		Timeout:      defaultHealthTimeout,
+	}
+}
+
+// defaultAnalysis is an environment's analysis before the file's
+// analysis: keys apply, and all of it for an environment that has only
+// aws.alarms.
+func defaultAnalysis() *Analysis {
+	return &Analysis{
+		Interval:     defaultAnalysisInterval,
+		MinRequests:  defaultMinRequests,
+		MaxErrorRate: defaultMaxErrorRate,
 	}
 }

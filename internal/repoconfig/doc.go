@@ -43,11 +43,20 @@
 //   - allow_branches false, except an environment named staging gets true
 //   - url none (the driver's)
 //   - rollout: canary 1, batch 25%, max_unavailable 25%, by_zone false, bake 0s
+//     (three analysis intervals when the environment is judged, below)
 //   - health: path /healthz, interval 2s, healthy_after 2, timeout 2m
+//   - analysis: none. An environment with an analysis block, or with
+//     aws.alarms (judged during the bake too), gets interval 10s,
+//     min_requests 20, max_error_rate 1%, no max_latency_p99 (p99 is
+//     shown, not judged) and no prometheus, the file's keys overriding
+//     them; its bake then defaults to three intervals (30s), and a bake
+//     written shorter than one interval is an error, whichever of rollout:
+//     and analysis: comes first
 //   - Production is set for the environment named production (any case)
 //
 // A key whose value is empty (null) counts as not written, so commenting out
-// every line under rollout: gives the default rollout.
+// every line under rollout: gives the default rollout, and under analysis:
+// no analysis; analysis: {} turns it on with every default.
 //
 // default_environment, when not written, is staging if there is one,
 // otherwise the only environment; with several environments and none named
@@ -60,8 +69,9 @@
 // # Rules beyond SPEC §3
 //
 //   - durations use Go's syntax (30s, 2m, 1h30m); a bare number other than 0
-//     is an error, since 30 could be seconds or minutes. Percentages are 1%
-//     to 100% (decimals allowed, 12.5%); counts are whole numbers from 1.
+//     is an error, since 30 could be seconds or minutes. Percentages of
+//     instances are 1% to 100% (decimals allowed, 12.5%); counts are whole
+//     numbers from 1.
 //   - health.timeout must be longer than interval × healthy_after, or a batch
 //     could never pass; health.interval is at least 100ms.
 //   - the local driver runs 1–100 instances per environment; canary may not
@@ -69,6 +79,21 @@
 //   - aws.install is a Go text/template that may contain only text and
 //     {{.SHA}}, and must use {{.SHA}}: no functions, no control structures,
 //     so rendering it is always safe and cheap.
+//   - analysis.interval is 1s to 1h; min_requests 1 to 1,000,000;
+//     max_error_rate a percentage from 0% to 100% (a bare 0.01 is an
+//     error: 1% or 0.01%?), held as a share from 0 to 1; max_latency_p99
+//     longer than 0s.
+//   - analysis.prometheus needs url (http or https) and at least one check;
+//     a check needs a name, unique in the environment, a query, and max,
+//     min or both (min at most max), plain decimal numbers. The query is a
+//     Go text/template held to the rule of aws.install, with the fields
+//     .SHA, .Previous, .Environment and .Repo ([QueryData]); it is
+//     rendered once while parsing, and [PrometheusCheck.Render] renders it
+//     for a deploy.
+//   - aws.alarms are CloudWatch alarm names, none empty, repeated or
+//     longer than 255 characters; an empty list is no alarms. Under driver
+//     local, where there is no CloudWatch, they are an error at alarms:.
+//     Previews have no analysis and no alarms.
 //   - preview.aws may also set hosted_zone_id for a Route 53 record per
 //     preview (SPEC §7). It is checked even under driver: local, as SPEC
 //     §3's example keeps it there ready for the switch; an environment's

@@ -60,7 +60,7 @@ preview:
   staging:
     canary: 2
 `, []string{
-		`.github/shipbot.yml line 3: environments.staging.canary: unknown key; canary belongs under rollout: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, freeze, rollout, health, aws)`,
+		`.github/shipbot.yml line 3: environments.staging.canary: unknown key; canary belongs under rollout: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, freeze, rollout, health, analysis, aws)`,
 	}},
 	{"unknown key typo in rollout", `environments:
   production:
@@ -130,6 +130,19 @@ environments:
     instances: 1000
 `, []string{
 		`.github/shipbot.yml line 3: environments.production.instances: 1000 is too many: at most 100 instances`,
+	}},
+	{"counts out of int's range", `environments:
+  production:
+    instances: 99999999999999999999
+    rollout:
+      canary: 99999999999999999999
+  staging:
+    rollout:
+      canary: -99999999999999999999
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.instances: 99999999999999999999 is too many: at most 100 instances`,
+		`.github/shipbot.yml line 5: environments.production.rollout.canary: 99999999999999999999 is too large`,
+		`.github/shipbot.yml line 8: environments.staging.rollout.canary: -99999999999999999999 is too small: canary must be at least 1`,
 	}},
 	{"canary bigger than the environment", `environments:
   staging:
@@ -279,6 +292,336 @@ default_environment: production
       install: deploy {{.SHA}}
 `, []string{
 		`.github/shipbot.yml line 4: environments.production.instances: only applies to driver local; with driver aws the instances are the EC2 instances aws.instance_tags finds`,
+	}},
+	{"analysis interval too short", `environments:
+  production:
+    analysis:
+      interval: 500ms
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.analysis.interval: 500ms is too short: analysis judges a batch at most once a second (1s)`,
+	}},
+	{"analysis interval not a duration", `environments:
+  production:
+    analysis:
+      interval: 10
+  staging:
+    analysis:
+      interval: often
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.analysis.interval: 10 has no unit: write 10s for seconds or 10m for minutes`,
+		`.github/shipbot.yml line 7: environments.staging.analysis.interval: "often" is not a duration: use a number with a unit, like 30s, 2m or 1h30m`,
+	}},
+	{"analysis interval too long", `environments:
+  production:
+    analysis:
+      interval: 2h
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.analysis.interval: 2h is too long: a batch would bake that long unjudged; judge at least once an hour (1h)`,
+	}},
+	{"min_requests", `environments:
+  production:
+    analysis:
+      min_requests: 0
+  staging:
+    analysis:
+      min_requests: 2000000
+  qa:
+    analysis:
+      min_requests: twenty
+default_environment: qa
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.analysis.min_requests: 0 is too small: min_requests must be at least 1`,
+		`.github/shipbot.yml line 7: environments.staging.analysis.min_requests: 2000000 is too many: at most 1000000 requests`,
+		`.github/shipbot.yml line 10: environments.qa.analysis.min_requests: "twenty" is not a whole number`,
+	}},
+	{"max_error_rate", `environments:
+  production:
+    analysis:
+      max_error_rate: 150%
+  staging:
+    analysis:
+      max_error_rate: abc
+  qa:
+    analysis:
+      max_error_rate: 0.01
+  eu:
+    analysis:
+      max_error_rate: -1%
+default_environment: qa
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.analysis.max_error_rate: 150% is not a percentage from 0% to 100%`,
+		`.github/shipbot.yml line 7: environments.staging.analysis.max_error_rate: "abc" is not a percentage: write one from 0% to 100%, like 1% or 0.5%`,
+		`.github/shipbot.yml line 10: environments.qa.analysis.max_error_rate: 0.01 has no %: write a percentage from 0% to 100%, like 1% or 0.5%`,
+		`.github/shipbot.yml line 13: environments.eu.analysis.max_error_rate: "-1%" is not a percentage: write one from 0% to 100%, like 1% or 0.5%`,
+	}},
+	{"max_latency_p99", `environments:
+  production:
+    analysis:
+      max_latency_p99: -800ms
+  staging:
+    analysis:
+      max_latency_p99: 0s
+  qa:
+    analysis:
+      max_latency_p99: 800
+default_environment: qa
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.analysis.max_latency_p99: -800ms is not a latency limit: make it longer than 0s, or leave max_latency_p99 out to show p99 without judging it`,
+		`.github/shipbot.yml line 7: environments.staging.analysis.max_latency_p99: 0s is not a latency limit: make it longer than 0s, or leave max_latency_p99 out to show p99 without judging it`,
+		`.github/shipbot.yml line 10: environments.qa.analysis.max_latency_p99: 800 has no unit: write 800s for seconds or 800m for minutes`,
+	}},
+	{"analysis unknown keys", `environments:
+  production:
+    analysis:
+      intervall: 10s
+      max_p99: 800ms
+      prometheus:
+        url: http://prometheus:9090
+        bearer_token: secret
+        checks:
+          - name: checkout errors
+            query: sum(rate(checkout_errors_total[1m]))
+            max: 0.5
+            above: 1
+    min_requests: 20
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.analysis.intervall: unknown key; did you mean interval? (valid keys here: interval, min_requests, max_error_rate, max_latency_p99, prometheus)`,
+		`.github/shipbot.yml line 5: environments.production.analysis.max_p99: unknown key (valid keys here: interval, min_requests, max_error_rate, max_latency_p99, prometheus)`,
+		`.github/shipbot.yml line 8: environments.production.analysis.prometheus.bearer_token: unknown key (valid keys here: url, checks)`,
+		`.github/shipbot.yml line 13: environments.production.analysis.prometheus.checks[0].above: unknown key (valid keys here: name, query, max, min)`,
+		`.github/shipbot.yml line 14: environments.production.min_requests: unknown key; min_requests belongs under analysis: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, freeze, rollout, health, analysis, aws)`,
+	}},
+	{"analysis not a mapping", `environments:
+  production:
+    analysis: true
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.analysis: expected a mapping with keys like interval, min_requests, max_error_rate, max_latency_p99, prometheus, got "true"`,
+	}},
+	{"previews have no analysis", `preview:
+  analysis:
+    interval: 10s
+`, []string{
+		`.github/shipbot.yml line 2: preview.analysis: unknown key; analysis belongs under an environment (environments.NAME:) (valid keys here: driver, forks, ttl, aws)`,
+	}},
+	{"prometheus without url or checks", `environments:
+  production:
+    analysis:
+      prometheus:
+        checks:
+          - name: checkout errors
+            query: sum(rate(checkout_errors_total[1m]))
+            max: 0.5
+  staging:
+    analysis:
+      prometheus: {}
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.analysis.prometheus.url: missing, and prometheus: needs it: the address of your Prometheus, e.g. url: http://prometheus:9090`,
+		`.github/shipbot.yml line 11: environments.staging.analysis.prometheus.url: missing, and prometheus: needs it: the address of your Prometheus, e.g. url: http://prometheus:9090`,
+		`.github/shipbot.yml line 11: environments.staging.analysis.prometheus.checks: missing, and prometheus: needs it: a list of checks, each with a name, a query and max or min`,
+	}},
+	{"prometheus bad url", `environments:
+  production:
+    analysis:
+      prometheus:
+        url: prometheus:9090
+        checks: [{name: up, query: up, min: 1}]
+  staging:
+    analysis:
+      prometheus:
+        url: https://admin:secret@prometheus.example.com
+        checks: [{name: up, query: up, min: 1}]
+`, []string{
+		`.github/shipbot.yml line 5: environments.production.analysis.prometheus.url: "prometheus:9090" is not an http(s) URL: write it like https://example.com`,
+		`.github/shipbot.yml line 10: environments.staging.analysis.prometheus.url: the URL holds a user name or password, which would show on GitHub: remove it`,
+	}},
+	{"prometheus without checks", `environments:
+  production:
+    analysis:
+      prometheus:
+        url: http://prometheus:9090
+        checks: []
+  staging:
+    analysis:
+      prometheus:
+        url: http://prometheus:9090
+        checks:
+          name: up
+          query: up
+`, []string{
+		`.github/shipbot.yml line 6: environments.production.analysis.prometheus.checks: no checks: give at least one, with a name, a query and max or min, or remove prometheus:`,
+		`.github/shipbot.yml line 12: environments.staging.analysis.prometheus.checks: expected a list of checks, each with a name, a query and max or min, got a mapping`,
+	}},
+	{"prometheus check missing name, query or limit", `environments:
+  production:
+    analysis:
+      prometheus:
+        url: http://prometheus:9090
+        checks:
+          - query: sum(rate(checkout_errors_total[1m]))
+            max: 0.5
+          - name: checkout latency
+            max: 0.8
+          - name: orders
+            query: sum(rate(orders_total[1m]))
+          - name: ""
+            query: up
+            min: 1
+          - checkout errors
+`, []string{
+		`.github/shipbot.yml line 7: environments.production.analysis.prometheus.checks[0].name: missing, and a check needs it: what the check run calls the check, e.g. name: checkout errors`,
+		`.github/shipbot.yml line 9: environments.production.analysis.prometheus.checks[1].query: missing, and a check needs it: the PromQL query whose value is judged, e.g. query: sum(rate(checkout_errors_total{release="{{.SHA}}"}[1m]))`,
+		`.github/shipbot.yml line 11: environments.production.analysis.prometheus.checks[2]: no limit: give max: to fail above a value, min: to fail below one, or both`,
+		`.github/shipbot.yml line 13: environments.production.analysis.prometheus.checks[3].name: must not be empty`,
+		`.github/shipbot.yml line 16: environments.production.analysis.prometheus.checks[4]: expected a mapping with keys like name, query, max, min, got "checkout errors"`,
+	}},
+	{"prometheus check names repeat", `environments:
+  production:
+    analysis:
+      prometheus:
+        url: http://prometheus:9090
+        checks:
+          - name: checkout errors
+            query: sum(rate(checkout_errors_total[1m]))
+            max: 0.5
+          - name: checkout errors
+            query: sum(rate(checkout_failures_total[1m]))
+            max: 1
+`, []string{
+		`.github/shipbot.yml line 10: environments.production.analysis.prometheus.checks[1].name: "checkout errors" is already the name of checks[0] (line 7): give each check its own name`,
+	}},
+	{"prometheus check limits", `environments:
+  production:
+    analysis:
+      prometheus:
+        url: http://prometheus:9090
+        checks:
+          - name: orders
+            query: sum(rate(orders_total[1m]))
+            max: 1
+            min: 2
+          - name: errors
+            query: sum(rate(errors_total[1m]))
+            max: 5%
+          - name: latency
+            query: histogram_quantile(0.99, sum(rate(latency_bucket[1m])) by (le))
+            max: .inf
+            min: 1e999
+`, []string{
+		`.github/shipbot.yml line 10: environments.production.analysis.prometheus.checks[0].min: min 2 is above max 1, so every value would fail the check: make min at most max`,
+		`.github/shipbot.yml line 13: environments.production.analysis.prometheus.checks[1].max: "5%" is not a number: write it like 0.5, 100 or 1e-3`,
+		`.github/shipbot.yml line 16: environments.production.analysis.prometheus.checks[2].max: ".inf" is not a number: write it like 0.5, 100 or 1e-3`,
+		`.github/shipbot.yml line 17: environments.production.analysis.prometheus.checks[2].min: 1e999 is too large`,
+	}},
+	{"prometheus query template does not parse", `environments:
+  production:
+    analysis:
+      prometheus:
+        url: http://prometheus:9090
+        checks:
+          - name: checkout errors
+            query: sum(rate(checkout_errors_total{release="{{.SHA}"}[1m]))
+            max: 0.5
+`, []string{
+		`.github/shipbot.yml line 8: environments.production.analysis.prometheus.checks[0].query: not a valid template: bad character U+007D '}'`,
+	}},
+	{"prometheus query template uses other fields", `environments:
+  production:
+    analysis:
+      prometheus:
+        url: http://prometheus:9090
+        checks:
+          - name: by ref
+            query: sum(rate(errors_total{ref="{{.Ref}}"}[1m]))
+            max: 0.5
+          - name: by sha
+            query: sum(rate(errors_total{release="{{.Sha}}"}[1m]))
+            max: 0.5
+          - name: short sha
+            query: sum(rate(errors_total{release="{{printf "%.7s" .SHA}}"}[1m]))
+            max: 0.5
+          - name: loop
+            query: '{{range .Repo}}up{{end}}'
+            max: 0.5
+`, []string{
+		`.github/shipbot.yml line 8: environments.production.analysis.prometheus.checks[0].query: {{.Ref}} is not a field the query can use: use {{.SHA}}, {{.Previous}}, {{.Environment}} or {{.Repo}}`,
+		`.github/shipbot.yml line 11: environments.production.analysis.prometheus.checks[1].query: {{.Sha}} is not a field the query can use (did you mean {{.SHA}}?): use {{.SHA}}, {{.Previous}}, {{.Environment}} or {{.Repo}}`,
+		`.github/shipbot.yml line 14: environments.production.analysis.prometheus.checks[2].query: {{printf "%.7s" .SHA}} is not allowed: the query may use only {{.SHA}}, {{.Previous}}, {{.Environment}} and {{.Repo}}`,
+		`.github/shipbot.yml line 17: environments.production.analysis.prometheus.checks[3].query: {{range .Repo}}up{{end}} is not allowed: the query may use only {{.SHA}}, {{.Previous}}, {{.Environment}} and {{.Repo}}`,
+	}},
+	{"alarms on a local environment", `environments:
+  staging:
+    driver: local
+    aws:
+      alarms: [web-5xx-rate]
+`, []string{
+		`.github/shipbot.yml line 5: environments.staging.aws.alarms: CloudWatch alarms only apply to driver aws, and this environment's driver is local: remove aws: or set driver: aws; with driver local, analysis: judges each batch by the error rate and p99 the driver measures itself`,
+	}},
+	{"alarms straight under an environment", `environments:
+  production:
+    alarms: [web-5xx-rate]
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.alarms: unknown key; alarms belongs under an environment's aws: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, freeze, rollout, health, analysis, aws)`,
+	}},
+	{"alarm names empty or repeated", `environments:
+  production:
+    driver: aws
+    aws: &fleet
+      region: us-east-1
+      target_group_arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123
+      instance_tags: {app: web}
+      install: deploy {{.SHA}}
+      alarms: [web-5xx-rate, "", web-5xx-rate]
+  eu:
+    driver: aws
+    aws:
+      <<: *fleet
+      alarms: web-5xx-rate
+  us:
+    driver: aws
+    aws:
+      <<: *fleet
+      alarms: {web: 5xx}
+default_environment: production
+`, []string{
+		`.github/shipbot.yml line 9: environments.production.aws.alarms[1]: must not be empty`,
+		`.github/shipbot.yml line 9: environments.production.aws.alarms[2]: "web-5xx-rate" is listed twice (first as alarms[0]): list each alarm once`,
+		`.github/shipbot.yml line 14: environments.eu.aws.alarms: expected a list of CloudWatch alarm names: for one alarm, write [web-5xx-rate]`,
+		`.github/shipbot.yml line 19: environments.us.aws.alarms: expected a list of CloudWatch alarm names, like [web-5xx-rate, web-p99], got a mapping`,
+	}},
+	{"bake shorter than the analysis interval", `environments:
+  production:
+    rollout:
+      bake: 5s
+    analysis:
+      interval: 10s
+  staging:
+    analysis:
+      interval: 20s
+    rollout:
+      bake: 0s
+  qa:
+    rollout:
+      bake: 5s
+    analysis: {}
+default_environment: staging
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.rollout.bake: bake 5s is shorter than analysis.interval 10s: the batch would never be judged; set bake to at least 10s, or leave it out for three intervals (30s)`,
+		`.github/shipbot.yml line 11: environments.staging.rollout.bake: bake 0s is shorter than analysis.interval 20s: the batch would never be judged; set bake to at least 20s, or leave it out for three intervals (1m)`,
+		`.github/shipbot.yml line 14: environments.qa.rollout.bake: bake 5s is shorter than analysis.interval 10s (the default): the batch would never be judged; set bake to at least 10s, or leave it out for three intervals (30s)`,
+	}},
+	{"bake shorter than the interval alarms are judged at", `environments:
+  production:
+    driver: aws
+    rollout:
+      bake: 5s
+    aws:
+      region: us-east-1
+      target_group_arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123
+      instance_tags: {app: web}
+      install: deploy {{.SHA}}
+      alarms: [web-5xx-rate]
+`, []string{
+		`.github/shipbot.yml line 5: environments.production.rollout.bake: bake 5s is shorter than analysis.interval 10s, the default, and aws.alarms are judged once an interval while a batch bakes: set bake to at least 10s, or leave it out for three intervals (30s)`,
 	}},
 	{"require_checks", `environments:
   production:

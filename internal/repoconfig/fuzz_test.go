@@ -3,6 +3,7 @@ package repoconfig
 import (
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -21,6 +22,7 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(tt.yaml))
 	}
 	f.Add([]byte("environments:\n  production:\n    health: &h {path: /up}\n  staging:\n    health:\n      <<: *h\n      interval: 1s\n"))
+	f.Add([]byte("environments:\n  production:\n    rollout: {bake: 20s}\n    analysis: &a {interval: 20s, max_error_rate: 0.5%}\n  staging:\n    analysis: *a\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data, "main")
 		if err != nil {
@@ -122,6 +124,7 @@ func checkConfig(t *testing.T, cfg *Config) {
 		if !strings.HasPrefix(h.Path, "/") || h.Interval < minHealthInterval || h.HealthyAfter < 1 || !ok || h.Timeout <= need {
 			t.Errorf("environment %s health %+v", name, h)
 		}
+		checkAnalysis(t, env)
 		d := env.Deployers
 		if len(d.Logins) == 0 && d.Min < PermWrite {
 			t.Errorf("environment %s deployers %+v", name, d)
@@ -136,6 +139,45 @@ func checkConfig(t *testing.T, cfg *Config) {
 	}
 	if pv.AWS != nil && (pv.AWS.LaunchTemplate == "" || pv.AWS.ListenerARN == "" || pv.AWS.Domain == "") {
 		t.Errorf("preview aws %+v", pv.AWS)
+	}
+}
+
+// checkAnalysis: an environment is judged exactly when it has analysis
+// or alarms, within every limit Parse sets, and bakes at least one
+// interval; every query renders.
+func checkAnalysis(t *testing.T, env *Environment) {
+	t.Helper()
+	var alarms []string
+	if env.AWS != nil {
+		alarms = env.AWS.Alarms
+	}
+	if len(alarms) != len(slices.Compact(slices.Sorted(slices.Values(alarms)))) || slices.Contains(alarms, "") {
+		t.Errorf("environment %s alarms %q", env.Name, alarms)
+	}
+	a := env.Analysis
+	if a == nil {
+		if len(alarms) > 0 {
+			t.Errorf("environment %s has alarms and no analysis", env.Name)
+		}
+		return
+	}
+	if a.Interval < minAnalysisInterval || a.Interval > maxAnalysisInterval || env.Rollout.Bake < a.Interval ||
+		a.MinRequests < 1 || a.MinRequests > maxMinRequests || a.MaxErrorRate < 0 || a.MaxErrorRate > 1 || a.MaxLatencyP99 < 0 {
+		t.Errorf("environment %s analysis %+v, bake %s", env.Name, a, env.Rollout.Bake)
+	}
+	if a.Prometheus == nil {
+		return
+	}
+	if a.Prometheus.URL == "" || len(a.Prometheus.Checks) == 0 {
+		t.Errorf("environment %s prometheus %+v", env.Name, a.Prometheus)
+	}
+	names := map[string]bool{}
+	for _, c := range a.Prometheus.Checks {
+		_, err := c.Render(QueryData{SHA: sampleSHA, Previous: samplePrevious, Environment: env.Name, Repo: "o/r"})
+		if c.Name == "" || names[c.Name] || err != nil || (c.Max == nil && c.Min == nil) || (c.Max != nil && c.Min != nil && *c.Min > *c.Max) {
+			t.Errorf("environment %s check %+v: %v", env.Name, c, err)
+		}
+		names[c.Name] = true
 	}
 }
 

@@ -24,29 +24,45 @@ const maxFileSize = 256 << 10
 var (
 	topKeys        = []string{"default_environment", "app", "environments", "preview"}
 	appKeys        = []string{"build", "run", "port_env"}
-	envKeys        = []string{"branch", "driver", "instances", "require_checks", "deployers", "allow_branches", "url", "freeze", "rollout", "health", "aws"}
+	envKeys        = []string{"branch", "driver", "instances", "require_checks", "deployers", "allow_branches", "url", "freeze", "rollout", "health", "analysis", "aws"}
 	rolloutKeys    = []string{"canary", "batch", "max_unavailable", "by_zone", "bake"}
 	healthKeys     = []string{"path", "interval", "healthy_after", "timeout"}
-	fleetKeys      = []string{"region", "target_group_arn", "instance_tags", "install"}
+	analysisKeys   = []string{"interval", "min_requests", "max_error_rate", "max_latency_p99", "prometheus"}
+	prometheusKeys = []string{"url", "checks"}
+	checkKeys      = []string{"name", "query", "max", "min"}
+	fleetKeys      = []string{"region", "target_group_arn", "instance_tags", "install", "alarms"}
 	previewKeys    = []string{"driver", "forks", "ttl", "aws"}
 	previewAWSKeys = []string{"launch_template", "listener_arn", "domain", "hosted_zone_id"}
 )
 
+// fleetRequired are the keys of an environment's aws: that driver aws
+// cannot do without.
+var fleetRequired = fleetKeys[:4]
+
 // homes says where a key belongs, for an unknown key that is a real key at
-// another level (canary: written straight under an environment). Keys valid
-// at more than one level (driver, aws, path) are left out.
+// another level (canary: written straight under an environment). A key of
+// two levels names both (interval: health: or analysis:); keys valid at
+// most levels (driver, aws, path) and too general to point anywhere (name,
+// max, min) are left out.
 var homes = func() map[string]string {
 	m := map[string]string{}
 	add := func(where string, keys []string) {
 		for _, k := range keys {
-			m[k] = where
+			if m[k] != "" {
+				m[k] += " or " + where
+			} else {
+				m[k] = where
+			}
 		}
 	}
 	add("the top level", []string{"default_environment", "environments"})
 	add("app:", appKeys)
-	add("an environment (environments.NAME:)", []string{"branch", "instances", "require_checks", "deployers", "allow_branches", "url", "rollout", "health"})
+	add("an environment (environments.NAME:)", []string{"branch", "instances", "require_checks", "deployers", "allow_branches", "url", "rollout", "health", "analysis"})
 	add("rollout:", rolloutKeys)
 	add("health:", []string{"interval", "healthy_after", "timeout"})
+	add("analysis:", analysisKeys)
+	add("analysis.prometheus:", prometheusKeys)
+	add("a check in analysis.prometheus.checks:", []string{"query"})
 	add("an environment's aws:", fleetKeys)
 	add("preview:", []string{"forks", "ttl"})
 	add("preview.aws:", previewAWSKeys)

@@ -68,11 +68,26 @@ func TestParseSpecExample(t *testing.T) {
 					Bake:           30 * time.Second,
 				},
 				Health: Health{Path: "/healthz", Interval: 2 * time.Second, HealthyAfter: 2, Timeout: 2 * time.Minute},
+				Analysis: &Analysis{
+					Interval:      10 * time.Second,
+					MinRequests:   20,
+					MaxErrorRate:  0.01,
+					MaxLatencyP99: 800 * time.Millisecond,
+					Prometheus: &Prometheus{
+						URL: "http://prometheus:9090",
+						Checks: []PrometheusCheck{{
+							Name:  "checkout errors",
+							Query: `sum(rate(checkout_errors_total{release="{{.SHA}}"}[1m]))`,
+							Max:   new(0.5),
+						}},
+					},
+				},
 				AWS: &AWSFleet{
 					Region:         "us-east-1",
 					TargetGroupARN: "arn:aws:elasticloadbalancing:...",
 					InstanceTags:   map[string]string{"app": "web", "env": "production"},
 					Install:        "sudo /opt/web/bin/install {{.SHA}}",
+					Alarms:         []string{"web-5xx-rate", "web-p99"},
 				},
 			},
 			"staging": {

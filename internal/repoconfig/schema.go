@@ -180,13 +180,13 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 	if e, ok := f["freeze"]; ok {
 		env.Freeze = p.freeze(join(path, "freeze"), e.val)
 	}
-	canaryOK, canaryLine := true, ent.key.Line
+	ro := rolloutSeen{canaryOK: true, bakeOK: true}
+	canaryLine := ent.key.Line
 	if e, ok := f["rollout"]; ok {
-		var line int
-		canaryOK, line = p.rollout(join(path, "rollout"), e.val, &env.Rollout)
+		ro = p.rollout(join(path, "rollout"), e.val, &env.Rollout)
 		canaryLine = e.key.Line
-		if line > 0 {
-			canaryLine = line
+		if ro.canaryLine > 0 {
+			canaryLine = ro.canaryLine
 		}
 	}
 	if e, ok := f["health"]; ok {
@@ -196,18 +196,44 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 	switch {
 	case !driverOK:
 	case env.Driver == DriverAWS && !hasAWS:
-		p.missingAWS(path, ent, f, strings.Join(fleetKeys, ", "))
+		p.missingAWS(path, ent, f, strings.Join(fleetRequired, ", "))
 	case env.Driver == DriverAWS:
 		env.AWS = p.fleet(join(path, "aws"), aws)
 	case hasAWS:
-		p.errf(aws.key.Line, join(path, "aws"), "only applies to driver aws, and this environment's driver is %s: remove aws: or set driver: aws", env.Driver)
+		p.awsElsewhere(path, aws, env.Driver)
 	}
+	p.judging(path, f, env, ro)
 	// The local driver knows its instance count, so a canary bigger than
 	// the environment is a mistake visible now rather than at deploy time.
-	if driverOK && env.Driver == DriverLocal && instancesOK && canaryOK && env.Rollout.Canary > env.Instances {
+	if driverOK && env.Driver == DriverLocal && instancesOK && ro.canaryOK && env.Rollout.Canary > env.Instances {
 		p.errf(canaryLine, join(path, "rollout.canary"), "%d is more than the environment's %d instances", env.Rollout.Canary, env.Instances)
 	}
 	return env, claim
+}
+
+// awsElsewhere reports an environment's aws: block under a driver other
+// than aws. When it holds alarms the problem is said there: CloudWatch
+// alarms watch an AWS fleet, and the local driver measures its own traffic.
+func (p *parser) awsElsewhere(path string, aws entry, d Driver) {
+	if line := keyLine(aws.val, "alarms"); line > 0 {
+		p.errf(line, join(path, "aws.alarms"), "CloudWatch alarms only apply to driver aws, and this environment's driver is %s: remove aws: or set driver: aws; with driver local, analysis: judges each batch by the error rate and p99 the driver measures itself", d)
+		return
+	}
+	p.errf(aws.key.Line, join(path, "aws"), "only applies to driver aws, and this environment's driver is %s: remove aws: or set driver: aws", d)
+}
+
+// keyLine is the line of key written out in the mapping n, or 0.
+func keyLine(n *yaml.Node, key string) int {
+	n = deref(n)
+	if n.Kind != yaml.MappingNode {
+		return 0
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := deref(n.Content[i]); k.Kind == yaml.ScalarNode && k.Value == key {
+			return k.Line
+		}
+	}
+	return 0
 }
 
 // maxLocalInstances bounds the processes one environment starts on the
@@ -248,17 +274,25 @@ func (p *parser) driver(path string, n *yaml.Node, def Driver) (Driver, bool) {
 	return def, false
 }
 
-// rollout reports whether canary is good and, if written, its line, for
-// the check against the instance count.
-func (p *parser) rollout(path string, n *yaml.Node, r *Rollout) (canaryOK bool, canaryLine int) {
+// rolloutSeen is what the checks across an environment's blocks need to
+// know of its rollout: canary against the instance count, bake against
+// analysis.interval.
+type rolloutSeen struct {
+	canaryOK   bool
+	canaryLine int // 0: canary not written
+	bakeOK     bool
+	bakeLine   int // 0: bake not written
+}
+
+func (p *parser) rollout(path string, n *yaml.Node, r *Rollout) rolloutSeen {
 	f, ok := p.fields(n, path, rolloutKeys)
 	if !ok {
-		return false, 0
+		return rolloutSeen{}
 	}
-	canaryOK = true
+	seen := rolloutSeen{canaryOK: true}
 	if e, ok := f["canary"]; ok {
-		r.Canary, canaryOK = p.count(join(path, "canary"), e.val, 1, 0, "instance")
-		canaryLine = e.line()
+		r.Canary, seen.canaryOK = p.count(join(path, "canary"), e.val, 1, 0, "instance")
+		seen.canaryLine = e.line()
 	}
 	if e, ok := f["batch"]; ok {
 		r.Batch, _ = p.amount(join(path, "batch"), e.val, r.Batch)
@@ -267,8 +301,11 @@ func (p *parser) rollout(path string, n *yaml.Node, r *Rollout) (canaryOK bool, 
 		r.MaxUnavailable, _ = p.amount(join(path, "max_unavailable"), e.val, r.MaxUnavailable)
 	}
 	field(f, path, "by_zone", &r.ByZone, p.boolean)
-	p.durationAtLeast(f, path, "bake", &r.Bake, 0, "is negative: bake is a wait, 0s or longer")
-	return canaryOK, canaryLine
+	if e, ok := f["bake"]; ok {
+		seen.bakeLine = e.line()
+	}
+	seen.bakeOK = p.durationAtLeast(f, path, "bake", &r.Bake, 0, "is negative: bake is a wait, 0s or longer")
+	return seen
 }
 
 func (p *parser) health(path string, n *yaml.Node, h *Health) {
@@ -321,7 +358,7 @@ func (p *parser) fleet(path string, block entry) *AWSFleet {
 		return nil
 	}
 	fl := &AWSFleet{}
-	p.required(path, block, f, fleetKeys, map[string]string{
+	p.required(path, block.key.Line, f, fleetRequired, "driver aws", map[string]string{
 		"region":           "e.g. region: us-east-1",
 		"target_group_arn": "the ARN of the ALB target group the instances sit behind",
 		"instance_tags":    "e.g. instance_tags: {app: web, env: production}",
@@ -341,6 +378,9 @@ func (p *parser) fleet(path string, block entry) *AWSFleet {
 				fl.Install = s
 			}
 		}
+	}
+	if e, ok := f["alarms"]; ok {
+		fl.Alarms = p.alarms(join(path, "alarms"), e.val)
 	}
 	return fl
 }
@@ -379,11 +419,12 @@ func (p *parser) arnOf(what string) func(path string, n *yaml.Node) (string, boo
 	return func(path string, n *yaml.Node) (string, bool) { return p.arn(path, n, what) }
 }
 
-// required reports each key of keys that f lacks, at the block's key.
-func (p *parser) required(path string, block entry, f map[string]entry, keys []string, hints map[string]string) {
+// required reports each key of keys that f, the block at line, lacks; who
+// is what needs them ("driver aws").
+func (p *parser) required(path string, line int, f map[string]entry, keys []string, who string, hints map[string]string) {
 	for _, k := range keys {
 		if _, ok := f[k]; !ok {
-			p.errf(block.key.Line, join(path, k), "missing, and driver aws needs it: %s", hints[k])
+			p.errf(line, join(path, k), "missing, and %s needs it: %s", who, hints[k])
 		}
 	}
 }
@@ -442,7 +483,7 @@ func (p *parser) previewAWS(path string, block entry) *AWSPreview {
 		return nil
 	}
 	a := &AWSPreview{}
-	p.required(path, block, f, previewAWSKeys[:3], map[string]string{
+	p.required(path, block.key.Line, f, previewAWSKeys[:3], "driver aws", map[string]string{
 		"launch_template": "the EC2 launch template preview instances start from, e.g. launch_template: web-preview",
 		"listener_arn":    "the ARN of the ALB listener that gets a host rule per preview",
 		"domain":          "previews are reached at pr-NUMBER.DOMAIN, e.g. domain: preview.example.com",

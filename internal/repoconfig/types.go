@@ -132,7 +132,9 @@ type Rollout struct {
 	Batch          Amount // each later batch; default 25%
 	MaxUnavailable Amount // never more out of rotation at once; default 25%
 	ByZone         bool   // a batch never spans two zones
-	Bake           time.Duration
+	// Bake is the wait after each batch; when the environment has an
+	// Analysis it is at least one Analysis.Interval, by default three.
+	Bake time.Duration
 }
 
 // Health is how an instance is judged healthy.

@@ -29,7 +29,14 @@ var (
 	loginName    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,38}$`)
 	awsRegion    = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 	hostName     = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
-	templateLine = regexp.MustCompile(`^template: install:[0-9]+(:[0-9]+)?: `)
+	templateLine = regexp.MustCompile(`^template: [a-z]+:[0-9]+(:[0-9]+)?: `)
+)
+
+// Templates are rendered once while parsing, with these releases, to
+// confirm they render.
+const (
+	sampleSHA      = "0123456789abcdef0123456789abcdef01234567"
+	samplePrevious = "89abcdef0123456789abcdef0123456789abcdef"
 )
 
 // scalar is n's text; anything but a single value is an error. A null list
@@ -81,12 +88,16 @@ func (p *parser) count(path string, n *yaml.Node, lo, hi int, unit string) (int,
 		p.errf(n.Line, path, "%s is not a whole number", quote(s))
 		return 0, false
 	}
+	// Out of int's range, Atoi gives the int of the same sign furthest
+	// from zero, so a huge negative count is too small.
 	v, err := strconv.Atoi(s)
 	switch {
-	case err != nil, hi > 0 && v > hi:
-		p.errf(n.Line, path, "%s is too many: at most %d %s", s, hi, plural(hi, unit))
 	case v < lo:
 		p.errf(n.Line, path, "%s is too small: %s must be at least %d", s, lastKey(path), lo)
+	case hi > 0 && (err != nil || v > hi):
+		p.errf(n.Line, path, "%s is too many: at most %d %s", s, hi, plural(hi, unit))
+	case err != nil:
+		p.errf(n.Line, path, "%s is too large", s)
 	default:
 		return v, true
 	}
@@ -392,18 +403,27 @@ func checkInstall(s string) string {
 	if !usesSHA {
 		return "never uses {{.SHA}}: the command must say which release to install, e.g. install {{.SHA}}"
 	}
-	const sha = "0123456789abcdef0123456789abcdef01234567"
 	var out bytes.Buffer
-	if err := t.Execute(&out, struct{ SHA string }{sha}); err != nil || !strings.Contains(out.String(), sha) {
+	if err := t.Execute(&out, struct{ SHA string }{sampleSHA}); err != nil || !strings.Contains(out.String(), sampleSHA) {
 		return fmt.Sprintf("cannot be rendered: %v", err)
 	}
 	return ""
 }
 
 func isSHA(pipe *parse.PipeNode) bool {
+	name, ok := fieldName(pipe)
+	return ok && name == "SHA"
+}
+
+// fieldName is the field an action's pipeline is when it is one field
+// alone, like {{.SHA}}.
+func fieldName(pipe *parse.PipeNode) (string, bool) {
 	if pipe == nil || len(pipe.Decl) > 0 || len(pipe.Cmds) != 1 || len(pipe.Cmds[0].Args) != 1 {
-		return false
+		return "", false
 	}
 	f, ok := pipe.Cmds[0].Args[0].(*parse.FieldNode)
-	return ok && len(f.Ident) == 1 && f.Ident[0] == "SHA"
+	if !ok || len(f.Ident) != 1 {
+		return "", false
+	}
+	return f.Ident[0], true
 }
