@@ -72,11 +72,12 @@ func (c *Client) Query(ctx context.Context, prometheusURL, query string, at time
 	if err != nil {
 		return 0, err
 	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	v, warnings, _, err := a.Query(ctx, query, at, v1.WithTimeout(c.timeout))
 	if err != nil {
-		return 0, c.callError(prometheusURL, err)
+		return 0, callError(prometheusURL, time.Since(start), err)
 	}
 	if len(warnings) > 0 {
 		logctx.From(ctx).Warn("Prometheus warned about a query", "url", prometheusURL, "query", query, "warnings", []string(warnings))
@@ -104,13 +105,13 @@ func (c *Client) api(prometheusURL string) (v1.API, error) {
 	return a, nil
 }
 
-// callError says what went wrong between us and the Prometheus at
-// prometheusURL, naming it.
-func (c *Client) callError(prometheusURL string, err error) error {
+// callError says what went wrong, after took, between us and the
+// Prometheus at prometheusURL, naming it.
+func callError(prometheusURL string, took time.Duration, err error) error {
 	var pe *v1.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("no answer from Prometheus at %s within %s: %w", prometheusURL, c.timeout, err)
+		return fmt.Errorf("no answer from Prometheus at %s in %s: %w", prometheusURL, took.Round(time.Millisecond), err)
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("query to Prometheus at %s canceled: %w", prometheusURL, err)
 	case errors.As(err, &pe) && pe.Type == v1.ErrBadData:

@@ -112,7 +112,7 @@ func TestQueryShapes(t *testing.T) {
 		{query: "unavailable", err: "query to Prometheus at " + srv.URL + ": server_error: server error: 503"},
 		{query: "execution", err: "query to Prometheus at " + srv.URL + ": execution: expanding series: too many samples"},
 		{query: "notjson", err: srv.URL + " gave an answer that is not Prometheus'"},
-		{query: "slow", err: "no answer from Prometheus at " + srv.URL + " within 300ms"},
+		{query: "slow", err: "no answer from Prometheus at " + srv.URL + " in "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.query, func(t *testing.T) {
@@ -199,8 +199,8 @@ func TestQueryCanceled(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_, err := New(0).Query(ctx, srv.URL, "slow", time.Now())
-	if err == nil || !strings.Contains(err.Error(), srv.URL) {
-		t.Fatalf("Query error = %v, want one naming %s", err, srv.URL)
+	if err == nil || !strings.HasPrefix(err.Error(), "no answer from Prometheus at "+srv.URL+" in ") {
+		t.Fatalf("Query error = %v, want no answer from %s", err, srv.URL)
 	}
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("Query took %s with a 100ms context", took)

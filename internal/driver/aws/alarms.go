@@ -43,10 +43,11 @@ func (d *Driver) newCloudWatch(region string, attempts int) *cloudwatch.Client {
 
 // Alarms returns the state of each of the named CloudWatch alarms
 // (aws.alarms) in the environment's region, in the order of names: metric
-// and composite alarms alike (a log alarm reads as missing). Since is when the alarm last changed
-// state (StateTransitionedTimestamp), or, where CloudWatch does not say,
-// when its state was last updated (StateUpdatedTimestamp). A name with no
-// alarm is a permanent error naming every such name.
+// and composite alarms alike (a log alarm reads as missing). Since is when
+// the alarm last changed state (StateTransitionedTimestamp), or, where
+// CloudWatch does not say, when its state was last updated
+// (StateUpdatedTimestamp). A name with no alarm is a permanent error
+// naming every such name.
 func (d *Driver) Alarms(ctx context.Context, t deploy.Target, names []string) ([]deploy.Alarm, error) {
 	if len(names) == 0 {
 		return nil, nil
@@ -65,24 +66,25 @@ func (d *Driver) Alarms(ctx context.Context, t deploy.Target, names []string) ([
 	out := make([]deploy.Alarm, 0, len(names))
 	var missing []string
 	for _, name := range names {
-		a, ok := found[name]
-		if !ok {
-			if !slices.Contains(missing, name) {
-				missing = append(missing, name)
-			}
-			continue
+		if a, ok := found[name]; ok {
+			out = append(out, a)
+		} else if !slices.Contains(missing, name) {
+			missing = append(missing, name)
 		}
-		out = append(out, a)
 	}
 	if len(missing) > 0 {
-		what := "alarm named " + missing[0]
-		if len(missing) > 1 {
-			what = "alarms named " + strings.Join(missing, ", ")
-		}
-		return nil, permanentError("cloudwatch:DescribeAlarms", "environment "+t.Environment.Name,
-			fmt.Errorf("CloudWatch has no %s in %s: check aws.alarms", what, region))
+		return nil, permanentError("cloudwatch:DescribeAlarms", "environment "+t.Environment.Name, noSuchAlarms(missing, region))
 	}
 	return out, nil
+}
+
+// noSuchAlarms says that names are not alarms of region.
+func noSuchAlarms(names []string, region string) error {
+	what := "alarm named " + names[0]
+	if len(names) > 1 {
+		what = "alarms named " + strings.Join(names, ", ")
+	}
+	return fmt.Errorf("CloudWatch has no %s in %s: check aws.alarms", what, region)
 }
 
 // describeAlarms adds the alarms named names to found, page by page.
