@@ -32,6 +32,8 @@ const describeAlarmsNames = 100
 // whole call.
 var alarmTypes = []cwtypes.AlarmType{cwtypes.AlarmTypeMetricAlarm, cwtypes.AlarmTypeCompositeAlarm}
 
+// newCloudWatch is the CloudWatch client of region. It speaks the SDK's
+// default protocol unless the tests' cloudwatchOptions says otherwise.
 func (d *Driver) newCloudWatch(region string, attempts int) *cloudwatch.Client {
 	return cloudwatch.NewFromConfig(d.cfg, func(o *cloudwatch.Options) {
 		o.Region, o.RetryMaxAttempts = region, attempts
