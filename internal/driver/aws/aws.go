@@ -5,9 +5,10 @@
 // its own target group and host-header listener rule (preview.go), with
 // a sweep for the ones nobody tore down (sweep.go).
 //
-// It owns the conversation with EC2, Elastic Load Balancing v2, SSM and
-// Route 53, over small interfaces of the SDK clients it uses; the engine
-// (internal/deploy) decides what happens and in which order.
+// It owns the conversation with EC2, Elastic Load Balancing v2, SSM,
+// Route 53 and CloudWatch (the state of aws.alarms, alarms.go), over small
+// interfaces of the SDK clients it uses; the engine (internal/deploy)
+// decides what happens and in which order.
 //
 // What runs on an instance is kept in the instance's tag shipbot:release
 // (ReleaseTag): Install deletes it before running the install command and
@@ -20,8 +21,9 @@
 // ReleaseTag); elasticloadbalancing:DescribeTargetHealth,
 // DescribeTargetGroupAttributes, RegisterTargets and DeregisterTargets (on
 // the target group); ssm:SendCommand (on the AWS-RunShellScript document
-// and the instances) and ssm:GetCommandInvocation. The target group must be
-// used by a load balancer listener, or its targets never become healthy.
+// and the instances) and ssm:GetCommandInvocation; with aws.alarms,
+// cloudwatch:DescribeAlarms. The target group must be used by a load
+// balancer listener, or its targets never become healthy.
 // Previews and the sweep need more; the README lists them as a policy.
 package aws
 
@@ -38,6 +40,7 @@ import (
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
@@ -118,6 +121,10 @@ type Driver struct {
 
 	mu      sync.Mutex
 	regions map[string]*clients
+
+	// cloudwatchOptions, when set, adjusts every CloudWatch client made
+	// (the moto tests switch its protocol).
+	cloudwatchOptions func(*cloudwatch.Options)
 }
 
 type clients struct {
@@ -125,6 +132,7 @@ type clients struct {
 	elb previewELBAPI
 	ssm ssmAPI
 	r53 route53API
+	cw  cloudwatchAPI
 }
 
 var _ deploy.Driver = (*Driver)(nil)
@@ -213,6 +221,7 @@ func (d *Driver) clients(region string) *clients {
 			elb: elb.NewFromConfig(d.cfg, func(o *elb.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
 			ssm: ssm.NewFromConfig(d.cfg, func(o *ssm.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
 			r53: route53.NewFromConfig(d.cfg, func(o *route53.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
+			cw:  d.newCloudWatch(region, attempts),
 		}
 		d.regions[region] = c
 	}
