@@ -11,10 +11,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shipbot/shipbot/internal/report"
@@ -34,6 +37,7 @@ const (
 	demoFirst   = "1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a" // main's first release: sample-app v1
 	demoBranch  = fixtures.HeadSHAOpened                     // the PR's head: sample-app v2
 	demoMerge   = fixtures.MergeSHA                          // the PR merged: sample-app v2
+	demoFlaky   = "f1a4f1a4f1a4f1a4f1a4f1a4f1a4f1a4f1a4f1a4" // v2.1, which fails 1 request in 3 but answers /healthz
 	demoBroken  = "bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0" // v3, whose /healthz answers 500
 	demoTimeout = 5 * time.Minute                            // per step; a first build downloads nothing but takes a while
 )
@@ -192,7 +196,7 @@ type demoRun struct {
 	seq     int
 }
 
-const demoSteps = 6
+const demoSteps = 7
 
 func (d *demoRun) story() error {
 	// 1. A first release, so that there is something to roll back to.
@@ -250,11 +254,28 @@ func (d *demoRun) story() error {
 	}
 	d.result(dep, "production serves sample-app v2; the preview is torn down")
 
-	// 5. A broken release halts at the canary and rolls back by itself.
+	// 5. A release that passes /healthz but fails real requests halts at
+	// the canary, judged by its traffic against the release it replaces.
+	d.title("A commit %s reaches main that fails 1 request in 3 (its /healthz answers 200) while customers use production", report.Short(demoFlaky))
+	d.releaseWith(demoFlaky, "v2.1", fixtures.Behaviour{FailShare: 1.0 / 3})
+	d.srv.SetBranch(demoOwner, demoRepo, fixtures.DefaultBranch, demoFlaky)
+	stop := demoTraffic(d.ctx, dep.Statuses[len(dep.Statuses)-1].EnvironmentURL, demoTrafficRate)
+	if err := d.send("push", d.pushPayload(demoMerge, demoFlaky)); err != nil {
+		stop()
+		return err
+	}
+	dep, err = d.finished("production", demoFlaky)
+	sent, failed := stop()
+	if err != nil {
+		return err
+	}
+	d.result(dep, fmt.Sprintf("halted at the canary by its error rate: production still serves sample-app v2 (of %d requests sent meanwhile, %d failed, on the canary before it was halted)", sent, failed))
+
+	// 6. A broken release halts at the canary and rolls back by itself.
 	d.title("A broken commit %s reaches main (its /healthz answers 500)", report.Short(demoBroken))
 	d.release(demoBroken, "v3", false)
 	d.srv.SetBranch(demoOwner, demoRepo, fixtures.DefaultBranch, demoBroken)
-	if err := d.send("push", d.pushPayload(demoMerge, demoBroken)); err != nil {
+	if err := d.send("push", d.pushPayload(demoFlaky, demoBroken)); err != nil {
 		return err
 	}
 	if dep, err = d.finished("production", demoBroken); err != nil {
@@ -262,7 +283,7 @@ func (d *demoRun) story() error {
 	}
 	d.result(dep, "halted and rolled back: production still serves sample-app v2")
 
-	// 6. /rollback puts the release before the current one back.
+	// 7. /rollback puts the release before the current one back.
 	d.title("Comment \"/rollback\" on PR #%d: the release before the current one comes back", demoPR)
 	if err := d.comment("/rollback"); err != nil {
 		return err
@@ -297,13 +318,19 @@ func (d *demoRun) result(dep githubtest.Deployment, what string) {
 
 // demoConfig is the repository's .github/shipbot.yml: the defaults, but
 // a broken release is caught in 15 seconds rather than the default 2
-// minutes of health checks.
+// minutes of health checks, and production's batches are judged by their
+// traffic every second for 2 seconds, so that the story stays short.
 const demoConfig = `# shipbot's configuration for the demo: see the README for every key.
 environments:
   production:
     branch: main
+    rollout:
+      bake: 2s
     health:
       timeout: 15s
+    analysis:
+      interval: 1s
+      min_requests: 10
   staging:
     allow_branches: true
     health:
@@ -312,9 +339,68 @@ environments:
 
 // release makes sha a release of the sample app in the simulated GitHub.
 func (d *demoRun) release(sha, version string, healthy bool) {
-	files := fixtures.SampleApp(version, healthy)
+	d.releaseWith(sha, version, fixtures.Behaviour{Unhealthy: !healthy})
+}
+
+// releaseWith makes sha a release of the sample app that behaves as b says.
+func (d *demoRun) releaseWith(sha, version string, b fixtures.Behaviour) {
+	files := fixtures.SampleAppWith(version, b)
 	files[".github/shipbot.yml"] = demoConfig
 	d.srv.SetFiles(demoOwner, demoRepo, sha, files)
+}
+
+// demoTrafficRate is the requests per second the demo's customers send.
+const demoTrafficRate = 40
+
+// demoTraffic sends GET url at perSecond requests a second, each on its
+// own goroutine, until stop is called; stop says how many were sent and
+// how many failed (an error or a status other than 200).
+func demoTraffic(ctx context.Context, url string, perSecond int) (stop func() (sent, failed int)) {
+	ctx, cancel := context.WithCancel(ctx)
+	client := &http.Client{Timeout: 5 * time.Second}
+	var sentN, failedN atomic.Int64
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second / time.Duration(perSecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			sentN.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+				if err != nil {
+					failedN.Add(1)
+					return
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						failedN.Add(1)
+					}
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					failedN.Add(1)
+				}
+			}()
+		}
+	}()
+	return func() (int, int) {
+		cancel()
+		<-done
+		wg.Wait()
+		return int(sentN.Load()), int(failedN.Load())
+	}
 }
 
 // send signs and delivers a webhook to the bot, as GitHub would.

@@ -35,12 +35,16 @@ func TestDemo(t *testing.T) {
 			t.Errorf("step %d missing", i)
 		}
 	}
-	// Every step but the broken release succeeds; that one is rolled back.
-	if got := strings.Count(text, "✓ "); got != demoSteps-1 {
-		t.Errorf("%d successful steps, want %d", got, demoSteps-1)
+	// Every step but the two bad releases succeeds; those are rolled back,
+	// the one that fails requests by its error rate.
+	if got := strings.Count(text, "✓ "); got != demoSteps-2 {
+		t.Errorf("%d successful steps, want %d", got, demoSteps-2)
 	}
-	if !strings.Contains(text, "✗ production failure: Rolled back") {
-		t.Error("the broken release was not reported as rolled back")
+	if got := strings.Count(text, "✗ production failure: Rolled back"); got != 2 {
+		t.Errorf("%d bad releases reported as rolled back, want 2", got)
+	}
+	if !regexp.MustCompile(`error rate \d+% on f1a4f1a vs \d+(\.\d+)?% on `).MatchString(text) {
+		t.Error("the release that fails requests was not halted by its error rate against the release it replaces")
 	}
 	for _, want := range []string{"pr-42 success", "staging success", "/deploys/rollback-", "http://localhost:" + strconv.Itoa(port) + "/"} {
 		if !strings.Contains(text, want) {

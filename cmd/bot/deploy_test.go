@@ -32,9 +32,10 @@ func sampleRelease(t testing.TB, version string, healthy bool) string {
 
 // deployFixture is a bot on real Redis with githubtest holding the sample app.
 type deployFixture struct {
-	srv    *githubtest.Server
-	bot    *runningBot
-	config string // .github/shipbot.yml on main; "" for none (the defaults)
+	srv      *githubtest.Server
+	bot      *runningBot
+	redisURL string
+	config   string // .github/shipbot.yml on main; "" for none (the defaults)
 }
 
 func newDeployFixture(t testing.TB, opts ...buildOption) *deployFixture {
@@ -49,7 +50,7 @@ func newDeployFixture(t testing.TB, opts ...buildOption) *deployFixture {
 		"REDIS_URL": r.URL(), "GITHUB_API_URL": srv.URL, "APP_ID": strconv.FormatInt(srv.AppID, 10),
 		"PRIVATE_KEY": string(srv.PrivateKeyPEM), "PUBLIC_URL": "https://shipbot.example.com",
 	}, opts)
-	return &deployFixture{srv: srv, bot: b}
+	return &deployFixture{srv: srv, bot: b, redisURL: r.URL()}
 }
 
 // push makes sha the head of main with the given release and delivers the push.

@@ -33,6 +33,7 @@ import (
 	"github.com/shipbot/shipbot/internal/handlers"
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/notify"
+	"github.com/shipbot/shipbot/internal/promquery"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/setup"
 	"github.com/shipbot/shipbot/internal/store"
@@ -358,6 +359,8 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 		return nil, fmt.Errorf("DATA_DIR: the local driver cannot start: %w", err)
 	}
 	b.driver = drv
+	// The proxies' per-release figures, RED metrics of every app for free.
+	b.reg.MustRegister(drv.Collector())
 	b.closers = append(b.closers, func() error {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 		defer cancel()
@@ -383,6 +386,7 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 		LockTTL:  timingsFor(b.cfg.JobTimeout).lockTTL,
 		Holder:   holder,
 		Now:      b.now,
+		Querier:  promquery.New(0),
 	})
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/shipbot/shipbot/internal/repoconfig"
@@ -245,7 +244,7 @@ func (a *analyzer) check(ctx context.Context, f *record.Analysis, url string, c 
 	if r.in.Querier == nil {
 		return fail(errNoQuerier)
 	}
-	q, err := a.render(c.Query, r.in.Release.SHA)
+	q, err := a.render(c, r.in.Release.SHA)
 	if err != nil {
 		return fail(err)
 	}
@@ -257,7 +256,7 @@ func (a *analyzer) check(ctx context.Context, f *record.Analysis, url string, c 
 	fig.Value = &val
 	var base *float64
 	if prev := r.in.Previous; prev != "" {
-		if bq, err := a.render(c.Query, prev); err == nil && bq != q {
+		if bq, err := a.render(c, prev); err == nil && bq != q {
 			if b, err := r.in.Querier.Query(ctx, url, bq, baseAt); err == nil {
 				base = &b
 				fig.Baseline = &b
@@ -277,15 +276,9 @@ func (a *analyzer) check(ctx context.Context, f *record.Analysis, url string, c 
 }
 
 // render fills a check's query in for sha.
-func (a *analyzer) render(query, sha string) (string, error) {
+func (a *analyzer) render(c repoconfig.PrometheusCheck, sha string) (string, error) {
 	r := a.r
-	tpl, err := template.New("query").Option("missingkey=error").Parse(query)
-	if err != nil {
-		return "", err
-	}
-	var b strings.Builder
-	err = tpl.Execute(&b, struct{ SHA, Previous, Environment, Repo string }{sha, r.in.Previous, r.env.Name, r.in.Target.Repo})
-	return b.String(), err
+	return c.Render(repoconfig.QueryData{SHA: sha, Previous: r.in.Previous, Environment: r.env.Name, Repo: r.in.Target.Repo})
 }
 
 // alarm reads aws.alarms. One that went into ALARM after the rollout

@@ -138,15 +138,21 @@ func headline(d Deploy) string {
 		}
 	case StateFailure:
 		c := or(cause(d), "the deploy failed")
+		// A cause that names the release (analysis: "error rate 34% on
+		// abc1234 vs …") needs no " on abc1234" after it.
+		on := " on " + rel
+		if strings.Contains(c, rel) {
+			on = ""
+		}
 		switch {
 		case d.Kind == KindPreview:
 			s = squeeze("Preview of "+rel+" failed: ", c, "", MaxDescription)
 		case len(d.RolledBack) > 0 && len(notRolledBack(d)) > 0:
-			s = squeeze("Partly rolled back: ", c, " on "+rel, MaxDescription)
+			s = squeeze("Partly rolled back: ", c, on, MaxDescription)
 		case len(d.RolledBack) > 0:
-			s = squeeze("Rolled back: ", c, " on "+rel, MaxDescription)
+			s = squeeze("Rolled back: ", c, on, MaxDescription)
 		default:
-			s = squeeze("Failed: ", c, " on "+rel, MaxDescription)
+			s = squeeze("Failed: ", c, on, MaxDescription)
 		}
 	case StateError:
 		s = squeeze("Not deployed: ", or(cause(d), "the rollout could not start"), "", MaxDescription)

@@ -18,6 +18,8 @@ import (
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/report"
+	"github.com/shipbot/shipbot/internal/store/record"
 )
 
 // awsJSON makes a CloudWatch client speak AWS JSON 1.0, one of the three
@@ -45,7 +47,8 @@ func newAlarmsOnMoto(t *testing.T) *alarmsOnMoto {
 	}}
 	cw := cloudwatch.NewFromConfig(m.cfg, awsJSON)
 	ctx := context.Background()
-	// Moto keeps timestamps to the millisecond: a millisecond of slack.
+	// Moto keeps timestamps to the millisecond, rounded: a millisecond of
+	// slack on either side.
 	m.created = time.Now().Add(-time.Millisecond)
 	for _, a := range []struct{ name, metric string }{
 		{"web-5xx-rate", "HTTPCode_Target_5XX_Count"},
@@ -119,11 +122,11 @@ func (m *alarmsOnMoto) testOrder(t *testing.T) {
 	// Moto makes an alarm in OK (CloudWatch: INSUFFICIENT_DATA) and gives no
 	// StateTransitionedTimestamp, so Since is its StateUpdatedTimestamp.
 	if p99.Name != "web-p99" || p99.State != deploy.AlarmOK || p99.Reason != "Unchecked: Initial alarm creation" ||
-		p99.Since.Before(m.created) || p99.Since.After(m.alarmed) {
+		p99.Since.Before(m.created) || p99.Since.After(m.alarmed.Add(time.Millisecond)) {
 		t.Errorf("web-p99 = %+v, want OK since its creation between %s and %s", p99, m.created, m.alarmed)
 	}
 	if errs.Name != "web-5xx-rate" || errs.State != deploy.AlarmFiring || !strings.HasPrefix(errs.Reason, "Threshold Crossed: 1 datapoint [12.0]") ||
-		errs.Since.Before(m.alarmed) || errs.Since.After(now) {
+		errs.Since.Before(m.alarmed) || errs.Since.After(now.Add(time.Millisecond)) {
 		t.Errorf("web-5xx-rate = %+v, want ALARM since between %s and %s", errs, m.alarmed, now)
 	}
 
@@ -260,4 +263,74 @@ func sameStrings(v any, want []string) bool {
 		}
 	}
 	return true
+}
+
+// TestAlarmHaltsRollout: the aws driver's alarms judge a real rollout
+// through the engine. web-old was already in ALARM before the rollout (an
+// outage the previous release had too, not held against the new one);
+// web-5xx-rate goes into ALARM while the canary bakes. The rollout halts at
+// the canary naming web-5xx-rate, and every instance it touched is back on
+// the previous release, registered and tagged.
+func TestAlarmHaltsRollout(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.driver.cloudwatchOptions = awsJSON
+	cw := cloudwatch.NewFromConfig(awssdk.Config{
+		Region:       region,
+		Credentials:  credentials.NewStaticCredentialsProvider("testing", "testing", ""),
+		BaseEndpoint: awssdk.String(f.url),
+	}, awsJSON)
+	ctx := context.Background()
+	setState := func(name string, state cwtypes.StateValue) {
+		t.Helper()
+		if _, err := cw.SetAlarmState(ctx, &cloudwatch.SetAlarmStateInput{
+			AlarmName: awssdk.String(name), StateValue: state, StateReason: awssdk.String("Threshold Crossed: set by the test"),
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"web-old", "web-5xx-rate"} {
+		if _, err := cw.PutMetricAlarm(ctx, &cloudwatch.PutMetricAlarmInput{
+			AlarmName: awssdk.String(name), Namespace: awssdk.String("AWS/ApplicationELB"), MetricName: awssdk.String("HTTPCode_Target_5XX_Count"),
+			Statistic: cwtypes.StatisticSum, Period: awssdk.Int32(60), EvaluationPeriods: awssdk.Int32(1),
+			Threshold: awssdk.Float64(5), ComparisonOperator: cwtypes.ComparisonOperatorGreaterThanThreshold,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setState("web-old", cwtypes.StateValueAlarm)
+	time.Sleep(5 * time.Millisecond) // moto's timestamps are to the millisecond
+
+	env := f.target.Environment
+	env.AWS.Alarms = []string{"web-old", "web-5xx-rate"}
+	env.Analysis = &repoconfig.Analysis{Interval: 50 * time.Millisecond, MinRequests: 20, MaxErrorRate: 0.01}
+	env.Rollout.Bake = 2 * time.Second
+
+	var fired, judged int
+	res, log := f.rollout(func(e deploy.Event) {
+		switch {
+		case e.Kind == deploy.Baking && e.Batch == 0 && fired == 0:
+			fired++
+			setState("web-5xx-rate", cwtypes.StateValueAlarm)
+		case e.Kind == deploy.Judged:
+			judged++
+		}
+	})
+	if c := res.Reason.Cause; res.Outcome != deploy.OutcomeFailure || c == nil || c.Kind != record.ReasonAlarmFiring || c.Text != "web-5xx-rate" {
+		t.Fatalf("outcome %s (%+v), want a failure for web-5xx-rate in ALARM\n%s", res.Outcome, res.Reason, log)
+	}
+	t.Logf("halted after %d judgements: %s", judged, report.Reason(res.Reason))
+	if got := report.Reason(res.Reason); !strings.Contains(got, "web-5xx-rate") || strings.Contains(got, "web-old") {
+		t.Errorf("reason %q, want web-5xx-rate named and not web-old", got)
+	}
+	if got, want := sorted(res.RolledBack), f.ids[:1]; !slices.Equal(got, want) {
+		t.Errorf("rolled back %v, want the canary %v\n%s", got, want, log)
+	}
+	installs := f.installs(t)
+	for _, id := range f.ids[1:] {
+		if len(installs[id]) != 0 {
+			t.Errorf("instance %s was installed after the canary halted: %q", id, installs[id])
+		}
+	}
+	f.assertAllOn(t, oldSHA)
 }
