@@ -69,8 +69,9 @@ func serves(t *testing.T, url, version string) {
 // sees and passes what it does not; and an unreadable Prometheus halts,
 // naming its address.
 func TestCanaryAnalysis(t *testing.T) {
+	t.Parallel()
 	f := newDeployFixture(t)
-	const judged = "    analysis:\n      interval: 1s\n      min_requests: 10\n      max_error_rate: 5%\n      max_latency_p99: 250ms\n"
+	const judged = "    analysis:\n      interval: 1s\n      min_requests: 10\n      max_error_rate: 5%\n      max_latency_p99: 400ms\n"
 	good := fixtures.Behaviour{}
 	failing := fixtures.Behaviour{FailShare: 0.4}
 
@@ -124,12 +125,12 @@ func TestCanaryAnalysis(t *testing.T) {
 	haltedAtCanary(t, text)
 	serves(t, url, "v2")
 
-	// v4 answers 400ms late: halted by its p99.
+	// v4 answers 700ms late: halted by its p99.
 	// The local proxy sends a slow instance less of the traffic, so the
 	// canary may not reach min_requests; whichever batch is judged first
 	// halts it.
-	desc, _ = step(4, "v4", fixtures.Behaviour{Latency: 400 * time.Millisecond}, analysisConfig("", judged), "failure")
-	if !strings.Contains(desc, "p99 latency") || !strings.Contains(desc, "(limit 250ms)") {
+	desc, _ = step(4, "v4", fixtures.Behaviour{Latency: 700 * time.Millisecond}, analysisConfig("", judged), "failure")
+	if !strings.Contains(desc, "p99 latency") || !strings.Contains(desc, "(limit 400ms)") {
 		t.Errorf("the failure does not name p99 latency and its limit: %q", desc)
 	}
 	serves(t, url, "v2")

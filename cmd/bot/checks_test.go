@@ -20,6 +20,7 @@ func checkSuitePayload(srv *githubtest.Server, sha, conclusion string) []byte {
 // CI is still running waits, saying for what; CI going green releases it,
 // CI going red fails it naming the check, and nothing is deployed.
 func TestRequiredChecks(t *testing.T) {
+	t.Parallel()
 	f := newDeployFixture(t)
 	f.config = "environments:\n  production:\n    instances: 2\n    require_checks: [ci/test]\n"
 

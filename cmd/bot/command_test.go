@@ -154,6 +154,7 @@ func deploymentCount(srv *githubtest.Server) int {
 // bot, githubtest and the local driver, checking what GitHub shows after
 // each: the reply, the reaction, deployments and their statuses.
 func TestCommands(t *testing.T) {
+	t.Parallel()
 	f := newDeployFixture(t)
 	f.config = commandsConfig
 	f.srv.SetPermission(deployOwner, deployRepo, "octocat", "write")

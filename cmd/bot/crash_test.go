@@ -177,7 +177,10 @@ func (p *botProcess) kill(t *testing.T) {
 // finishes (or rolls back) the deploy: every deployment status ends
 // terminal, every instance serves one release and the environment's lock is
 // free for the next push (SPEC §8, issue 4).
-func TestKilledMidRolloutResumes(t *testing.T) { killMidRollout(t, 0) }
+func TestKilledMidRolloutResumes(t *testing.T) {
+	t.Parallel()
+	killMidRollout(t, 0)
+}
 
 // TestKilledMidRolloutResumesSlowGitHub is the same with GitHub answering
 // the creation of v2's check run in 1s, as it may: the deploy lock is then
@@ -187,6 +190,7 @@ func TestKilledMidRolloutResumes(t *testing.T) { killMidRollout(t, 0) }
 // (serve.go's timingsFor) makes it find the lock expired and carry the
 // deploy on.
 func TestKilledMidRolloutResumesSlowGitHub(t *testing.T) {
+	t.Parallel()
 	killMidRollout(t, time.Second)
 }
 

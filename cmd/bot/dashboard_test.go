@@ -93,6 +93,10 @@ func artifactDir(t *testing.T) string {
 // from running to success without reloading, then find the release on the
 // home page, on a wide screen and on a phone. Screenshots are kept as
 // artifacts.
+//
+// Not parallel: chromedp starts Chromium with Pdeathsig from whatever thread
+// it runs on, and a local driver closing in a parallel test ends the thread
+// its spawner locked, which may be that one (testenv.StartChild).
 func TestDashboardInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the sample app in a browser")

@@ -17,6 +17,7 @@ import (
 // checks that it tells the whole story and leaves nothing behind: no
 // directory, no instance answering.
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the sample app many times")
 	}

@@ -148,6 +148,7 @@ const (
 // production (default config: local driver, 4 instances, canary 1, batch
 // 25%) canary first, and GitHub shows it within the write budget of SPEC §11.
 func TestPushDeploysProduction(t *testing.T) {
+	t.Parallel()
 	f := newDeployFixture(t)
 
 	// The first release brings production up.
@@ -206,6 +207,7 @@ func TestPushDeploysProduction(t *testing.T) {
 // canary, is put back, and the deployment fails with the reason while
 // production keeps serving the old release.
 func TestUnhealthyReleaseRollsBack(t *testing.T) {
+	t.Parallel()
 	f := newDeployFixture(t)
 	// A short health timeout keeps the test short; it also exercises a
 	// configuration read from the default branch.

@@ -186,6 +186,7 @@ func TestDotenvLoaderReadsWhatSetupWrites(t *testing.T) {
 // is down is asked for again as soon as Redis answers, not at the next
 // periodic sweep minutes later.
 func TestOutageRecoveredWithoutWaiting(t *testing.T) {
+	t.Parallel()
 	srv := githubtest.New(t, githubtest.WithSpec(restDescription(t)))
 	r := testenv.StartRedis(t)
 	port := testenv.FreePort(t)

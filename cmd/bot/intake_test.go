@@ -288,6 +288,7 @@ func TestIntakeDuplicateDeliveryProcessedOnce(t *testing.T) {
 }
 
 func TestIntakeBodyLimit(t *testing.T) {
+	t.Parallel()
 	stores(t, func(t *testing.T, b *runningBot, _ *testenv.Redis) {
 		big := bytes.Repeat([]byte(" "), webhooks.MaxBody+1)
 		t.Run("content-length over the limit", func(t *testing.T) {
@@ -315,6 +316,7 @@ func TestIntakeBodyLimit(t *testing.T) {
 }
 
 func TestStoreDownIs503(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	b := startBot(t, map[string]string{"REDIS_URL": r.URL()})
 	if got := b.get(t, "/readyz"); got != 200 {

@@ -69,6 +69,7 @@ func (f *deployFixture) botComments() []githubtest.Comment {
 // to it updates the preview and edits the one comment within 4 GitHub
 // writes, and closing it tears the preview down.
 func TestPreviewLifecycle(t *testing.T) {
+	t.Parallel()
 	f := newDeployFixture(t)
 	f.srv.SetBranch(deployOwner, deployRepo, "main", fixtures.BaseSHA)
 	if err := f.srv.SetTree(deployOwner, deployRepo, fixtures.HeadSHAOpened, sampleRelease(t, "v1", true)); err != nil {

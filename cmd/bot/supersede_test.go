@@ -14,6 +14,7 @@ const shaV4 = "4444444444444444444444444444444444444444"
 // it; the newer supersedes the older (inactive, with the reason), the
 // running one is not interrupted, and the newest deploys (SPEC §6.4).
 func TestQuickPushesSupersede(t *testing.T) {
+	t.Parallel()
 	f := newDeployFixture(t)
 	logs := func() string { return f.bot.logs.String() }
 
