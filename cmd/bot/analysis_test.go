@@ -71,7 +71,7 @@ func serves(t *testing.T, url, version string) {
 func TestCanaryAnalysis(t *testing.T) {
 	t.Parallel()
 	f := newDeployFixture(t)
-	const judged = "    analysis:\n      interval: 1s\n      min_requests: 10\n      max_error_rate: 5%\n      max_latency_p99: 400ms\n"
+	const judged = "    analysis:\n      interval: 1s\n      min_requests: 10\n      max_error_rate: 5%\n      max_latency_p99: 300ms\n"
 	good := fixtures.Behaviour{}
 	failing := fixtures.Behaviour{FailShare: 0.4}
 
@@ -125,12 +125,12 @@ func TestCanaryAnalysis(t *testing.T) {
 	haltedAtCanary(t, text)
 	serves(t, url, "v2")
 
-	// v4 answers 700ms late: halted by its p99.
+	// v4 answers 500ms late: halted by its p99.
 	// The local proxy sends a slow instance less of the traffic, so the
 	// canary may not reach min_requests; whichever batch is judged first
 	// halts it.
-	desc, _ = step(4, "v4", fixtures.Behaviour{Latency: 700 * time.Millisecond}, analysisConfig("", judged), "failure")
-	if !strings.Contains(desc, "p99 latency") || !strings.Contains(desc, "(limit 400ms)") {
+	desc, _ = step(4, "v4", fixtures.Behaviour{Latency: 500 * time.Millisecond}, analysisConfig("", judged), "failure")
+	if !strings.Contains(desc, "p99 latency") || !strings.Contains(desc, "(limit 300ms)") {
 		t.Errorf("the failure does not name p99 latency and its limit: %q", desc)
 	}
 	serves(t, url, "v2")

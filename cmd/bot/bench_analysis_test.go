@@ -134,6 +134,20 @@ func deployRecord(tb testing.TB, redisURL, logURL string) record.Deploy {
 	return d
 }
 
+// startAnalysedProduction is a bot whose production (benchAnalysisConfig)
+// runs a first, healthy release, with 10 req/s of traffic on it.
+func startAnalysedProduction(b *testing.B) (*deployFixture, *answerLog) {
+	b.Helper()
+	f := newDeployFixture(b)
+	f.config = benchAnalysisConfig
+	f.pushRelease(b, 0, "v0", fixtures.Behaviour{})
+	d := f.finished(b, releaseSHA(0))
+	if d.LastState() != "success" {
+		b.Fatalf("first deploy: %v\n%s", states(d), f.bot.logs)
+	}
+	return f, startAnswerLog(d.Statuses[len(d.Statuses)-1].EnvironmentURL+"/", 10)
+}
+
 // BenchmarkAnalysisDetection measures SPEC §11's "a canary whose release
 // fails ≥ 30% of requests (healthz green) at 10 req/s: halted within 2
 // analysis intervals after min_requests is reached". A real bot (real
@@ -148,14 +162,7 @@ func deployRecord(tb testing.TB, redisURL, logURL string) record.Deploy {
 //
 //	go test -run '^$' -bench AnalysisDetection -benchtime 5x ./cmd/bot/
 func BenchmarkAnalysisDetection(b *testing.B) {
-	f := newDeployFixture(b)
-	f.config = benchAnalysisConfig
-	f.pushRelease(b, 0, "v0", fixtures.Behaviour{})
-	d := f.finished(b, shaN(0))
-	if d.LastState() != "success" {
-		b.Fatalf("first deploy: %v\n%s", states(d), f.bot.logs)
-	}
-	load := startAnswerLog(d.Statuses[len(d.Statuses)-1].EnvironmentURL+"/", 10)
+	f, load := startAnalysedProduction(b)
 	defer load.finish()
 	time.Sleep(2 * benchAnalysisInterval) // a baseline before the first rollout
 
@@ -165,7 +172,7 @@ func BenchmarkAnalysisDetection(b *testing.B) {
 	for i := range b.N {
 		version := "bad" + strconv.Itoa(i+1)
 		f.pushRelease(b, i+1, version, fixtures.Behaviour{FailShare: 0.3})
-		d := f.finished(b, shaN(i+1))
+		d := f.finished(b, releaseSHA(i+1))
 		if d.LastState() != "failure" {
 			b.Fatalf("%s: %v, want failure\n%s", version, states(d), f.bot.logs)
 		}
@@ -214,19 +221,12 @@ func BenchmarkAnalysisFalseHalts(b *testing.B) {
 	const rollouts = 20
 	for range b.N {
 		b.StopTimer()
-		f := newDeployFixture(b)
-		f.config = benchAnalysisConfig
-		f.pushRelease(b, 0, "v0", fixtures.Behaviour{})
-		d := f.finished(b, shaN(0))
-		if d.LastState() != "success" {
-			b.Fatalf("first deploy: %v\n%s", states(d), f.bot.logs)
-		}
-		load := startAnswerLog(d.Statuses[len(d.Statuses)-1].EnvironmentURL+"/", 10)
+		f, load := startAnalysedProduction(b)
 		b.StartTimer()
 		var halts, judged, unjudged int
 		for n := 1; n <= rollouts; n++ {
 			f.pushRelease(b, n, "v"+strconv.Itoa(n), fixtures.Behaviour{})
-			d := f.finished(b, shaN(n))
+			d := f.finished(b, releaseSHA(n))
 			final := d.Statuses[len(d.Statuses)-1]
 			if d.LastState() != "success" {
 				halts++

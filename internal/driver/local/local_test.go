@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -130,7 +131,7 @@ func TestRolloutUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []deploy.Instance{{ID: "staging-1", Zone: "local"}, {ID: "staging-2", Zone: "local"}, {ID: "staging-3", Zone: "local"}, {ID: "staging-4", Zone: "local"}}
-	if !equalInstances(insts, want) {
+	if !slices.Equal(insts, want) {
 		t.Fatalf("fresh environment: %+v, want %+v", insts, want)
 	}
 	url := h.d.URL(repo, "staging")
@@ -218,18 +219,6 @@ func TestRolloutUnderLoad(t *testing.T) {
 		t.Errorf("staging-4 still there after lowering the count to 3")
 	}
 	expectVersion(t, url, version, 6)
-}
-
-func equalInstances(a, b []deploy.Instance) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestSupervisorRestartsAKilledInstance(t *testing.T) {

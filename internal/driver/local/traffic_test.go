@@ -1,6 +1,7 @@
 package local
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -181,24 +182,12 @@ func TestTrafficForgetsIdleReleasesNoProcessRuns(t *testing.T) {
 	for _, rt := range tr.list() {
 		kept = append(kept, rt.release)
 	}
-	if want := []string{"handed out late", "recent", "running"}; !equal(kept, want) {
+	if want := []string{"handed out late", "recent", "running"}; !slices.Equal(kept, want) {
 		t.Errorf("kept %q, want %q", kept, want)
 	}
 	if tr.of("recent", at(3*time.Hour)) != recent {
 		t.Error("a kept release's figures were made afresh")
 	}
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestRecordAllocatesNothing(t *testing.T) {
