@@ -2,7 +2,11 @@ package deploy
 
 import (
 	"context"
+	"errors"
 	"io"
+	"maps"
+	"slices"
+	"time"
 
 	"github.com/shipbot/shipbot/internal/repoconfig"
 )
@@ -20,6 +24,28 @@ type Target struct {
 	Repo        string // owner/name
 	Environment *repoconfig.Environment
 	App         repoconfig.App
+	// Vars and Secrets are what the app's builds, release phase and
+	// instances get (SPEC §7), and nothing of the bot's own environment:
+	// Vars are App.Env, then the environment's Env (later wins); Secrets
+	// are the environment's secrets by name, read from the bot, and win
+	// over Vars (AppEnv). A secret's value is never written to disk and is
+	// masked (••••) in every log the bot keeps or shows. The engine sets
+	// both before it calls a driver.
+	Vars    map[string]string
+	Secrets map[string]string
+}
+
+// AppEnv is vars then secrets as NAME=value, sorted by name, a secret
+// winning over a variable of the same name.
+func AppEnv(vars, secrets map[string]string) []string {
+	merged := make(map[string]string, len(vars)+len(secrets))
+	maps.Copy(merged, vars)
+	maps.Copy(merged, secrets)
+	out := make([]string, 0, len(merged))
+	for _, k := range slices.Sorted(maps.Keys(merged)) {
+		out = append(out, k+"="+merged[k])
+	}
+	return out
 }
 
 // Driver is what the engine needs of the place an environment runs. Every
@@ -63,7 +89,39 @@ type Preview struct {
 	Number int    // the PR
 	Config repoconfig.Preview
 	App    repoconfig.App
+	// Vars and Secrets as Target's, from App.Env and the preview's own Env
+	// and Secrets (none for a fork's preview).
+	Vars    map[string]string
+	Secrets map[string]string
 }
+
+// Releaser is implemented by drivers that run a release phase (SPEC §6.2):
+// once per deploy, after Prepare and before the first batch, never for a
+// rollback.
+type Releaser interface {
+	// Release runs the environment's release command for r (local:
+	// app.release in r's build, with t.Vars; aws: aws.release through SSM
+	// on one in-service instance) within ReleaseTimeout, writing its
+	// output to log. With no release command it does nothing and returns
+	// nil. An error says what failed; no instance was touched.
+	Release(ctx context.Context, t Target, r Release, log io.Writer) error
+}
+
+// ReleaseTimeout bounds a release phase.
+const ReleaseTimeout = 15 * time.Minute
+
+// SecretSource is where the engine reads the values of an environment's
+// secrets (internal/secrets).
+type SecretSource interface {
+	// Secret is the value of name for repo's environment env ("preview"
+	// for previews). ErrSecretNotSet when it was never set; another error
+	// when it cannot be read (the store is down, or SECRETS_KEY changed
+	// since it was set), saying which.
+	Secret(ctx context.Context, repo, env, name string) (string, error)
+}
+
+// ErrSecretNotSet: the secret was never set on the bot.
+var ErrSecretNotSet = errors.New("secret not set")
 
 // Previewer is what the engine needs to give a pull request its own
 // environment at a stable URL.

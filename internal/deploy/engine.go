@@ -97,6 +97,10 @@ type EngineOptions struct {
 	// Querier evaluates analysis.prometheus checks (internal/promquery);
 	// nil makes every such check unreadable, which halts the rollout.
 	Querier Querier
+	// Secrets reads the values of an environment's secrets
+	// (internal/secrets); nil: a deploy that needs one fails saying it is
+	// not set.
+	Secrets SecretSource
 	// LockTTL is how long the deploy lock of an environment outlives a
 	// holder that stops renewing it; default 30s.
 	LockTTL time.Duration
@@ -601,8 +605,19 @@ func (e *Engine) execute(ctx context.Context, t Target, env record.EnvKey, d rec
 		// Execute says so as an error outcome; nothing is touched.
 		logctx.From(ctx).Warn("no driver for the environment", "deploy", d.ID, "environment", env.String(), "driver", string(t.Environment.Driver))
 	}
+	var why *record.Reason
+	if t.Environment != nil {
+		t.Vars, t.Secrets, why = ResolveVars(ctx, e.o.Secrets, t.Repo, t.Environment.Name, t.App.Env, t.Environment.Env, t.Environment.Secrets)
+	}
+	if why != nil {
+		// Nothing was touched: the deploy fails before its plan.
+		now := e.o.Now()
+		return Result{Outcome: OutcomeFailure, Release: releaseOf(d), Previous: d.Previous, Reason: *why, Started: now, Finished: now}, ""
+	}
 	updates := newUpdater(ctx, e.o.Notifier, e.info(t, d), func(ctx context.Context, ev Event) { e.progress(ctx, d.ID, ev) })
 	var logBuf bytes.Buffer
+	mask := newMasker(t.Secrets)
+	logw := NewMaskWriter(&syncWriter{w: &logBuf}, t.Secrets)
 	res := Execute(ctx, ExecInput{
 		Target:   t,
 		Release:  releaseOf(d),
@@ -613,15 +628,22 @@ func (e *Engine) execute(ctx context.Context, t Target, env record.EnvKey, d rec
 				updates.send(ev)
 			}
 		},
-		Log:     &syncWriter{w: &logBuf},
+		Log:     logw,
 		Phrase:  e.o.Notifier.Phrase,
 		Now:     e.o.Now,
 		Querier: e.o.Querier,
 		// A rollback puts back a release that ran before: no bake, no
 		// analysis (SPEC §4), the health checks stay.
 		SkipBake: d.Kind == record.KindRollback,
+		// Nor a release phase: a down-migration is the user's to run.
+		SkipRelease: d.Kind == record.KindRollback,
 	})
 	updates.close()
+	logw.Flush()
+	mask.Reason(&res.Reason)
+	for i := range res.Batches {
+		mask.Reason(res.Batches[i].Failure)
+	}
 	return res, logBuf.String()
 }
 

@@ -157,6 +157,9 @@ type ExecInput struct {
 	// SkipBake leaves out the bake and the analysis of every batch (a
 	// /rollback to a release that ran before); health checks stay.
 	SkipBake bool
+	// SkipRelease leaves out the release phase (a /rollback: a
+	// down-migration is the user's to run, not ours).
+	SkipRelease bool
 }
 
 // Execute rolls in.Release out to in.Target following SPEC §6: it lists the
@@ -244,7 +247,7 @@ func (r *run) rollout(ctx context.Context) {
 		r.end(OutcomeCancelled, record.Reason{Kind: record.ReasonCancelledBeforeStart})
 		return
 	}
-	if !r.makePlan(ctx) || !r.build(ctx) {
+	if !r.makePlan(ctx) || !r.build(ctx) || !r.releasePhase(ctx) {
 		return
 	}
 	r.state = make(map[string]*instState)
@@ -343,6 +346,40 @@ func (r *run) build(ctx context.Context) bool {
 		r.end(OutcomeCancelled, record.Reason{Kind: record.ReasonBuildCancelled, Release: rel.SHA})
 	default:
 		r.end(OutcomeFailure, record.Reason{Kind: record.ReasonBuildFailed, Release: rel.SHA, Err: err.Error()})
+	}
+	return false
+}
+
+// releasePhase runs the environment's release command once, after the
+// build and before any instance is touched (SPEC §6.2), within
+// ReleaseTimeout. It ends the run and reports false when that fails.
+func (r *run) releasePhase(ctx context.Context) bool {
+	releaser, ok := r.in.Driver.(Releaser)
+	setting, command := "app.release", r.in.Target.App.Release
+	if r.env.Driver == repoconfig.DriverAWS {
+		setting, command = "aws.release", ""
+		if r.env.AWS != nil {
+			command = r.env.AWS.Release
+		}
+	}
+	if !ok || r.in.SkipRelease || command == "" {
+		return true
+	}
+	rel := r.in.Release
+	r.say("", record.Reason{Kind: record.ReasonReleasePhase, Setting: setting, Release: rel.SHA, Text: command})
+	rctx, cancel := context.WithTimeout(ctx, ReleaseTimeout)
+	defer cancel()
+	err := releaser.Release(rctx, r.in.Target, rel, r.logOr())
+	switch {
+	case err == nil:
+		return true
+	case ctx.Err() != nil:
+		r.end(OutcomeCancelled, record.Reason{Kind: record.ReasonCancelledBeforeStart})
+	default:
+		if errors.Is(rctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("timed out after %s: %w", ReleaseTimeout, err)
+		}
+		r.end(OutcomeFailure, record.Reason{Kind: record.ReasonReleasePhaseFailed, Setting: setting, Release: rel.SHA, Duration: ReleaseTimeout, Err: err.Error()})
 	}
 	return false
 }

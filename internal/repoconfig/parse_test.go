@@ -158,7 +158,7 @@ preview:
 	if got := cfg.EnvironmentNames(); !reflect.DeepEqual(got, []string{"production", "staging"}) {
 		t.Errorf("environments = %v, want the defaults", got)
 	}
-	if cfg.App != (App{Build: "make", Run: "./app", PortEnv: "PORT"}) {
+	if !cfg.App.Equal(App{Build: "make", Run: "./app", PortEnv: "PORT"}) {
 		t.Errorf("app = %+v", cfg.App)
 	}
 	if !cfg.Preview.Forks || cfg.Preview.TTL != 72*time.Hour || cfg.Preview.Driver != DriverLocal {
@@ -291,7 +291,7 @@ preview:
 	if !reflect.DeepEqual(prod, def) {
 		t.Errorf("production = %+v, want the defaults %+v", prod, def)
 	}
-	if cfg.DefaultEnvironment != "production" || cfg.App != defaultApp() || !reflect.DeepEqual(cfg.Preview, defaultPreview()) {
+	if cfg.DefaultEnvironment != "production" || !cfg.App.Equal(defaultApp()) || !reflect.DeepEqual(cfg.Preview, defaultPreview()) {
 		t.Errorf("config = %+v", cfg)
 	}
 }
@@ -357,7 +357,7 @@ func diffConfig(t *testing.T, got, want *Config) {
 	if got.DefaultEnvironment != want.DefaultEnvironment {
 		t.Errorf("DefaultEnvironment = %q, want %q", got.DefaultEnvironment, want.DefaultEnvironment)
 	}
-	if got.App != want.App {
+	if !got.App.Equal(want.App) {
 		t.Errorf("App = %+v, want %+v", got.App, want.App)
 	}
 	if !reflect.DeepEqual(got.Preview, want.Preview) {

@@ -1,6 +1,7 @@
 package repoconfig
 
 import (
+	"maps"
 	"math"
 	"time"
 )
@@ -20,6 +21,13 @@ type App struct {
 	Build   string // shell command run in the source tree, e.g. "go build -o app ."
 	Run     string // command that starts one instance, e.g. "./app"
 	PortEnv string // environment variable the app reads its port from; default PORT
+	// Release is run once per deploy, in the new build, before the first
+	// batch (migrations); "" for no release phase (local driver; aws
+	// environments use AWSFleet.Release).
+	Release string
+	// Env is given to builds, the release phase and instances in every
+	// environment and preview.
+	Env map[string]string
 }
 
 // Driver names where an environment runs.
@@ -53,6 +61,10 @@ type Environment struct {
 	Freeze  Freeze
 	Rollout Rollout
 	Health  Health
+	// Env is added to App.Env here (later wins); Secrets names variables
+	// whose values live on the bot (bot secrets set), added after Env.
+	Env     map[string]string
+	Secrets []string
 	// Analysis judges each batch by its traffic while it bakes; nil when
 	// the environment has neither analysis nor aws.alarms.
 	Analysis *Analysis
@@ -154,6 +166,10 @@ type AWSFleet struct {
 	// Alarms are CloudWatch alarm names: one that goes into ALARM while a
 	// batch bakes halts the rollout.
 	Alarms []string
+	// Release is a command template run once per deploy through SSM on
+	// one in-service instance, before the first batch; {{.SHA}} is the
+	// release. "" for no release phase.
+	Release string
 }
 
 // Preview configures the per-PR environments.
@@ -161,7 +177,11 @@ type Preview struct {
 	Driver Driver
 	Forks  bool
 	TTL    time.Duration // default 72h
-	AWS    *AWSPreview
+	// Env and Secrets are a preview's own: it never gets an environment's.
+	// A fork's preview gets no secrets at all.
+	Env     map[string]string
+	Secrets []string
+	AWS     *AWSPreview
 	// Rollout/Health for previews use the defaults.
 	Health Health
 }
@@ -172,4 +192,16 @@ type AWSPreview struct {
 	ListenerARN    string
 	Domain         string
 	HostedZoneID   string // optional: a Route 53 record per preview when set
+	// Install is the command template run through SSM on the preview's
+	// instance for each release; {{.SHA}} is the release. Default
+	// DefaultPreviewInstall.
+	Install string
+}
+
+// DefaultPreviewInstall is preview.aws.install when the file sets none.
+const DefaultPreviewInstall = "/opt/shipbot/install {{.SHA}}"
+
+// Equal reports whether a and b say the same.
+func (a App) Equal(b App) bool {
+	return a.Build == b.Build && a.Run == b.Run && a.PortEnv == b.PortEnv && a.Release == b.Release && maps.Equal(a.Env, b.Env)
 }

@@ -169,6 +169,15 @@ var phrasings = map[record.ReasonKind]phrasing{
 	record.ReasonBuildFailed: func(r record.Reason, _ string) string {
 		return "build of " + Short(r.Release) + " failed: " + r.Err + "; nothing was touched"
 	},
+	record.ReasonSecretMissing: func(r record.Reason, _ string) string {
+		return "secret " + r.Text + " of " + r.Env + " is not set: run `" + SecretsSetLine(r.Repo, r.Env, r.Text) + "` with the value on standard input, then deploy again; nothing was touched"
+	},
+	record.ReasonSecretUnreadable: func(r record.Reason, _ string) string {
+		return "secret " + r.Text + " of " + r.Env + " cannot be read: " + r.Err + "; nothing was touched"
+	},
+	record.ReasonReleasePhaseFailed: func(r record.Reason, _ string) string {
+		return "release phase failed: " + r.Setting + " for " + Short(r.Release) + ": " + r.Err + "; no instance was touched"
+	},
 
 	// How a rollout ended.
 	record.ReasonAlreadyCurrent: func(r record.Reason, _ string) string {
@@ -270,6 +279,9 @@ var phrasings = map[record.ReasonKind]phrasing{
 	// The engine's lines in the deploy log.
 	record.ReasonBuilding: func(r record.Reason, _ string) string {
 		return "building " + Short(r.Release)
+	},
+	record.ReasonReleasePhase: func(r record.Reason, _ string) string {
+		return "release phase for " + Short(r.Release) + ": " + r.Setting + " " + r.Text
 	},
 	record.ReasonBatchStarting: func(r record.Reason, _ string) string {
 		return batchLabel(r) + ": " + strings.Join(r.Instances, ", ") + " to " + Short(r.Release)
@@ -392,4 +404,9 @@ func joinAnd(list []string) string {
 		return list[0]
 	}
 	return strings.Join(list[:len(list)-1], ", ") + " and " + list[len(list)-1]
+}
+
+// SecretsSetLine is the command that sets a secret on the bot.
+func SecretsSetLine(repo, env, name string) string {
+	return "bot secrets set " + repo + " " + env + " " + name
 }

@@ -40,6 +40,9 @@ var reasonSamples = map[record.ReasonKind]record.Reason{
 	record.ReasonListFailed:           {Env: "production", Err: "dial unix /run/shipbot/local.sock: connection refused"},
 	record.ReasonBuildCancelled:       {Release: newSHA},
 	record.ReasonBuildFailed:          {Release: newSHA, Err: "go build -o app .: exit status 1"},
+	record.ReasonSecretMissing:        {Repo: "octo-org/web", Env: "production", Text: "DATABASE_URL"},
+	record.ReasonSecretUnreadable:     {Repo: "octo-org/web", Env: "production", Text: "DATABASE_URL", Err: "it no longer decrypts: SECRETS_KEY changed since it was set; set it again with `bot secrets set octo-org/web production DATABASE_URL`"},
+	record.ReasonReleasePhaseFailed:   {Release: newSHA, Setting: "app.release", Duration: 15 * time.Minute, Err: "./app migrate: exit status 1"},
 
 	record.ReasonAlreadyCurrent: {Of: 3, Env: "production", Release: newSHA},
 	record.ReasonDeployed:       {Release: newSHA, Of: 4, Env: "production", Count: 2},
@@ -82,6 +85,7 @@ var reasonSamples = map[record.ReasonKind]record.Reason{
 	record.ReasonRetireFailed: {Instance: "surge-1", Err: "surge-1: process did not exit"},
 
 	record.ReasonBuilding:      {Release: newSHA},
+	record.ReasonReleasePhase:  {Release: newSHA, Setting: "app.release", Text: "./app migrate"},
 	record.ReasonBatchStarting: {Batch: 1, Instances: []string{"production-2", "production-3"}, Release: newSHA},
 	record.ReasonSurged:        {Batch: 0, Canary: true, Instance: "surge-1", Release: newSHA},
 	record.ReasonRollingBack:   {Instances: []string{"production-2", "production-1"}, Previous: oldSHA},

@@ -217,7 +217,7 @@ func (d *Driver) fleetFor(t deploy.Target) (*fleet, error) {
 		return nil, err
 	}
 	f.mu.Lock()
-	changed := created || f.name != env.Name || f.app != t.App || f.health != env.Health || f.count != env.Instances
+	changed := created || f.name != env.Name || !f.app.Equal(t.App) || f.health != env.Health || f.count != env.Instances
 	f.name, f.app, f.health, f.count = env.Name, t.App, env.Health, env.Instances
 	f.ensureSlots()
 	f.mu.Unlock()

@@ -32,6 +32,7 @@ type Reason struct {
 	Setting   string   `json:"setting,omitempty"`  // a configuration key, e.g. "health.timeout"
 	Checks    []string `json:"checks,omitempty"`   // required checks
 	By        string   `json:"by,omitempty"`       // a GitHub login
+	Repo      string   `json:"repo,omitempty"`     // OWNER/NAME, where a reason names the repository (bot secrets set …)
 
 	// When.
 	At       time.Time `json:"at,omitzero"`         // when it happened (a freeze began to hold a deploy)
@@ -111,6 +112,9 @@ const (
 	ReasonListFailed           ReasonKind = "list_failed"            // Env, Err
 	ReasonBuildCancelled       ReasonKind = "build_cancelled"        // Release
 	ReasonBuildFailed          ReasonKind = "build_failed"           // Release, Err
+	ReasonSecretMissing        ReasonKind = "secret_missing"         // Repo, Env ("preview" for previews), Text (the secret's name)
+	ReasonSecretUnreadable     ReasonKind = "secret_unreadable"      // Repo, Env, Text (the secret's name), Err
+	ReasonReleasePhaseFailed   ReasonKind = "release_phase_failed"   // Release, Setting (app.release or aws.release), Duration (the bound), Err
 )
 
 // How a rollout ended (deploy.Result.Reason), followed by Then.
@@ -159,6 +163,7 @@ const (
 // The engine's lines in the deploy log.
 const (
 	ReasonBuilding      ReasonKind = "building"       // Release
+	ReasonReleasePhase  ReasonKind = "release_phase"  // Setting (app.release or aws.release), Text (its command), Release
 	ReasonBatchStarting ReasonKind = "batch_starting" // Batch, Canary, Instances, Release
 	ReasonSurged        ReasonKind = "surged"         // Batch, Canary, Instance, Release
 	ReasonRollingBack   ReasonKind = "rolling_back"   // Instances, Previous
@@ -196,6 +201,7 @@ func ReasonKinds() []ReasonKind {
 
 		ReasonNoEnvironment, ReasonNoDriver, ReasonSettingEmpty, ReasonSettingNotPositive, ReasonSettingBelowOne,
 		ReasonSettingNegative, ReasonCancelledBeforeStart, ReasonListFailed, ReasonBuildCancelled, ReasonBuildFailed,
+		ReasonSecretMissing, ReasonSecretUnreadable, ReasonReleasePhaseFailed,
 
 		ReasonAlreadyCurrent, ReasonDeployed, ReasonBatchFailed, ReasonCancelledDuring,
 
@@ -207,7 +213,7 @@ func ReasonKinds() []ReasonKind {
 		ReasonNothingChanged, ReasonNoEarlierRelease, ReasonRolledBack, ReasonRollbackCancelled,
 		ReasonRollbackBuildFailed, ReasonRollbackFailed, ReasonSurgeLeft, ReasonRetireFailed,
 
-		ReasonBuilding, ReasonBatchStarting, ReasonSurged, ReasonRollingBack, ReasonNotJudged, ReasonJudged,
+		ReasonBuilding, ReasonReleasePhase, ReasonBatchStarting, ReasonSurged, ReasonRollingBack, ReasonNotJudged, ReasonJudged,
 
 		ReasonWaitingForChecks, ReasonLocked, ReasonSuperseded, ReasonFrozen, ReasonText,
 	}
