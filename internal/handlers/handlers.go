@@ -39,6 +39,9 @@ type Base struct {
 	// Now is the clock freeze windows and the wait for required checks
 	// are judged by; nil: time.Now.
 	Now func() time.Time
+	// Secrets reads the values of preview.secrets (internal/secrets);
+	// nil: a preview that names one fails saying it is not set.
+	Secrets deploy.SecretSource
 }
 
 // now is the time by b's clock.

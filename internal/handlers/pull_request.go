@@ -262,16 +262,30 @@ func (p *previewJob) build(ctx context.Context, cfg *repoconfig.Config, snap *re
 	if err := p.status(ctx, depID, *snap); err != nil {
 		return "", "", err
 	}
+	// A preview gets app.env and its own env and secrets, never an
+	// environment's; a fork's preview gets no secrets at all.
+	names := cfg.Preview.Secrets
+	if p.e.fromFork(p.repo) {
+		names = nil
+	}
+	vars, secrets, why := deploy.ResolveVars(ctx, p.deps.Secrets, p.repo, record.PreviewEnv, cfg.App.Env, cfg.Preview.Env, names)
+	if why != nil {
+		snap.State, snap.Reason, snap.FinishedAt = report.StateFailure, report.Reason(*why), time.Now()
+		logctx.From(ctx).Warn("preview not built", "pr", p.e.Number, "sha", snap.SHA, "reason", snap.Reason)
+		return "", "", nil
+	}
 	var out bytes.Buffer
-	url, runErr := drv.EnsurePreview(ctx, deploy.Preview{Repo: p.repo, Number: p.e.Number, Config: cfg.Preview, App: cfg.App},
-		deploy.Release{Repo: p.repo, InstallationID: p.inst, SHA: snap.SHA, Ref: snap.Ref}, &out)
+	logw := deploy.NewMaskWriter(&out, secrets)
+	url, runErr := drv.EnsurePreview(ctx, deploy.Preview{Repo: p.repo, Number: p.e.Number, Config: cfg.Preview, App: cfg.App, Vars: vars, Secrets: secrets},
+		deploy.Release{Repo: p.repo, InstallationID: p.inst, SHA: snap.SHA, Ref: snap.Ref}, logw)
+	logw.Flush()
 	if runErr != nil && ctx.Err() != nil {
 		return "", "", runErr // shutting down: try again later
 	}
 	snap.FinishedAt = time.Now()
 	if runErr != nil {
-		snap.State, snap.Reason = report.StateFailure, runErr.Error()
-		logctx.From(ctx).Warn("preview failed", "pr", p.e.Number, "sha", snap.SHA, "err", runErr)
+		snap.State, snap.Reason = report.StateFailure, deploy.MaskSecrets(runErr.Error(), secrets)
+		logctx.From(ctx).Warn("preview failed", "pr", p.e.Number, "sha", snap.SHA, "err", snap.Reason)
 	} else {
 		snap.State, snap.EnvironmentURL = report.StateSuccess, url
 	}

@@ -65,6 +65,10 @@ const (
 	KindPreview  = "preview"  // a pull request's preview environment
 )
 
+// PreviewEnv is the environment name preview secrets are kept under
+// (`bot secrets set OWNER/REPO preview NAME`).
+const PreviewEnv = "preview"
+
 // Deploy states.
 const (
 	StateQueued     = "queued"     // created, not yet running
