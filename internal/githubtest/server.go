@@ -231,7 +231,8 @@ type Call struct {
 	Installation int64
 	Auth         string // "jwt", "token", "none" or "invalid"
 	Status       int
-	Fault        bool // the response was injected by Fault
+	Fault        bool   // the response was injected by Fault
+	Body         []byte // the request's body (API calls), for tests that look for what must never be sent
 }
 
 // Write reports whether the call is a write in the sense of SPEC §11: a
@@ -423,7 +424,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.write(w, r, nil, nil, body, &reqCtx{}, Call{Time: start, Method: r.Method, Path: r.URL.Path}, notFound())
 		return
 	}
-	call := Call{Time: start, Method: r.Method, Path: apiPath}
+	call := Call{Time: start, Method: r.Method, Path: apiPath, Body: body}
 	c := &reqCtx{r: r, body: body}
 
 	// Which operation is it?
