@@ -54,13 +54,13 @@ preview:
   build: make
   image: web:latest
 `, []string{
-		`.github/shipbot.yml line 3: app.image: unknown key (valid keys here: build, run, port_env)`,
+		`.github/shipbot.yml line 3: app.image: unknown key (valid keys here: build, run, port_env, release, env)`,
 	}},
 	{"key at the wrong level", `environments:
   staging:
     canary: 2
 `, []string{
-		`.github/shipbot.yml line 3: environments.staging.canary: unknown key; canary belongs under rollout: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, freeze, rollout, health, analysis, aws)`,
+		`.github/shipbot.yml line 3: environments.staging.canary: unknown key; canary belongs under rollout: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, env, secrets, freeze, rollout, health, analysis, aws)`,
 	}},
 	{"unknown key typo in rollout", `environments:
   production:
@@ -389,7 +389,7 @@ default_environment: qa
 		`.github/shipbot.yml line 5: environments.production.analysis.max_p99: unknown key (valid keys here: interval, min_requests, max_error_rate, max_latency_p99, prometheus)`,
 		`.github/shipbot.yml line 8: environments.production.analysis.prometheus.bearer_token: unknown key (valid keys here: url, checks)`,
 		`.github/shipbot.yml line 13: environments.production.analysis.prometheus.checks[0].above: unknown key (valid keys here: name, query, max, min)`,
-		`.github/shipbot.yml line 14: environments.production.min_requests: unknown key; min_requests belongs under analysis: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, freeze, rollout, health, analysis, aws)`,
+		`.github/shipbot.yml line 14: environments.production.min_requests: unknown key; min_requests belongs under analysis: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, env, secrets, freeze, rollout, health, analysis, aws)`,
 	}},
 	{"analysis not a mapping", `environments:
   production:
@@ -401,7 +401,7 @@ default_environment: qa
   analysis:
     interval: 10s
 `, []string{
-		`.github/shipbot.yml line 2: preview.analysis: unknown key; analysis belongs under an environment (environments.NAME:) (valid keys here: driver, forks, ttl, aws)`,
+		`.github/shipbot.yml line 2: preview.analysis: unknown key; analysis belongs under an environment (environments.NAME:) (valid keys here: driver, forks, ttl, env, secrets, aws)`,
 	}},
 	{"prometheus without url or checks", `environments:
   production:
@@ -560,7 +560,7 @@ default_environment: qa
   production:
     alarms: [web-5xx-rate]
 `, []string{
-		`.github/shipbot.yml line 3: environments.production.alarms: unknown key; alarms belongs under an environment's aws: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, freeze, rollout, health, analysis, aws)`,
+		`.github/shipbot.yml line 3: environments.production.alarms: unknown key; alarms belongs under an environment's aws: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, env, secrets, freeze, rollout, health, analysis, aws)`,
 	}},
 	{"alarm names empty or repeated", `environments:
   production:

@@ -23,21 +23,24 @@ const maxFileSize = 256 << 10
 // error messages list them in).
 var (
 	topKeys        = []string{"default_environment", "app", "environments", "preview"}
-	appKeys        = []string{"build", "run", "port_env"}
-	envKeys        = []string{"branch", "driver", "instances", "require_checks", "deployers", "allow_branches", "url", "freeze", "rollout", "health", "analysis", "aws"}
+	appKeys        = []string{"build", "run", "port_env", "release", "env"}
+	envKeys        = []string{"branch", "driver", "instances", "require_checks", "deployers", "allow_branches", "url", "env", "secrets", "freeze", "rollout", "health", "analysis", "aws"}
 	rolloutKeys    = []string{"canary", "batch", "max_unavailable", "by_zone", "bake"}
 	healthKeys     = []string{"path", "interval", "healthy_after", "timeout"}
 	analysisKeys   = []string{"interval", "min_requests", "max_error_rate", "max_latency_p99", "prometheus"}
 	prometheusKeys = []string{"url", "checks"}
 	checkKeys      = []string{"name", "query", "max", "min"}
-	fleetKeys      = []string{"region", "target_group_arn", "instance_tags", "install", "alarms"}
-	previewKeys    = []string{"driver", "forks", "ttl", "aws"}
-	previewAWSKeys = []string{"launch_template", "listener_arn", "domain", "hosted_zone_id"}
+	fleetKeys      = []string{"region", "target_group_arn", "instance_tags", "install", "release", "alarms"}
+	previewKeys    = []string{"driver", "forks", "ttl", "env", "secrets", "aws"}
+	previewAWSKeys = []string{"install", "launch_template", "listener_arn", "domain", "hosted_zone_id"}
 )
 
-// fleetRequired are the keys of an environment's aws: that driver aws
-// cannot do without.
-var fleetRequired = fleetKeys[:4]
+// fleetRequired and previewAWSRequired are the keys of an environment's
+// aws: and of preview.aws: that driver aws cannot do without.
+var (
+	fleetRequired      = fleetKeys[:4]
+	previewAWSRequired = previewAWSKeys[1:4]
+)
 
 // homes says where a key belongs, for an unknown key that is a real key at
 // another level (canary: written straight under an environment). A key of
@@ -57,14 +60,14 @@ var homes = func() map[string]string {
 	}
 	add("the top level", []string{"default_environment", "environments"})
 	add("app:", appKeys)
-	add("an environment (environments.NAME:)", []string{"branch", "instances", "require_checks", "deployers", "allow_branches", "url", "rollout", "health", "analysis"})
+	add("an environment (environments.NAME:)", []string{"branch", "instances", "require_checks", "deployers", "allow_branches", "url", "env", "secrets", "rollout", "health", "analysis"})
 	add("rollout:", rolloutKeys)
 	add("health:", []string{"interval", "healthy_after", "timeout"})
 	add("analysis:", analysisKeys)
 	add("analysis.prometheus:", prometheusKeys)
 	add("a check in analysis.prometheus.checks:", []string{"query"})
 	add("an environment's aws:", fleetKeys)
-	add("preview:", []string{"forks", "ttl"})
+	add("preview:", []string{"forks", "ttl", "env", "secrets"})
 	add("preview.aws:", previewAWSKeys)
 	return m
 }()
@@ -75,7 +78,7 @@ var homes = func() map[string]string {
 // Default(defaultBranch). The error, when there is one, is Errors: every
 // problem found, each naming its line and key.
 func Parse(data []byte, defaultBranch string) (*Config, error) {
-	p := &parser{defaultBranch: defaultBranch}
+	p := &parser{defaultBranch: defaultBranch, portEnv: defaultPortEnv}
 	root := p.document(data)
 	cfg := Default(defaultBranch)
 	if root != nil {
@@ -96,6 +99,11 @@ const (
 
 type parser struct {
 	defaultBranch string
+	// portEnv and appRelease are app:'s, which the environments and
+	// preview are checked against (app: is read first); portEnv is ""
+	// when app.port_env is broken, and already reported.
+	portEnv    string
+	appRelease string
 	errs          Errors
 	values        int  // keys and list items walked so far
 	exhausted     bool // values passed maxValues: stop walking

@@ -265,7 +265,7 @@ preview:
 	if !reflect.DeepEqual(staging.Deployers, Deployers{Min: PermMaintain}) || staging.RequireChecks.All || len(staging.RequireChecks.Names) > 0 || staging.AllowBranches {
 		t.Errorf("staging = %+v", staging)
 	}
-	wantPreview := &AWSPreview{LaunchTemplate: "lt-0abc", ListenerARN: "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/web/1/2", Domain: "pr.example.com", HostedZoneID: "Z123"}
+	wantPreview := &AWSPreview{Install: DefaultPreviewInstall, LaunchTemplate: "lt-0abc", ListenerARN: "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/web/1/2", Domain: "pr.example.com", HostedZoneID: "Z123"}
 	if cfg.Preview.Driver != DriverAWS || cfg.Preview.TTL != 168*time.Hour || !reflect.DeepEqual(cfg.Preview.AWS, wantPreview) {
 		t.Errorf("preview = %+v", cfg.Preview)
 	}

@@ -66,13 +66,19 @@ func (p *parser) app(e entry, app *App) {
 	field(f, "app", "build", &app.Build, p.text)
 	field(f, "app", "run", &app.Run, p.text)
 	if e, ok := f["port_env"]; ok {
+		p.portEnv = ""
 		if s, ok := p.text("app.port_env", e.val); ok {
 			if !envVarName.MatchString(s) {
 				p.errf(e.line(), "app.port_env", "%s is not an environment variable name: use letters, digits and _, like PORT", quote(s))
 			} else {
-				app.PortEnv = s
+				app.PortEnv, p.portEnv = s, s
 			}
 		}
+	}
+	field(f, "app", "release", &app.Release, p.text)
+	p.appRelease = app.Release
+	if e, ok := f["env"]; ok {
+		app.Env, _ = p.env("app.env", e.val)
 	}
 }
 
@@ -177,6 +183,7 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 	}
 	field(f, path, "allow_branches", &env.AllowBranches, p.boolean)
 	field(f, path, "url", &env.URL, p.url)
+	env.Env, env.Secrets = p.scopeVars(f, path, ent.name)
 	if e, ok := f["freeze"]; ok {
 		env.Freeze = p.freeze(join(path, "freeze"), e.val)
 	}
@@ -212,14 +219,23 @@ func (p *parser) environment(ent entry, path string) (*Environment, branchClaim)
 }
 
 // awsElsewhere reports an environment's aws: block under a driver other
-// than aws. When it holds alarms the problem is said there: CloudWatch
-// alarms watch an AWS fleet, and the local driver measures its own traffic.
+// than aws. When it holds alarms or release the problem is said there,
+// with what the local driver does instead: CloudWatch alarms watch an AWS
+// fleet, and the local driver measures its own traffic and runs
+// app.release itself.
 func (p *parser) awsElsewhere(path string, aws entry, d Driver) {
+	said := false
 	if line := keyLine(aws.val, "alarms"); line > 0 {
 		p.errf(line, join(path, "aws.alarms"), "CloudWatch alarms only apply to driver aws, and this environment's driver is %s: remove aws: or set driver: aws; with driver local, analysis: judges each batch by the error rate and p99 the driver measures itself", d)
-		return
+		said = true
 	}
-	p.errf(aws.key.Line, join(path, "aws"), "only applies to driver aws, and this environment's driver is %s: remove aws: or set driver: aws", d)
+	if line := keyLine(aws.val, "release"); line > 0 {
+		p.errf(line, join(path, "aws.release"), "runs through SSM on an AWS instance, and this environment's driver is %s: remove aws: and put the command in app.release, which the local driver runs in the new build, or set driver: aws", d)
+		said = true
+	}
+	if !said {
+		p.errf(aws.key.Line, join(path, "aws"), "only applies to driver aws, and this environment's driver is %s: remove aws: or set driver: aws", d)
+	}
 }
 
 // keyLine is the line of key written out in the mapping n, or 0.
@@ -369,15 +385,10 @@ func (p *parser) fleet(path string, block entry) *AWSFleet {
 	if e, ok := f["instance_tags"]; ok {
 		fl.InstanceTags = p.tags(join(path, "instance_tags"), e.val)
 	}
-	if e, ok := f["install"]; ok {
-		kpath := join(path, "install")
-		if s, ok := p.text(kpath, e.val); ok {
-			if problem := checkInstall(s); problem != "" {
-				p.errf(e.line(), kpath, "%s", problem)
-			} else {
-				fl.Install = s
-			}
-		}
+	field(f, path, "install", &fl.Install, p.commandTemplate(installNeedsSHA))
+	field(f, path, "release", &fl.Release, p.commandTemplate(releaseNeedsSHA))
+	if _, ok := f["release"]; !ok && p.appRelease != "" {
+		p.errf(block.key.Line, join(path, "release"), "missing, and app.release is set: driver aws runs the release phase through SSM with aws.release instead, so add one here, e.g. release: sudo /opt/web/bin/migrate {{.SHA}}")
 	}
 	if e, ok := f["alarms"]; ok {
 		fl.Alarms = p.alarms(join(path, "alarms"), e.val)
@@ -465,6 +476,7 @@ func (p *parser) preview(e entry, pv *Preview) {
 	driverOK := p.driverField(f, path, &pv.Driver)
 	field(f, path, "forks", &pv.Forks, p.boolean)
 	p.durationAtLeast(f, path, "ttl", &pv.TTL, minPreviewTTL, "is too short: a preview lives at least 1h after its last push")
+	pv.Env, pv.Secrets = p.scopeVars(f, path, "preview")
 	aws, hasAWS := f["aws"]
 	switch {
 	case !driverOK:
@@ -482,12 +494,13 @@ func (p *parser) previewAWS(path string, block entry) *AWSPreview {
 	if !ok {
 		return nil
 	}
-	a := &AWSPreview{}
-	p.required(path, block.key.Line, f, previewAWSKeys[:3], "driver aws", map[string]string{
+	a := &AWSPreview{Install: DefaultPreviewInstall}
+	p.required(path, block.key.Line, f, previewAWSRequired, "driver aws", map[string]string{
 		"launch_template": "the EC2 launch template preview instances start from, e.g. launch_template: web-preview",
 		"listener_arn":    "the ARN of the ALB listener that gets a host rule per preview",
 		"domain":          "previews are reached at pr-NUMBER.DOMAIN, e.g. domain: preview.example.com",
 	})
+	field(f, path, "install", &a.Install, p.commandTemplate(installNeedsSHA))
 	field(f, path, "launch_template", &a.LaunchTemplate, p.text)
 	field(f, path, "listener_arn", &a.ListenerARN, p.arnOf("listener"))
 	field(f, path, "domain", &a.Domain, p.domain)

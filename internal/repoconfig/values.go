@@ -375,11 +375,40 @@ func checkHealthPath(s string) string {
 	return ""
 }
 
-// checkInstall says what is wrong with an aws.install template, or "". It
-// may hold only text and {{.SHA}} actions: that is all a release needs, and
-// it keeps rendering free of loops, functions and surprises. A test render
-// confirms it.
-func checkInstall(s string) string {
+// What a command template that never uses {{.SHA}} is told. aws.release
+// runs on an instance still on the previous release, so it too must be
+// told the new one.
+const (
+	installNeedsSHA = "never uses {{.SHA}}: the command must say which release to install, e.g. install {{.SHA}}"
+	releaseNeedsSHA = "never uses {{.SHA}}: it runs on an instance still on the previous release, so the command must say which release to prepare for, e.g. migrate {{.SHA}}"
+)
+
+// commandTemplate is a value reader for field: a command template held to
+// checkTemplate's rule, told needsSHA when it lacks {{.SHA}}.
+func (p *parser) commandTemplate(needsSHA string) func(path string, n *yaml.Node) (string, bool) {
+	return func(path string, n *yaml.Node) (string, bool) {
+		s, ok := p.text(path, n)
+		if !ok {
+			return "", false
+		}
+		if problem := checkTemplate(s, needsSHA); problem != "" {
+			p.errf(n.Line, path, "%s", problem)
+			return "", false
+		}
+		return s, true
+	}
+}
+
+// checkInstall says what is wrong with an aws.install or
+// preview.aws.install template, or "".
+func checkInstall(s string) string { return checkTemplate(s, installNeedsSHA) }
+
+// checkTemplate says what is wrong with a command template run through
+// SSM (aws.install, aws.release, preview.aws.install), or "": needsSHA
+// when it never uses {{.SHA}}. It may hold only text and {{.SHA}} actions:
+// that is all a release needs, and it keeps rendering free of loops,
+// functions and surprises. A test render confirms it.
+func checkTemplate(s, needsSHA string) string {
 	t, err := template.New("install").Option("missingkey=error").Parse(s)
 	if err != nil {
 		return "not a valid template: " + templateLine.ReplaceAllString(err.Error(), "")
@@ -401,7 +430,7 @@ func checkInstall(s string) string {
 		}
 	}
 	if !usesSHA {
-		return "never uses {{.SHA}}: the command must say which release to install, e.g. install {{.SHA}}"
+		return needsSHA
 	}
 	var out bytes.Buffer
 	if err := t.Execute(&out, struct{ SHA string }{sampleSHA}); err != nil || !strings.Contains(out.String(), sampleSHA) {
