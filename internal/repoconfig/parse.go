@@ -99,14 +99,15 @@ const (
 
 type parser struct {
 	defaultBranch string
+	errs          Errors
+	values        int  // keys and list items walked so far
+	exhausted     bool // values passed maxValues: stop walking
+
 	// portEnv and appRelease are app:'s, which the environments and
 	// preview are checked against (app: is read first); portEnv is ""
 	// when app.port_env is broken, and already reported.
 	portEnv    string
 	appRelease string
-	errs          Errors
-	values        int  // keys and list items walked so far
-	exhausted     bool // values passed maxValues: stop walking
 }
 
 // spend counts n more values walked and reports whether the walk may go on.

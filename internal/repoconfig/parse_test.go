@@ -50,7 +50,11 @@ func TestParseSpecExample(t *testing.T) {
 	}
 	want := &Config{
 		DefaultEnvironment: "staging",
-		App:                App{Build: "go build -o app .", Run: "./app", PortEnv: "PORT"},
+		App: App{
+			Build: "go build -o app .", Run: "./app", PortEnv: "PORT",
+			Release: "./app migrate",
+			Env:     map[string]string{"LOG_FORMAT": "json"},
+		},
 		Environments: map[string]*Environment{
 			"production": {
 				Name:          "production",
@@ -59,6 +63,8 @@ func TestParseSpecExample(t *testing.T) {
 				RequireChecks: Checks{All: true},
 				Deployers:     Deployers{Min: PermWrite},
 				URL:           "https://example.com",
+				Env:           map[string]string{"CHECKOUT_V2": "on"},
+				Secrets:       []string{"DATABASE_URL", "STRIPE_KEY"},
 				Production:    true,
 				Rollout: Rollout{
 					Canary:         1,
@@ -87,6 +93,7 @@ func TestParseSpecExample(t *testing.T) {
 					TargetGroupARN: "arn:aws:elasticloadbalancing:...",
 					InstanceTags:   map[string]string{"app": "web", "env": "production"},
 					Install:        "sudo /opt/web/bin/install {{.SHA}}",
+					Release:        "sudo /opt/web/bin/migrate {{.SHA}}",
 					Alarms:         []string{"web-5xx-rate", "web-p99"},
 				},
 			},
@@ -102,9 +109,12 @@ func TestParseSpecExample(t *testing.T) {
 			},
 		},
 		Preview: Preview{
-			Driver: DriverLocal,
-			TTL:    72 * time.Hour,
+			Driver:  DriverLocal,
+			TTL:     72 * time.Hour,
+			Env:     map[string]string{"APP_ENV": "preview"},
+			Secrets: []string{"PREVIEW_DATABASE_URL"},
 			AWS: &AWSPreview{
+				Install:        "/opt/shipbot/install {{.SHA}}",
 				LaunchTemplate: "web-preview",
 				ListenerARN:    "arn:aws:elasticloadbalancing:...",
 				Domain:         "preview.example.com",
