@@ -820,6 +820,185 @@ app:
 `, []string{
 		`.github/shipbot.yml line 2: environments: a key must be a plain name, not a list`,
 	}},
+	{"variable names", `app:
+  env:
+    log-format: json
+    1ST: x
+    "": y
+environments:
+  production:
+    env: {Checkout_V2: "on"}
+    secrets: [database_url]
+preview:
+  env:
+    app env: preview
+`, []string{
+		`.github/shipbot.yml line 3: app.env.log-format: "log-format" is not a variable name: use capital letters, digits and _, not starting with a digit, like LOG_FORMAT`,
+		`.github/shipbot.yml line 4: app.env.1ST: "1ST" is not a variable name: use capital letters, digits and _, not starting with a digit, like LOG_FORMAT`,
+		`.github/shipbot.yml line 5: app.env."": a variable needs a name, like LOG_FORMAT`,
+		`.github/shipbot.yml line 8: environments.production.env.Checkout_V2: "Checkout_V2" is not a variable name: use capital letters, digits and _, not starting with a digit, like CHECKOUT_V2`,
+		`.github/shipbot.yml line 9: environments.production.secrets[0]: "database_url" is not a variable name: use capital letters, digits and _, not starting with a digit, like DATABASE_URL`,
+		`.github/shipbot.yml line 12: preview.env."app env": "app env" is not a variable name: use capital letters, digits and _, not starting with a digit, like APP_ENV`,
+	}},
+	{"variable values", `app:
+  env:
+    LOG_FORMAT:
+    HOSTS: [a, b]
+    LIMITS: {cpu: 1}
+    SEP: "a\0b"
+`, []string{
+		`.github/shipbot.yml line 3: app.env.LOG_FORMAT: has no value: write one, or "" for an empty value`,
+		`.github/shipbot.yml line 4: app.env.HOSTS: expected a single value, got a list: a variable holds text, so put the value in quotes if the brackets are part of it`,
+		`.github/shipbot.yml line 5: app.env.LIMITS: expected a single value, got a mapping: a variable holds text, so put the value in quotes if the brackets are part of it`,
+		`.github/shipbot.yml line 6: app.env.SEP: the value holds a NUL character (\0), which no process's environment can carry: remove it`,
+	}},
+	{"env not a mapping", `app:
+  env: [LOG_FORMAT=json]
+environments:
+  staging:
+    env: LOG_FORMAT=json
+`, []string{
+		`.github/shipbot.yml line 2: app.env: expected a mapping of variable names to values, like {LOG_FORMAT: json}, got a list`,
+		`.github/shipbot.yml line 5: environments.staging.env: expected a mapping of variable names to values, like {LOG_FORMAT: json}, got "LOG_FORMAT=json"`,
+	}},
+	{"secrets not a list", `environments:
+  production:
+    secrets: DATABASE_URL
+  staging:
+    secrets: database url
+preview:
+  secrets:
+    PREVIEW_DATABASE_URL: postgres://preview@db/app
+`, []string{
+		`.github/shipbot.yml line 3: environments.production.secrets: expected a list of names: for one secret, write [DATABASE_URL]`,
+		`.github/shipbot.yml line 5: environments.staging.secrets: expected a list of names: for one secret, write [DATABASE_URL]`,
+		`.github/shipbot.yml line 8: preview.secrets: expected a list of names, got a mapping: a value in this file could be read by anyone who can read the repository, so list only the names, like [DATABASE_URL], and set each value with bot secrets set OWNER/REPO preview NAME`,
+	}},
+	{"secret names empty or not names", `environments:
+  production:
+    secrets:
+      - ""
+      -
+      - [DATABASE_URL]
+      - {STRIPE_KEY: sk_live}
+`, []string{
+		`.github/shipbot.yml line 4: environments.production.secrets[0]: empty: name the secret, like DATABASE_URL, or remove the item`,
+		`.github/shipbot.yml line 5: environments.production.secrets[1]: empty: name the secret, like DATABASE_URL, or remove the item`,
+		`.github/shipbot.yml line 6: environments.production.secrets[2]: expected a secret's name, got a list: list names only, like [DATABASE_URL, STRIPE_KEY]`,
+		`.github/shipbot.yml line 7: environments.production.secrets[3]: expected a secret's name, got a mapping: list names only, like [DATABASE_URL, STRIPE_KEY]`,
+	}},
+	{"secret named in two places", `environments:
+  production:
+    env:
+      LOG_LEVEL: info
+      DATABASE_URL: postgres://db/app
+    secrets: [STRIPE_KEY, DATABASE_URL, STRIPE_KEY]
+preview:
+  env: {APP_ENV: preview, PREVIEW_DATABASE_URL: postgres://preview/app}
+  secrets:
+    - PREVIEW_DATABASE_URL
+`, []string{
+		`.github/shipbot.yml line 6: environments.production.secrets[1]: DATABASE_URL is also set in env on line 5: a variable comes from env or from secrets, so remove it from one of them`,
+		`.github/shipbot.yml line 6: environments.production.secrets[2]: STRIPE_KEY is listed twice (first as secrets[0]): list each secret once`,
+		`.github/shipbot.yml line 10: preview.secrets[0]: PREVIEW_DATABASE_URL is also set in env on line 8: a variable comes from env or from secrets, so remove it from one of them`,
+	}},
+	{"the port variable", `app:
+  env: {PORT: "8080"}
+environments:
+  production:
+    env: {PORT: "8080"}
+    secrets: [PORT]
+`, []string{
+		`.github/shipbot.yml line 2: app.env.PORT: PORT is the port variable (app.port_env), which the driver sets to each instance's own port: remove it from env`,
+		`.github/shipbot.yml line 5: environments.production.env.PORT: PORT is the port variable (app.port_env), which the driver sets to each instance's own port: remove it from env`,
+		`.github/shipbot.yml line 6: environments.production.secrets[0]: PORT is the port variable (app.port_env), which the driver sets to each instance's own port: remove it from secrets`,
+	}},
+	{"the port variable is app.port_env", `app:
+  port_env: HTTP_PORT
+  env: {PORT: "8080", HTTP_PORT: "8080"}
+preview:
+  secrets: [HTTP_PORT]
+`, []string{
+		`.github/shipbot.yml line 3: app.env.HTTP_PORT: HTTP_PORT is the port variable (app.port_env), which the driver sets to each instance's own port: remove it from env`,
+		`.github/shipbot.yml line 5: preview.secrets[0]: HTTP_PORT is the port variable (app.port_env), which the driver sets to each instance's own port: remove it from secrets`,
+	}},
+	{"app.release on an aws environment without aws.release", `app:
+  release: ./app migrate
+environments:
+  production:
+    driver: aws
+    aws:
+      region: us-east-1
+      target_group_arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123
+      instance_tags: {app: web}
+      install: deploy {{.SHA}}
+  eu:
+    driver: aws
+  staging:
+    driver: local
+`, []string{
+		`.github/shipbot.yml line 6: environments.production.aws.release: missing, and app.release is set: driver aws runs the release phase through SSM with aws.release instead, so add one here, e.g. release: sudo /opt/web/bin/migrate {{.SHA}}`,
+		`.github/shipbot.yml line 12: environments.eu.aws: driver aws needs an aws: block with region, target_group_arn, instance_tags, install`,
+	}},
+	{"aws.release on a local environment", `environments:
+  staging:
+    driver: local
+    aws:
+      release: sudo /opt/web/bin/migrate {{.SHA}}
+  qa:
+    aws:
+      release: migrate {{.SHA}}
+      alarms: [web-5xx-rate]
+default_environment: staging
+`, []string{
+		`.github/shipbot.yml line 5: environments.staging.aws.release: runs through SSM on an AWS instance, and this environment's driver is local: remove aws: and put the command in app.release, which the local driver runs in the new build, or set driver: aws`,
+		`.github/shipbot.yml line 8: environments.qa.aws.release: runs through SSM on an AWS instance, and this environment's driver is local: remove aws: and put the command in app.release, which the local driver runs in the new build, or set driver: aws`,
+		`.github/shipbot.yml line 9: environments.qa.aws.alarms: CloudWatch alarms only apply to driver aws, and this environment's driver is local: remove aws: or set driver: aws; with driver local, analysis: judges each batch by the error rate and p99 the driver measures itself`,
+	}},
+	{"aws.release template", `app:
+  release: ""
+environments:
+  production:
+    driver: aws
+    aws: &fleet
+      region: us-east-1
+      target_group_arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123
+      instance_tags: {app: web}
+      install: deploy {{.SHA}}
+      release: migrate {{.Ref}}
+  eu:
+    driver: aws
+    aws:
+      <<: *fleet
+      release: sudo /opt/web/bin/migrate
+default_environment: production
+`, []string{
+		`.github/shipbot.yml line 2: app.release: must not be empty`,
+		`.github/shipbot.yml line 11: environments.production.aws.release: {{.Ref}} is not allowed: the template may only use {{.SHA}}`,
+		`.github/shipbot.yml line 16: environments.eu.aws.release: never uses {{.SHA}}: it runs on an instance still on the previous release, so the command must say which release to prepare for, e.g. migrate {{.SHA}}`,
+	}},
+	{"preview.aws.install template", `preview:
+  driver: aws
+  aws:
+    install: /opt/shipbot/install latest
+    launch_template: web-preview
+    listener_arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/web/1/2
+    domain: preview.example.com
+`, []string{
+		`.github/shipbot.yml line 4: preview.aws.install: never uses {{.SHA}}: the command must say which release to install, e.g. install {{.SHA}}`,
+	}},
+	{"variables at the wrong level", `app:
+  secrets: [DATABASE_URL]
+environments:
+  production:
+    release: ./app migrate
+preview:
+  install: /opt/shipbot/install {{.SHA}}
+`, []string{
+		`.github/shipbot.yml line 2: app.secrets: unknown key; secrets belongs under an environment (environments.NAME:) or preview: (valid keys here: build, run, port_env, release, env)`,
+		`.github/shipbot.yml line 5: environments.production.release: unknown key; release belongs under app: or an environment's aws: (valid keys here: branch, driver, instances, require_checks, deployers, allow_branches, url, env, secrets, freeze, rollout, health, analysis, aws)`,
+		`.github/shipbot.yml line 7: preview.install: unknown key; install belongs under an environment's aws: or preview.aws: (valid keys here: driver, forks, ttl, env, secrets, aws)`,
+	}},
 	{"many mistakes at once", `default_environment: staging
 environments:
   production:

@@ -23,6 +23,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("environments:\n  production:\n    health: &h {path: /up}\n  staging:\n    health:\n      <<: *h\n      interval: 1s\n"))
 	f.Add([]byte("environments:\n  production:\n    rollout: {bake: 20s}\n    analysis: &a {interval: 20s, max_error_rate: 0.5%}\n  staging:\n    analysis: *a\n"))
+	f.Add([]byte("app:\n  env: &e {A: 1, B: \"\"}\nenvironments:\n  staging:\n    env: {<<: *e, C: x}\n    secrets: [D, A]\npreview:\n  env: *e\n  secrets: [C]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data, "main")
 		if err != nil {
@@ -91,6 +92,7 @@ func checkConfig(t *testing.T, cfg *Config) {
 	if cfg.App.Build == "" || cfg.App.Run == "" || !envVarName.MatchString(cfg.App.PortEnv) {
 		t.Errorf("app %+v", cfg.App)
 	}
+	checkVars(t, "app", cfg.App.PortEnv, cfg.App.Env, nil)
 	branches := map[string]string{}
 	for name, env := range cfg.Environments {
 		if env.Name != name || checkEnvironmentName(name) != "" {
@@ -125,6 +127,10 @@ func checkConfig(t *testing.T, cfg *Config) {
 			t.Errorf("environment %s health %+v", name, h)
 		}
 		checkAnalysis(t, env)
+		checkVars(t, name, cfg.App.PortEnv, env.Env, env.Secrets)
+		if env.AWS != nil && (env.AWS.Release != "" && checkTemplate(env.AWS.Release, releaseNeedsSHA) != "" || cfg.App.Release != "" && env.AWS.Release == "") {
+			t.Errorf("aws environment %s: app.release %q, aws.release %q", name, cfg.App.Release, env.AWS.Release)
+		}
 		d := env.Deployers
 		if len(d.Logins) == 0 && d.Min < PermWrite {
 			t.Errorf("environment %s deployers %+v", name, d)
@@ -137,7 +143,8 @@ func checkConfig(t *testing.T, cfg *Config) {
 	if pv.TTL < minPreviewTTL || (pv.Driver != DriverLocal && pv.Driver != DriverAWS) || (pv.Driver == DriverAWS && pv.AWS == nil) {
 		t.Errorf("preview %+v", pv)
 	}
-	if pv.AWS != nil && (pv.AWS.LaunchTemplate == "" || pv.AWS.ListenerARN == "" || pv.AWS.Domain == "") {
+	checkVars(t, "preview", cfg.App.PortEnv, pv.Env, pv.Secrets)
+	if pv.AWS != nil && (pv.AWS.LaunchTemplate == "" || pv.AWS.ListenerARN == "" || pv.AWS.Domain == "" || checkInstall(pv.AWS.Install) != "") {
 		t.Errorf("preview aws %+v", pv.AWS)
 	}
 }
@@ -186,4 +193,27 @@ func validAmount(a Amount) bool {
 		return a.Count == 0 && a.Percent >= 1 && a.Percent <= 100
 	}
 	return a.Count >= 1
+}
+
+// checkVars: every name is a variable name other than the port variable,
+// no value holds a NUL, a secret is listed once and not also in env, and
+// none is empty but nil.
+func checkVars(t *testing.T, scope, portEnv string, env map[string]string, secrets []string) {
+	t.Helper()
+	if env != nil && len(env) == 0 || secrets != nil && len(secrets) == 0 {
+		t.Errorf("%s: empty but not nil: env %#v secrets %#v", scope, env, secrets)
+	}
+	for name, v := range env {
+		if !varName.MatchString(name) || name == portEnv || strings.ContainsRune(v, 0) {
+			t.Errorf("%s: env %q=%q", scope, name, v)
+		}
+	}
+	seen := map[string]bool{}
+	for _, name := range secrets {
+		_, inEnv := env[name]
+		if !varName.MatchString(name) || name == portEnv || seen[name] || inEnv {
+			t.Errorf("%s: secrets %q (env %q)", scope, secrets, env)
+		}
+		seen[name] = true
+	}
 }
