@@ -23,11 +23,13 @@
 // An empty file, a file of only comments, and a missing file ([Default]) give:
 //
 //   - default_environment: staging
-//   - app: build "go build -o app .", run "./app", port_env PORT
+//   - app: build "go build -o app .", run "./app", port_env PORT, no
+//     release phase (release ""), no env
 //   - environments staging (local, 2 instances, allow_branches true, no branch)
 //     and production (local, 4 instances, branch = the repository's default
 //     branch, allow_branches false, Production)
-//   - preview: driver local, forks false, ttl 72h
+//   - preview: driver local, forks false, ttl 72h, no env, no secrets;
+//     with an aws: block, install [DefaultPreviewInstall]
 //
 // A file with an environments key replaces that default set entirely: only
 // the environments it names exist. Each environment it names starts from
@@ -42,6 +44,8 @@
 //   - deployers write
 //   - allow_branches false, except an environment named staging gets true
 //   - url none (the driver's)
+//   - env and secrets: none (an empty mapping or list is none too)
+//   - aws.release: none (no release phase on aws)
 //   - rollout: canary 1, batch 25%, max_unavailable 25%, by_zone false, bake 0s
 //     (three analysis intervals when the environment is judged, below)
 //   - health: path /healthz, interval 2s, healthy_after 2, timeout 2m
@@ -98,6 +102,32 @@
 //     preview (SPEC §7). It is checked even under driver: local, as SPEC
 //     §3's example keeps it there ready for the switch; an environment's
 //     aws: under driver: local is an error, as is instances: under aws.
+//   - env: (app:, an environment, preview:) maps variable names to
+//     values; secrets: (an environment, preview:) lists names whose
+//     values are set on the bot with bot secrets set. A name is
+//     [A-Z_][A-Z0-9_]* (what sh can read as $NAME). A value is any single
+//     value, read as the text written (4 is "4", on is "on", 0755 is
+//     "0755"); an empty value needs "", as a bare NAME: is a mistake more
+//     often than an empty string, and a NUL (\0) is refused, as no
+//     process environment carries one.
+//   - the port variable (app.port_env) may not be in any env or secrets:
+//     the driver sets it to each instance's own port.
+//   - a secret is listed once, and not also in the env: of the same
+//     block (an environment, or preview:): one of the two would be
+//     ignored. app.env and an environment's (or the preview's) secrets
+//     may name the same variable: the secret wins there, so app.env can
+//     hold a development default that production's secret replaces.
+//     Secrets come after env in the order a process gets its variables
+//     (app.env, then env, then secrets; later wins).
+//   - app.release runs in the new build under the local driver; an
+//     environment with driver aws runs aws.release instead, through SSM,
+//     so with app.release set every aws environment must set aws.release
+//     (a release phase silently skipped would ship code ahead of its
+//     migrations). aws.release under driver local is an error pointing to
+//     app.release. aws.release and preview.aws.install are held to
+//     aws.install's template rule and must use {{.SHA}}: aws.release runs
+//     on an instance still on the previous release, so it has to be told
+//     the new one.
 //   - anchors, aliases and merge keys (<<: *base) work; a key written out
 //     beats a merged one. Unknown keys are errors at every level, so there
 //     is no place for x-anchors: anchor a block where it is first used.
