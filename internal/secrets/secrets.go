@@ -107,7 +107,7 @@ func (s *Store) Set(ctx context.Context, id ID, value string) error {
 	case value == "":
 		return fmt.Errorf("the value for %s is empty: pipe the value into `bot secrets set %s %s %s` on standard input, or remove the secret with `bot secrets unset`", id.Name, id.Repo, id.Env, id.Name)
 	case len(value) > MaxValueLen:
-		return fmt.Errorf("the value for %s is %d bytes, over the %d KiB a secret may hold: keep large files out of the environment and pass a path or URL instead", id.Name, len(value), MaxValueLen>>10)
+		return fmt.Errorf("the value for %s is over the %d KiB a secret may hold: keep large files out of the environment and pass a path or URL instead", id.Name, MaxValueLen>>10)
 	}
 	return s.b.put(ctx, entry{
 		Repo: id.Repo, Env: id.Env, Name: id.Name,

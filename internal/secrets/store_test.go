@@ -273,7 +273,7 @@ func testBadInput(t *testing.T, b backing) {
 		{ID{"octo/web", "production", "1X"}, "v", `"1X" is not a secret name`},
 		{ID{"octo/web", "production", "X-Y"}, "v", `"X-Y" is not a secret name`},
 		{ID{"octo/web", "production", "X"}, "", "the value for X is empty: pipe the value into `bot secrets set octo/web production X` on standard input, or remove the secret with `bot secrets unset`"},
-		{ID{"octo/web", "production", "X"}, strings.Repeat("v", MaxValueLen+1), "the value for X is 65537 bytes, over the 64 KiB a secret may hold: keep large files out of the environment and pass a path or URL instead"},
+		{ID{"octo/web", "production", "X"}, strings.Repeat("v", MaxValueLen+1), "the value for X is over the 64 KiB a secret may hold: keep large files out of the environment and pass a path or URL instead"},
 	} {
 		err := s.Set(ctx, tc.id, tc.value)
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
