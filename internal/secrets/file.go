@@ -88,6 +88,13 @@ func (f *fileBackend) list(_ context.Context, repo string) ([]entry, error) {
 	return out, nil
 }
 
+func (f *fileBackend) some(context.Context) (bool, error) {
+	entries, err := f.read()
+	return len(entries) > 0, err
+}
+
+func (f *fileBackend) where() string { return f.path }
+
 func (f *fileBackend) put(_ context.Context, e entry) error {
 	return f.update(func(entries []entry) ([]entry, bool) {
 		if i := f.find(entries, e.id()); i >= 0 {

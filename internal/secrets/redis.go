@@ -79,3 +79,21 @@ func (r *redisBackend) down(what string, err error) error {
 func (r *redisBackend) corrupt(repo string, err error) error {
 	return fmt.Errorf("the secrets of %s in Redis (%s) are not shipbot's (%v): something else wrote that key; remove it and set the secrets again", repo, r.hash(repo), err)
 }
+
+func (r *redisBackend) some(ctx context.Context) (bool, error) {
+	var cursor uint64
+	for {
+		keys, next, err := r.client.Scan(ctx, cursor, r.base+"*", 1000).Result()
+		if err != nil {
+			return false, r.down("read", err)
+		}
+		if len(keys) > 0 {
+			return true, nil // Redis deletes a hash with its last field
+		}
+		if cursor = next; cursor == 0 {
+			return false, nil
+		}
+	}
+}
+
+func (r *redisBackend) where() string { return "Redis at " + r.client.Options().Addr }

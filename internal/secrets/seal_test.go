@@ -22,7 +22,7 @@ func TestSealRoundTrip(t *testing.T) {
 	s := mustSealer(t, testKey(1))
 	for _, v := range []string{"x", "postgres://u:p@db/web", "with\nnewlines\n", string(make([]byte, MaxValueLen))} {
 		sealed := s.seal(prodDB, v)
-		if bytes.Contains(sealed, []byte(v)) {
+		if len(v) >= 8 && bytes.Contains(sealed, []byte(v)) { // a short one may occur by chance
 			t.Fatalf("sealed value contains the plaintext")
 		}
 		got, err := s.open(prodDB, sealed)

@@ -26,7 +26,7 @@ const MaxValueLen = 64 << 10
 type Options struct {
 	// Redis, when set, holds the secrets under Prefix (REDIS_URL).
 	Redis  *redis.Client
-	Prefix string // e.g. "shipbot", the store's and the queue's prefix
+	Prefix string // the store's and the queue's prefix; "" is "shipbot"
 	// DataDir holds secrets.json when Redis is nil (the embedded store).
 	DataDir string
 	// Key is SECRETS_KEY decoded (config.Config.SecretsKey); nil when it is
@@ -58,7 +58,11 @@ func Open(o Options) (*Store, error) {
 	}
 	switch {
 	case o.Redis != nil:
-		s.b = &redisBackend{client: o.Redis, base: o.Prefix + ":secrets:"}
+		prefix := o.Prefix
+		if prefix == "" {
+			prefix = "shipbot"
+		}
+		s.b = &redisBackend{client: o.Redis, base: prefix + ":secrets:"}
 	case o.DataDir != "":
 		s.b = newFileBackend(o.DataDir)
 	default:
@@ -92,6 +96,10 @@ type backend interface {
 	get(ctx context.Context, id ID) (entry, bool, error)
 	remove(ctx context.Context, id ID) (bool, error)
 	list(ctx context.Context, repo string) ([]entry, error)
+	// some reports whether any secret of any repository is stored.
+	some(ctx context.Context) (bool, error)
+	// where is where the secrets are, for errors.
+	where() string
 }
 
 // Set seals value under SECRETS_KEY and stores it, replacing any earlier
@@ -181,4 +189,18 @@ func (s *Store) Secret(ctx context.Context, repo, env, name string) (string, err
 		return "", fmt.Errorf("%s no longer decrypts, so SECRETS_KEY changed since it was set: set it again with `bot secrets set %s %s %s`", id, repo, env, name)
 	}
 	return v, nil
+}
+
+// CheckKey is for start-up: SECRETS_KEY is required once any secret is set
+// (SPEC §2), so a bot without it while secrets are stored is told so at
+// once rather than at its next deploy.
+func (s *Store) CheckKey(ctx context.Context) error {
+	if s.sealer != nil {
+		return nil
+	}
+	some, err := s.b.some(ctx)
+	if err != nil || !some {
+		return err
+	}
+	return fmt.Errorf("SECRETS_KEY is not set but secrets are stored in %s: set it to the key they were set with (a new key means setting every secret again with `bot secrets set`)", s.b.where())
 }

@@ -92,6 +92,7 @@ var storeCases = []struct {
 	{"unset", testUnset},
 	{"without SECRETS_KEY", testNoKey},
 	{"key changed", testKeyChanged},
+	{"key required once a secret is set", testCheckKey},
 	{"moved value does not open", testMovedValue},
 	{"bad input", testBadInput},
 	{"concurrent writers", testConcurrentWriters},
@@ -316,5 +317,26 @@ func testConcurrentWriters(t *testing.T, b backing) {
 	}
 	if v, err := s.Secret(ctx, "octo-org/web", "production", "W3_7"); err != nil || v != "3-7" {
 		t.Fatalf("Secret W3_7 = %q, %v", v, err)
+	}
+}
+
+func testCheckKey(t *testing.T, b backing) {
+	if err := b.open(t, nil).CheckKey(ctx); err != nil {
+		t.Fatalf("no secrets, no key: %v", err)
+	}
+	set(t, b.open(t, testKey(1)), prodDB, "v")
+	if err := b.open(t, testKey(1)).CheckKey(ctx); err != nil {
+		t.Fatalf("with the key: %v", err)
+	}
+	err := b.open(t, nil).CheckKey(ctx)
+	if err == nil || !strings.HasPrefix(err.Error(), "SECRETS_KEY is not set but secrets are stored in ") ||
+		!strings.HasSuffix(err.Error(), ": set it to the key they were set with (a new key means setting every secret again with `bot secrets set`)") {
+		t.Fatalf("a secret set, no key: %v", err)
+	}
+	if err := b.open(t, nil).Unset(ctx, prodDB); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.open(t, nil).CheckKey(ctx); err != nil {
+		t.Fatalf("the last secret unset, no key: %v", err)
 	}
 }
