@@ -23,6 +23,8 @@ Usage:
                                         sign a payload with WEBHOOK_SECRET and deliver it as GitHub would
   bot demo [--port N] [--exit]          the whole story on this machine: a simulated GitHub, previews,
                                         /deploy, a batched rollout, an automatic rollback and /rollback
+  bot secrets set|list|unset OWNER/REPO ...
+                                        the secrets a repository's environments name; see bot secrets help
   bot version                           print the version and commit
 
 Configuration comes from environment variables and a .env file in the
@@ -45,6 +47,11 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runWith(ctx, args, getenv, os.Stdin, stdout, stderr)
+}
+
+// runWith is run with standard input given, for the commands that read it.
+func runWith(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
@@ -56,6 +63,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return receive(ctx, args, getenv, stdout, stderr)
 	case "demo":
 		return demo(ctx, args, getenv, stdout, stderr)
+	case "secrets":
+		return secretsCmd(ctx, args, getenv, stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "shipbot %s (commit %s)\n", version, commit())
 		return nil
@@ -64,7 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	default:
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q: use serve, receive or version", cmd)
+		return fmt.Errorf("unknown command %q: use serve, receive, demo, secrets or version", cmd)
 	}
 }
 

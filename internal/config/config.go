@@ -7,6 +7,7 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,7 +44,15 @@ type Config struct {
 	// after its worker's last heartbeat. The heartbeat and the deploy lock's
 	// TTL are derived from it (cmd/bot).
 	JobTimeout time.Duration
+
+	// SecretsKey is SECRETS_KEY decoded: the AES-256 key stored secrets
+	// are sealed with (internal/secrets). Nil when unset, which is no
+	// error until a secret is set or read.
+	SecretsKey []byte
 }
+
+// SecretsKeyLen is the length of SECRETS_KEY once decoded: an AES-256 key.
+const SecretsKeyLen = 32
 
 // DefaultJobTimeout is JOB_TIMEOUT when unset; MinJobTimeout the shortest
 // accepted, below which a GC pause or a slow Redis could let two workers
@@ -164,6 +173,13 @@ func Load(getenv func(string) string, dotenv []byte) (Config, error) {
 			bad("JOB_TIMEOUT=%q is not a duration of at least %s: use e.g. 30s (the default), or unset it", v, MinJobTimeout)
 		}
 		c.JobTimeout = d
+	}
+	if v := strings.TrimSpace(get("SECRETS_KEY")); v != "" {
+		key, err := base64.StdEncoding.DecodeString(v)
+		if err != nil || len(key) != SecretsKeyLen {
+			bad("SECRETS_KEY is not %d bytes in standard base64: make one with `openssl rand -base64 32`", SecretsKeyLen)
+		}
+		c.SecretsKey = key
 	}
 	return c, errors.Join(errs...)
 }

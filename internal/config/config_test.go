@@ -1,6 +1,8 @@
 package config
 
 import (
+	"bytes"
+	"encoding/base64"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -59,6 +61,9 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"client id without secret", map[string]string{"GITHUB_CLIENT_ID": "Iv1.abc"}, "GITHUB_CLIENT_SECRET"},
 		{"job timeout not a duration", map[string]string{"JOB_TIMEOUT": "30"}, "JOB_TIMEOUT"},
 		{"job timeout too short", map[string]string{"JOB_TIMEOUT": "1s"}, "at least 3s"},
+		{"secrets key not base64", map[string]string{"SECRETS_KEY": "hunter2!"}, "SECRETS_KEY is not 32 bytes in standard base64: make one with `openssl rand -base64 32`"},
+		{"secrets key too short", map[string]string{"SECRETS_KEY": "aHVudGVyMg=="}, "SECRETS_KEY is not 32 bytes"},
+		{"secrets key url base64", map[string]string{"SECRETS_KEY": "hunter2-" + strings.Repeat("_", 35) + "="}, "SECRETS_KEY is not 32 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(env(tc.env), nil)
@@ -127,5 +132,25 @@ func TestDashboardToken(t *testing.T) {
 	}
 	if c.DashboardToken != tok {
 		t.Fatalf("DashboardToken = %q, want %q", c.DashboardToken, tok)
+	}
+}
+
+func TestSecretsKey(t *testing.T) {
+	c, err := Load(env(nil), nil)
+	if err != nil || c.SecretsKey != nil {
+		t.Fatalf("unset SECRETS_KEY: %v, %v", c.SecretsKey, err)
+	}
+	want := make([]byte, SecretsKeyLen)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	// As `openssl rand -base64 32` prints it, with its newline, from .env.
+	dotenv := []byte("SECRETS_KEY=" + base64.StdEncoding.EncodeToString(want) + "\n")
+	c, err = Load(env(nil), dotenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(c.SecretsKey, want) {
+		t.Fatalf("SecretsKey = %x, want %x", c.SecretsKey, want)
 	}
 }
