@@ -35,6 +35,7 @@ import (
 	"github.com/shipbot/shipbot/internal/notify"
 	"github.com/shipbot/shipbot/internal/promquery"
 	"github.com/shipbot/shipbot/internal/repoconfig"
+	"github.com/shipbot/shipbot/internal/secrets"
 	"github.com/shipbot/shipbot/internal/setup"
 	"github.com/shipbot/shipbot/internal/store"
 	"github.com/shipbot/shipbot/internal/store/record"
@@ -126,6 +127,9 @@ type bot struct {
 	// behind are swept.
 	awsSweep bool
 	store    appStore // the deploy store; nil without an App
+	// secrets are the values of environments' secrets (bot secrets set);
+	// nil without an App.
+	secrets *secrets.Store
 	// recheck looks at deploys waiting for required checks or a freeze
 	// window; nil without an App or in the web role.
 	recheck func(context.Context) error
@@ -199,6 +203,14 @@ func (b *bot) connect(ctx context.Context) error {
 		return fmt.Errorf("PRIVATE_KEY or GITHUB_API_URL: %w", err)
 	}
 	b.github = c
+	sec, err := secrets.Open(secrets.Options{Redis: b.redis, Prefix: "shipbot", DataDir: cfg.DataDir, Key: cfg.SecretsKey})
+	if err != nil {
+		return err
+	}
+	if err := sec.CheckKey(ctx); err != nil {
+		return err
+	}
+	b.secrets = sec
 	return b.openStore()
 }
 
@@ -213,7 +225,7 @@ func (b *bot) wireWork(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: b.cfg.PublicURL, Now: b.now}, b.previewers())
+		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: b.cfg.PublicURL, Now: b.now, Secrets: b.secrets}, b.previewers())
 		b.alarm = newAlarm(b.now)
 		deps.Wake = b.alarm.Wake
 		b.recheck = deps.RecheckWaiting
@@ -387,6 +399,7 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 		Holder:   holder,
 		Now:      b.now,
 		Querier:  promquery.New(0),
+		Secrets:  b.secrets,
 	})
 }
 
