@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -40,16 +41,25 @@ type deployFixture struct {
 
 func newDeployFixture(t testing.TB, opts ...buildOption) *deployFixture {
 	t.Helper()
+	return newDeployFixtureEnv(t, nil, opts...)
+}
+
+// newDeployFixtureEnv is newDeployFixture with more of the bot's
+// environment.
+func newDeployFixtureEnv(t testing.TB, extra map[string]string, opts ...buildOption) *deployFixture {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the sample app")
 	}
 	srv := githubtest.New(t, githubtest.WithSpec(restDescription(t)))
 	srv.AddRepo(deployOwner, deployRepo, githubtest.RepoOptions{DefaultBranch: "main"})
 	r := testenv.StartRedis(t)
-	b := startBotWith(t, map[string]string{
+	env := map[string]string{
 		"REDIS_URL": r.URL(), "GITHUB_API_URL": srv.URL, "APP_ID": strconv.FormatInt(srv.AppID, 10),
 		"PRIVATE_KEY": string(srv.PrivateKeyPEM), "PUBLIC_URL": "https://shipbot.example.com",
-	}, opts)
+	}
+	maps.Copy(env, extra)
+	b := startBotWith(t, env, opts)
 	return &deployFixture{srv: srv, bot: b, redisURL: r.URL()}
 }
 
