@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -153,6 +154,16 @@ func (h *harness) close() {
 	if err := h.d.Close(ctx); err != nil {
 		h.t.Errorf("close: %v", err)
 	}
+}
+
+// buildRoot is the directory of r's build with t's variables.
+func (h *harness) buildRoot(t deploy.Target, r deploy.Release) string {
+	h.t.Helper()
+	src, err := h.d.buildDir(t.Repo, r.SHA, targetVars(t))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return filepath.Dir(src)
 }
 
 // prepare builds the releases concurrently.
