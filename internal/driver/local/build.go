@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/shipbot/shipbot/internal/deploy"
@@ -37,20 +36,23 @@ type buildCall struct {
 }
 
 // Prepare fetches the release's source through Source, extracts it into
-// DataDir/builds/<owner>/<repo>/<sha>/src and runs app.build there (sh -c,
-// bounded by BuildTimeout), streaming the output to log and to build.log. A
-// release built before is not built again; concurrent calls for one release
-// share one build. A failed build's error ends with its last lines of output
-// and leaves no marker, so the next Prepare builds afresh.
+// DataDir/builds/<owner>/<repo>/<sha>/<vars>/src and runs app.build there
+// (sh -c, bounded by BuildTimeout) with the target's variables, streaming
+// the output, secret values masked, to log and to build.log. A release built
+// before with the same variables is not built again; concurrent calls for
+// one share one build. A failed build's error ends with its last lines of
+// output and leaves no marker, so the next Prepare builds afresh.
 func (d *Driver) Prepare(ctx context.Context, t deploy.Target, r deploy.Release, log io.Writer) error {
 	ctx, cancel := d.opContext(ctx)
 	defer cancel()
-	_, err := d.prepare(ctx, t.Repo, t.App, r, log)
+	_, err := d.prepare(ctx, t.Repo, t.App, targetVars(t), r, log)
 	return err
 }
 
-// buildDir is where a release's tree is built and its instances run.
-func (d *Driver) buildDir(repo, sha string) (string, error) {
+// buildDir is where a release's tree is built with v and where its
+// instances with v run: one directory per SHA and set of variables, named
+// by varsKey.
+func (d *Driver) buildDir(repo, sha string, v appVars) (string, error) {
 	if err := validRepo(repo); err != nil {
 		return "", err
 	}
@@ -58,14 +60,14 @@ func (d *Driver) buildDir(repo, sha string) (string, error) {
 		return "", err
 	}
 	owner, name, _ := strings.Cut(repo, "/")
-	return filepath.Join(d.opts.DataDir, "builds", owner, name, sha, "src"), nil
+	return filepath.Join(d.opts.DataDir, "builds", owner, name, sha, d.varsKey(v), "src"), nil
 }
 
-func (d *Driver) prepare(ctx context.Context, repo string, app repoconfig.App, r deploy.Release, log io.Writer) (string, error) {
+func (d *Driver) prepare(ctx context.Context, repo string, app repoconfig.App, v appVars, r deploy.Release, log io.Writer) (string, error) {
 	if log == nil {
 		log = io.Discard
 	}
-	src, err := d.buildDir(repo, r.SHA)
+	src, err := d.buildDir(repo, r.SHA, v)
 	if err != nil {
 		return "", err
 	}
@@ -98,7 +100,7 @@ func (d *Driver) prepare(ctx context.Context, repo string, app repoconfig.App, r
 		}
 		go func() {
 			defer d.wg.Done()
-			err := d.build(root, app, r, c.logs)
+			err := d.build(root, app, v, r, c.logs)
 			d.mu.Lock()
 			delete(d.builds, root)
 			c.err = err
@@ -125,7 +127,7 @@ func (d *Driver) prepare(ctx context.Context, repo string, app repoconfig.App, r
 // build does one fetch, extract and build of a release in root. It runs on
 // the driver's context (bounded by BuildTimeout), not a caller's, so a
 // caller giving up does not waste the work of another one waiting.
-func (d *Driver) build(root string, app repoconfig.App, r deploy.Release, log io.Writer) (err error) {
+func (d *Driver) build(root string, app repoconfig.App, v appVars, r deploy.Release, log io.Writer) (err error) {
 	ctx, cancel := context.WithTimeout(d.ctx, d.opts.BuildTimeout)
 	defer cancel()
 	src := filepath.Join(root, "src")
@@ -143,8 +145,10 @@ func (d *Driver) build(root string, app repoconfig.App, r deploy.Release, log io
 	}
 	defer logf.Close()
 	tail := &tailBuffer{max: 64 << 10}
-	out := io.MultiWriter(logf, tail, log)
+	// Secret values never reach build.log, the caller's log or the error.
+	out := v.maskWriter(io.MultiWriter(logf, tail, log))
 	defer func() {
+		out.Flush()
 		if err != nil {
 			_ = os.RemoveAll(src) // nothing half-built stays behind
 			fmt.Fprintf(logf, "build failed: %v\n", err)
@@ -167,15 +171,10 @@ func (d *Driver) build(root string, app repoconfig.App, r deploy.Release, log io
 		fmt.Fprintf(out, "$ %s\n", app.Build)
 		cmd := exec.CommandContext(ctx, "sh", "-c", app.Build)
 		cmd.Dir = src
-		cmd.Env = d.childEnv()
+		cmd.Env = d.childEnv(v)
 		cmd.Stdout, cmd.Stderr = out, out
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		cmd.WaitDelay = 5 * time.Second
-		err := d.startCmd(cmd)
-		if err == nil {
-			err = cmd.Wait()
-		}
+		err := d.runCmd(cmd)
+		out.Flush()
 		if err != nil {
 			why := err.Error()
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -324,33 +323,6 @@ func entryName(name string) (string, error) {
 		return "", fmt.Errorf("%q: empty path in the tarball", name)
 	}
 	return clean, nil
-}
-
-// secretEnv are the bot's own secrets: never handed to a build or an app.
-var secretEnv = map[string]bool{
-	"PRIVATE_KEY": true, "PRIVATE_KEY_PATH": true, "WEBHOOK_SECRET": true,
-	"AWS_ACCESS_KEY_ID": true, "AWS_SECRET_ACCESS_KEY": true, "AWS_SESSION_TOKEN": true,
-	"REDIS_URL": true, "GITHUB_TOKEN": true, "GH_TOKEN": true,
-}
-
-// childEnv is the environment of builds and instances: the bot's own
-// (PATH, HOME, GOCACHE, GOPATH, GOFLAGS...) without its secrets, then
-// Options.Env, then set (which wins).
-func (d *Driver) childEnv(set ...string) []string {
-	override := map[string]bool{}
-	for _, kv := range append(d.opts.Env[:len(d.opts.Env):len(d.opts.Env)], set...) {
-		k, _, _ := strings.Cut(kv, "=")
-		override[k] = true
-	}
-	env := make([]string, 0, len(os.Environ())+len(d.opts.Env)+len(set))
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if !secretEnv[k] && !override[k] {
-			env = append(env, kv)
-		}
-	}
-	env = append(env, d.opts.Env...)
-	return append(env, set...)
 }
 
 func validRepo(repo string) error {

@@ -58,6 +58,8 @@ type slot struct {
 
 	// Guarded by fleet.mu.
 	release   deploy.Release // what it runs, or ran last; SHA "" never deployed
+	vars      appVars        // what it runs with: a restart gives the process the same
+	unread    []string       // names of secrets in vars not read yet (restored from state.json)
 	proc      *process       // current process; nil when none was started
 	want      bool           // should be in rotation: admitted and not drained since
 	checkedAt time.Time      // last health check
@@ -365,7 +367,8 @@ func (d *Driver) Install(ctx context.Context, t deploy.Target, inst deploy.Insta
 	}
 	ctx, cancel := d.opContext(ctx)
 	defer cancel()
-	if _, err := d.prepare(ctx, t.Repo, t.App, r, log); err != nil {
+	v := targetVars(t)
+	if _, err := d.prepare(ctx, t.Repo, t.App, v, r, log); err != nil {
 		return fmt.Errorf("install %s on %s: %w", short(r.SHA), s.id, err)
 	}
 	if err := s.lock(ctx); err != nil {
@@ -381,9 +384,10 @@ func (d *Driver) Install(ctx context.Context, t deploy.Target, inst deploy.Insta
 	if old != nil {
 		d.stop(ctx, old)
 	}
-	p, err := d.startProcess(ctx, f, s, r, log)
+	p, err := d.startProcess(ctx, f, s, r, v, log)
 	f.mu.Lock()
 	s.release, s.proc, s.checkedAt, s.checkErr, s.crashes = r, p, time.Time{}, nil, 0
+	s.vars, s.unread = v, nil
 	f.mu.Unlock()
 	if p != nil {
 		p.settle()
@@ -556,7 +560,8 @@ func (d *Driver) Surge(ctx context.Context, t deploy.Target, r deploy.Release, l
 	}
 	ctx, cancel := d.opContext(ctx)
 	defer cancel()
-	if _, err := d.prepare(ctx, t.Repo, t.App, r, log); err != nil {
+	v := targetVars(t)
+	if _, err := d.prepare(ctx, t.Repo, t.App, v, r, log); err != nil {
 		return deploy.Instance{}, fmt.Errorf("surge %s: %w", short(r.SHA), err)
 	}
 	f.mu.Lock()
@@ -569,7 +574,7 @@ func (d *Driver) Surge(ctx context.Context, t deploy.Target, r deploy.Release, l
 			f.slots[strings.ToLower(id)] = s
 		}
 	}
-	s.release = r
+	s.release, s.vars = r, v
 	h := healthOf(f.health)
 	f.mu.Unlock()
 	fail := func(err error) (deploy.Instance, error) {
@@ -588,7 +593,7 @@ func (d *Driver) Surge(ctx context.Context, t deploy.Target, r deploy.Release, l
 		return fail(err)
 	}
 	defer s.unlock()
-	p, err := d.startProcess(ctx, f, s, r, log)
+	p, err := d.startProcess(ctx, f, s, r, v, log)
 	if err != nil {
 		return fail(err)
 	}

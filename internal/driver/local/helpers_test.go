@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -116,6 +117,12 @@ type harness struct {
 // the test ends.
 func newHarness(t testing.TB, dir string, src *source) *harness {
 	t.Helper()
+	return newHarnessWith(t, dir, src, nil)
+}
+
+// newHarnessWith is newHarness with options changed by set.
+func newHarnessWith(t testing.TB, dir string, src *source, set func(*Options)) *harness {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the sample app")
 	}
@@ -126,13 +133,17 @@ func newHarness(t testing.TB, dir string, src *source) *harness {
 		src = newSource(t)
 	}
 	logs := &testenv.Buffer{}
-	d, err := New(Options{
+	opts := Options{
 		DataDir:     dir,
 		Source:      src.fetch,
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		StopTimeout: 5 * time.Second,
 		Env:         []string{"GOWORK=off"},
-	})
+	}
+	if set != nil {
+		set(&opts)
+	}
+	d, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +164,16 @@ func (h *harness) close() {
 	if err := h.d.Close(ctx); err != nil {
 		h.t.Errorf("close: %v", err)
 	}
+}
+
+// buildRoot is the directory of r's build with t's variables.
+func (h *harness) buildRoot(t deploy.Target, r deploy.Release) string {
+	h.t.Helper()
+	src, err := h.d.buildDir(t.Repo, r.SHA, targetVars(t))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return filepath.Dir(src)
 }
 
 // prepare builds the releases concurrently.

@@ -7,18 +7,26 @@
 // engine reads it through Traffic to judge a release (SPEC §6.8), and
 // Prometheus through Collector.
 //
-// It owns everything under DataDir/builds (one build per repository and
-// SHA) and DataDir/local (ports.json, state.json, instance logs). It knows
-// nothing of GitHub: the tarball comes from the deploy.Source it is given.
+// Builds, the release phase (Release) and instances get the app's
+// variables and secrets (deploy.Target.Vars and Secrets), PATH and HOME,
+// and nothing else of the bot's environment (vars.go). Secret values are
+// never written to disk and are masked in every output the driver keeps
+// or passes on.
+//
+// It owns everything under DataDir/builds (one build per repository, SHA
+// and set of variables) and DataDir/local (ports.json, state.json,
+// build.key, instance logs). It knows nothing of GitHub: the tarball comes
+// from the deploy.Source it is given.
 //
 // Layout on disk:
 //
-//	builds/<owner>/<repo>/<sha>/src        the extracted tree, built in place
-//	builds/<owner>/<repo>/<sha>/build.log  output of the last build
-//	builds/<owner>/<repo>/<sha>/built      present once the build succeeded
-//	local/ports.json                       proxy port of every environment and preview
-//	local/state.json                       release of every instance, for Restore
-//	local/logs/<owner>/<repo>/...          stdout and stderr of every instance
+//	builds/<owner>/<repo>/<sha>/<vars>/src        the extracted tree, built in place
+//	builds/<owner>/<repo>/<sha>/<vars>/build.log  output of the last build
+//	builds/<owner>/<repo>/<sha>/<vars>/built      present once the build succeeded
+//	local/build.key                               key of the <vars> names (varsKey)
+//	local/ports.json                              proxy port of every environment and preview
+//	local/state.json                              release and variables of every instance, for Restore
+//	local/logs/<owner>/<repo>/...                 stdout and stderr of every instance
 package local
 
 import (
@@ -75,9 +83,16 @@ type Options struct {
 	// PortBase, when set, is the first port the driver tries for proxies and
 	// instances (it counts up from there); 0 lets the kernel pick free ports.
 	PortBase int
-	// Env is added (KEY=VALUE) to the environment of builds and instances,
-	// after the inherited one: e.g. GOWORK=off.
+	// Env is given (KEY=VALUE) to builds, the release phase and instances
+	// after PATH and HOME, the only variables inherited from the bot, and
+	// before the app's own: what the operator chooses to share with every
+	// app's tools, e.g. GOWORK=off or GOFLAGS=-mod=mod. It is written
+	// down, never taken from the bot's environment, so keep secrets out.
 	Env []string
+	// Secrets reads a secret's value again when Restore brings back an
+	// instance that had it (state.json keeps the names only); nil: such an
+	// instance stays down. The engine's SecretSource.
+	Secrets deploy.SecretSource
 }
 
 func (o *Options) defaults() error {
@@ -125,6 +140,8 @@ type Driver struct {
 
 	spawns    chan spawnRequest // to the spawner, which starts every child
 	spawnStop chan struct{}     // closed by Close once every child is stopped
+
+	buildKey []byte // of the build directories' names (varsKey)
 }
 
 // New opens the driver's data directory, reads ports.json and state.json and
@@ -137,6 +154,10 @@ func New(opts Options) (*Driver, error) {
 	}
 	if err := os.MkdirAll(filepath.Join(opts.DataDir, "local"), 0o755); err != nil {
 		return nil, fmt.Errorf("local driver: %w", err)
+	}
+	buildKey, err := loadBuildKey(opts.DataDir)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Driver{
@@ -153,6 +174,7 @@ func New(opts Options) (*Driver, error) {
 		lastTry:   -1,
 		spawns:    make(chan spawnRequest),
 		spawnStop: make(chan struct{}),
+		buildKey:  buildKey,
 	}
 	ports, err := d.readPorts()
 	if err != nil {

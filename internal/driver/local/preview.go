@@ -4,17 +4,21 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/shipbot/shipbot/internal/deploy"
 )
 
-// EnsurePreview makes the pull request's preview run the release, behind its
-// own proxy at a URL that stays the same for the life of the preview (and
-// across restarts). An update starts the new process, waits for it to pass
-// the preview's health checks and puts it in rotation before draining and
-// stopping the old one, so the URL never goes dark; a failed update leaves
-// the old release serving. Asking again for the release it runs is a no-op.
+// EnsurePreview makes the pull request's preview run the release with the
+// preview's variables and secrets, behind its own proxy at a URL that stays
+// the same for the life of the preview (and across restarts). An update
+// builds the release, runs app.release (the preview's release phase), then
+// starts the new process, waits for it to pass the preview's health checks
+// and puts it in rotation before draining and stopping the old one, so the
+// URL never goes dark; a failed update, release phase included, leaves the
+// old release serving. Asking again for the release and variables it runs
+// is a no-op.
 func (d *Driver) EnsurePreview(ctx context.Context, pv deploy.Preview, r deploy.Release, log io.Writer) (string, error) {
 	if pv.Number < 1 {
 		return "", fmt.Errorf("%s: preview for pull request %d: not a pull request number", pv.Repo, pv.Number)
@@ -36,7 +40,8 @@ func (d *Driver) EnsurePreview(ctx context.Context, pv deploy.Preview, r deploy.
 	f.mu.Unlock()
 	d.saveStateOrLog() // the port, at least
 
-	if _, err := d.prepare(ctx, pv.Repo, pv.App, r, log); err != nil {
+	v := previewVars(pv)
+	if _, err := d.prepare(ctx, pv.Repo, pv.App, v, r, log); err != nil {
 		return "", fmt.Errorf("preview #%d: %w", pv.Number, err)
 	}
 	if err := s.lock(ctx); err != nil {
@@ -46,7 +51,7 @@ func (d *Driver) EnsurePreview(ctx context.Context, pv deploy.Preview, r deploy.
 
 	f.mu.Lock()
 	old := s.proc
-	same := old != nil && old.running() && s.release.SHA == r.SHA && old.backend.inRotation.Load()
+	same := old != nil && old.running() && s.release.SHA == r.SHA && s.vars.equal(v) && old.backend.inRotation.Load()
 	h := healthOf(f.health)
 	f.mu.Unlock()
 	if same {
@@ -54,7 +59,15 @@ func (d *Driver) EnsurePreview(ctx context.Context, pv deploy.Preview, r deploy.
 		return f.url, nil
 	}
 
-	p, err := d.startProcess(ctx, f, s, r, log)
+	if strings.TrimSpace(pv.App.Release) != "" {
+		if err := d.release(ctx, pv.Repo, pv.App, v, r, log); err != nil {
+			if old != nil && old.running() {
+				fmt.Fprintf(log, "preview #%d keeps serving %s\n", pv.Number, short(old.release))
+			}
+			return "", fmt.Errorf("preview #%d: release phase failed: %w", pv.Number, err)
+		}
+	}
+	p, err := d.startProcess(ctx, f, s, r, v, log)
 	if err != nil {
 		return "", fmt.Errorf("preview #%d: %w", pv.Number, err)
 	}
@@ -78,6 +91,7 @@ func (d *Driver) EnsurePreview(ctx context.Context, pv deploy.Preview, r deploy.
 	// Switch: the new process in, the old one out, at once.
 	f.mu.Lock()
 	s.proc, s.release, s.want = p, r, true
+	s.vars, s.unread = v, nil
 	s.checkedAt, s.checkErr, s.crashes = time.Now(), nil, 0
 	f.proxy.add(p.backend)
 	if old != nil {
@@ -98,8 +112,8 @@ func (d *Driver) EnsurePreview(ctx context.Context, pv deploy.Preview, r deploy.
 
 // TeardownPreview stops the preview's instance, closes its proxy and forgets
 // its port and state. Tearing down a preview that does not exist is not an
-// error. Builds are kept: the same SHA is usually deployed to staging or
-// production next, and they are shared with those environments.
+// error. Builds are kept: a push to the PR or a /deploy of its branch
+// often builds the same SHA with the same variables again.
 func (d *Driver) TeardownPreview(ctx context.Context, pv deploy.Preview) error {
 	k := fleetKey{Repo: pv.Repo, PR: pv.Number}
 	d.mu.Lock()
@@ -127,6 +141,7 @@ func (d *Driver) TeardownPreview(ctx context.Context, pv deploy.Preview) error {
 			f.mu.Lock()
 			p := s.proc
 			s.proc, s.want, s.release = nil, false, deploy.Release{}
+			s.vars, s.unread = appVars{}, nil
 			if p != nil {
 				f.proxy.remove(p.backend)
 			}

@@ -30,6 +30,9 @@ type process struct {
 	cmd     *exec.Cmd
 	logPath string
 	started time.Time
+	vars    appVars // what it was started with: its secrets are masked in what it says
+	// closeLog ends its output to logPath, once it has been reaped.
+	closeLog func()
 
 	done     chan struct{} // closed once the process has been reaped
 	exitErr  error         // set before done closes
@@ -64,7 +67,7 @@ func (p *process) exitSummary() string {
 	if tail := logTail(p.logPath, startLine(p), 20); tail != "" {
 		msg += "; last lines of " + p.logPath + ":\n" + tail
 	}
-	return msg
+	return p.vars.mask(msg)
 }
 
 func startLine(p *process) string {
@@ -105,7 +108,7 @@ func (p *process) check(ctx context.Context, path string) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("GET %s answered %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("GET %s answered %s: %s", path, resp.Status, p.vars.mask(strings.TrimSpace(string(body))))
 	}
 	return nil
 }
@@ -120,20 +123,21 @@ var errPortTaken = errors.New("port taken")
 
 // startProcess starts the slot's process on the release and returns once it
 // accepts connections. The caller adopts it into the slot (or stops it) and
-// then calls settle. Prepare must have run; the build directory is checked.
-func (d *Driver) startProcess(ctx context.Context, f *fleet, s *slot, r deploy.Release, log io.Writer) (*process, error) {
+// then calls settle. The process gets v (and its build is the one made with
+// v). Prepare must have run; the build directory is checked.
+func (d *Driver) startProcess(ctx context.Context, f *fleet, s *slot, r deploy.Release, v appVars, log io.Writer) (*process, error) {
 	if log == nil {
 		log = io.Discard
 	}
 	f.mu.Lock()
 	app := f.app
 	f.mu.Unlock()
-	dir, err := d.buildDir(f.key.Repo, r.SHA)
+	dir, err := d.buildDir(f.key.Repo, r.SHA, v)
 	if err != nil {
 		return nil, err
 	}
 	if !exists(filepath.Join(filepath.Dir(dir), builtMarker)) {
-		if _, err := d.prepare(ctx, f.key.Repo, app, r, log); err != nil {
+		if _, err := d.prepare(ctx, f.key.Repo, app, v, r, log); err != nil {
 			return nil, err
 		}
 	}
@@ -141,7 +145,7 @@ func (d *Driver) startProcess(ctx context.Context, f *fleet, s *slot, r deploy.R
 		return nil, errors.New("app.run is empty: set the command that starts one instance")
 	}
 	for attempt := 1; ; attempt++ {
-		p, err := d.spawn(ctx, f, s, r, dir)
+		p, err := d.spawn(ctx, f, s, r, v, dir)
 		if errors.Is(err, errPortTaken) && attempt < 3 {
 			d.log.Info("instance could not bind its port; trying another", "fleet", f.key.String(), "instance", s.id)
 			continue
@@ -174,7 +178,7 @@ func runCommand(run string) string {
 	return "exec " + run
 }
 
-func (d *Driver) spawn(ctx context.Context, f *fleet, s *slot, r deploy.Release, dir string) (*process, error) {
+func (d *Driver) spawn(ctx context.Context, f *fleet, s *slot, r deploy.Release, v appVars, dir string) (*process, error) {
 	d.forgetIdleTraffic(time.Now()) // a new process is when the releases seen can grow
 	port, err := d.instancePort()
 	if err != nil {
@@ -193,7 +197,13 @@ func (d *Driver) spawn(ctx context.Context, f *fleet, s *slot, r deploy.Release,
 		d.releasePort(port)
 		return nil, err
 	}
-	defer logf.Close() // the child has its own descriptor once started
+	out, closeLog := instanceOutput(logf, v)
+	started := false
+	defer func() {
+		if !started {
+			closeLog()
+		}
+	}()
 
 	f.mu.Lock()
 	portEnv := f.app.PortEnv
@@ -209,14 +219,20 @@ func (d *Driver) spawn(ctx context.Context, f *fleet, s *slot, r deploy.Release,
 		port:    port,
 		backend: f.proxy.newBackend(s.id, r.SHA, port),
 		logPath: logPath,
+		vars:    v,
 		done:    make(chan struct{}),
 		settled: make(chan struct{}),
+
+		closeLog: closeLog,
 	}
 	fmt.Fprintf(logf, "%s at %s\n", startLine(p), time.Now().Format(time.RFC3339))
 	cmd := exec.Command("sh", "-c", runCommand(run))
 	cmd.Dir = dir
-	cmd.Env = d.childEnv(portEnv+"="+strconv.Itoa(port), "INSTANCE_ID="+s.id, "RELEASE="+r.SHA)
-	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = d.childEnv(v, portEnv+"="+strconv.Itoa(port), "INSTANCE_ID="+s.id, "RELEASE="+r.SHA)
+	cmd.Stdout, cmd.Stderr = out, out
+	// A pipe to the mask: Wait waits for it, but not forever for one
+	// that a child left behind holds open.
+	cmd.WaitDelay = 2 * time.Second
 	// Own process group: stopping signals the whole group. Pdeathsig: the
 	// child never outlives the bot, even when the bot is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -234,6 +250,7 @@ func (d *Driver) spawn(ctx context.Context, f *fleet, s *slot, r deploy.Release,
 		return nil, fmt.Errorf("start %q: %w", run, err)
 	}
 	p.started = time.Now()
+	started = true
 	d.procs[p] = struct{}{}
 	d.wg.Add(1)
 	d.mu.Unlock()
@@ -319,6 +336,7 @@ func (d *Driver) stop(ctx context.Context, p *process) {
 func (d *Driver) watch(p *process) {
 	defer d.wg.Done()
 	p.exitErr = p.cmd.Wait()
+	p.closeLog()
 	close(p.done)
 	d.mu.Lock()
 	delete(d.procs, p)
@@ -354,7 +372,7 @@ func (d *Driver) supervise(f *fleet, s *slot, dead *process) {
 	}
 	s.crashes++
 	crashes := s.crashes
-	rel := s.release
+	rel, v := s.release, s.vars
 	h := healthOf(f.health)
 	f.mu.Unlock()
 	dead.backend.transport.CloseIdleConnections()
@@ -378,7 +396,7 @@ func (d *Driver) supervise(f *fleet, s *slot, dead *process) {
 			s.unlock()
 			return
 		}
-		p, err := d.startProcess(d.ctx, f, s, rel, io.Discard)
+		p, err := d.startProcess(d.ctx, f, s, rel, v, io.Discard)
 		if err != nil {
 			s.unlock()
 			if d.ctx.Err() != nil {
@@ -409,6 +427,19 @@ func (d *Driver) supervise(f *fleet, s *slot, dead *process) {
 		}
 		return
 	}
+}
+
+// instanceOutput is where an instance writes stdout and stderr: its log
+// file, through a mask of its secret values when it has any (a pipe then,
+// so the value never reaches the disk); closeLog ends it once the process
+// is reaped.
+func instanceOutput(logf *os.File, v appVars) (out io.Writer, closeLog func()) {
+	if len(v.secrets) == 0 {
+		// The child writes to the file itself: no copy in between.
+		return logf, func() { logf.Close() }
+	}
+	mw := v.maskWriter(logf)
+	return mw, func() { mw.Flush(); logf.Close() }
 }
 
 // instanceLog is where a slot's process writes stdout and stderr.

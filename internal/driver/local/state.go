@@ -65,9 +65,13 @@ type healthState struct {
 	Timeout      string `json:"timeout,omitempty"`
 }
 
+// slotState is one instance as recorded: its variables, and the names of
+// its secrets, never their values (Restore reads them again).
 type slotState struct {
-	ID      string       `json:"id"`
-	Release releaseState `json:"release"`
+	ID      string            `json:"id"`
+	Release releaseState      `json:"release"`
+	Vars    map[string]string `json:"vars,omitempty"`
+	Secrets []string          `json:"secrets,omitempty"`
 }
 
 type releaseState struct {
@@ -161,6 +165,7 @@ func (f *fleet) restoreFrom(fs fleetState) {
 			f.slots[strings.ToLower(ss.ID)] = s
 		}
 		s.release = deploy.Release{Repo: fs.Repo, SHA: ss.Release.SHA, Ref: ss.Release.Ref, InstallationID: ss.Release.InstallationID}
+		s.vars, s.unread = appVars{vars: ss.Vars}, ss.Secrets
 	}
 }
 
@@ -253,7 +258,16 @@ func (f *fleet) state() (fleetState, bool) {
 		if s.index > f.count && s.proc == nil {
 			continue
 		}
-		fs.Slots = append(fs.Slots, slotState{ID: s.id, Release: releaseState{SHA: s.release.SHA, Ref: s.release.Ref, InstallationID: s.release.InstallationID}})
+		names := s.unread // not read again yet: still needed
+		if names == nil {
+			names = s.vars.names()
+		}
+		fs.Slots = append(fs.Slots, slotState{
+			ID:      s.id,
+			Release: releaseState{SHA: s.release.SHA, Ref: s.release.Ref, InstallationID: s.release.InstallationID},
+			Vars:    s.vars.vars,
+			Secrets: names,
+		})
 	}
 	slices.SortFunc(fs.Slots, func(a, b slotState) int { return strings.Compare(a.ID, b.ID) })
 	return fs, len(fs.Slots) > 0 || f.count > 0 && f.app.Run != ""
@@ -261,7 +275,9 @@ func (f *fleet) state() (fleetState, bool) {
 
 // Restore brings every environment and preview recorded in state.json back
 // up on its recorded releases, at its recorded URL: each instance is built
-// if its build is gone, started, health-checked and put in rotation. It is
+// if its build is gone, started with its recorded variables and the values
+// of its secrets read again through Options.Secrets, health-checked and put
+// in rotation; one whose secret cannot be read stays down, logged. It is
 // the local driver's drift repair (SPEC §6.7) after a restart, and safe to
 // call again: instances already running are left alone. Instances that do
 // not come up healthy stay out of rotation (and are reported unhealthy); the
@@ -315,18 +331,30 @@ func (d *Driver) restoreSlot(ctx context.Context, f *fleet, s *slot) error {
 		return err
 	}
 	f.mu.Lock()
-	rel, app, h := s.release, f.app, healthOf(f.health)
+	rel, app, h, v, unread, env := s.release, f.app, healthOf(f.health), s.vars, s.unread, f.name
 	running := s.proc != nil && s.proc.running()
 	f.mu.Unlock()
 	if running {
 		s.unlock()
 		return nil
 	}
-	if _, err := d.prepare(ctx, f.key.Repo, app, rel, io.Discard); err != nil {
+	if len(unread) > 0 {
+		secrets, err := d.restoreSecrets(ctx, f.key, env, unread)
+		if err != nil {
+			s.unlock()
+			d.log.Error("instance stays down: "+err.Error(), "fleet", f.key.String(), "instance", s.id, "release", short(rel.SHA))
+			return err
+		}
+		v.secrets = secrets
+		f.mu.Lock()
+		s.vars, s.unread = v, nil
+		f.mu.Unlock()
+	}
+	if _, err := d.prepare(ctx, f.key.Repo, app, v, rel, io.Discard); err != nil {
 		s.unlock()
 		return err
 	}
-	p, err := d.startProcess(ctx, f, s, rel, io.Discard)
+	p, err := d.startProcess(ctx, f, s, rel, v, io.Discard)
 	if err != nil {
 		s.unlock()
 		return err
