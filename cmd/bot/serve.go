@@ -362,6 +362,8 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 	drv, err := local.New(local.Options{
 		DataDir: cfg.DataDir,
 		Logger:  b.log,
+		// Instances brought back after a restart read their secrets again.
+		Secrets: b.secrets,
 		Source: func(ctx context.Context, r deploy.Release) (io.ReadCloser, error) {
 			owner, name, _ := strings.Cut(r.Repo, "/")
 			return b.github.Installation(r.InstallationID).DownloadTarball(ctx, owner, name, r.SHA)
