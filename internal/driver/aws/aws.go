@@ -21,7 +21,8 @@
 // ReleaseTag); elasticloadbalancing:DescribeTargetHealth,
 // DescribeTargetGroupAttributes, RegisterTargets and DeregisterTargets (on
 // the target group); ssm:SendCommand (on the AWS-RunShellScript document
-// and the instances) and ssm:GetCommandInvocation; with aws.alarms,
+// and the instances) and ssm:GetCommandInvocation (also all aws.release,
+// the release phase of release.go, needs); with aws.alarms,
 // cloudwatch:DescribeAlarms. The target group must be used by a load
 // balancer listener, or its targets never become healthy.
 // Previews and the sweep need more; the README lists them as a policy.
