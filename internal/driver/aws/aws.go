@@ -21,7 +21,8 @@
 // ReleaseTag); elasticloadbalancing:DescribeTargetHealth,
 // DescribeTargetGroupAttributes, RegisterTargets and DeregisterTargets (on
 // the target group); ssm:SendCommand (on the AWS-RunShellScript document
-// and the instances) and ssm:GetCommandInvocation; with aws.alarms,
+// and the instances) and ssm:GetCommandInvocation (also all aws.release,
+// the release phase of release.go, needs); with aws.alarms,
 // cloudwatch:DescribeAlarms. The target group must be used by a load
 // balancer listener, or its targets never become healthy.
 // Previews and the sweep need more; the README lists them as a policy.
@@ -98,10 +99,6 @@ type Options struct {
 	// 5xx); default 5.
 	RetryMaxAttempts int
 
-	// PreviewInstall is the command, a template like aws.install, that
-	// installs a release on a preview instance through SSM; default
-	// DefaultPreviewInstall.
-	PreviewInstall string
 	// PreviewPort is the port a preview instance serves HTTP on, for its
 	// target group; default 80.
 	PreviewPort int32
@@ -165,12 +162,6 @@ func New(opts Options) (*Driver, error) {
 	}
 	if opts.RetryMaxAttempts <= 0 {
 		opts.RetryMaxAttempts = 5
-	}
-	if strings.TrimSpace(opts.PreviewInstall) == "" {
-		opts.PreviewInstall = DefaultPreviewInstall
-	}
-	if _, err := renderInstall(opts.PreviewInstall, deploy.Release{}); err != nil {
-		return nil, fmt.Errorf("aws: the preview install command %q: %w", opts.PreviewInstall, err)
 	}
 	if opts.PreviewPort <= 0 {
 		opts.PreviewPort = 80
@@ -408,7 +399,8 @@ func (d *Driver) targetState(ctx context.Context, c *clients, tg, id string) (el
 	return elbtypes.TargetHealthStateEnumUnused, "not registered", nil
 }
 
-// installData is what the install template may use.
+// installData is what a command template (aws.install, aws.release,
+// preview.aws.install) may use.
 type installData struct {
 	SHA  string
 	Ref  string
@@ -427,7 +419,7 @@ func (d *Driver) Install(ctx context.Context, t deploy.Target, inst deploy.Insta
 	if err != nil {
 		return err
 	}
-	command, err := renderInstall(f.Install, r)
+	command, err := renderCommand("aws.install", f.Install, r)
 	if err != nil {
 		return permanentError("shipbot", "aws.install of "+t.Environment.Name, err)
 	}
@@ -436,33 +428,70 @@ func (d *Driver) Install(ctx context.Context, t deploy.Target, inst deploy.Insta
 }
 
 // install runs command on the instance as Install describes. With boot > 0
-// the instance may have just started: SendCommand is repeated for up to
-// boot while SSM does not know the instance yet (its agent registers a
-// little after the instance is running).
+// the instance may have just started (runCommand).
 func (d *Driver) install(ctx context.Context, c *clients, instID, command, sha, comment string, boot time.Duration, log io.Writer) error {
-	inst := deploy.Instance{ID: instID}
-	r := deploy.Release{SHA: sha}
 	// What runs is unknown from here until the command succeeds.
 	_, err := c.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{
-		Resources: []string{inst.ID},
+		Resources: []string{instID},
 		Tags:      []ec2types.Tag{{Key: awssdk.String(ReleaseTag)}},
 	})
 	if err != nil {
-		return callError("ec2:DeleteTags", inst.ID, err)
+		return callError("ec2:DeleteTags", instID, err)
 	}
+	err = d.runCommand(ctx, c, ssmRun{
+		instance: instID, command: command, comment: comment,
+		what: "install of " + shortSHA(sha), boot: boot, bound: d.opts.InstallTimeout,
+	}, log)
+	if err != nil {
+		return err
+	}
+	_, err = c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{
+		Resources: []string{instID},
+		Tags:      []ec2types.Tag{{Key: awssdk.String(ReleaseTag), Value: awssdk.String(sha)}},
+	})
+	return callError("ec2:CreateTags", instID, err)
+}
 
+// ssmRun is one shell command for runCommand.
+type ssmRun struct {
+	instance string
+	command  string
+	comment  string // SendCommand's comment, for people reading SSM's history
+	what     string // for errors: "install of abc1234"
+	// boot > 0: the instance may have just started, and SendCommand is
+	// repeated for up to boot while SSM does not know it yet (its agent
+	// registers a little after the instance is running).
+	boot time.Duration
+	// bound is how long the command may take; with execTimeout SSM itself
+	// stops it then (AWS-RunShellScript's executionTimeout), so nothing
+	// keeps running on the instance after the bot gave up on it.
+	bound       time.Duration
+	execTimeout bool
+	fix         string // what to do when the command fails, if anything helps
+}
+
+// runCommand runs a shell command on one instance through SSM Run Command
+// (AWS-RunShellScript), waits until it ends, and writes its output to log.
+// An error names the command and the instance; for a command that ran and
+// failed it gives SSM's status, the exit code and the tail of the output.
+func (d *Driver) runCommand(ctx context.Context, c *clients, run ssmRun, log io.Writer) error {
+	params := map[string][]string{"commands": {run.command}}
+	if run.execTimeout {
+		params["executionTimeout"] = []string{strconv.Itoa(int(run.bound.Round(time.Second) / time.Second))}
+	}
 	send := func(ctx context.Context) (*ssm.SendCommandOutput, error) {
 		return c.ssm.SendCommand(ctx, &ssm.SendCommandInput{
 			DocumentName: awssdk.String("AWS-RunShellScript"),
-			InstanceIds:  []string{inst.ID},
-			Parameters:   map[string][]string{"commands": {command}},
-			Comment:      awssdk.String(limit(comment, 100)),
+			InstanceIds:  []string{run.instance},
+			Parameters:   params,
+			Comment:      awssdk.String(limit(run.comment, 100)),
 		})
 	}
 	var sent *ssm.SendCommandOutput
-	if boot > 0 {
+	var err error
+	if run.boot > 0 {
 		var lastErr error
-		err = d.poll(ctx, boot, func(ctx context.Context) (bool, error) {
+		err = d.poll(ctx, run.boot, func(ctx context.Context) (bool, error) {
 			sent, lastErr = send(ctx)
 			if errorCode(lastErr) == "InvalidInstanceId" {
 				return false, nil // the agent has not registered yet
@@ -470,23 +499,22 @@ func (d *Driver) install(ctx context.Context, c *clients, instID, command, sha, 
 			return true, lastErr
 		})
 		if err == errPollTimeout {
-			return waitError("ssm:SendCommand", inst.ID, "SSM does not know the instance %s after it started (is the SSM agent installed, and may its instance profile use SSM?): %v", boot, lastErr)
+			return waitError("ssm:SendCommand", run.instance, "SSM does not know the instance %s after it started (is the SSM agent installed, and may its instance profile use SSM?): %v", run.boot, lastErr)
 		}
 	} else {
 		sent, err = send(ctx)
 	}
 	if err != nil {
-		return callError("ssm:SendCommand", inst.ID, err)
+		return callError("ssm:SendCommand", run.instance, err)
 	}
 	id := awssdk.ToString(sent.Command.CommandId)
-	resource := fmt.Sprintf("command %s on %s", id, inst.ID)
+	resource := fmt.Sprintf("command %s on %s", id, run.instance)
 
-	ctx, cancel := context.WithTimeout(ctx, d.opts.InstallTimeout)
+	pctx, cancel := context.WithTimeout(ctx, run.bound)
 	defer cancel()
-
 	var inv *ssm.GetCommandInvocationOutput
-	err = d.poll(ctx, d.opts.InstallTimeout, func(ctx context.Context) (bool, error) {
-		out, err := c.ssm.GetCommandInvocation(ctx, &ssm.GetCommandInvocationInput{CommandId: awssdk.String(id), InstanceId: awssdk.String(inst.ID)})
+	err = d.poll(pctx, run.bound, func(ctx context.Context) (bool, error) {
+		out, err := c.ssm.GetCommandInvocation(ctx, &ssm.GetCommandInvocationInput{CommandId: awssdk.String(id), InstanceId: awssdk.String(run.instance)})
 		if err != nil {
 			if !permanent(err) {
 				return false, nil // InvocationDoesNotExist right after SendCommand, or throttled
@@ -496,12 +524,11 @@ func (d *Driver) install(ctx context.Context, c *clients, instID, command, sha, 
 		inv = out
 		return terminal(out.Status), nil
 	})
-	if err == errPollTimeout {
-		status := "no invocation yet"
-		if inv != nil {
-			status = string(inv.Status)
-		}
-		return waitError("ssm:GetCommandInvocation", resource, "install of %s not finished after %s (%s)", shortSHA(r.SHA), d.opts.InstallTimeout, status)
+	if err == errPollTimeout || (err != nil && pctx.Err() != nil && ctx.Err() == nil) {
+		return waitError("ssm:GetCommandInvocation", resource, "%s not finished after %s (%s)", run.what, run.bound, invocationStatus(inv))
+	}
+	if err != nil && ctx.Err() != nil {
+		return waitError("ssm:GetCommandInvocation", resource, "%s was still %s when shipbot stopped waiting for it: %w", run.what, invocationStatus(inv), err)
 	}
 	if err != nil {
 		return err
@@ -514,7 +541,10 @@ func (d *Driver) install(ctx context.Context, c *clients, instID, command, sha, 
 		io.WriteString(log, ensureNewline(stderr))
 	}
 	if inv.Status != ssmtypes.CommandInvocationStatusSuccess {
-		msg := fmt.Sprintf("install of %s ended %s (exit code %d)", shortSHA(r.SHA), inv.Status, inv.ResponseCode)
+		msg := fmt.Sprintf("%s ended %s (exit code %d)", run.what, inv.Status, inv.ResponseCode)
+		if run.fix != "" {
+			msg += ": " + run.fix
+		}
 		if s := tail(stderr, 500); s != "" {
 			msg += "; stderr: " + s
 		}
@@ -523,25 +553,31 @@ func (d *Driver) install(ctx context.Context, c *clients, instID, command, sha, 
 		}
 		return permanentError("ssm:GetCommandInvocation", resource, fmt.Errorf("%s", msg))
 	}
-
-	_, err = c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{
-		Resources: []string{inst.ID},
-		Tags:      []ec2types.Tag{{Key: awssdk.String(ReleaseTag), Value: awssdk.String(r.SHA)}},
-	})
-	return callError("ec2:CreateTags", inst.ID, err)
+	return nil
 }
 
-func renderInstall(text string, r deploy.Release) (string, error) {
-	if strings.TrimSpace(text) == "" {
-		return "", fmt.Errorf("aws.install is empty: give the command that installs {{.SHA}} on an instance")
+// invocationStatus is SSM's status of the invocation, for errors.
+func invocationStatus(inv *ssm.GetCommandInvocationOutput) string {
+	if inv == nil {
+		return "no invocation yet"
 	}
-	tmpl, err := template.New("install").Option("missingkey=error").Parse(text)
+	return string(inv.Status)
+}
+
+// renderCommand renders the command template text of setting (aws.install,
+// aws.release, preview.aws.install) with the release: {{.SHA}}, {{.Ref}},
+// {{.Repo}}.
+func renderCommand(setting, text string, r deploy.Release) (string, error) {
+	if strings.TrimSpace(text) == "" {
+		return "", fmt.Errorf("%s is empty: give the command to run, with {{.SHA}} for the release", setting)
+	}
+	tmpl, err := template.New(setting).Option("missingkey=error").Parse(text)
 	if err != nil {
-		return "", fmt.Errorf("aws.install is not a valid template: %w", err)
+		return "", fmt.Errorf("%s is not a valid template, fix it in .github/shipbot.yml: %w", setting, err)
 	}
 	var b strings.Builder
 	if err := tmpl.Execute(&b, installData{SHA: r.SHA, Ref: r.Ref, Repo: r.Repo}); err != nil {
-		return "", fmt.Errorf("aws.install cannot be rendered: %w", err)
+		return "", fmt.Errorf("%s cannot be rendered, use only {{.SHA}}, {{.Ref}} and {{.Repo}}: %w", setting, err)
 	}
 	return b.String(), nil
 }

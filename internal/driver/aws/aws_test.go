@@ -534,7 +534,7 @@ func TestInstallTemplate(t *testing.T) {
 		{"unknown field", "install {{.Nope}}", "", "cannot be rendered"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := renderInstall(tc.tmpl, deploy.Release{Repo: "acme/web", SHA: newSHA, Ref: "main"})
+			got, err := renderCommand("aws.install", tc.tmpl, deploy.Release{Repo: "acme/web", SHA: newSHA, Ref: "main"})
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err = %v, want %q", err, tc.err)

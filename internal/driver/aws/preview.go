@@ -46,12 +46,6 @@ const (
 	previewDrainS = 10                   // a preview target group's deregistration delay, seconds
 )
 
-// DefaultPreviewInstall is the command a preview instance runs, through SSM
-// Run Command, to install a release, unless Options.PreviewInstall says
-// otherwise. The launch template's image provides it; it is the preview
-// twin of an environment's aws.install.
-const DefaultPreviewInstall = "/opt/shipbot/install {{.SHA}}"
-
 var _ deploy.Previewer = (*Driver)(nil)
 
 // previewEC2API, previewELBAPI and route53API are the calls previews and
@@ -127,7 +121,10 @@ type previewPlace struct {
 	key  previewKey
 	cfg  *repoconfig.AWSPreview // nil only when tearing down without settings
 	host string                 // pr-N.<domain>, lower case
-	c    *clients
+	// install is preview.aws.install, or repoconfig.DefaultPreviewInstall
+	// when the file sets none.
+	install string
+	c       *clients
 }
 
 // place checks the preview's settings. strict is for EnsurePreview;
@@ -159,6 +156,14 @@ func (d *Driver) place(p deploy.Preview, strict bool) (*previewPlace, error) {
 	pl := &previewPlace{key: k, cfg: a}
 	region := d.cfg.Region
 	if a != nil {
+		pl.install = a.Install
+		if strings.TrimSpace(pl.install) == "" {
+			pl.install = repoconfig.DefaultPreviewInstall
+		}
+		// A bad template fails the preview before anything is made for it.
+		if _, err := renderCommand("preview.aws.install", pl.install, deploy.Release{}); err != nil && strict {
+			return nil, permanentError("shipbot", res, err)
+		}
 		pl.host = "pr-" + strconv.Itoa(p.Number) + "." + strings.TrimSuffix(strings.ToLower(strings.TrimSpace(a.Domain)), ".")
 		// The listener is where the preview lives, so its region is the
 		// preview's: no second setting to disagree with it.
@@ -665,9 +670,9 @@ func (d *Driver) bringUp(ctx context.Context, pl *previewPlace, tg string, in *p
 		return err
 	}
 	if in.release != r.SHA {
-		command, err := renderInstall(d.opts.PreviewInstall, r)
+		command, err := renderCommand("preview.aws.install", pl.install, r)
 		if err != nil {
-			return permanentError("shipbot", "the preview install command (Options.PreviewInstall)", err)
+			return permanentError("shipbot", "preview "+pl.key.String(), err)
 		}
 		comment := "shipbot install " + shortSHA(r.SHA) + " " + pl.key.String()
 		if err := d.install(ctx, c, in.id, command, r.SHA, comment, d.opts.BootTimeout, log); err != nil {

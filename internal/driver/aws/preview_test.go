@@ -3,6 +3,7 @@ package aws
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -294,6 +295,36 @@ func (w *previewWorld) assertInstalled(t *testing.T, inst, sha string) {
 		}
 	}
 	t.Errorf("no SendCommand of AWS-RunShellScript %q to %s", "/opt/shipbot/install "+sha, inst)
+}
+
+// TestPreviewInstallFromConfig: preview.aws.install, when set, is the
+// command a preview instance installs a release with, instead of
+// repoconfig.DefaultPreviewInstall.
+func TestPreviewInstallFromConfig(t *testing.T) {
+	t.Parallel()
+	w := newPreviewWorld(t)
+	p := w.preview(9)
+	p.Config.AWS.Install = "sudo /srv/web/deploy --repo {{.Repo}} {{.SHA}}"
+	var log strings.Builder
+	if _, err := w.driver.EnsurePreview(context.Background(), p, deploy.Release{Repo: previewRepo, SHA: shaA}, &log); err != nil {
+		t.Fatalf("EnsurePreview: %v\n%s", err, log.String())
+	}
+	s := w.state(t, 9)
+	if len(s.targets) != 1 {
+		t.Fatalf("after EnsurePreview: %+v, want one instance serving", s)
+	}
+	want := "sudo /srv/web/deploy --repo " + previewRepo + " " + shaA
+	var got []string
+	for _, c := range w.rec.snapshot("SendCommand") {
+		ids, _ := c.JSON["InstanceIds"].([]any)
+		params, _ := c.JSON["Parameters"].(map[string]any)
+		for _, cmd := range params["commands"].([]any) {
+			got = append(got, fmt.Sprint(ids, " ", cmd))
+		}
+	}
+	if w := fmt.Sprint([]any{s.targets[0]}, " ", want); !slices.Equal(got, []string{w}) {
+		t.Errorf("SendCommand calls ran %q, want only %q", got, w)
+	}
 }
 
 // TestPreviewFailedUpdateKeepsServing: an update whose new instance fails
@@ -603,8 +634,11 @@ func TestPreviewSettings(t *testing.T) {
 	if a, b := (previewKey{Repo: "acme/web", Number: 1}).targetGroupName(), (previewKey{Repo: "acme/api", Number: 1}).targetGroupName(); a == b {
 		t.Errorf("two repositories share target group name %q", a)
 	}
-	if _, err := New(Options{Config: &awssdk.Config{}, PreviewInstall: "install {{.Nope}}"}); err == nil {
-		t.Error("New accepted a preview install command that cannot be rendered")
+	bad := good
+	bad.Install = "install {{.Nope}}"
+	_, err = d.EnsurePreview(context.Background(), deploy.Preview{Repo: "a/b", Number: 1, Config: repoconfig.Preview{AWS: &bad}}, deploy.Release{SHA: shaA}, nil)
+	if ae := (*Error)(nil); !errors.As(err, &ae) || !ae.Permanent() || !strings.Contains(err.Error(), "preview.aws.install cannot be rendered") {
+		t.Errorf("EnsurePreview with preview.aws.install %q = %v, want a permanent error naming it", bad.Install, err)
 	}
 }
 
