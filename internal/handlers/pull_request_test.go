@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,7 @@ const (
 type previewer struct {
 	mu       sync.Mutex
 	ensured  []string // SHAs
+	last     deploy.Preview
 	torn     int
 	fail     error
 	running  string
@@ -38,6 +40,7 @@ func (p *previewer) EnsurePreview(_ context.Context, pv deploy.Preview, r deploy
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ensured = append(p.ensured, r.SHA)
+	p.last = pv
 	if p.fail != nil {
 		return "", p.fail
 	}
@@ -289,5 +292,51 @@ func TestPreviewFailureAndBadConfig(t *testing.T) {
 	runs := bad.srv.CheckRuns("octo-org", "web")
 	if len(runs) != 1 || runs[0].Name != "shipbot/config" || runs[0].Conclusion != "failure" || runs[0].HeadSHA != prHead {
 		t.Fatalf("check runs %+v", runs)
+	}
+}
+
+// secretValues is a SecretSource over "repo/env/NAME" keys.
+type secretValues map[string]string
+
+func (m secretValues) Secret(_ context.Context, repo, env, name string) (string, error) {
+	if v, ok := m[repo+"/"+env+"/"+name]; ok {
+		return v, nil
+	}
+	return "", deploy.ErrSecretNotSet
+}
+
+// TestPreviewVarsAndSecrets: a preview gets app.env, preview.env and
+// preview.secrets, never an environment's; a fork's preview gets no
+// secrets; a preview secret never set fails the preview before it is built,
+// saying how to set it.
+func TestPreviewVarsAndSecrets(t *testing.T) {
+	const config = "app:\n  env: {LOG_FORMAT: json, APP_ENV: app}\npreview:\n  forks: true\n  env: {APP_ENV: preview}\n  secrets: [PREVIEW_DATABASE_URL]\n" +
+		"environments:\n  production:\n    env: {CHECKOUT_V2: \"on\"}\n    secrets: [DATABASE_URL]\n"
+	values := secretValues{"octo-org/web/preview/PREVIEW_DATABASE_URL": "pg://preview", "octo-org/web/production/DATABASE_URL": "pg://prod"}
+	wantVars := map[string]string{"LOG_FORMAT": "json", "APP_ENV": "preview"}
+
+	w := newPRWorld(t, config)
+	w.deps.Secrets = values
+	w.event(t, "opened", prHead, "octo-org/web")
+	if !maps.Equal(w.drv.last.Vars, wantVars) || !maps.Equal(w.drv.last.Secrets, map[string]string{"PREVIEW_DATABASE_URL": "pg://preview"}) {
+		t.Errorf("preview got vars %v secrets %v", w.drv.last.Vars, w.drv.last.Secrets)
+	}
+
+	fork := newPRWorld(t, config)
+	fork.deps.Secrets = values
+	fork.event(t, "opened", prHead, "someone/web")
+	if len(fork.drv.ensured) != 1 || !maps.Equal(fork.drv.last.Vars, wantVars) || len(fork.drv.last.Secrets) != 0 {
+		t.Errorf("a fork's preview got vars %v secrets %v (built %d times)", fork.drv.last.Vars, fork.drv.last.Secrets, len(fork.drv.ensured))
+	}
+
+	unset := newPRWorld(t, config)
+	unset.deps.Secrets = secretValues{}
+	unset.event(t, "opened", prHead, "octo-org/web")
+	if len(unset.drv.ensured) != 0 {
+		t.Fatalf("a preview was built without its secret")
+	}
+	deps := unset.srv.Deployments("octo-org", "web")
+	if len(deps) != 1 || deps[0].LastState() != "failure" || !strings.Contains(deps[0].Statuses[len(deps[0].Statuses)-1].Description, "bot secrets set octo-org/web preview PREVIEW_DATABASE_URL") {
+		t.Fatalf("deployments %+v", deps)
 	}
 }

@@ -170,7 +170,8 @@ var phrasings = map[record.ReasonKind]phrasing{
 		return "build of " + Short(r.Release) + " failed: " + r.Err + "; nothing was touched"
 	},
 	record.ReasonSecretMissing: func(r record.Reason, _ string) string {
-		return "secret " + r.Text + " of " + r.Env + " is not set: run `" + SecretsSetLine(r.Repo, r.Env, r.Text) + "` with the value on standard input, then deploy again; nothing was touched"
+		// Short enough that the command fits a deployment status (140).
+		return "missing secret " + r.Text + ": run `" + SecretsSetLine(r.Repo, r.Env, r.Text) + "`"
 	},
 	record.ReasonSecretUnreadable: func(r record.Reason, _ string) string {
 		return "secret " + r.Text + " of " + r.Env + " cannot be read: " + r.Err + "; nothing was touched"
