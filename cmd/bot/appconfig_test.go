@@ -193,12 +193,7 @@ func dashboardGet(t *testing.T, url string) string {
 // and fails if any holds s.
 func assertRedisLacks(t *testing.T, url, s string) {
 	t.Helper()
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opts)
-	defer c.Close()
+	c := redisClient(t, url)
 	ctx := context.Background()
 	keys, err := c.Keys(ctx, "*").Result()
 	if err != nil {
@@ -227,4 +222,16 @@ func assertRedisLacks(t *testing.T, url, s string) {
 		}
 	}
 	t.Logf("read %d Redis keys", len(keys))
+}
+
+// redisClient is a client of the Redis at url, closed when the test ends.
+func redisClient(tb testing.TB, url string) *redis.Client {
+	tb.Helper()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	tb.Cleanup(func() { c.Close() })
+	return c
 }

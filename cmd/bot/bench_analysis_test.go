@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/shipbot/shipbot/fixtures"
 	"github.com/shipbot/shipbot/internal/store"
 	"github.com/shipbot/shipbot/internal/store/record"
@@ -121,13 +119,7 @@ func (l *answerLog) finish() {
 // bot's Redis: its id is the last element of the status's log_url.
 func deployRecord(tb testing.TB, redisURL, logURL string) record.Deploy {
 	tb.Helper()
-	opts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c := redis.NewClient(opts)
-	defer c.Close()
-	d, err := store.NewRedis(c, "shipbot").GetDeploy(context.Background(), path.Base(logURL))
+	d, err := store.NewRedis(redisClient(tb, redisURL), "shipbot").GetDeploy(context.Background(), path.Base(logURL))
 	if err != nil {
 		tb.Fatalf("deploy of %s: %v", logURL, err)
 	}

@@ -200,15 +200,21 @@ func (f *fleet) assertOneZoneOut(t *testing.T) {
 // rollout deploys newSHA over oldSHA with the engine; report, if not nil,
 // sees its events. It returns the result and the rollout's log.
 func (f *fleet) rollout(report func(deploy.Event)) (deploy.Result, string) {
+	return f.rolloutWith(func(in *deploy.ExecInput) { in.Report = report })
+}
+
+// rolloutWith is rollout with the input as change leaves it.
+func (f *fleet) rolloutWith(change func(*deploy.ExecInput)) (deploy.Result, string) {
 	var log strings.Builder
-	res := deploy.Execute(context.Background(), deploy.ExecInput{
+	in := deploy.ExecInput{
 		Target:   f.target,
 		Release:  deploy.Release{Repo: "acme/web", SHA: newSHA, Ref: "main"},
 		Previous: oldSHA,
 		Driver:   f.driver,
 		Log:      &log,
-		Report:   report,
-	})
+	}
+	change(&in)
+	res := deploy.Execute(context.Background(), in)
 	return res, log.String()
 }
 

@@ -158,18 +158,9 @@ func TestRollbackRunsNoReleasePhase(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
 	want := f.withRelease()
-	var log strings.Builder
-	res := deploy.Execute(context.Background(), deploy.ExecInput{
-		Target:      f.target,
-		Release:     deploy.Release{Repo: "acme/web", SHA: newSHA, Ref: "main"},
-		Previous:    oldSHA,
-		Driver:      f.driver,
-		Log:         &log,
-		SkipBake:    true,
-		SkipRelease: true,
-	})
+	res, log := f.rolloutWith(func(in *deploy.ExecInput) { in.SkipBake, in.SkipRelease = true, true })
 	if res.Outcome != deploy.OutcomeSuccess {
-		t.Fatalf("outcome %s: %s\n%s", res.Outcome, report.Reason(res.Reason), log.String())
+		t.Fatalf("outcome %s: %s\n%s", res.Outcome, report.Reason(res.Reason), log)
 	}
 	if _, sends := f.releaseSends(t, want); len(sends) != 0 {
 		t.Errorf("a rollback sent aws.release %d times, want never", len(sends))
