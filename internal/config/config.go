@@ -7,6 +7,7 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Config is everything the bot reads from its environment (SPEC §2).
@@ -49,6 +51,17 @@ type Config struct {
 	// are sealed with (internal/secrets). Nil when unset, which is no
 	// error until a secret is set or read.
 	SecretsKey []byte
+
+	// SlackBotToken is SLACK_BOT_TOKEN, a bot token (xoxb-…) for
+	// notify.slack; "" when unset: no Slack messages.
+	SlackBotToken string
+	// SlackAPIURL is SLACK_API_URL, the Slack Web API's base URL, ending
+	// in / (slack-go appends method names to it).
+	SlackAPIURL string
+	// EventsSecret is EVENTS_SECRET, the HMAC key of the
+	// X-Shipbot-Signature-256 header on notify.webhooks deliveries; nil
+	// when unset: deliveries go unsigned.
+	EventsSecret []byte
 }
 
 // SecretsKeyLen is the length of SECRETS_KEY once decoded: an AES-256 key.
@@ -65,6 +78,13 @@ const (
 // MinDashboardTokenLen is the shortest DASHBOARD_TOKEN accepted: it guards
 // every repository's deploy history, so it must not be guessable.
 const MinDashboardTokenLen = 32
+
+// DefaultSlackAPIURL is SLACK_API_URL when unset.
+const DefaultSlackAPIURL = "https://slack.com/api/"
+
+// MinEventsSecretLen is the shortest EVENTS_SECRET accepted: a receiver
+// trusts what it signs, so it must not be guessable.
+const MinEventsSecretLen = 16
 
 // HasApp reports whether GitHub App credentials are configured; without them
 // the bot serves the setup page.
@@ -181,7 +201,43 @@ func Load(getenv func(string) string, dotenv []byte) (Config, error) {
 		}
 		c.SecretsKey = key
 	}
+	for _, err := range c.loadNotify(get) {
+		bad("%w", err)
+	}
 	return c, errors.Join(errs...)
+}
+
+// loadNotify reads what notify needs (SPEC §2): the Slack token and API,
+// and the secret outgoing events are signed with. No error repeats a
+// token or secret, as start-up errors land in logs.
+func (c *Config) loadNotify(get func(string) string) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	c.SlackBotToken = strings.TrimSpace(get("SLACK_BOT_TOKEN"))
+	switch t := c.SlackBotToken; {
+	case t == "":
+	case strings.HasPrefix(t, "xoxp-"):
+		bad("SLACK_BOT_TOKEN is a user token (xoxp-…), which posts as a person: use the Bot User OAuth Token (xoxb-…) from the Slack app's OAuth & Permissions page")
+	case !strings.HasPrefix(t, "xoxb-") || len(t) < len("xoxb-")+10 || strings.ContainsFunc(t, unicode.IsSpace):
+		bad("SLACK_BOT_TOKEN is not a Slack bot token: use the Bot User OAuth Token (xoxb-…) from the Slack app's OAuth & Permissions page, or unset it to send no Slack messages")
+	}
+
+	c.SlackAPIURL = orDefault(get("SLACK_API_URL"), DefaultSlackAPIURL)
+	if u, err := url.Parse(c.SlackAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || !strings.HasSuffix(u.Path, "/") || u.RawQuery != "" || u.Fragment != "" {
+		bad("SLACK_API_URL=%q is not an http(s) URL ending in /: use %s (the default), or a test server's URL like http://localhost:8888/api/", c.SlackAPIURL, DefaultSlackAPIURL)
+	}
+
+	if v := get("EVENTS_SECRET"); v != "" {
+		c.EventsSecret = []byte(v)
+		switch {
+		case len(v) < MinEventsSecretLen:
+			bad("EVENTS_SECRET is shorter than %d characters: use a long random value, e.g. the output of `openssl rand -hex 32`", MinEventsSecretLen)
+		case len(c.WebhookSecret) > 0 && hmac.Equal(c.EventsSecret, c.WebhookSecret):
+			bad("EVENTS_SECRET is the same as WEBHOOK_SECRET, and a notify.webhooks receiver must not be able to forge GitHub's deliveries to the bot: set EVENTS_SECRET to a different random value, e.g. the output of `openssl rand -hex 32`")
+		}
+	}
+	return errs
 }
 
 // ParseDotenv reads KEY=value lines. Blank lines and lines starting with #

@@ -154,3 +154,74 @@ func TestSecretsKey(t *testing.T) {
 		t.Fatalf("SecretsKey = %x, want %x", c.SecretsKey, want)
 	}
 }
+
+func TestNotifyDefaults(t *testing.T) {
+	c, err := Load(env(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SlackBotToken != "" || c.SlackAPIURL != DefaultSlackAPIURL || c.EventsSecret != nil {
+		t.Fatalf("notify defaults: token %q, API %q, events secret %q", c.SlackBotToken, c.SlackAPIURL, c.EventsSecret)
+	}
+}
+
+func TestNotifyValues(t *testing.T) {
+	token := "xoxb-1234567890-0987654321-hunter2hunter2"
+	c, err := Load(env(map[string]string{
+		"SLACK_BOT_TOKEN": " " + token + "\n",
+		"SLACK_API_URL":   "http://127.0.0.1:4000/api/",
+		"EVENTS_SECRET":   "hunter2-hunter2-hunter2",
+		"WEBHOOK_SECRET":  "hunter2-but-another-one",
+	}), []byte("EVENTS_SECRET=from-the-dotenv-file\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SlackBotToken != token || c.SlackAPIURL != "http://127.0.0.1:4000/api/" || string(c.EventsSecret) != "hunter2-hunter2-hunter2" {
+		t.Fatalf("got token %q, API %q, events secret %q", c.SlackBotToken, c.SlackAPIURL, c.EventsSecret)
+	}
+}
+
+func TestNotifyErrors(t *testing.T) {
+	const secret = "hunter2-hunter2-hunter2"
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"user token", map[string]string{"SLACK_BOT_TOKEN": "xoxp-1234567890-hunter2"},
+			"SLACK_BOT_TOKEN is a user token (xoxp-…), which posts as a person: use the Bot User OAuth Token (xoxb-…) from the Slack app's OAuth & Permissions page"},
+		{"app token", map[string]string{"SLACK_BOT_TOKEN": "xapp-1-hunter2hunter2"},
+			"SLACK_BOT_TOKEN is not a Slack bot token: use the Bot User OAuth Token (xoxb-…) from the Slack app's OAuth & Permissions page, or unset it to send no Slack messages"},
+		{"token cut short", map[string]string{"SLACK_BOT_TOKEN": "xoxb-hunt"}, "SLACK_BOT_TOKEN is not a Slack bot token"},
+		{"token with a space", map[string]string{"SLACK_BOT_TOKEN": "xoxb-12345 hunter2hunter2"}, "SLACK_BOT_TOKEN is not a Slack bot token"},
+		{"api url without slash", map[string]string{"SLACK_API_URL": "https://slack.com/api"},
+			`SLACK_API_URL="https://slack.com/api" is not an http(s) URL ending in /: use https://slack.com/api/ (the default), or a test server's URL like http://localhost:8888/api/`},
+		{"api url not http", map[string]string{"SLACK_API_URL": "slack.com/api/"}, `SLACK_API_URL="slack.com/api/" is not an http(s) URL ending in /`},
+		{"api url with query", map[string]string{"SLACK_API_URL": "https://slack.com/api/?x=1"}, "SLACK_API_URL"},
+		{"events secret short", map[string]string{"EVENTS_SECRET": "hunter2"},
+			"EVENTS_SECRET is shorter than 16 characters: use a long random value, e.g. the output of `openssl rand -hex 32`"},
+		{"events secret is the webhook secret", map[string]string{"EVENTS_SECRET": secret, "WEBHOOK_SECRET": secret},
+			"EVENTS_SECRET is the same as WEBHOOK_SECRET, and a notify.webhooks receiver must not be able to forge GitHub's deliveries to the bot: set EVENTS_SECRET to a different random value, e.g. the output of `openssl rand -hex 32`"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(env(tc.env), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to say %q", err, tc.want)
+			}
+			if strings.Count(err.Error(), "\n") != 0 {
+				t.Errorf("want one line, got:\n%v", err)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error leaks a secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestEventsSecretSameAsWebhookSecretFromDotenv(t *testing.T) {
+	const secret = "0123456789abcdef0123"
+	_, err := Load(env(map[string]string{"EVENTS_SECRET": secret}), []byte("WEBHOOK_SECRET="+secret+"\n"))
+	if err == nil || !strings.Contains(err.Error(), "EVENTS_SECRET is the same as WEBHOOK_SECRET") {
+		t.Fatalf("err = %v, want EVENTS_SECRET refused", err)
+	}
+}

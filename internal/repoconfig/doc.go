@@ -128,6 +128,19 @@
 //     aws.install's template rule and must use {{.SHA}}: aws.release runs
 //     on an instance still on the previous release, so it has to be told
 //     the new one.
+//   - notify.slack needs channel: a name with its # (quoted, since # starts
+//     a YAML comment: channel: "#deploys") or a channel id (C…, G…).
+//     notify.slack.only lists environments of this file (matched ignoring
+//     case, kept as the file names them) and "preview" for previews; not
+//     written, every environment but previews is announced (ask
+//     [Slack.Announces]); an empty list is an error, as it announces
+//     nothing. notify.webhooks are http(s) URLs without a user or
+//     password; a URL whose host is a literal link-local address
+//     (169.254.0.0/16, fe80::/10), the cloud metadata service
+//     (169.254.169.254, fd00:ec2::254) or an IPv4 address spelled other
+//     than as a dotted quad (2852039166) is an error, since events leave
+//     from the bot's own network. A host name is not resolved here: the
+//     sender checks the address it resolves to when it sends.
 //   - anchors, aliases and merge keys (<<: *base) work; a key written out
 //     beats a merged one. Unknown keys are errors at every level, so there
 //     is no place for x-anchors: anchor a block where it is first used.

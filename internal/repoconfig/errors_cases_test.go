@@ -40,15 +40,15 @@ preview:
 		`.github/shipbot.yml line 3: a second YAML document starts here: shipbot reads a single document, so remove the --- or merge what follows into the first`,
 	}},
 	{"file is a list", "- staging\n- production\n", []string{
-		`.github/shipbot.yml line 1: the file must be a mapping of keys (default_environment, app, environments, preview), not a list`,
+		`.github/shipbot.yml line 1: the file must be a mapping of keys (default_environment, app, environments, preview, notify), not a list`,
 	}},
 	{"file is a word", "staging\n", []string{
-		`.github/shipbot.yml line 1: the file must be a mapping of keys (default_environment, app, environments, preview), not "staging"`,
+		`.github/shipbot.yml line 1: the file must be a mapping of keys (default_environment, app, environments, preview, notify), not "staging"`,
 	}},
 	{"unknown key with a typo", `enviroments:
   staging: {}
 `, []string{
-		`.github/shipbot.yml line 1: enviroments: unknown key; did you mean environments? (valid keys here: default_environment, app, environments, preview)`,
+		`.github/shipbot.yml line 1: enviroments: unknown key; did you mean environments? (valid keys here: default_environment, app, environments, preview, notify)`,
 	}},
 	{"unknown key", `app:
   build: make
@@ -1018,5 +1018,121 @@ preview:
 		`.github/shipbot.yml line 8: environments.production.rollout.bake: 30 has no unit: write 30s for seconds or 30m for minutes`,
 		`.github/shipbot.yml line 10: environments.staging.instances: -1 is too small: instances must be at least 1`,
 		`.github/shipbot.yml line 12: preview.ttl: "1d" is not a duration: use a number with a unit, like 30s, 2m or 1h30m`,
+	}},
+	{"notify.slack channel written as a comment", `notify:
+  slack:
+    channel: #deploys
+`, []string{
+		`.github/shipbot.yml line 3: notify.slack.channel: is empty, because # starts a comment in YAML: quote the name, like channel: "#deploys"`,
+	}},
+	{"notify.slack without a channel", `notify:
+  slack:
+    only: [production]
+`, []string{
+		`.github/shipbot.yml line 2: notify.slack.channel: missing: say where deploys are announced, like channel: "#deploys" or a channel id like C0123456789`,
+	}},
+	{"notify.slack empty", `notify:
+  slack:
+`, []string{
+		`.github/shipbot.yml line 2: notify.slack: is empty: give it a channel, like channel: "#deploys", or remove it`,
+	}},
+	{"notify.slack channels", `notify:
+  slack: &s
+    channel: deploys
+notify2: x
+`, []string{
+		`.github/shipbot.yml line 3: notify.slack.channel: "deploys" is neither a channel name nor a channel id: write a name with its #, quoted, like channel: "#deploys"`,
+		`.github/shipbot.yml line 4: notify2: unknown key; did you mean notify? (valid keys here: default_environment, app, environments, preview, notify)`,
+	}},
+	{"notify.slack channel with capitals", `notify:
+  slack: {channel: "#Deploys"}
+`, []string{
+		`.github/shipbot.yml line 2: notify.slack.channel: "#Deploys" has capital letters, which Slack channel names never have: write "#deploys"`,
+	}},
+	{"notify.slack channel that is neither", `notify:
+  slack: {channel: "deploys and more"}
+`, []string{
+		`.github/shipbot.yml line 2: notify.slack.channel: "deploys and more" is not a Slack channel: write a name like "#deploys" (lower-case letters, digits, - and _) or a channel id like C0123456789`,
+	}},
+	{"notify.slack.only names", `environments:
+  staging: {}
+  production: {}
+notify:
+  slack:
+    channel: C0123456789
+    only:
+      - prodution
+      - Staging
+      - staging
+      - preview
+      - qa
+`, []string{
+		`.github/shipbot.yml line 8: notify.slack.only[0]: "prodution" is not an environment here (did you mean production?): use one of production, staging, preview`,
+		`.github/shipbot.yml line 10: notify.slack.only[2]: "staging" is listed twice (first as only[1]); keep one`,
+		`.github/shipbot.yml line 12: notify.slack.only[4]: "qa" is not an environment here: use one of production, staging, preview`,
+	}},
+	{"notify.slack.only not a list", `notify:
+  slack:
+    channel: "#deploys"
+    only: production
+`, []string{
+		`.github/shipbot.yml line 4: notify.slack.only: expected a list of environments, like [production], got "production"`,
+	}},
+	{"notify.slack.only empty", `notify:
+  slack:
+    channel: "#deploys"
+    only: []
+`, []string{
+		`.github/shipbot.yml line 4: notify.slack.only: an empty list announces nothing: list environments, or remove notify.slack to send no Slack messages`,
+	}},
+	{"notify unknown keys", `notify:
+  slack:
+    channel: "#deploys"
+    webhooks: [https://hooks.example.com/cd]
+  email: ops@example.com
+`, []string{
+		`.github/shipbot.yml line 4: notify.slack.webhooks: unknown key; webhooks belongs under notify: (valid keys here: channel, only)`,
+		`.github/shipbot.yml line 5: notify.email: unknown key (valid keys here: slack, webhooks)`,
+	}},
+	{"notify.webhooks on link-local and odd addresses", `notify:
+  webhooks:
+    - http://169.254.169.254/latest/meta-data/
+    - http://169.254.10.1:8080/hook
+    - http://[fe80::1%25eth0]/hook
+    - http://[::ffff:169.254.169.254]/
+    - http://[fd00:ec2::254]/
+    - http://2852039166/
+    - http://0xa9.0xfe.0xa9.0xfe/
+    - https://hooks.example.com/cd
+    - https://10.0.0.7/cd
+    - https://hooks.example.com/cd
+`, []string{
+		`.github/shipbot.yml line 3: notify.webhooks[0]: 169.254.169.254 is the cloud metadata service, which holds the bot's own credentials: events are never sent there; use your receiver's address`,
+		`.github/shipbot.yml line 4: notify.webhooks[1]: 169.254.10.1 is a link-local address (169.254.0.0/16 or fe80::/10), reachable only from the bot's own network segment, where the cloud metadata service lives: events are never sent there; use your receiver's address`,
+		`.github/shipbot.yml line 5: notify.webhooks[2]: fe80::1 is a link-local address (169.254.0.0/16 or fe80::/10), reachable only from the bot's own network segment, where the cloud metadata service lives: events are never sent there; use your receiver's address`,
+		`.github/shipbot.yml line 6: notify.webhooks[3]: 169.254.169.254 is the cloud metadata service, which holds the bot's own credentials: events are never sent there; use your receiver's address`,
+		`.github/shipbot.yml line 7: notify.webhooks[4]: fd00:ec2::254 is the cloud metadata service, which holds the bot's own credentials: events are never sent there; use your receiver's address`,
+		`.github/shipbot.yml line 8: notify.webhooks[5]: "2852039166" is an IP address in an unusual spelling, which some resolvers read as another address: write it as a dotted quad like 203.0.113.7, or use a host name`,
+		`.github/shipbot.yml line 9: notify.webhooks[6]: "0xa9.0xfe.0xa9.0xfe" is an IP address in an unusual spelling, which some resolvers read as another address: write it as a dotted quad like 203.0.113.7, or use a host name`,
+		`.github/shipbot.yml line 12: notify.webhooks[9]: listed twice (first as webhooks[7]): each event would be sent twice; keep one`,
+	}},
+	{"notify.webhooks not URLs", `notify:
+  webhooks:
+    - hooks.example.com/cd
+    - ftp://hooks.example.com/cd
+    - https://user:pass@hooks.example.com/cd
+    - ""
+    - {url: https://hooks.example.com}
+`, []string{
+		`.github/shipbot.yml line 3: notify.webhooks[0]: "hooks.example.com/cd" is not an http(s) URL: write it like https://hooks.example.com/cd`,
+		`.github/shipbot.yml line 4: notify.webhooks[1]: "ftp://hooks.example.com/cd" is not an http(s) URL: write it like https://hooks.example.com/cd`,
+		`.github/shipbot.yml line 5: notify.webhooks[2]: the URL holds a user name or password, which would show in the bot's logs and dashboard: remove it and have the receiver check the X-Shipbot-Signature-256 header instead`,
+		`.github/shipbot.yml line 6: notify.webhooks[3]: must not be empty`,
+		`.github/shipbot.yml line 7: notify.webhooks[4]: expected a single value, got a mapping`,
+	}},
+	{"notify.webhooks not a list", `notify:
+  webhooks: https://hooks.example.com/cd
+`, []string{
+		`.github/shipbot.yml line 2: notify.webhooks: expected a list of URLs, like [https://hooks.example.com/cd], got "https://hooks.example.com/cd"`,
 	}},
 }

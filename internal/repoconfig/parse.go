@@ -22,7 +22,7 @@ const maxFileSize = 256 << 10
 // The keys each level accepts, in the order SPEC §3 shows them (the order
 // error messages list them in).
 var (
-	topKeys        = []string{"default_environment", "app", "environments", "preview"}
+	topKeys        = []string{"default_environment", "app", "environments", "preview", "notify"}
 	appKeys        = []string{"build", "run", "port_env", "release", "env"}
 	envKeys        = []string{"branch", "driver", "instances", "require_checks", "deployers", "allow_branches", "url", "env", "secrets", "freeze", "rollout", "health", "analysis", "aws"}
 	rolloutKeys    = []string{"canary", "batch", "max_unavailable", "by_zone", "bake"}
@@ -33,6 +33,8 @@ var (
 	fleetKeys      = []string{"region", "target_group_arn", "instance_tags", "install", "release", "alarms"}
 	previewKeys    = []string{"driver", "forks", "ttl", "env", "secrets", "aws"}
 	previewAWSKeys = []string{"install", "launch_template", "listener_arn", "domain", "hosted_zone_id"}
+	notifyKeys     = []string{"slack", "webhooks"}
+	slackKeys      = []string{"channel", "only"}
 )
 
 // fleetRequired and previewAWSRequired are the keys of an environment's
@@ -69,6 +71,8 @@ var homes = func() map[string]string {
 	add("an environment's aws:", fleetKeys)
 	add("preview:", []string{"forks", "ttl", "env", "secrets"})
 	add("preview.aws:", previewAWSKeys)
+	add("notify:", notifyKeys)
+	add("notify.slack:", slackKeys)
 	return m
 }()
 

@@ -121,6 +121,10 @@ func TestParseSpecExample(t *testing.T) {
 			},
 			Health: Health{Path: "/healthz", Interval: 2 * time.Second, HealthyAfter: 2, Timeout: 2 * time.Minute},
 		},
+		Notify: Notify{
+			Slack:    &Slack{Channel: "#deploys", Only: []string{"production"}},
+			Webhooks: []string{"https://hooks.example.com/cd"},
+		},
 	}
 	diffConfig(t, got, want)
 }
@@ -372,6 +376,9 @@ func diffConfig(t *testing.T, got, want *Config) {
 	}
 	if !reflect.DeepEqual(got.Preview, want.Preview) {
 		t.Errorf("Preview = %+v, want %+v", got.Preview, want.Preview)
+	}
+	if !reflect.DeepEqual(got.Notify, want.Notify) {
+		t.Errorf("Notify = %+v (slack %+v), want %+v (slack %+v)", got.Notify, got.Notify.Slack, want.Notify, want.Notify.Slack)
 	}
 	for name, w := range want.Environments {
 		if g := got.Environments[name]; !reflect.DeepEqual(g, w) {

@@ -24,6 +24,9 @@ func (p *parser) config(root *yaml.Node, cfg *Config) {
 	if e, ok := f["environments"]; ok {
 		cfg.Environments, envsOK = p.environments(e)
 	}
+	if e, ok := f["notify"]; ok {
+		cfg.Notify = p.notify(e, cfg, envsOK)
+	}
 	if e, ok := f["default_environment"]; ok {
 		name, ok := p.text("default_environment", e.val)
 		if ok && envsOK {

@@ -3,6 +3,8 @@ package repoconfig
 import (
 	"maps"
 	"math"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -14,6 +16,8 @@ type Config struct {
 	// Environments by name, e.g. "production", "staging".
 	Environments map[string]*Environment
 	Preview      Preview
+	// Notify is who else hears of deploys: Slack and CDEvents receivers.
+	Notify Notify
 }
 
 // App says how the local driver builds and runs the application.
@@ -196,6 +200,47 @@ type AWSPreview struct {
 	// instance for each release; {{.SHA}} is the release. Default
 	// DefaultPreviewInstall.
 	Install string
+}
+
+// Notify is notify: (SPEC §5, "Beyond GitHub"). The zero value tells
+// nobody.
+type Notify struct {
+	// Slack is nil when the file has no notify.slack: no Slack messages.
+	Slack *Slack
+	// Webhooks are the http(s) URLs every deploy event is sent to as a
+	// CDEvent. None of them names a link-local address by its literal IP;
+	// a hostname is checked again when an event is sent, as its address
+	// can change.
+	Webhooks []string
+}
+
+// Slack is notify.slack: one message per deploy in Channel.
+type Slack struct {
+	// Channel is a channel name with its # ("#deploys") or a channel id
+	// ("C0123456789"), as chat.postMessage takes either.
+	Channel string
+	// Only lists the environments announced, by their names in
+	// Environments, and "preview" for previews; nil (only: not written)
+	// means every environment but previews. Ask with Announces.
+	Only []string
+}
+
+// PreviewsName is what notify.slack.only calls previews.
+const PreviewsName = "preview"
+
+// Announces reports whether a deploy to the environment named env is
+// announced in Slack; preview says the deploy is a pull request's preview,
+// whatever its environment is called. A nil Slack announces nothing.
+func (s *Slack) Announces(env string, preview bool) bool {
+	switch {
+	case s == nil:
+		return false
+	case s.Only == nil:
+		return !preview
+	case preview:
+		return slices.Contains(s.Only, PreviewsName)
+	}
+	return slices.ContainsFunc(s.Only, func(name string) bool { return strings.EqualFold(name, env) })
 }
 
 // DefaultPreviewInstall is preview.aws.install when the file sets none.
