@@ -173,6 +173,17 @@ func TestCanaryAnalysis(t *testing.T) {
 	haltedAtCanary(t, text)
 	serves(t, url, "v9")
 
+	// The delivery metrics count the ten deploys, four of them failed.
+	metrics := getBody(t, f.bot.url+"/metrics")
+	for _, want := range []string{
+		`shipbot_dora_change_failure_rate{environment="production",repo="octo-org/hello-world"} 0.4`,
+		`shipbot_dora_deploys_per_day{environment="production",repo="octo-org/hello-world"} 0.333`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
 	finished = true
 	r := load.Finish()
 	t.Logf("load: %d sent, %d ok, %d failed, answers %v", r.Sent, r.OK, len(r.Failures), r.Answers)

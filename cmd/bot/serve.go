@@ -27,6 +27,7 @@ import (
 	"github.com/shipbot/shipbot/internal/config"
 	"github.com/shipbot/shipbot/internal/dashboard"
 	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/dora"
 	awsdriver "github.com/shipbot/shipbot/internal/driver/aws"
 	"github.com/shipbot/shipbot/internal/driver/local"
 	"github.com/shipbot/shipbot/internal/gh"
@@ -211,7 +212,37 @@ func (b *bot) connect(ctx context.Context) error {
 		return err
 	}
 	b.secrets = sec
-	return b.openStore()
+	if err := b.openStore(); err != nil {
+		return err
+	}
+	// The delivery metrics (DORA), computed from the release history on
+	// each scrape.
+	b.reg.MustRegister(dora.NewCollector(b.deliveryHistory, dora.Options{Now: b.now}))
+	return nil
+}
+
+// deliveryHistory is every environment's release history, newest 1,000
+// releases each, for the delivery metrics.
+func (b *bot) deliveryHistory(ctx context.Context) ([]dora.History, error) {
+	repos, err := b.store.ListRepos(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []dora.History
+	for _, repo := range repos {
+		envs, err := b.store.ListEnvironments(ctx, repo)
+		if err != nil {
+			return nil, err
+		}
+		for _, env := range envs {
+			rels, err := b.store.Releases(ctx, env, 1000)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, dora.History{Env: env, Releases: rels})
+		}
+	}
+	return out, nil
 }
 
 // wireWork routes jobs to the handlers. Outside the web role a worker pool
@@ -336,6 +367,7 @@ type appStore interface {
 	deploy.Store
 	handlers.Store
 	dashboard.Store
+	Releases(ctx context.Context, env record.EnvKey, n int) ([]record.Release, error)
 }
 
 // openStore opens the deploy store: Redis when REDIS_URL is set, else
