@@ -46,3 +46,25 @@ func TestDeployPageShowsTraffic(t *testing.T) {
 		t.Fatal("a deploy without analysis has a Traffic column")
 	}
 }
+
+// TestHomeShowsDelivery: each environment with deploys in the last 30 days
+// shows its delivery chart and figures (the seed: one success, then the
+// release a test records here fails and another restores it).
+func TestHomeShowsDelivery(t *testing.T) {
+	f := newFixture(t, nil)
+	env := record.EnvKey{Repo: public, Name: "production"}
+	at := time.Now().Add(-30 * time.Minute)
+	for i, res := range []string{record.ResultFailure, record.ResultSuccess} {
+		if err := f.st.RecordRelease(context.Background(), env, record.Release{
+			DeployID: "push-web-d" + string(rune('1'+i)), SHA: strings.Repeat(string(rune('a'+i)), 40), At: at.Add(time.Duration(i) * 10 * time.Minute), Result: res,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, home := f.get(t, nil, "/", "Authorization", "Bearer "+token)
+	for _, want := range []string{`<figure class="delivery"><svg`, "3 deploys in 30 days · 33% failed · restored in 10m (median)"} {
+		if !strings.Contains(html.UnescapeString(home), want) {
+			t.Errorf("the home page lacks %q", want)
+		}
+	}
+}

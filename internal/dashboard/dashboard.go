@@ -55,6 +55,7 @@ type Store interface {
 	Pending(ctx context.Context, env record.EnvKey) (string, bool, error)
 	Running(ctx context.Context, env record.EnvKey) (string, bool, error)
 	ListPreviews(ctx context.Context) ([]record.Preview, error)
+	Releases(ctx context.Context, env record.EnvKey, n int) ([]record.Release, error)
 }
 
 // Options configure a Dashboard.

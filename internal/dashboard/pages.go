@@ -16,6 +16,7 @@ import (
 
 	"github.com/shipbot/shipbot/internal/report"
 
+	"github.com/shipbot/shipbot/internal/dora"
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/store/record"
 )
@@ -23,6 +24,10 @@ import (
 const (
 	recentDeploys = 5  // finished deploys shown per environment on the home page
 	scanDeploys   = 20 // deploy records read per environment to find them
+	// deliveryReleases are the releases read per environment for its
+	// delivery chart: 30 days of them unless an environment deploys more
+	// than 30 times a day.
+	deliveryReleases = 1000
 )
 
 // previewEnv names a pull request's preview environment (Kind preview).
@@ -76,6 +81,12 @@ type envView struct {
 	// when it ends; Window is that window as written. Known from the
 	// deploy it holds: the environment's configuration is not in the store.
 	Frozen, Window string
+
+	// Delivery is the chart of deploys and failures per day over the
+	// last 30 days, and DeliveryLine its figures in words; empty when
+	// there was no deploy in that time.
+	Delivery     template.HTML
+	DeliveryLine string
 }
 
 type previewView struct {
@@ -247,6 +258,14 @@ func (d *Dashboard) envView(ctx context.Context, env record.EnvKey) (envView, er
 	ds, err := d.o.Store.ListDeploys(ctx, env, scanDeploys)
 	if err != nil {
 		return ev, err
+	}
+	rels, err := d.o.Store.Releases(ctx, env, deliveryReleases)
+	if err != nil {
+		return ev, err
+	}
+	if m := dora.Compute(dora.History{Env: env, Releases: rels}, dora.Window{}, d.o.Now()); m.Deploys > 0 {
+		ev.Delivery = dora.Chart(m.Days)
+		ev.DeliveryLine = report.DeliverySummary(len(m.Days), m.Deploys, m.Failures, m.Restores, m.TimeToRestore)
 	}
 	seen := map[string]bool{}
 	for _, x := range ds {

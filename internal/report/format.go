@@ -180,3 +180,19 @@ func clip(s string, n int) string {
 	}
 	return s[:cut] + note
 }
+
+// DeliverySummary says an environment's delivery figures over its last
+// days days: how many deploys, the share that failed, and the median time
+// to restore when a failure was restored.
+func DeliverySummary(days, deploys, failures, restores int, restore time.Duration) string {
+	s := plural(deploys, "deploy", "deploys") + " in " + strconv.Itoa(days) + " days"
+	if failures > 0 {
+		s += " · " + strconv.Itoa(failures*100/deploys) + "% failed"
+	} else {
+		s += " · none failed"
+	}
+	if restores > 0 {
+		s += " · restored in " + FormatDuration(restore) + " (median)"
+	}
+	return s
+}
