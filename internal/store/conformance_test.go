@@ -56,6 +56,10 @@ type api interface {
 
 	ListEnvironments(ctx context.Context, repo string) ([]record.EnvKey, error)
 	ListRepos(ctx context.Context) ([]string, error)
+
+	AppendAudit(ctx context.Context, e record.AuditEntry) (record.AuditEntry, error)
+	ListAudit(ctx context.Context, f record.AuditFilter) (record.AuditPage, error)
+	EachAudit(ctx context.Context, f record.AuditFilter, fn func(record.AuditEntry) error) error
 }
 
 var (
@@ -170,6 +174,15 @@ func probeScripts(ctx context.Context, client *redis.Client) error {
 		func() error { _, err := s.Releases(ctx, env, 1); return err },
 		func() error { _, _, err := s.LockEnvironment(ctx, env, "probe", ""); return err },
 		func() error { _, _, err := s.UnlockEnvironment(ctx, env); return err },
+		func() error {
+			_, err := s.AppendAudit(ctx, record.AuditEntry{Actor: "probe", Repo: env.Repo, Action: record.ActionLock, Outcome: record.OutcomeSuccess,
+				At: time.Now().Add(-record.AuditRetention - time.Hour)})
+			if err == nil {
+				_, err = s.AppendAudit(ctx, record.AuditEntry{Actor: "probe", Action: record.ActionLock, Outcome: record.OutcomeSuccess})
+			}
+			return err
+		},
+		func() error { _, err := s.ListAudit(ctx, record.AuditFilter{Repo: env.Repo}); return err },
 	}
 	for i, step := range steps {
 		if err := step(); err != nil {
@@ -185,7 +198,7 @@ func TestConformance(t *testing.T) {
 	for _, tg := range targets {
 		t.Run(tg.name, func(t *testing.T) {
 			open := tg.start(t)
-			for _, c := range conformanceCases {
+			for _, c := range slices.Concat(conformanceCases, auditCases) {
 				t.Run(c.name, func(t *testing.T) {
 					f := open(t)
 					if f.sleep == nil {
@@ -210,11 +223,13 @@ var (
 	t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 )
 
-var conformanceCases = []struct {
+type conformanceCase struct {
 	name         string
 	needsRestart bool
 	run          func(t *testing.T, f *fixture)
-}{
+}
+
+var conformanceCases = []conformanceCase{
 	// Deploy lock.
 
 	{name: "LockExcludesUntilReleased", run: func(t *testing.T, f *fixture) {
@@ -1009,6 +1024,14 @@ var conformanceCases = []struct {
 			"LockEnv":      func() error { _, _, err := f.s.LockEnvironment(ctx, prod, "a", ""); return err },
 			"ListPreviews": func() error { _, err := f.s.ListPreviews(ctx); return err },
 			"ListRepos":    func() error { _, err := f.s.ListRepos(ctx); return err },
+			"AppendAudit": func() error {
+				_, err := f.s.AppendAudit(ctx, record.AuditEntry{Actor: "a", Action: record.ActionLock, Outcome: record.OutcomeSuccess})
+				return err
+			},
+			"ListAudit": func() error { _, err := f.s.ListAudit(ctx, record.AuditFilter{}); return err },
+			"EachAudit": func() error {
+				return f.s.EachAudit(ctx, record.AuditFilter{}, func(record.AuditEntry) error { return nil })
+			},
 		} {
 			if err := call(); !errors.Is(err, record.ErrUnavailable) {
 				t.Errorf("%s = %v, want ErrUnavailable", name, err)

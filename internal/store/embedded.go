@@ -61,6 +61,7 @@ var (
 	bucketReleases    = []byte("releases")     // per env: "order" seq -> Release, "ids" id -> seq
 	bucketEnvLocks    = []byte("env-locks")    // env -> EnvLock
 	bucketPreviews    = []byte("previews")     // repo NUL number -> Preview
+	// and the audit log's (audit_embedded.go)
 
 	bucketOrder = []byte("order")
 	bucketIDs   = []byte("ids")
@@ -79,7 +80,7 @@ func OpenEmbedded(path string) (*Embedded, error) {
 	}
 	e := &Embedded{db: db, deadlines: make(map[string]deadline)}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketDeploys, bucketDeployIndex, bucketRepos, bucketFences, bucketLocks, bucketPending, bucketRunning, bucketReleases, bucketEnvLocks, bucketPreviews} {
+		for _, b := range [][]byte{bucketDeploys, bucketDeployIndex, bucketRepos, bucketFences, bucketLocks, bucketPending, bucketRunning, bucketReleases, bucketEnvLocks, bucketPreviews, bucketAudit, bucketAuditRepos} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -33,6 +33,7 @@ import (
 //	release-seq:<env>    counter: record order
 //	envlock:<env>        string: the EnvLock
 //	previews             hash: "<repo>#<number>" -> Preview
+//	audit:...            the audit log (audit_redis.go)
 //
 // <env> is EnvKey.String(). Lock expiry is Redis' own clock, so processes
 // with skewed clocks still agree on who holds a lock.
@@ -624,6 +625,7 @@ type redisScripts struct {
 	trimDeploys                   *redis.Script
 	recordRelease, listReleases   *redis.Script
 	lockEnv, unlockEnv            *redis.Script
+	appendAudit, auditRange       *redis.Script
 }
 
 func newRedisScripts() redisScripts {
@@ -640,6 +642,8 @@ func newRedisScripts() redisScripts {
 		listReleases:  redis.NewScript(listReleasesLua),
 		lockEnv:       redis.NewScript(lockEnvLua),
 		unlockEnv:     redis.NewScript(unlockEnvLua),
+		appendAudit:   redis.NewScript(appendAuditLua),
+		auditRange:    redis.NewScript(auditRangeLua),
 	}
 }
 

@@ -1,8 +1,9 @@
 // Package store is what shipbot remembers about deploys: the deploy lock of
 // each environment, the deploy records, the pending and running slots that
 // give one deploy per environment with supersession, the release history,
-// environment locks (/lock), previews, and which repositories and
-// environments it has seen.
+// environment locks (/lock), previews, which repositories and
+// environments it has seen, and the audit log (audit.go: append-only,
+// newest first, 400 days).
 //
 // Two implementations keep the same contract and pass one conformance
 // suite: Redis, which several processes may share, and Embedded, a bbolt
