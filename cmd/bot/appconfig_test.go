@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -170,6 +172,34 @@ func TestAppConfigSecretsAndReleasePhase(t *testing.T) {
 		}
 	}
 	assertRedisLacks(t, f.redisURL, value)
+
+	// The audit log has each deploy queued, started (all but v2, which
+	// failed before it started) and finished, in /audit.jsonl for a signed-in
+	// viewer only.
+	jsonl := dashboardGet(t, f.bot.url+"/audit.jsonl?repo="+deployOwner+"/"+deployRepo)
+	counts := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(jsonl), "\n") {
+		var e struct{ Action, Outcome, Actor, Environment, Link string }
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("audit.jsonl line %q: %v", line, err)
+		}
+		counts[e.Action+"/"+e.Outcome]++
+		if e.Environment != "production" || e.Actor == "" || !strings.Contains(e.Link, "/deploys/") {
+			t.Errorf("audit entry %+v lacks its environment, actor or link", e)
+		}
+	}
+	want := map[string]int{"deploy.queued/success": 4, "deploy.started/success": 4, "deploy.finished/success": 2, "deploy.finished/failure": 2}
+	if !maps.Equal(counts, want) {
+		t.Errorf("audit entries %v, want %v\n%s", counts, want, jsonl)
+	}
+	if resp, err := http.Get(f.bot.url + "/audit.jsonl"); err != nil {
+		t.Error(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/audit.jsonl without sign-in: %s, want 401", resp.Status)
+	}
+	if page := dashboardGet(t, f.bot.url+"/audit?environment=production"); !strings.Contains(page, "deploy.finished") {
+		t.Errorf("/audit does not list the deploys:\n%s", page)
+	}
 }
 
 // dashboardGet is a dashboard page, signed in with DASHBOARD_TOKEN.

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 	"os"
 	"strings"
 	"testing"
@@ -352,6 +355,27 @@ func TestCommands(t *testing.T) {
 		}
 		if !strings.Contains(getBody(t, dep.Statuses[len(dep.Statuses)-1].EnvironmentURL), "sample-app v1") {
 			t.Error("production does not serve v1 after /rollback")
+		}
+	})
+
+	// The audit log: who locked and unlocked, the commands refused and
+	// why, and the rollback the engine ran.
+	t.Run("audit log", func(t *testing.T) {
+		page, err := store.NewRedis(redisClient(t, f.redisURL), "shipbot").ListAudit(context.Background(), record.AuditFilter{Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, e := range page.Entries {
+			seen[e.Action+" by "+e.Actor] = true
+			if e.Action == record.ActionCommandRefused && (e.Outcome != record.OutcomeRefused || !strings.HasPrefix(e.Text, "/")) {
+				t.Errorf("a refused command's entry %+v does not say the command and why", e)
+			}
+		}
+		for _, want := range []string{"lock by octocat", "unlock by octocat", "command.refused by mona", "rollback by octocat"} {
+			if !seen[want] {
+				t.Errorf("the audit log lacks %q; it has %v", want, seen)
+			}
 		}
 	})
 }

@@ -6,7 +6,7 @@ import (
 	"github.com/shipbot/shipbot/internal/dashboard"
 )
 
-// mountDashboard serves the dashboard (home, /deploys/{id}, sign-in) on e,
+// mountDashboard serves the dashboard (home, /deploys/{id}, /audit, sign-in) on e,
 // over the deploy store. Sign-in with GitHub needs the App's OAuth client
 // (GITHUB_CLIENT_ID/SECRET); DASHBOARD_TOKEN gives operators token access;
 // session cookies are keyed from WEBHOOK_SECRET.
@@ -29,6 +29,8 @@ func (b *bot) mountDashboard(e *echo.Echo) error {
 	h := echo.WrapHandler(d)
 	e.GET("/", h)
 	e.GET("/deploys/:id", h)
+	e.GET("/audit", h)
+	e.GET("/audit.jsonl", h)
 	e.GET("/assets/*", h)
 	e.Any("/auth/*", h)
 	return nil

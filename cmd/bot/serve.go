@@ -426,14 +426,15 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 		drivers[repoconfig.DriverAWS] = b.aws
 	}
 	return deploy.NewEngine(deploy.EngineOptions{
-		Store:    b.store,
-		Drivers:  drivers,
-		Notifier: n,
-		LockTTL:  timingsFor(b.cfg.JobTimeout).lockTTL,
-		Holder:   holder,
-		Now:      b.now,
-		Querier:  promquery.New(0),
-		Secrets:  b.secrets,
+		Store:     b.store,
+		Drivers:   drivers,
+		Notifier:  n,
+		LockTTL:   timingsFor(b.cfg.JobTimeout).lockTTL,
+		Holder:    holder,
+		Now:       b.now,
+		Querier:   promquery.New(0),
+		Secrets:   b.secrets,
+		PublicURL: cfg.PublicURL,
 	})
 }
 

@@ -187,7 +187,7 @@ func (d *Dashboard) tokenOK(tok string) bool {
 // not a redirect to a sign-in page nobody will see.
 func apiStyle(r *http.Request) bool {
 	a := r.Header.Get("Accept")
-	return strings.HasSuffix(r.URL.Path, ".json") || strings.Contains(a, "application/json") || strings.Contains(a, "text/event-stream")
+	return strings.HasSuffix(r.URL.Path, ".json") || strings.HasSuffix(r.URL.Path, ".jsonl") || strings.Contains(a, "application/json") || strings.Contains(a, "text/event-stream")
 }
 
 func (d *Dashboard) unauthorized(w http.ResponseWriter, msg string) {

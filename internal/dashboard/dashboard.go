@@ -56,6 +56,8 @@ type Store interface {
 	Running(ctx context.Context, env record.EnvKey) (string, bool, error)
 	ListPreviews(ctx context.Context) ([]record.Preview, error)
 	Releases(ctx context.Context, env record.EnvKey, n int) ([]record.Release, error)
+	ListAudit(ctx context.Context, f record.AuditFilter) (record.AuditPage, error)
+	EachAudit(ctx context.Context, f record.AuditFilter, fn func(record.AuditEntry) error) error
 }
 
 // Options configure a Dashboard.
@@ -150,6 +152,8 @@ func New(o Options) (*Dashboard, error) {
 	d.mux = http.NewServeMux()
 	d.mux.HandleFunc("GET /{$}", d.home)
 	d.mux.HandleFunc("GET /deploys/{id}", d.deploy)
+	d.mux.HandleFunc("GET /audit", d.audit)
+	d.mux.HandleFunc("GET /audit.jsonl", d.auditJSONL)
 	d.mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(d.assets)))
 	d.mux.HandleFunc("GET /auth/signin", d.signinPage)
 	d.mux.HandleFunc("POST /auth/signin", d.signinToken)

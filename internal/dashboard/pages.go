@@ -415,7 +415,7 @@ func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, status int, p
 
 func parseTemplates() (map[string]*template.Template, error) {
 	out := map[string]*template.Template{}
-	for _, page := range []string{"home", "deploy", "signin", "error"} {
+	for _, page := range []string{"home", "deploy", "signin", "error", "audit"} {
 		t, err := template.New(page).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, fmt.Errorf("dashboard: templates: %w", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ type Store interface {
 	RecordRelease(ctx context.Context, env record.EnvKey, rel record.Release) error
 	CurrentRelease(ctx context.Context, env record.EnvKey) (record.Release, error)
 	EnvironmentLock(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error)
+	AppendAudit(ctx context.Context, e record.AuditEntry) (record.AuditEntry, error)
 }
 
 // DeployInfo is what the outside is told about a deploy: enough to name it
@@ -108,6 +110,9 @@ type EngineOptions struct {
 	Holder string
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// PublicURL is where the bot's deploy pages are (PUBLIC_URL): the
+	// audit log links each deploy's entries to PublicURL/deploys/{id}.
+	PublicURL string
 }
 
 // Engine runs deploys: one at a time per environment, the newest queued
@@ -195,6 +200,14 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 		if err := e.o.Store.PutDeploy(ctx, d); err != nil {
 			return fmt.Errorf("deploy %s: record: %w", id, err)
 		}
+		action, outcome, text := record.ActionDeployQueued, record.OutcomeSuccess, ""
+		if d.State == record.StateWaiting {
+			outcome, text = record.OutcomeHeld, d.Reason
+			if req.Frozen != nil {
+				action = record.ActionFreezeHeld
+			}
+		}
+		e.audit(ctx, action, outcome, d, text)
 		d, err = e.o.Store.GetDeploy(ctx, id)
 	}
 	if err != nil {
@@ -594,6 +607,7 @@ func (e *Engine) start(ctx context.Context, env record.EnvKey, d record.Deploy) 
 	if err != nil {
 		return d, fmt.Errorf("deploy %s: mark running: %w", d.ID, err)
 	}
+	e.audit(ctx, record.ActionDeployStarted, record.OutcomeSuccess, d, "")
 	return d, nil
 }
 
@@ -674,10 +688,45 @@ func (e *Engine) finish(ctx context.Context, t Target, env record.EnvKey, lease 
 		return fmt.Errorf("deploy %s: record the result: %w", d.ID, err)
 	}
 	logctx.From(ctx).Info("deploy finished", "deploy", d.ID, "environment", env.String(), "outcome", string(res.Outcome), "reason", d.Reason)
+	action := record.ActionDeployFinished
+	if d.Kind == record.KindRollback {
+		action = record.ActionRollback
+	}
+	e.audit(ctx, action, auditOutcome(res.Outcome), d, d.Reason)
 	if err := e.o.Notifier.Finished(ctx, e.info(t, d), res); err != nil {
 		return fmt.Errorf("deploy %s: report the end: %w", d.ID, err)
 	}
 	return e.o.Store.FinishRunning(ctx, env, lease, d.ID)
+}
+
+// audit appends an entry for deploy d to the audit log. The log must not
+// stop a rollout: a failed append is logged and the deploy goes on.
+func (e *Engine) audit(ctx context.Context, action, outcome string, d record.Deploy, text string) {
+	actor := d.Creator
+	if actor == "" {
+		actor = record.ActorShipbot
+	}
+	entry := record.AuditEntry{
+		Actor: actor, Repo: d.Env.Repo, Env: d.Env.Name, Action: action, Outcome: outcome, Text: text,
+		Link: strings.TrimSuffix(e.o.PublicURL, "/") + "/deploys/" + d.ID,
+	}
+	if _, err := e.o.Store.AppendAudit(ctx, entry); err != nil {
+		logctx.From(ctx).Warn("audit log: the entry was not written", "deploy", d.ID, "action", action, "err", err)
+	}
+}
+
+// auditOutcome is a rollout's outcome as the audit log says it.
+func auditOutcome(o Outcome) string {
+	switch o {
+	case OutcomeSuccess:
+		return record.OutcomeSuccess
+	case OutcomeFailure:
+		return record.OutcomeFailure
+	case OutcomeCancelled:
+		return record.OutcomeCancelled
+	default:
+		return record.OutcomeError
+	}
 }
 
 func (e *Engine) info(t Target, d record.Deploy) DeployInfo {

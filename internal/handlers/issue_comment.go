@@ -34,6 +34,7 @@ type CommandGitHub interface {
 // CommandStore is what commands read and write of the deploy store: the
 // /lock of each environment, its releases and its deploys.
 type CommandStore interface {
+	AppendAudit(ctx context.Context, e record.AuditEntry) (record.AuditEntry, error)
 	LockEnvironment(ctx context.Context, env record.EnvKey, by, reason string) (record.EnvLock, bool, error)
 	UnlockEnvironment(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error)
 	EnvironmentLock(ctx context.Context, env record.EnvKey) (record.EnvLock, bool, error)
@@ -66,6 +67,7 @@ type commentEvent struct {
 	} `json:"issue"`
 	Comment struct {
 		ID        int64     `json:"id"`
+		HTMLURL   string    `json:"html_url"`
 		Body      string    `json:"body"`
 		CreatedAt time.Time `json:"created_at"`
 		User      struct {
@@ -208,7 +210,39 @@ func (r *commentRun) reply(ctx context.Context, answers []report.Answer) error {
 	if _, _, err := r.c.UpsertStickyComment(ctx, r.owner, r.name, r.e.Issue.Number, report.ReplyMarker(id), body); err != nil {
 		return fmt.Errorf("reply to comment %d on #%d: %w", id, r.e.Issue.Number, err)
 	}
+	r.audit(ctx, answers)
 	return nil
+}
+
+// audit writes the commands that change something or were refused to the
+// audit log: lock, unlock, a refused command and why, a configuration
+// error. Deploys and rollbacks are the engine's entries. The log must not
+// fail the job: a failed append is logged.
+func (r *commentRun) audit(ctx context.Context, answers []report.Answer) {
+	link := r.e.Comment.HTMLURL
+	for _, a := range answers {
+		var action, outcome string
+		switch {
+		case a.Outcome == report.OutcomeLocked:
+			action, outcome = record.ActionLock, record.OutcomeSuccess
+		case a.Outcome == report.OutcomeUnlocked:
+			action, outcome = record.ActionUnlock, record.OutcomeSuccess
+		case a.Outcome == report.OutcomeBadConfig:
+			action, outcome = record.ActionConfigError, record.OutcomeError
+		case !a.Outcome.Accepted() && a.Outcome != report.OutcomeFailed:
+			action, outcome = record.ActionCommandRefused, record.OutcomeRefused
+		default:
+			continue
+		}
+		text := report.AnswerSentence(a)
+		if a.Command != "" {
+			text = a.Command + ": " + text
+		}
+		e := record.AuditEntry{Actor: r.e.Comment.User.Login, Repo: r.repo, Env: a.Env, Action: action, Outcome: outcome, Text: text, Link: link}
+		if _, err := r.cs.Store.AppendAudit(ctx, e); err != nil {
+			logctx.From(ctx).Warn("audit log: the entry was not written", "action", action, "err", err)
+		}
+	}
 }
 
 // config reads .github/shipbot.yml from the default branch (SPEC §3, §9).

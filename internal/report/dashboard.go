@@ -31,3 +31,12 @@ func DashboardReposFailed(err error) string {
 
 // DashboardNoDeploy: the deploy does not exist, or the viewer may not see it.
 func DashboardNoDeploy(id string) string { return "There is no deploy " + id + " that you can see." }
+
+// DashboardNoSuchRepo: the audit log was asked for a repository the viewer
+// cannot read (or that does not exist).
+const DashboardNoSuchRepo = "There is no repository by that name that you can see."
+
+// AuditBadSince: /audit's since filter is neither a date nor a time.
+func AuditBadSince(s string) string {
+	return "since=" + s + " is not a date: write a day like 2026-12-01, or a time like 2026-12-01T09:00:00Z."
+}

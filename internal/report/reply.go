@@ -131,6 +131,9 @@ func envName(env string) string { return "**" + md(fit(env, maxName)) + "**" }
 
 // sentence says what became of a command: done (or answered), or refused
 // and why.
+// AnswerSentence is what the reply says of one command, for the audit log.
+func AnswerSentence(a Answer) string { return sentence(a) }
+
 func sentence(a Answer) string {
 	if a.Outcome.Accepted() {
 		return doneSentence(a)
