@@ -125,10 +125,18 @@ func states(d githubtest.Deployment) []string {
 
 func (f *deployFixture) checkRun(t *testing.T, sha, name string) githubtest.CheckRun {
 	t.Helper()
+	// The check run is created just after the deployment's first status,
+	// so a test that waited for that status may look a moment too early.
 	var found []githubtest.CheckRun
-	for _, c := range f.srv.CheckRuns(deployOwner, deployRepo) {
-		if c.HeadSHA == sha && c.Name == name {
-			found = append(found, c)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		found = found[:0]
+		for _, c := range f.srv.CheckRuns(deployOwner, deployRepo) {
+			if c.HeadSHA == sha && c.Name == name {
+				found = append(found, c)
+			}
+		}
+		if len(found) > 0 || time.Now().After(deadline) {
+			break
 		}
 	}
 	if len(found) != 1 {

@@ -112,6 +112,7 @@ type Server struct {
 	manifestCodes map[string]*manifestCode
 	converted     []ConvertedApp
 	calls         []Call
+	callsSince    time.Time // ResetCalls' moment: calls that arrived before it are not recorded
 	faults        []*faultRule
 	onRedeliver   func(Delivery) int
 	oauth         oauthState // oauth.go
@@ -273,10 +274,14 @@ func (s *Server) countCalls(match func(Call) bool) int {
 	return n
 }
 
-// ResetCalls forgets the calls recorded so far.
+// ResetCalls forgets the calls recorded so far, and the calls still being
+// served: a request is recorded only after its response is validated, so a
+// test that saw its effect in the state could otherwise reset before it is
+// recorded and count it as a later call.
 func (s *Server) ResetCalls() {
 	s.mu.Lock()
 	s.calls = nil
+	s.callsSince = time.Now()
 	s.mu.Unlock()
 }
 
@@ -554,7 +559,9 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, route *routers.Ro
 func (s *Server) record(call Call, status int, fault bool) {
 	call.Status, call.Fault = status, fault
 	s.mu.Lock()
-	s.calls = append(s.calls, call)
+	if !call.Time.Before(s.callsSince) {
+		s.calls = append(s.calls, call)
+	}
 	s.mu.Unlock()
 }
 
