@@ -22,6 +22,7 @@ func (b *bot) mountDashboard(e *echo.Echo) error {
 		Logger:        b.log,
 		Version:       version,
 		Now:           b.now,
+		Problems:      b.problems,
 	})
 	if err != nil {
 		return err

@@ -38,6 +38,7 @@ import (
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/secrets"
 	"github.com/shipbot/shipbot/internal/setup"
+	"github.com/shipbot/shipbot/internal/slack"
 	"github.com/shipbot/shipbot/internal/store"
 	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/internal/worker"
@@ -142,6 +143,15 @@ type bot struct {
 	http     *http.Server
 	listener net.Listener
 	closers  []func() error
+	// outboxPool delivers Slack messages and webhooks from their own
+	// queue (internal/outbox); nil without an App or in the web role.
+	outboxPool *worker.Pool
+	// slackCauses are Slack's failures still in effect, for the log
+	// (once each) and the dashboard; nil without Slack.
+	slackCauses *slack.Causes
+	// outboxBackoff replaces cdevents.Backoff for the outbox's retries;
+	// nil in production (tests shorten it).
+	outboxBackoff func(int) time.Duration
 }
 
 // buildOption changes how build wires the process; only tests use one.
@@ -412,10 +422,17 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 		defer cancel()
 		return drv.Close(cctx)
 	})
+	ob, err := b.buildOutbox(ctx, holder)
+	if err != nil {
+		return nil, err
+	}
 	n, err := notify.New(notify.Options{
 		Installation:   func(id int64) notify.GitHub { return b.github.Installation(id) },
 		PublicURL:      cfg.PublicURL,
 		EnvironmentURL: drv.URL,
+		Outbox:         ob,
+		WebURL:         dashboard.WebURL(cfg.GitHubAPIURL),
+		Logger:         b.log,
 	})
 	if err != nil {
 		return nil, err
@@ -595,6 +612,10 @@ func (b *bot) background(ctx context.Context, wg *sync.WaitGroup) {
 	if b.pool != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); b.pool.Run(ctx) }()
+	}
+	if b.outboxPool != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); b.outboxPool.Run(ctx) }()
 	}
 	if b.github != nil && b.role != roleWorker {
 		// GitHub never retries a failed delivery: ask for redelivery of

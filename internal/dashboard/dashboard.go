@@ -86,6 +86,10 @@ type Options struct {
 	// before GitHub is asked again (default 5 minutes).
 	RepoCacheTTL time.Duration
 	Now          func() time.Time
+	// Problems are what the operator must fix that is not a deploy's
+	// (Slack refusing the token or a channel), each a sentence with the
+	// fix; shown at the top of the home page to operators. May be nil.
+	Problems func() []string
 }
 
 // Dashboard serves the pages; it is an http.Handler.

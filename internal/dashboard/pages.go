@@ -228,8 +228,12 @@ func (d *Dashboard) home(w http.ResponseWriter, r *http.Request) {
 		previews = append(previews, pv)
 	}
 	sort.SliceStable(previews, func(i, j int) bool { return previews[i].Closed != previews[j].Closed && !previews[i].Closed })
+	var problems []string
+	if d.o.Problems != nil && v.Operator {
+		problems = d.o.Problems()
+	}
 	d.render(w, r, http.StatusOK, "home", map[string]any{
-		"Title": "shipbot", "Repos": out, "Previews": previews, "Live": running,
+		"Title": "shipbot", "Repos": out, "Previews": previews, "Live": running, "Problems": problems,
 	}, v)
 }
 

@@ -33,6 +33,9 @@ type Target struct {
 	// both before it calls a driver.
 	Vars    map[string]string
 	Secrets map[string]string
+	// Notify is who else hears of the deploy (notify: in the repository's
+	// configuration): the Notifier reads it from DeployInfo.
+	Notify repoconfig.Notify
 }
 
 // AppEnv is vars then secrets as NAME=value, sorted by name, a secret

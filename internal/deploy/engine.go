@@ -66,6 +66,8 @@ type DeployInfo struct {
 	CheckRunID         int64
 	CreatedAt          time.Time
 	StartedAt          time.Time
+	// Notify is the repository's notify: configuration (Slack, webhooks).
+	Notify repoconfig.Notify
 }
 
 // Notifier tells the outside (GitHub) about a deploy. Every method may be
@@ -735,7 +737,7 @@ func (e *Engine) info(t Target, d record.Deploy) DeployInfo {
 		SHA: d.SHA, Ref: d.Ref, Creator: d.Creator, Kind: d.Kind, Previous: d.Previous,
 		GitHubDeploymentID: d.GitHubDeploymentID, CheckRunID: d.CheckRunID,
 		CreatedAt: d.CreatedAt, StartedAt: d.StartedAt, State: d.State, WaitingOn: d.WaitingOn,
-		Frozen: freezeOf(d),
+		Frozen: freezeOf(d), Notify: t.Notify,
 	}
 	if t.Environment != nil {
 		info.Production = t.Environment.Production

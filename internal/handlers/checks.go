@@ -211,10 +211,10 @@ func (deps Deps) recheck(ctx context.Context, c GitHub, repo, defaultBranch stri
 	for _, d := range waiting {
 		env, ok := cfg.Environment(d.Env.Name)
 		if !ok {
-			errs = append(errs, deps.Engine.ChecksFailed(ctx, deploy.Target{Repo: repo, App: cfg.App}, d.ID, report.EnvironmentGone(d.Env.Name)))
+			errs = append(errs, deps.Engine.ChecksFailed(ctx, deploy.Target{Repo: repo, App: cfg.App, Notify: cfg.Notify}, d.ID, report.EnvironmentGone(d.Env.Name)))
 			continue
 		}
-		errs = append(errs, deps.judge(ctx, c, deploy.Target{Repo: repo, Environment: env, App: cfg.App}, d))
+		errs = append(errs, deps.judge(ctx, c, deploy.Target{Repo: repo, Environment: env, App: cfg.App, Notify: cfg.Notify}, d))
 	}
 	return errors.Join(errs...)
 }

@@ -272,7 +272,7 @@ func (r *commentRun) key(env *repoconfig.Environment) record.EnvKey {
 }
 
 func (r *commentRun) target(env *repoconfig.Environment) deploy.Target {
-	return deploy.Target{Repo: r.repo, Environment: env, App: r.cfg.App}
+	return deploy.Target{Repo: r.repo, Environment: env, App: r.cfg.App, Notify: r.cfg.Notify}
 }
 
 // deployAction is d's answer and, when it deploys, the deploy to env to

@@ -77,7 +77,7 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 	}
 	req := deploy.Request{
 		ID:      "push-" + id + "-" + strings.ToLower(env.Name),
-		Target:  deploy.Target{Repo: repo, Environment: env, App: cfg.App},
+		Target:  deploy.Target{Repo: repo, Environment: env, App: cfg.App, Notify: cfg.Notify},
 		Release: deploy.Release{Repo: repo, InstallationID: inst, SHA: p.After, Ref: branch},
 		Kind:    record.KindPush,
 		Creator: p.Sender.Login,

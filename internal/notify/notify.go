@@ -9,11 +9,13 @@ package notify
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
+	"github.com/shipbot/shipbot/internal/outbox"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store/record"
 )
@@ -35,6 +37,15 @@ type Options struct {
 	// EnvironmentURL is an environment's address when its configuration
 	// has no url (the local driver's proxy). May be nil.
 	EnvironmentURL func(repo, env string) string
+	// Outbox carries what is told beyond GitHub: the deploy's Slack
+	// message and the CDEvents for notify.webhooks. nil tells nobody else.
+	Outbox *outbox.Outbox
+	// WebURL is GitHub's web address (https://github.com, or a GitHub
+	// Enterprise Server's), for the links in Slack.
+	WebURL string
+	// Logger receives what could not be queued for Slack or webhooks:
+	// that never stops a deploy. Default slog.Default().
+	Logger *slog.Logger
 }
 
 // Notifier implements deploy.Notifier on GitHub.
@@ -43,6 +54,7 @@ type Notifier struct {
 
 	mu     sync.Mutex
 	active map[string]*tracker // by deploy id, while its rollout runs
+	seq    int64               // the last Slack rendering's sequence number
 }
 
 var _ deploy.Notifier = (*Notifier)(nil)
@@ -53,6 +65,13 @@ func New(o Options) (*Notifier, error) {
 		return nil, errors.New("notify: Options.Installation is nil")
 	}
 	o.PublicURL = strings.TrimRight(o.PublicURL, "/")
+	o.WebURL = strings.TrimRight(o.WebURL, "/")
+	if o.WebURL == "" {
+		o.WebURL = "https://github.com"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	return &Notifier{o: o, active: map[string]*tracker{}}, nil
 }
 
@@ -102,6 +121,7 @@ func (n *Notifier) Created(ctx context.Context, d deploy.DeployInfo) (int64, int
 	c := n.o.Installation(d.InstallationID)
 	owner, repo := split(d.Repo)
 	snap := n.snapshot(d)
+	n.slack(ctx, d, snap)
 	st := report.Status(snap)
 	dep, err := c.CreateDeployment(ctx, owner, repo, gh.DeploymentRequest{
 		SHA: d.SHA, Environment: d.Environment, Description: st.Description,
@@ -178,6 +198,10 @@ func (n *Notifier) forget(id string) {
 func (n *Notifier) Update(ctx context.Context, d deploy.DeployInfo, ev deploy.Event) error {
 	t := n.track(d)
 	write := t.follow(ev)
+	switch ev.Kind {
+	case deploy.BatchStarted, deploy.BatchFailed, deploy.RollingBack:
+		n.slack(ctx, d, t.snap)
+	}
 	if ev.Kind == deploy.BatchStarted && !t.started {
 		t.started = true
 		c := n.o.Installation(d.InstallationID)
@@ -290,6 +314,8 @@ func (n *Notifier) Finished(ctx context.Context, d deploy.DeployInfo, res deploy
 	case report.StateError, report.StateCancelled:
 		s.Reason = report.Reason(res.Reason)
 	}
+	n.slack(ctx, d, s)
+	n.events(ctx, d, s, res)
 	c := n.o.Installation(d.InstallationID)
 	owner, repo := split(d.Repo)
 	if err := n.status(ctx, c, owner, repo, d.GitHubDeploymentID, s); err != nil {
@@ -304,6 +330,7 @@ func (n *Notifier) Superseded(ctx context.Context, d deploy.DeployInfo) error {
 	defer n.forget(d.ID)
 	s := n.snapshot(d)
 	s.State, s.SupersededBy = report.StateSuperseded, d.SupersededBy
+	n.slack(ctx, d, s)
 	c := n.o.Installation(d.InstallationID)
 	owner, repo := split(d.Repo)
 	if err := n.status(ctx, c, owner, repo, d.GitHubDeploymentID, s); err != nil {
@@ -316,6 +343,7 @@ func (n *Notifier) Superseded(ctx context.Context, d deploy.DeployInfo) error {
 // required checks) in its deployment status and check run: 2 writes.
 func (n *Notifier) Waiting(ctx context.Context, d deploy.DeployInfo) error {
 	s := n.snapshot(d)
+	n.slack(ctx, d, s)
 	c := n.o.Installation(d.InstallationID)
 	owner, repo := split(d.Repo)
 	if err := n.status(ctx, c, owner, repo, d.GitHubDeploymentID, s); err != nil {

@@ -141,6 +141,25 @@ type Deploy struct {
 	// the freeze holds it, the deploy is StateWaiting and Why is a
 	// ReasonFrozen. The wait for required checks counts from here.
 	FrozenUntil time.Time `json:"frozen_until,omitzero"`
+	// Slack is the deploy's one message in notify.slack's channel, once
+	// one was posted (or is being posted): every later job of the deploy
+	// edits it, whichever worker runs it. nil when none.
+	Slack *SlackPost `json:"slack,omitempty"`
+}
+
+// SlackPost is a deploy's Slack message (internal/outbox).
+type SlackPost struct {
+	// Channel is the channel's ID as Slack answered the post, which
+	// chat.update needs.
+	Channel string `json:"channel"`
+	TS      string `json:"ts,omitempty"` // the message's timestamp; "" until posted
+	// Seq is the newest rendering the message shows: an update carrying
+	// an older one is dropped.
+	Seq int64 `json:"seq,omitempty"`
+	// PostingUntil is set while one job posts the first message; another
+	// job may post only after it.
+	PostingUntil time.Time `json:"posting_until,omitzero"`
+	Replied      bool      `json:"replied,omitempty"` // the failure's thread reply was posted
 }
 
 // BatchTiming is how one batch of a rollout went.

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/shipbot/shipbot/internal/cdevents"
+	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/outbox"
+	"github.com/shipbot/shipbot/internal/slack"
+	"github.com/shipbot/shipbot/internal/worker"
+	"github.com/shipbot/shipbot/queue"
+)
+
+// buildOutbox opens the outbox's own queue (beside the job queue: in
+// Redis under shipbot:notify, or DATA_DIR/notify.db), its Slack client
+// when SLACK_BOT_TOKEN is set and its webhook sender, and a worker pool
+// that delivers from it.
+func (b *bot) buildOutbox(ctx context.Context, holder string) (*outbox.Outbox, error) {
+	opts := outbox.QueueOptions(timingsFor(b.cfg.JobTimeout).visibility, b.outboxBackoff)
+	var q queue.Queue
+	if b.redis != nil {
+		rq, err := queue.NewRedis(b.redis, "shipbot:notify", opts)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: cannot set up the notification queue in Redis: %w", err)
+		}
+		q = rq
+	} else {
+		path := filepath.Join(b.cfg.DataDir, "notify.db")
+		if err := os.MkdirAll(b.cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("DATA_DIR=%s cannot be created (%v): point it at a writable directory", b.cfg.DataDir, err)
+		}
+		eq, err := queue.OpenEmbedded(path, opts)
+		if err != nil {
+			return nil, fmt.Errorf("DATA_DIR: the notification queue %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
+		}
+		b.closers = append(b.closers, eq.Close)
+		q = eq
+	}
+	o := outbox.Options{
+		Queue:    q,
+		Deploys:  b.store,
+		Sender:   cdevents.NewSender(string(b.cfg.EventsSecret)),
+		CheckURL: cdevents.CheckURL,
+		Now:      b.now,
+		Logger:   b.log,
+	}
+	if b.cfg.SlackBotToken != "" {
+		sc, err := slack.New(b.cfg.SlackBotToken, slack.WithAPIURL(b.cfg.SlackAPIURL))
+		if err != nil {
+			return nil, err
+		}
+		b.slackCauses = slack.NewCauses(b.now)
+		o.Slack, o.Causes = sc, b.slackCauses
+	}
+	ob, err := outbox.New(o)
+	if err != nil {
+		return nil, err
+	}
+	r := worker.NewRouter()
+	ob.Register(r)
+	b.outboxPool = worker.NewPool(q, r, worker.Options{
+		Consumer:  "notify-" + holder,
+		Heartbeat: timingsFor(b.cfg.JobTimeout).heartbeat,
+		Logger:    b.log,
+	})
+	logctx.From(ctx).Debug("outbox ready", "slack", o.Slack != nil)
+	return ob, nil
+}
+
+// problems are what the operator must fix outside any deploy, for the
+// dashboard: Slack's failures still in effect, each with its fix.
+func (b *bot) problems() []string {
+	if b.slackCauses == nil {
+		return nil
+	}
+	var out []string
+	for _, c := range b.slackCauses.Open() {
+		out = append(out, "Slack: "+c.Fix)
+	}
+	return out
+}
+
+// withOutboxBackoff retries Slack messages and webhooks on backoff instead
+// of cdevents.Backoff's 10 s and more: a test plays an outage of seconds.
+func withOutboxBackoff(backoff func(int) time.Duration) buildOption {
+	return func(b *bot) { b.outboxBackoff = backoff }
+}

@@ -1,0 +1,383 @@
+// Package outbox delivers what shipbot tells the world beyond GitHub (SPEC
+// §5): a deploy's one Slack message, edited in place, and its thread reply,
+// and the CDEvents posted to notify.webhooks. Everything goes through a
+// durable job queue of its own, so that a deploy only ever waits for a
+// store write: Slack or a receiver being down delays nobody, and what they
+// missed is retried from the queue with cdevents.Backoff for 24 hours.
+//
+// Slack: a deploy's message is kept in its record (record.Deploy.Slack), so
+// that every job of that deploy, on any worker and after a restart, edits
+// the same message. Jobs carry the message as rendered with a sequence
+// number; a job older than what the message already shows is dropped, so
+// retries arriving out of order never put an old state back. Only one job
+// at a time may post the first message: it claims the post in the record
+// (PostingUntil) before calling chat.postMessage.
+//
+// Webhooks: one job per event and receiver, its id derived from the
+// event's id, so queuing the same event twice sends it once, and a retry
+// sends the same body with the same CloudEvents id.
+package outbox
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/shipbot/shipbot/internal/cdevents"
+	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/report"
+	"github.com/shipbot/shipbot/internal/slack"
+	"github.com/shipbot/shipbot/internal/store/record"
+	"github.com/shipbot/shipbot/internal/worker"
+	"github.com/shipbot/shipbot/queue"
+)
+
+// The outbox's job events (queue.Job.Event).
+const (
+	EventSlack      = "shipbot.slack"
+	EventSlackReply = "shipbot.slack-reply"
+	EventWebhook    = "shipbot.cdevent"
+)
+
+// Queue is where the outbox's jobs are kept: its own queue, whose
+// Options.Backoff and MaxAttempts follow cdevents (QueueOptions).
+type Queue interface {
+	Enqueue(ctx context.Context, job queue.Job) (queue.Job, error)
+}
+
+// QueueOptions are the options the outbox's queue is opened with: retries
+// on cdevents' schedule for 24 hours. backoff replaces cdevents.Backoff
+// when not nil (tests).
+func QueueOptions(visibility time.Duration, backoff func(int) time.Duration) queue.Options {
+	if backoff == nil {
+		backoff = cdevents.Backoff
+	}
+	return queue.Options{VisibilityTimeout: visibility, MaxAttempts: cdevents.MaxAttempts(), Backoff: backoff}
+}
+
+// Deploys is what the outbox reads and writes of deploy records.
+type Deploys interface {
+	GetDeploy(ctx context.Context, id string) (record.Deploy, error)
+	UpdateDeploy(ctx context.Context, id string, fn func(*record.Deploy) error) (record.Deploy, error)
+}
+
+// SlackClient is the three calls a deploy's message needs (*slack.Client).
+type SlackClient interface {
+	Post(ctx context.Context, channel string, m slack.Message) (slack.Ref, error)
+	Update(ctx context.Context, channel, ts string, m slack.Message) error
+	Reply(ctx context.Context, channel, ts string, m slack.Message) (slack.Ref, error)
+}
+
+// Sender posts one event to one receiver (*cdevents.Sender).
+type Sender interface {
+	Send(ctx context.Context, url string, e event.Event) error
+}
+
+// Options configure an Outbox.
+type Options struct {
+	Queue   Queue
+	Deploys Deploys
+	// Slack is nil when SLACK_BOT_TOKEN is unset: no message is queued.
+	Slack SlackClient
+	// Causes keeps Slack's permanent failures for the log (once each) and
+	// the dashboard. May be nil.
+	Causes *slack.Causes
+	Sender Sender
+	// CheckURL checks a receiver's address before each delivery
+	// (cdevents.CheckURL); nil checks nothing.
+	CheckURL func(ctx context.Context, url string) error
+	Now      func() time.Time
+	// PostClaim is how long one job may hold the right to post a deploy's
+	// first message before another may try. Default 30s.
+	PostClaim time.Duration
+	Logger    *slog.Logger
+}
+
+// Outbox queues and delivers. It is safe for concurrent use.
+type Outbox struct {
+	o Options
+}
+
+// New returns an Outbox.
+func New(o Options) (*Outbox, error) {
+	if o.Queue == nil || o.Deploys == nil || o.Sender == nil {
+		return nil, errors.New("outbox: Options.Queue, Deploys and Sender are required")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.PostClaim <= 0 {
+		o.PostClaim = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Outbox{o: o}, nil
+}
+
+// SlackEnabled reports whether Slack messages are sent at all.
+func (o *Outbox) SlackEnabled() bool { return o != nil && o.o.Slack != nil }
+
+// slackJob is a deploy's message as rendered at Seq, or its thread reply.
+type slackJob struct {
+	Deploy  string              `json:"deploy"`
+	Repo    string              `json:"repo"`
+	Channel string              `json:"channel"` // as notify.slack.channel names it
+	Seq     int64               `json:"seq"`
+	Message report.SlackMessage `json:"message"`
+}
+
+// webhookJob is one event for one receiver.
+type webhookJob struct {
+	URL   string          `json:"url"`
+	Event json.RawMessage `json:"event"`
+	// First is when the event was first queued: retries stop 24 h later.
+	First time.Time `json:"first"`
+}
+
+// Slack queues the deploy's message as rendered at seq (larger is newer).
+func (o *Outbox) Slack(ctx context.Context, deployID, repo, channel string, seq int64, m report.SlackMessage) error {
+	if !o.SlackEnabled() {
+		return nil
+	}
+	return o.enqueue(ctx, EventSlack, "slack:"+deployID+":"+strconv.FormatInt(seq, 10), repo,
+		slackJob{Deploy: deployID, Repo: repo, Channel: channel, Seq: seq, Message: m})
+}
+
+// SlackReply queues the deploy's one thread reply; queuing it again does
+// nothing.
+func (o *Outbox) SlackReply(ctx context.Context, deployID, repo, channel string, m report.SlackMessage) error {
+	if !o.SlackEnabled() {
+		return nil
+	}
+	return o.enqueue(ctx, EventSlackReply, "slack-reply:"+deployID, repo,
+		slackJob{Deploy: deployID, Repo: repo, Channel: channel, Message: m})
+}
+
+// Webhooks queues e for each receiver; an event already queued for a
+// receiver (same id) is not queued again.
+func (o *Outbox) Webhooks(ctx context.Context, repo string, urls []string, e event.Event) error {
+	if len(urls) == 0 {
+		return nil
+	}
+	body, err := cdevents.Encode(e)
+	if err != nil {
+		return fmt.Errorf("outbox: event %s: %w", e.ID(), err)
+	}
+	var errs []error
+	for _, u := range urls {
+		sum := sha256.Sum256([]byte(u))
+		id := "cdevent:" + e.ID() + ":" + hex.EncodeToString(sum[:8])
+		errs = append(errs, o.enqueue(ctx, EventWebhook, id, repo, webhookJob{URL: u, Event: body, First: o.o.Now()}))
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Outbox) enqueue(ctx context.Context, ev, id, repo string, v any) error {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = o.o.Queue.Enqueue(ctx, queue.Job{DeliveryID: id, Event: ev, Repo: repo, Payload: payload})
+	if errors.Is(err, queue.ErrDuplicate) {
+		return nil
+	}
+	return err
+}
+
+// Register routes the outbox's jobs to their handlers.
+func (o *Outbox) Register(r *worker.Router) {
+	r.Handle(EventSlack, o.handleSlack)
+	r.Handle(EventSlackReply, o.handleSlackReply)
+	r.Handle(EventWebhook, o.handleWebhook)
+}
+
+var (
+	errHaveTS  = errors.New("the message is posted")
+	errPosting = errors.New("another job is posting the deploy's Slack message; this update is retried")
+	errNoTS    = errors.New("the deploy's Slack message is not posted yet; the reply is retried")
+)
+
+func decode[T any](j queue.Job) (T, error) {
+	var v T
+	if err := json.Unmarshal(j.Payload, &v); err != nil {
+		return v, worker.Permanent(fmt.Errorf("outbox: job %s does not decode: %w", j.DeliveryID, err))
+	}
+	return v, nil
+}
+
+func (o *Outbox) handleSlack(ctx context.Context, j queue.Job) error {
+	if o.o.Slack == nil {
+		return nil
+	}
+	job, err := decode[slackJob](j)
+	if err != nil {
+		return err
+	}
+	d, err := o.o.Deploys.GetDeploy(ctx, job.Deploy)
+	if err != nil {
+		return err
+	}
+	msg, err := slackMessage(job.Message)
+	if err != nil {
+		return worker.Permanent(err)
+	}
+	if s := d.Slack; s == nil || s.TS == "" {
+		switch err := o.claimPost(ctx, job); {
+		case errors.Is(err, errHaveTS):
+			// Posted in the meantime: edit it below.
+		case err != nil:
+			return err
+		default:
+			return o.post(ctx, job, msg)
+		}
+		if d, err = o.o.Deploys.GetDeploy(ctx, job.Deploy); err != nil {
+			return err
+		}
+	}
+	s := d.Slack
+	if s.Seq >= job.Seq {
+		return nil // the message already shows this state or a newer one
+	}
+	err = o.o.Slack.Update(ctx, s.Channel, s.TS, msg)
+	o.note(ctx, job.Channel, err)
+	if err != nil {
+		return err
+	}
+	_, err = o.o.Deploys.UpdateDeploy(ctx, job.Deploy, func(x *record.Deploy) error {
+		if x.Slack != nil && x.Slack.Seq < job.Seq {
+			x.Slack.Seq = job.Seq
+		}
+		return nil
+	})
+	return err
+}
+
+// claimPost takes the right to post the deploy's first message, or says
+// why not: errHaveTS (it is posted) or errPosting (another job holds it).
+func (o *Outbox) claimPost(ctx context.Context, job slackJob) error {
+	now := o.o.Now()
+	_, err := o.o.Deploys.UpdateDeploy(ctx, job.Deploy, func(x *record.Deploy) error {
+		switch s := x.Slack; {
+		case s != nil && s.TS != "":
+			return errHaveTS
+		case s != nil && now.Before(s.PostingUntil):
+			return errPosting
+		}
+		x.Slack = &record.SlackPost{Channel: job.Channel, PostingUntil: now.Add(o.o.PostClaim)}
+		return nil
+	})
+	return err
+}
+
+func (o *Outbox) post(ctx context.Context, job slackJob, msg slack.Message) error {
+	ref, err := o.o.Slack.Post(ctx, job.Channel, msg)
+	o.note(ctx, job.Channel, err)
+	if err != nil {
+		// Give the claim back so that the retry (or a newer job) may post.
+		if _, uerr := o.o.Deploys.UpdateDeploy(ctx, job.Deploy, func(x *record.Deploy) error {
+			if x.Slack != nil && x.Slack.TS == "" {
+				x.Slack.PostingUntil = time.Time{}
+			}
+			return nil
+		}); uerr != nil {
+			logctx.From(ctx).Warn("outbox: the Slack post claim was not released; it lapses on its own", "deploy", job.Deploy, "err", uerr)
+		}
+		return err
+	}
+	_, err = o.o.Deploys.UpdateDeploy(ctx, job.Deploy, func(x *record.Deploy) error {
+		x.Slack = &record.SlackPost{Channel: ref.Channel, TS: ref.TS, Seq: job.Seq}
+		return nil
+	})
+	if err != nil {
+		return worker.Permanent(fmt.Errorf("outbox: the Slack message of deploy %s was posted (ts %s) but not recorded (%v): a later update may post a second one", job.Deploy, ref.TS, err))
+	}
+	return nil
+}
+
+func (o *Outbox) handleSlackReply(ctx context.Context, j queue.Job) error {
+	if o.o.Slack == nil {
+		return nil
+	}
+	job, err := decode[slackJob](j)
+	if err != nil {
+		return err
+	}
+	d, err := o.o.Deploys.GetDeploy(ctx, job.Deploy)
+	if err != nil {
+		return err
+	}
+	s := d.Slack
+	switch {
+	case s != nil && s.Replied:
+		return nil
+	case s == nil || s.TS == "":
+		return errNoTS
+	}
+	msg, err := slackMessage(job.Message)
+	if err != nil {
+		return worker.Permanent(err)
+	}
+	_, err = o.o.Slack.Reply(ctx, s.Channel, s.TS, msg)
+	o.note(ctx, job.Channel, err)
+	if err != nil {
+		return err
+	}
+	_, err = o.o.Deploys.UpdateDeploy(ctx, job.Deploy, func(x *record.Deploy) error {
+		if x.Slack != nil {
+			x.Slack.Replied = true
+		}
+		return nil
+	})
+	return err
+}
+
+func (o *Outbox) note(ctx context.Context, channel string, err error) {
+	if o.o.Causes != nil {
+		o.o.Causes.Note(ctx, channel, err)
+	}
+}
+
+func slackMessage(m report.SlackMessage) (slack.Message, error) {
+	blocks, err := json.Marshal(m.Blocks)
+	if err != nil {
+		return slack.Message{}, fmt.Errorf("outbox: the Slack message does not encode: %w", err)
+	}
+	return slack.Message{Text: m.Text, Blocks: blocks}, nil
+}
+
+func (o *Outbox) handleWebhook(ctx context.Context, j queue.Job) error {
+	job, err := decode[webhookJob](j)
+	if err != nil {
+		return err
+	}
+	e, err := cdevents.Decode(job.Event)
+	if err != nil {
+		return worker.Permanent(fmt.Errorf("outbox: the queued event does not decode: %w", err))
+	}
+	now := o.o.Now()
+	if cdevents.Expired(job.First, now) {
+		return worker.Permanent(fmt.Errorf("webhook %s: event %s was given up after trying for 24 h", job.URL, e.ID()))
+	}
+	if o.o.CheckURL != nil {
+		if err := o.o.CheckURL(ctx, job.URL); err != nil {
+			return worker.Permanent(err)
+		}
+	}
+	err = o.o.Sender.Send(ctx, job.URL, e)
+	if err == nil {
+		return nil
+	}
+	if !worker.IsPermanent(err) && cdevents.Expired(job.First, now.Add(cdevents.Backoff(j.Attempt))) {
+		return worker.Permanent(fmt.Errorf("%w; it is not retried: the next try would be more than 24 h after the first", err))
+	}
+	return err
+}
