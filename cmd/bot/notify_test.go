@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shipbot/shipbot/fixtures"
 	"github.com/shipbot/shipbot/internal/cdevents"
 	"github.com/shipbot/shipbot/internal/slack/slackfake"
 )
@@ -175,6 +176,27 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 		t.Error("the receiver refused nothing: the event of the second deploy was not tried while it was down")
 	}
 	rc.mu.Unlock()
+
+	// A pull request's preview: created, modified by a push, deleted when
+	// the pull request closes.
+	for sha, version := range map[string]string{fixtures.HeadSHAOpened: "p1", fixtures.HeadSHASynchronized: "p2"} {
+		if err := f.srv.SetTree(deployOwner, deployRepo, sha, sampleRelease(t, version, true)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.postPR(t, "pr-opened", "pull_request.opened")
+	f.previewDone(t, fixtures.HeadSHAOpened)
+	f.postPR(t, "pr-sync", "pull_request.synchronize")
+	f.previewDone(t, fixtures.HeadSHASynchronized)
+	f.postPR(t, "pr-closed", "pull_request.closed.unmerged")
+	waitFor(t, 20*time.Second, "the preview's three events", func() bool { return len(rc.events()) == 6 })
+	want = append(want, cdevents.TypeEnvironmentCreated, cdevents.TypeEnvironmentModified, cdevents.TypeEnvironmentDeleted)
+	if got := rc.events(); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("events %v, want %v", got, want)
+	}
+	if n := len(sl.Messages()); n != 4 {
+		t.Errorf("%d Slack messages after the preview, want still 4: previews are not announced by default", n)
+	}
 
 	// The audit log has each deploy queued, started and finished.
 	counts := map[string]int{}

@@ -68,6 +68,7 @@ func (b *bot) buildOutbox(ctx context.Context, holder string) (*outbox.Outbox, e
 		Logger:    b.log,
 	})
 	logctx.From(ctx).Debug("outbox ready", "slack", o.Slack != nil)
+	b.outbox = ob
 	return ob, nil
 }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/shipbot/shipbot/internal/handlers"
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/notify"
+	"github.com/shipbot/shipbot/internal/outbox"
 	"github.com/shipbot/shipbot/internal/promquery"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/secrets"
@@ -146,6 +147,7 @@ type bot struct {
 	// outboxPool delivers Slack messages and webhooks from their own
 	// queue (internal/outbox); nil without an App or in the web role.
 	outboxPool *worker.Pool
+	outbox     *outbox.Outbox
 	// slackCauses are Slack's failures still in effect, for the log
 	// (once each) and the dashboard; nil without Slack.
 	slackCauses *slack.Causes
@@ -266,7 +268,7 @@ func (b *bot) wireWork(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: b.cfg.PublicURL, Now: b.now, Secrets: b.secrets}, b.previewers())
+		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: b.cfg.PublicURL, Now: b.now, Secrets: b.secrets, Outbox: b.outbox}, b.previewers())
 		b.alarm = newAlarm(b.now)
 		deps.Wake = b.alarm.Wake
 		b.recheck = deps.RecheckWaiting

@@ -21,6 +21,7 @@ import (
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
+	"github.com/shipbot/shipbot/internal/outbox"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/worker"
 	"github.com/shipbot/shipbot/queue"
@@ -42,6 +43,9 @@ type Base struct {
 	// Secrets reads the values of preview.secrets (internal/secrets);
 	// nil: a preview that names one fails saying it is not set.
 	Secrets deploy.SecretSource
+	// Outbox queues the CDEvents of previews (environment created,
+	// modified, deleted) for notify.webhooks; nil sends none.
+	Outbox *outbox.Outbox
 }
 
 // now is the time by b's clock.

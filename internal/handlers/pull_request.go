@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/shipbot/shipbot/internal/cdevents"
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
@@ -170,6 +173,13 @@ func (p *previewJob) update(ctx context.Context) error {
 	}
 	if err := p.comment(ctx, report.PreviewComment(previewComment(snap))); err != nil {
 		return err
+	}
+	if snap.State == report.StateSuccess {
+		build := cdevents.EnvironmentModified
+		if rec.URL == "" {
+			build = cdevents.EnvironmentCreated
+		}
+		p.event(ctx, cfg, "built", build, url)
 	}
 	if url != "" && url != rec.URL {
 		rec.URL, rec.UpdatedAt = url, time.Now()
@@ -361,6 +371,9 @@ func (p *previewJob) close(ctx context.Context) error {
 	if err := p.comment(ctx, body); err != nil {
 		return err
 	}
+	if cfg, _ := loadConfig(ctx, p.c, p.repo, p.e.Repository.DefaultBranch, p.e.PullRequest.Head.SHA); cfg != nil {
+		p.event(ctx, cfg, "deleted", cdevents.EnvironmentDeleted, "")
+	}
 	rec.Closed, rec.URL, rec.UpdatedAt = true, "", time.Now()
 	if err := p.save(ctx, rec); err != nil {
 		return err
@@ -401,4 +414,26 @@ func (p *previewJob) status(ctx context.Context, id int64, snap report.Deploy) e
 		return fmt.Errorf("set deployment %d %s: %w", id, st.State, err)
 	}
 	return nil
+}
+
+// event queues a preview's CDEvent for the repository's notify.webhooks.
+// Its id is the job's run and what happened, so a retried job queues
+// nothing new. A queue that cannot take it is logged: the preview stands.
+func (p *previewJob) event(ctx context.Context, cfg *repoconfig.Config, what string,
+	build func(cdevents.Meta, cdevents.Preview) (event.Event, error), url string) {
+	if p.deps.Outbox == nil || len(cfg.Notify.Webhooks) == 0 {
+		return
+	}
+	source := p.deps.PublicURL
+	if source == "" {
+		source = "urn:shipbot"
+	}
+	e, err := build(cdevents.Meta{ID: p.run + "-" + what, Source: source, Time: time.Now()},
+		cdevents.Preview{Repo: p.repo, Name: p.env, URL: url})
+	if err == nil {
+		err = p.deps.Outbox.Webhooks(ctx, p.repo, cfg.Notify.Webhooks, e)
+	}
+	if err != nil {
+		logctx.From(ctx).Warn("webhooks: the preview's event was not queued", "pr", p.e.Number, "err", err)
+	}
 }
