@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/shipbot/shipbot/internal/githubtest"
+	"github.com/shipbot/shipbot/internal/slack/slackfake"
 	"github.com/shipbot/shipbot/internal/testenv"
 )
 
@@ -217,7 +218,12 @@ func killMidRollout(t *testing.T, slowCheckRun time.Duration) {
 	srv.AddRepo(deployOwner, deployRepo, githubtest.RepoOptions{DefaultBranch: "main"})
 	r := testenv.StartRedis(t)
 	port := strconv.Itoa(testenv.FreePort(t))
+	// Slack hears of every deploy: the killed one must keep its one
+	// message, which the restarted bot edits (its ts is in the record).
+	sl := slackfake.New(t, "#deploys")
+	const announce = "notify:\n  slack:\n    channel: \"#deploys\"\n"
 	env := map[string]string{
+		"SLACK_BOT_TOKEN": slackfake.Token, "SLACK_API_URL": sl.URL,
 		"PORT": port, "DATA_DIR": t.TempDir(), "REDIS_URL": r.URL(), "GITHUB_API_URL": srv.URL,
 		"APP_ID": strconv.FormatInt(srv.AppID, 10), "PRIVATE_KEY": string(srv.PrivateKeyPEM),
 		"WEBHOOK_SECRET": secret, "PUBLIC_URL": "https://shipbot.example.com", "LOG_LEVEL": "debug",
@@ -235,7 +241,7 @@ func killMidRollout(t *testing.T, slowCheckRun time.Duration) {
 	hook := &runningBot{url: "http://127.0.0.1:" + port}
 
 	// v1 brings production up quickly (no bake).
-	pushWith(t, srv, hook, "crash-1", "0000000000000000000000000000000000000000", shaV1, "v1", rolloutConfig("0s"))
+	pushWith(t, srv, hook, "crash-1", "0000000000000000000000000000000000000000", shaV1, "v1", rolloutConfig("0s")+announce)
 	dep := waitDeployment(t, srv, shaV1, 60*time.Second, logs, func(d githubtest.Deployment) bool { return terminalState(d.LastState()) })
 	if dep.LastState() != "success" {
 		t.Fatalf("v1: statuses %v\n%s", states(dep), logs())
@@ -247,7 +253,7 @@ func killMidRollout(t *testing.T, slowCheckRun time.Duration) {
 		srv.Fault("POST", "/repos/{owner}/{repo}/check-runs", githubtest.Fault{Latency: slowCheckRun, Times: 1})
 	}
 	// v2 bakes 2s after each batch: kill the bot once the canary serves v2.
-	pushWith(t, srv, hook, "crash-2", shaV1, shaV2, "v2", rolloutConfig("2s"))
+	pushWith(t, srv, hook, "crash-2", shaV1, shaV2, "v2", rolloutConfig("2s")+announce)
 	waitDeployment(t, srv, shaV2, 30*time.Second, logs, func(d githubtest.Deployment) bool { return d.LastState() == "in_progress" })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -320,13 +326,50 @@ func killMidRollout(t *testing.T, slowCheckRun time.Duration) {
 	}
 
 	// The lock is free: v3 deploys.
-	pushWith(t, srv, hook, "crash-3", shaV2, shaV3, "v3", rolloutConfig("0s"))
+	pushWith(t, srv, hook, "crash-3", shaV2, shaV3, "v3", rolloutConfig("0s")+announce)
 	d3 := waitDeployment(t, srv, shaV3, 45*time.Second, logs, func(d githubtest.Deployment) bool { return terminalState(d.LastState()) })
 	if d3.LastState() != "success" {
 		t.Fatalf("v3 after the restart: statuses %v\n%s", states(d3), logs())
 	}
 	if seen := versionsServed(t, url, 20); len(seen) != 1 || !strings.Contains(firstKey(seen), "sample-app v3") {
 		t.Errorf("after v3 production serves %v", seen)
+	}
+
+	// One Slack message per deploy, the killed one's included, each
+	// showing how its deploy ended.
+	var msgs []slackfake.Message
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		msgs = sl.Messages()
+		top := 0
+		for _, m := range msgs {
+			if m.ThreadTS == "" {
+				top++
+			}
+		}
+		if top == 3 && strings.Contains(msgs[len(msgs)-1].Text(), shaV3[:7]) && !strings.Contains(msgs[len(msgs)-1].Text(), "Deploying") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Slack messages after the restart: %d, want one per deploy (3):\n%v", len(msgs), msgs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(msgs) != 3 {
+		t.Errorf("%d Slack messages, want 3 (no replies: nothing failed)", len(msgs))
+	}
+	v2 := 0
+	for _, m := range msgs {
+		if strings.Contains(m.Text(), shaV2[:7]) && !strings.Contains(m.Text(), shaV3[:7]) {
+			v2++
+			t.Logf("v2's message: posted, then %d edits, now %q", len(m.Texts)-1, m.Text())
+			if strings.Contains(m.Text(), "Deploying") || strings.Contains(m.Text(), "Queued") {
+				t.Errorf("v2's message still shows the rollout under way: %q", m.Text())
+			}
+		}
+	}
+	if v2 != 1 {
+		t.Errorf("%d messages show v2's deploy, want 1:\n%v", v2, msgs)
 	}
 	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
 }
