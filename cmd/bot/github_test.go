@@ -114,7 +114,7 @@ func browse(t *testing.T, c *http.Client, method, u string, form url.Values) str
 // processed; ones it already has, or that succeeded, are left alone.
 func TestFailedDeliveriesRedeliveredAfterRestart(t *testing.T) {
 	srv := githubtest.New(t, githubtest.WithSpec(restDescription(t)))
-	env := map[string]string{"DATA_DIR": t.TempDir(), "GITHUB_API_URL": srv.URL,
+	env := map[string]string{"DATA_DIR": t.TempDir(), "GITHUB_API_URL": srv.URL, "DASHBOARD_TOKEN": dashboardToken,
 		"APP_ID": strconv.FormatInt(srv.AppID, 10), "PRIVATE_KEY": string(srv.PrivateKeyPEM)}
 
 	// The first bot stores one delivery, then goes away.
@@ -160,6 +160,11 @@ func TestFailedDeliveriesRedeliveredAfterRestart(t *testing.T) {
 	}
 	if n := len(b2.logs.lines(`"delivery":"seen-1"`, `"msg":"job done"`)); n != 0 {
 		t.Fatalf("seen-1 processed again by the second bot")
+	}
+	// The audit log says the bot asked, and for which delivery.
+	audit := dashboardGet(t, botURL+"/audit.jsonl")
+	if n := strings.Count(audit, `"action":"redelivery.requested"`); n != 1 || !strings.Contains(audit, "push delivery lost-1, which had failed") {
+		t.Errorf("audit log: %d redelivery entries, want 1 naming lost-1:\n%s", n, audit)
 	}
 }
 

@@ -8,9 +8,12 @@ import (
 	"time"
 
 	"github.com/shipbot/shipbot/internal/cdevents"
+	"github.com/shipbot/shipbot/internal/gh"
 	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/outbox"
+	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/slack"
+	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/internal/worker"
 	"github.com/shipbot/shipbot/queue"
 )
@@ -89,4 +92,15 @@ func (b *bot) problems() []string {
 // of cdevents.Backoff's 10 s and more: a test plays an outage of seconds.
 func withOutboxBackoff(backoff func(int) time.Duration) buildOption {
 	return func(b *bot) { b.outboxBackoff = backoff }
+}
+
+// auditRedelivery writes a redelivery the bot asked for to the audit log.
+func (b *bot) auditRedelivery(ctx context.Context, d gh.HookDelivery) {
+	e := record.AuditEntry{
+		Actor: record.ActorShipbot, Action: record.ActionRedeliveryRequested, Outcome: record.OutcomeSuccess,
+		Text: report.AuditRedelivery(d.GUID, d.Event, d.Action, d.Status),
+	}
+	if _, err := b.store.AppendAudit(ctx, e); err != nil {
+		logctx.From(ctx).Warn("audit log: the redelivery was not written", "delivery", d.GUID, "err", err)
+	}
 }

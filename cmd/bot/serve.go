@@ -623,6 +623,9 @@ func (b *bot) background(ctx context.Context, wg *sync.WaitGroup) {
 		// GitHub never retries a failed delivery: ask for redelivery of
 		// every failed one the store does not have, once.
 		rd := gh.NewRedeliverer(b.github, b.q)
+		if b.store != nil {
+			rd.Asked = b.auditRedelivery
+		}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

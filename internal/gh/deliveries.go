@@ -93,6 +93,9 @@ type Redeliverer struct {
 	ledger DeliveryLedger
 	window time.Duration
 	now    func() time.Time
+	// Asked, when set, is told of each redelivery GitHub accepted, for
+	// the audit log.
+	Asked func(ctx context.Context, d HookDelivery)
 }
 
 // NewRedeliverer returns a Redeliverer looking back three days, as far as
@@ -180,6 +183,9 @@ func (r *Redeliverer) Sweep(ctx context.Context) (SweepResult, error) {
 		}
 		log.Info("asked GitHub to redeliver a failed webhook", "delivery", guid, "event", g.latest.Event, "status", g.latest.Status)
 		res.Redelivered = append(res.Redelivered, guid)
+		if r.Asked != nil {
+			r.Asked(ctx, g.latest)
+		}
 	}
 	return res, errors.Join(errs...)
 }

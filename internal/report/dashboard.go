@@ -40,3 +40,13 @@ const DashboardNoSuchRepo = "There is no repository by that name that you can se
 func AuditBadSince(s string) string {
 	return "since=" + s + " is not a date: write a day like 2026-12-01, or a time like 2026-12-01T09:00:00Z."
 }
+
+// AuditRedelivery is the audit log's text for a redelivery the bot asked
+// GitHub for: which delivery, and how it had failed.
+func AuditRedelivery(guid, event, action, status string) string {
+	what := event
+	if action != "" {
+		what += "." + action
+	}
+	return "asked GitHub to redeliver " + what + " delivery " + guid + ", which had failed: " + oneLine(status)
+}
