@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -108,6 +109,18 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 		"    health:\n      interval: 100ms\n      healthy_after: 1\n      timeout: 3s\n" +
 		"notify:\n  slack:\n    channel: \"#deploys\"\n  webhooks:\n    - " + rc.srv.URL + "/cd\n"
 
+	diag := func() string {
+		var b strings.Builder
+		for _, m := range sl.Messages() {
+			fmt.Fprintf(&b, "slack message %s (reply to %q): %q\n", m.TS, m.ThreadTS, m.Texts)
+		}
+		for _, l := range strings.Split(f.bot.logs.String(), "\n") {
+			if strings.Contains(l, "shipbot.slack") || strings.Contains(l, "slack:") || strings.Contains(l, "shipbot.cdevent") {
+				b.WriteString(l + "\n")
+			}
+		}
+		return b.String()
+	}
 	f.push(t, "push-1", "0000000000000000000000000000000000000000", shaV1, "v1", true)
 	if got := states(f.finished(t, shaV1)); got[len(got)-1] != "success" {
 		t.Fatalf("v1: %v\n%s", got, f.bot.logs)
@@ -115,7 +128,7 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 	waitFor(t, 15*time.Second, "the first deploy's Slack message to show its success", func() bool {
 		m := sl.Messages()
 		return len(m) == 1 && strings.Contains(m[0].Text(), "Deployed")
-	})
+	}, diag)
 
 	// Slack answers 500 and the receiver is down for the whole of the
 	// second deploy: it takes as long as the first, and both catch up.
@@ -136,7 +149,7 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 	waitFor(t, 20*time.Second, "the second deploy's Slack message to catch up", func() bool {
 		m := sl.Messages()
 		return len(m) == 2 && strings.Contains(m[1].Text(), "Deployed") && strings.Contains(m[1].Text(), shaV2[:7])
-	})
+	}, diag)
 
 	// A release that never answers /healthz is halted at the canary.
 	f.push(t, "push-3", shaV2, shaV3, "v3", false)
@@ -146,8 +159,8 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 	waitFor(t, 20*time.Second, "the failure's message and its thread reply", func() bool {
 		m := sl.Messages()
 		return len(m) == 4 && m[3].ThreadTS == m[2].TS && strings.Contains(m[2].Text(), "Failed on production")
-	})
-	waitFor(t, 20*time.Second, "three events", func() bool { return len(rc.events()) == 3 })
+	}, diag)
+	waitFor(t, 20*time.Second, "three events", func() bool { return len(rc.events()) == 3 }, diag)
 
 	msgs := sl.Messages()
 	for i, m := range msgs[:3] {
@@ -224,12 +237,17 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// waitFor polls cond until it holds or d passes; then it fails, showing
+// what more says.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, more ...func() string) {
 	t.Helper()
 	for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s", d, what)
+			var b strings.Builder
+			for _, m := range more {
+				b.WriteString(m() + "\n")
+			}
+			t.Fatalf("waited %s for %s\n%s", d, what, b.String())
 		}
 	}
 }

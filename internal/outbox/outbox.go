@@ -9,9 +9,10 @@
 // that every job of that deploy, on any worker and after a restart, edits
 // the same message. Jobs carry the message as rendered with a sequence
 // number; a job older than what the message already shows is dropped, so
-// retries arriving out of order never put an old state back. Only one job
-// at a time may post the first message: it claims the post in the record
-// (PostingUntil) before calling chat.postMessage.
+// retries arriving out of order never put an old state back. One job at a
+// time sends a deploy's message: it claims it in the record (BusyUntil)
+// before calling Slack, so a second post cannot happen and edits reach
+// Slack in order.
 //
 // Webhooks: one job per event and receiver, its id derived from the
 // event's id, so queuing the same event twice sends it once, and a retry
@@ -25,14 +26,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/shipbot/shipbot/internal/cdevents"
-	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/slack"
 	"github.com/shipbot/shipbot/internal/store/record"
@@ -103,7 +105,8 @@ type Options struct {
 
 // Outbox queues and delivers. It is safe for concurrent use.
 type Outbox struct {
-	o Options
+	o     Options
+	locks [64]sync.Mutex // a deploy's jobs hold locks[hash(id)%64]
 }
 
 // New returns an Outbox.
@@ -201,9 +204,9 @@ func (o *Outbox) Register(r *worker.Router) {
 }
 
 var (
-	errHaveTS  = errors.New("the message is posted")
-	errPosting = errors.New("another job is posting the deploy's Slack message; this update is retried")
-	errNoTS    = errors.New("the deploy's Slack message is not posted yet; the reply is retried")
+	errStale = errors.New("the message shows this rendering or a newer one already")
+	errBusy  = errors.New("another job is sending the deploy's Slack message; this newer rendering is retried")
+	errNoTS  = errors.New("the deploy's Slack message is not posted yet; the reply is retried")
 )
 
 func decode[T any](j queue.Job) (T, error) {
@@ -214,6 +217,21 @@ func decode[T any](j queue.Job) (T, error) {
 	return v, nil
 }
 
+// lockDeploy serialises this process's jobs for one deploy; the claim in
+// the record (claimSend) does the same across processes.
+func (o *Outbox) lockDeploy(id string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	mu := &o.locks[h.Sum32()%uint32(len(o.locks))]
+	mu.Lock()
+	return mu.Unlock
+}
+
+// handleSlack sends one rendering of a deploy's message: the post when the
+// message does not exist yet, else an edit. Renderings reach Slack one at a
+// time and in order: a job holds the message (claimSend) while it sends,
+// and one older than what the message shows or what is being sent is
+// dropped.
 func (o *Outbox) handleSlack(ctx context.Context, j queue.Job) error {
 	if o.o.Slack == nil {
 		return nil
@@ -222,85 +240,72 @@ func (o *Outbox) handleSlack(ctx context.Context, j queue.Job) error {
 	if err != nil {
 		return err
 	}
-	d, err := o.o.Deploys.GetDeploy(ctx, job.Deploy)
-	if err != nil {
-		return err
-	}
 	msg, err := slackMessage(job.Message)
 	if err != nil {
 		return worker.Permanent(err)
 	}
-	if s := d.Slack; s == nil || s.TS == "" {
-		switch err := o.claimPost(ctx, job); {
-		case errors.Is(err, errHaveTS):
-			// Posted in the meantime: edit it below.
-		case err != nil:
-			return err
-		default:
-			return o.post(ctx, job, msg)
-		}
-		if d, err = o.o.Deploys.GetDeploy(ctx, job.Deploy); err != nil {
-			return err
-		}
-	}
-	s := d.Slack
-	if s.Seq >= job.Seq {
-		return nil // the message already shows this state or a newer one
-	}
-	err = o.o.Slack.Update(ctx, s.Channel, s.TS, msg)
-	o.note(ctx, job.Channel, err)
-	if err != nil {
+	defer o.lockDeploy(job.Deploy)()
+	s, err := o.claimSend(ctx, job)
+	switch {
+	case errors.Is(err, errStale):
+		return nil
+	case err != nil:
 		return err
 	}
-	_, err = o.o.Deploys.UpdateDeploy(ctx, job.Deploy, func(x *record.Deploy) error {
-		if x.Slack != nil && x.Slack.Seq < job.Seq {
-			x.Slack.Seq = job.Seq
+	var ref slack.Ref
+	if s.TS == "" {
+		ref, err = o.o.Slack.Post(ctx, job.Channel, msg)
+	} else {
+		ref, err = slack.Ref{Channel: s.Channel, TS: s.TS}, o.o.Slack.Update(ctx, s.Channel, s.TS, msg)
+	}
+	o.note(ctx, job.Channel, err)
+	_, uerr := o.o.Deploys.UpdateDeploy(ctx, job.Deploy, func(x *record.Deploy) error {
+		if x.Slack == nil {
+			x.Slack = &record.SlackPost{}
+		}
+		p := x.Slack
+		if p.BusySeq == job.Seq {
+			p.BusyUntil, p.BusySeq = time.Time{}, 0
+		}
+		if err == nil {
+			p.Channel, p.TS, p.Seq = ref.Channel, ref.TS, max(p.Seq, job.Seq)
 		}
 		return nil
 	})
-	return err
+	switch {
+	case err != nil:
+		return err
+	case uerr != nil && s.TS == "":
+		return worker.Permanent(fmt.Errorf("outbox: the Slack message of deploy %s was posted (ts %s) but not recorded (%v): a later update may post a second one", job.Deploy, ref.TS, uerr))
+	}
+	return uerr
 }
 
-// claimPost takes the right to post the deploy's first message, or says
-// why not: errHaveTS (it is posted) or errPosting (another job holds it).
-func (o *Outbox) claimPost(ctx context.Context, job slackJob) error {
+// claimSend takes the deploy's message for sending job's rendering and
+// returns it as it was, or says why not: errStale (the message shows, or is
+// being sent, something newer) or errBusy (an older rendering is being
+// sent; this one goes after it).
+func (o *Outbox) claimSend(ctx context.Context, job slackJob) (record.SlackPost, error) {
 	now := o.o.Now()
+	var was record.SlackPost
 	_, err := o.o.Deploys.UpdateDeploy(ctx, job.Deploy, func(x *record.Deploy) error {
-		switch s := x.Slack; {
-		case s != nil && s.TS != "":
-			return errHaveTS
-		case s != nil && now.Before(s.PostingUntil):
-			return errPosting
+		if x.Slack == nil {
+			x.Slack = &record.SlackPost{Channel: job.Channel}
 		}
-		x.Slack = &record.SlackPost{Channel: job.Channel, PostingUntil: now.Add(o.o.PostClaim)}
+		p := x.Slack
+		switch {
+		case p.TS != "" && p.Seq >= job.Seq:
+			return errStale
+		case now.Before(p.BusyUntil) && p.BusySeq >= job.Seq:
+			return errStale
+		case now.Before(p.BusyUntil):
+			return errBusy
+		}
+		was = *p
+		p.BusyUntil, p.BusySeq = now.Add(o.o.PostClaim), job.Seq
 		return nil
 	})
-	return err
-}
-
-func (o *Outbox) post(ctx context.Context, job slackJob, msg slack.Message) error {
-	ref, err := o.o.Slack.Post(ctx, job.Channel, msg)
-	o.note(ctx, job.Channel, err)
-	if err != nil {
-		// Give the claim back so that the retry (or a newer job) may post.
-		if _, uerr := o.o.Deploys.UpdateDeploy(ctx, job.Deploy, func(x *record.Deploy) error {
-			if x.Slack != nil && x.Slack.TS == "" {
-				x.Slack.PostingUntil = time.Time{}
-			}
-			return nil
-		}); uerr != nil {
-			logctx.From(ctx).Warn("outbox: the Slack post claim was not released; it lapses on its own", "deploy", job.Deploy, "err", uerr)
-		}
-		return err
-	}
-	_, err = o.o.Deploys.UpdateDeploy(ctx, job.Deploy, func(x *record.Deploy) error {
-		x.Slack = &record.SlackPost{Channel: ref.Channel, TS: ref.TS, Seq: job.Seq}
-		return nil
-	})
-	if err != nil {
-		return worker.Permanent(fmt.Errorf("outbox: the Slack message of deploy %s was posted (ts %s) but not recorded (%v): a later update may post a second one", job.Deploy, ref.TS, err))
-	}
-	return nil
+	return was, err
 }
 
 func (o *Outbox) handleSlackReply(ctx context.Context, j queue.Job) error {
@@ -311,6 +316,7 @@ func (o *Outbox) handleSlackReply(ctx context.Context, j queue.Job) error {
 	if err != nil {
 		return err
 	}
+	defer o.lockDeploy(job.Deploy)()
 	d, err := o.o.Deploys.GetDeploy(ctx, job.Deploy)
 	if err != nil {
 		return err

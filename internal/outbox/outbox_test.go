@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -144,22 +145,29 @@ func TestSlackNewestStateWins(t *testing.T) {
 	}
 }
 
-// While one job holds the claim to post, another does not post a second
-// message: it is retried, and edits the message once it exists.
-func TestSlackOnePostAtATime(t *testing.T) {
+// While one job sends the message, another does not send too: a newer
+// rendering waits and is retried, an older one is dropped. A claim whose
+// holder died lapses.
+func TestSlackOneSendAtATime(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	if err := f.ob.claimPost(ctx, slackJob{Deploy: "d1", Channel: "#deploys"}); err != nil {
+	if _, err := f.ob.claimSend(ctx, slackJob{Deploy: "d1", Channel: "#deploys", Seq: 4}); err != nil {
 		t.Fatal(err)
+	}
+	if err := f.ob.Slack(ctx, "d1", "octo/app", "#deploys", 3, msg("older")); err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := f.run(t); err != nil {
+		t.Fatalf("a rendering older than the one being sent: %v, want it dropped", err)
 	}
 	if err := f.ob.Slack(ctx, "d1", "octo/app", "#deploys", 5, msg("running")); err != nil {
 		t.Fatal(err)
 	}
-	if err, _ := f.run(t); !errors.Is(err, errPosting) {
-		t.Fatalf("a second post while the first holds the claim: %v, want errPosting", err)
+	if err, _ := f.run(t); !errors.Is(err, errBusy) {
+		t.Fatalf("a newer rendering while another is sent: %v, want errBusy", err)
 	}
 	if n := len(f.sl.Messages()); n != 0 {
-		t.Fatalf("%d messages posted while another job held the claim", n)
+		t.Fatalf("%d messages posted while another job held the message", n)
 	}
 	// The claim lapses (its holder died): the retry posts.
 	f.now = f.now.Add(time.Minute)
@@ -169,6 +177,48 @@ func TestSlackOnePostAtATime(t *testing.T) {
 	}
 	if m := f.sl.Messages(); len(m) != 1 || m[0].Text() != "running" {
 		t.Fatalf("messages %+v", m)
+	}
+	if d, _ := f.st.GetDeploy(ctx, "d1"); d.Slack.BusySeq != 0 || !d.Slack.BusyUntil.IsZero() || d.Slack.Seq != 5 {
+		t.Errorf("after the send the record keeps %+v, want it free at seq 5", d.Slack)
+	}
+}
+
+// Many renderings sent at once by many workers reach Slack in order: the
+// message ends on the newest, and is posted once.
+func TestSlackConcurrentRenderings(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const n = 12
+	for i := 1; i <= n; i++ {
+		if err := f.ob.Slack(ctx, "d1", "octo/app", "#deploys", int64(i), msg("state "+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+				if err, ok := f.run(t); !ok && err == nil {
+					if st, _ := f.q.Stats(ctx); st.Ready+st.Delayed+st.Leased == 0 {
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	m := f.sl.Messages()
+	if len(m) != 1 || m[0].Text() != "state "+strconv.Itoa(n) {
+		t.Fatalf("messages %+v, want one ending on state %d", m, n)
+	}
+	for i := 1; i < len(m[0].Texts); i++ {
+		a, _ := strconv.Atoi(strings.TrimPrefix(m[0].Texts[i-1], "state "))
+		b, _ := strconv.Atoi(strings.TrimPrefix(m[0].Texts[i], "state "))
+		if b <= a {
+			t.Fatalf("Slack saw state %d after state %d: %q", b, a, m[0].Texts)
+		}
 	}
 }
 
@@ -224,9 +274,11 @@ func TestSlackReplyOnce(t *testing.T) {
 	if err := f.ob.Slack(ctx, "d1", "octo/app", "#deploys", 1, msg("failed")); err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
+	// The message and the reply's retry, in whichever order the queue
+	// hands them out: the reply waits for the message.
+	for range 10 {
 		time.Sleep(5 * time.Millisecond)
-		if err, _ := f.run(t); err != nil {
+		if err, _ := f.run(t); err != nil && !errors.Is(err, errNoTS) {
 			t.Fatal(err)
 		}
 	}

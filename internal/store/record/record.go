@@ -156,10 +156,12 @@ type SlackPost struct {
 	// Seq is the newest rendering the message shows: an update carrying
 	// an older one is dropped.
 	Seq int64 `json:"seq,omitempty"`
-	// PostingUntil is set while one job posts the first message; another
-	// job may post only after it.
-	PostingUntil time.Time `json:"posting_until,omitzero"`
-	Replied      bool      `json:"replied,omitempty"` // the failure's thread reply was posted
+	// BusyUntil is set while one job sends the message (posts or edits
+	// it) with rendering BusySeq; another job may send only after it, so
+	// that Slack sees the renderings in order.
+	BusyUntil time.Time `json:"busy_until,omitzero"`
+	BusySeq   int64     `json:"busy_seq,omitempty"`
+	Replied   bool      `json:"replied,omitempty"` // the failure's thread reply was posted
 }
 
 // BatchTiming is how one batch of a rollout went.
