@@ -239,7 +239,7 @@ func (b *bot) deliveryHistory(ctx context.Context) ([]dora.History, error) {
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, dora.History{Env: env, Releases: rels})
+			out = append(out, dora.HistoryOf(env, rels))
 		}
 	}
 	return out, nil

@@ -263,7 +263,7 @@ func (d *Dashboard) envView(ctx context.Context, env record.EnvKey) (envView, er
 	if err != nil {
 		return ev, err
 	}
-	if m := dora.Compute(dora.History{Env: env, Releases: rels}, dora.Window{}, d.o.Now()); m.Deploys > 0 {
+	if m := dora.Compute(dora.HistoryOf(env, rels), dora.Window{}, d.o.Now()); m.Deploys > 0 {
 		ev.Delivery = dora.Chart(m.Days)
 		ev.DeliveryLine = report.DeliverySummary(len(m.Days), m.Deploys, m.Failures, m.Restores, m.TimeToRestore)
 	}

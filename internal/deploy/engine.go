@@ -188,7 +188,7 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 		d = record.Deploy{
 			ID: id, Env: env, SHA: req.Release.SHA, Ref: req.Release.Ref, Creator: req.Creator,
 			Kind: req.Kind, State: record.StateQueued, InstallationID: req.Release.InstallationID,
-			CreatedAt: e.o.Now(),
+			CreatedAt: e.o.Now(), CommittedAt: req.Release.CommittedAt,
 		}
 		if why, waits := waitReason(req); waits {
 			d.State, d.WaitingOn = record.StateWaiting, req.WaitingOn
@@ -672,6 +672,7 @@ func (e *Engine) finish(ctx context.Context, t Target, env record.EnvKey, lease 
 		}
 		if err := e.o.Store.RecordRelease(ctx, env, record.Release{
 			DeployID: d.ID, SHA: d.SHA, Ref: d.Ref, By: d.Creator, At: res.Finished, Result: result, Batches: timings,
+			CommittedAt: d.CommittedAt,
 		}); err != nil {
 			return fmt.Errorf("deploy %s: record the release: %w", d.ID, err)
 		}
@@ -745,7 +746,7 @@ func (e *Engine) info(t Target, d record.Deploy) DeployInfo {
 }
 
 func releaseOf(d record.Deploy) Release {
-	return Release{Repo: d.Env.Repo, InstallationID: d.InstallationID, SHA: d.SHA, Ref: d.Ref}
+	return Release{Repo: d.Env.Repo, InstallationID: d.InstallationID, SHA: d.SHA, Ref: d.Ref, CommittedAt: d.CommittedAt}
 }
 
 func stateOf(o Outcome) string {

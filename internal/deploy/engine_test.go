@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shipbot/shipbot/internal/dora"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store"
@@ -495,6 +499,42 @@ func TestEngineRecordsProgressWhileRunning(t *testing.T) {
 		}
 		if d := c.state(t, "d1"); d.State != record.StateSuccess || len(d.Batches) != 4 {
 			t.Fatalf("final: %s %d", d.State, len(d.Batches))
+		}
+	})
+}
+
+// TestEngineRecordsCommitTime: the commit's timestamp a request carries
+// reaches the recorded release, and from the release history the delivery
+// metrics' lead-time gauge.
+func TestEngineRecordsCommitTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		committed := time.Now().Add(-90 * time.Minute)
+		req := c.request("d1", newRelease)
+		req.Release.CommittedAt = committed
+		if err := c.eng.Deploy(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		rels, err := c.st.Releases(ctx, c.env, 10)
+		if err != nil || len(rels) != 1 {
+			t.Fatalf("releases %+v, %v", rels, err)
+		}
+		if r := rels[0]; r.Result != record.ResultSuccess || !r.CommittedAt.Equal(committed) {
+			t.Fatalf("release %s %s committed at %v; want success committed at %v", r.DeployID, r.Result, r.CommittedAt, committed)
+		}
+
+		col := dora.NewCollector(func(ctx context.Context) ([]dora.History, error) {
+			rels, err := c.st.Releases(ctx, c.env, 1000)
+			return []dora.History{dora.HistoryOf(c.env, rels)}, err
+		}, dora.Options{Now: time.Now})
+		want := fmt.Sprintf(`
+# HELP shipbot_dora_lead_time_seconds Median time from a commit's timestamp to its first successful release, over the last 30 days.
+# TYPE shipbot_dora_lead_time_seconds gauge
+shipbot_dora_lead_time_seconds{environment="production",repo="acme/web"} %g
+`, rels[0].At.Sub(committed).Seconds())
+		if err := testutil.CollectAndCompare(col, strings.NewReader(want), "shipbot_dora_lead_time_seconds"); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -141,6 +141,11 @@ type Deploy struct {
 	// the freeze holds it, the deploy is StateWaiting and Why is a
 	// ReasonFrozen. The wait for required checks counts from here.
 	FrozenUntil time.Time `json:"frozen_until,omitzero"`
+	// CommittedAt is when the SHA was committed, as the event that asked
+	// for the deploy said (a push's head commit, a pull request head's
+	// committer date); zero when unknown. Its release keeps it, for the
+	// lead time of the delivery metrics.
+	CommittedAt time.Time `json:"committed_at,omitzero"`
 }
 
 // BatchTiming is how one batch of a rollout went.
@@ -226,6 +231,9 @@ type Release struct {
 	At       time.Time     `json:"at"`
 	Result   string        `json:"result"` // Result*
 	Batches  []BatchTiming `json:"batches,omitempty"`
+	// CommittedAt is the deploy's CommittedAt: when SHA was committed;
+	// zero when unknown.
+	CommittedAt time.Time `json:"committed_at,omitzero"`
 }
 
 // Lease is a held deploy lock. Token is its fencing token: every
