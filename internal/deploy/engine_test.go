@@ -538,3 +538,55 @@ shipbot_dora_lead_time_seconds{environment="production",repo="acme/web"} %g
 		}
 	})
 }
+
+// TestEngineRollbackMarksReplacedRelease: a successful rollback marks the
+// release it replaced rolled back, which counts as a failed change and is
+// no longer a release to go back to; repeating the job changes nothing.
+func TestEngineRollbackMarksReplacedRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		if err := c.st.RecordRelease(ctx, c.env, record.Release{DeployID: "old", SHA: prevSHA, Result: record.ResultSuccess, At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if d := c.state(t, "d1"); d.PreviousDeploy != "old" {
+			t.Fatalf("d1 replaced %q; want old", d.PreviousDeploy)
+		}
+		time.Sleep(time.Minute)
+		rb := c.request("r1", prevSHA)
+		rb.Kind = record.KindRollback
+		for range 2 { // the second: a repeated job
+			if err := c.eng.Deploy(ctx, rb); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := c.state(t, "r1"); d.State != record.StateSuccess || d.PreviousDeploy != "d1" {
+			t.Fatalf("rollback %s, replaced %q", d.State, d.PreviousDeploy)
+		}
+		rels, err := c.st.Releases(ctx, c.env, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range rels {
+			got = append(got, r.DeployID+" "+r.Result)
+		}
+		if want := []string{"r1 success", "d1 rolled-back", "old success"}; !slices.Equal(got, want) {
+			t.Fatalf("releases %q; want %q", got, want)
+		}
+		if cur, err := c.st.CurrentRelease(ctx, c.env); err != nil || cur.DeployID != "r1" {
+			t.Fatalf("current release %+v, %v; want r1", cur, err)
+		}
+		if _, err := c.st.PreviousRelease(ctx, c.env); !errors.Is(err, record.ErrNotFound) {
+			t.Fatalf("previous release: %v; want none: the rolled-back one is not one to go back to", err)
+		}
+		m := dora.Compute(dora.HistoryOf(c.env, rels), dora.Window{}, time.Now())
+		if m.Deploys != 3 || m.Failures != 1 || m.Restores != 1 || m.TimeToRestore != rels[0].At.Sub(rels[1].At) {
+			t.Fatalf("metrics: %d deploys, %d failed, %d restores in %v", m.Deploys, m.Failures, m.Restores, m.TimeToRestore)
+		}
+		c.lockFree(t)
+	})
+}

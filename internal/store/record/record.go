@@ -86,7 +86,7 @@ const (
 const (
 	ResultSuccess    = "success"
 	ResultFailure    = "failure"
-	ResultRolledBack = "rolled-back" // was current, then a rollback replaced it
+	ResultRolledBack = "rolled-back" // succeeded and was current, then a /rollback replaced it
 )
 
 // Bounds on what is kept.
@@ -132,6 +132,11 @@ type Deploy struct {
 	// Previous is the SHA the environment ran before, which a failed
 	// rollout puts back.
 	Previous string `json:"previous,omitempty"`
+	// PreviousDeploy is the DeployID of the release that was current when
+	// the deploy started (Previous's); a successful rollback marks it
+	// ResultRolledBack. "" when there was none, and in records written
+	// before it was kept.
+	PreviousDeploy string `json:"previous_deploy,omitempty"`
 	// LogTail is the end of the deploy's log, at most MaxLogTail bytes.
 	LogTail string `json:"log_tail,omitempty"`
 	// WaitingOn are the required checks not green yet (StateWaiting).
