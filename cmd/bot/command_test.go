@@ -274,7 +274,7 @@ func TestCommands(t *testing.T) {
 	t.Run("rollback with no earlier release is refused", func(t *testing.T) {
 		before := deploymentCount(f.srv)
 		body := f.reply(t, f.comment(t, "octocat", "/rollback staging")).Body
-		if !strings.Contains(body, "Nothing to roll back to: **staging** has no successful release before the current one") {
+		if !strings.Contains(body, "**staging** has no release that succeeded and was not rolled back") {
 			t.Errorf("reply:\n%s", body)
 		}
 		if n := deploymentCount(f.srv); n != before {

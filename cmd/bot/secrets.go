@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"text/tabwriter"
 
 	"github.com/shipbot/shipbot/internal/config"
 	"github.com/shipbot/shipbot/internal/secrets"
+	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 )
 
 const secretsUsage = `Usage:
@@ -24,17 +27,19 @@ Example: printf %s "$DATABASE_URL" | bot secrets set octo-org/web production DAT
 `
 
 // secretsCommand is one subcommand of `bot secrets`: its argument count
-// (min and max) and what it does with the opened store.
+// (min and max), what it does with the opened store and, for a change,
+// the audit action it writes.
 type secretsCommand struct {
 	args     string // as in the usage, for errors
 	min, max int
 	run      func(ctx context.Context, s *secrets.Store, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+	action   string // record.Action*; "" for a read
 }
 
 var secretsCommands = map[string]secretsCommand{
-	"set":   {"OWNER/REPO ENV NAME", 3, 3, secretSet},
-	"list":  {"OWNER/REPO [ENV]", 1, 2, secretList},
-	"unset": {"OWNER/REPO ENV NAME", 3, 3, secretUnset},
+	"set":   {"OWNER/REPO ENV NAME", 3, 3, secretSet, record.ActionSecretSet},
+	"list":  {"OWNER/REPO [ENV]", 1, 2, secretList, ""},
+	"unset": {"OWNER/REPO ENV NAME", 3, 3, secretUnset, record.ActionSecretUnset},
 }
 
 // secretsCmd is `bot secrets`. Every error is one sentence; no value is
@@ -68,35 +73,84 @@ func secretsCmd(ctx context.Context, args []string, getenv func(string) string, 
 			}
 		}
 	}
-	s, closeStore, err := openSecrets(ctx, getenv)
+	s, audit, closeStore, err := openSecrets(ctx, getenv)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	return c.run(ctx, s, args, stdin, stdout, stderr)
+	err = c.run(ctx, s, args, stdin, stdout, stderr)
+	if c.action != "" {
+		if aerr := audit(ctx, secretAudit(c.action, cliUser(getenv), args, err)); aerr != nil {
+			// The change stands (or failed) either way: say the log lacks it.
+			fmt.Fprintf(stderr, "bot: the audit log does not have this change: %v\n", aerr)
+		}
+	}
+	return err
 }
 
+// auditFunc appends an entry to the audit log of the bot with this
+// configuration.
+type auditFunc func(ctx context.Context, e record.AuditEntry) error
+
 // openSecrets opens the secrets where the bot with this configuration
-// keeps them: Redis at REDIS_URL, else DATA_DIR.
-func openSecrets(ctx context.Context, getenv func(string) string) (*secrets.Store, func(), error) {
+// keeps them, Redis at REDIS_URL, else DATA_DIR, and the way to its audit
+// log: Redis, or else the audit spool in DATA_DIR, as a running `bot
+// serve` holds the embedded store's file (it imports the spool).
+func openSecrets(ctx context.Context, getenv func(string) string) (*secrets.Store, auditFunc, func(), error) {
 	dotenv, err := config.ReadDotenv(".env")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cfg, err := config.Load(getenv, dotenv)
 	if err != nil {
-		return nil, nil, fmt.Errorf("configuration: %w", err)
+		return nil, nil, nil, fmt.Errorf("configuration: %w", err)
 	}
 	b := &bot{cfg: cfg}
 	if err := b.openRedis(ctx); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s, err := secrets.Open(secrets.Options{Redis: b.redis, Prefix: "shipbot", DataDir: cfg.DataDir, Key: cfg.SecretsKey})
 	if err != nil {
 		b.close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return s, b.close, nil
+	audit := func(_ context.Context, e record.AuditEntry) error { return store.SpoolAudit(cfg.DataDir, e) }
+	if b.redis != nil {
+		log := store.NewRedis(b.redis, "shipbot")
+		audit = func(ctx context.Context, e record.AuditEntry) error {
+			_, err := log.AppendAudit(ctx, e)
+			return err
+		}
+	}
+	return s, audit, b.close, nil
+}
+
+// secretAudit is the audit entry of `bot secrets set|unset REPO ENV NAME`
+// by user, which ended in err: the secret's name, never its value.
+func secretAudit(action, user string, args []string, err error) record.AuditEntry {
+	e := record.AuditEntry{Actor: record.ActorCLI(user), Repo: args[0], Env: args[1], Action: action, Outcome: record.OutcomeSuccess}
+	name := args[2]
+	switch {
+	case err != nil:
+		e.Outcome, e.Text = record.OutcomeFailure, name+": "+err.Error()
+	case action == record.ActionSecretSet:
+		e.Text = name + " set with bot secrets"
+	default:
+		e.Text = name + " removed with bot secrets"
+	}
+	return e
+}
+
+// cliUser is the OS user running the command: its account name, else
+// $USER, else "unknown".
+func cliUser(getenv func(string) string) string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	if u := getenv("USER"); u != "" {
+		return u
+	}
+	return "unknown"
 }
 
 func secretSet(ctx context.Context, s *secrets.Store, args []string, stdin io.Reader, stdout, stderr io.Writer) error {

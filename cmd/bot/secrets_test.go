@@ -56,7 +56,7 @@ func redisSecrets(t *testing.T) secretsEnv {
 // openSecretsFor opens the store the way cmd/bot does for env.
 func openSecretsFor(t *testing.T, env map[string]string) *secrets.Store {
 	t.Helper()
-	s, closeStore, err := openSecrets(context.Background(), func(k string) string { return env[k] })
+	s, _, closeStore, err := openSecrets(context.Background(), func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,6 +109,10 @@ const (
 // judged again without a check event.
 const recheckEvery = time.Minute
 
+// auditSpoolEvery is how often the embedded store takes in the audit
+// entries `bot secrets` spooled in DATA_DIR while this process holds it.
+const auditSpoolEvery = 2 * time.Second
+
 // bot is the wired process.
 type bot struct {
 	cfg  config.Config
@@ -251,7 +255,7 @@ func (b *bot) deliveryHistory(ctx context.Context) ([]dora.History, error) {
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, dora.History{Env: env, Releases: rels})
+			out = append(out, dora.HistoryOf(env, rels))
 		}
 	}
 	return out, nil
@@ -646,6 +650,10 @@ func (b *bot) background(ctx context.Context, wg *sync.WaitGroup) {
 			b.recheckLoop(ctx)
 		}()
 	}
+	if es, ok := b.store.(*store.Embedded); ok {
+		wg.Add(1)
+		go func() { defer wg.Done(); b.importAuditSpool(ctx, es) }()
+	}
 	if b.aws != nil && b.awsSweep {
 		wg.Add(1)
 		go func() { defer wg.Done(); b.sweepAWSPreviews(logctx.With(ctx, b.log)) }()
@@ -661,6 +669,21 @@ func (b *bot) background(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}()
 	}
+}
+
+// importAuditSpool moves the entries `bot secrets` spooled (it cannot
+// open the store this process holds) into the audit log: at once, for
+// what was spooled while no bot ran, then every auditSpoolEvery.
+func (b *bot) importAuditSpool(ctx context.Context, es *store.Embedded) {
+	every(ctx, auditSpoolEvery, true, func() {
+		n, err := es.ImportAuditSpool(ctx, b.cfg.DataDir)
+		if n > 0 {
+			b.log.Info("audit entries taken in from the spool", "entries", n)
+		}
+		if err != nil && ctx.Err() == nil {
+			b.log.Warn("the audit spool could not be taken in; trying again shortly", "err", err)
+		}
+	})
 }
 
 // recheckLoop judges the waiting deploys every recheckEvery and whenever

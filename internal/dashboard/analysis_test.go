@@ -62,9 +62,46 @@ func TestHomeShowsDelivery(t *testing.T) {
 		}
 	}
 	_, home := f.get(t, nil, "/", "Authorization", "Bearer "+token)
-	for _, want := range []string{`<figure class="delivery"><svg`, "3 deploys in 30 days · 33% failed · restored in 10m (median)"} {
+	for _, want := range []string{`<figure class="delivery"><svg`, "3 deploys in 30 days · 33% failed or rolled back · restored in 10m (median)"} {
 		if !strings.Contains(html.UnescapeString(home), want) {
 			t.Errorf("the home page lacks %q", want)
 		}
+	}
+}
+
+// TestRolledBackRelease: a deploy that succeeded and whose release a
+// rollback replaced says "rolled back" in the home page's recent deploys
+// and on its own page.
+func TestRolledBackRelease(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	env := record.EnvKey{Repo: public, Name: "production"}
+	at := time.Now().Add(-20 * time.Minute)
+	d := record.Deploy{ID: "push-web-2-production", Env: env, SHA: strings.Repeat("b", 40), Kind: record.KindPush,
+		State: record.StateSuccess, CreatedAt: at, StartedAt: at, FinishedAt: at.Add(time.Minute)}
+	if err := f.st.PutDeploy(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	rel := record.Release{DeployID: d.ID, SHA: d.SHA, At: d.FinishedAt, Result: record.ResultSuccess}
+	if err := f.st.RecordRelease(ctx, env, rel); err != nil {
+		t.Fatal(err)
+	}
+	const badge = `<span class="badge rolled-back"`
+	if _, page := f.get(t, nil, "/deploys/"+d.ID, "Authorization", "Bearer "+token); strings.Contains(page, badge) {
+		t.Fatal("a current release is shown rolled back")
+	}
+	rel.Result = record.ResultRolledBack
+	if err := f.st.RecordRelease(ctx, env, rel); err != nil {
+		t.Fatal(err)
+	}
+	_, home := f.get(t, nil, "/", "Authorization", "Bearer "+token)
+	if !strings.Contains(home, badge+` title="succeeded, then a rollback replaced it">rolled back</span>`) {
+		t.Errorf("the home page does not say the deploy was rolled back:\n%s", home)
+	}
+	if _, page := f.get(t, nil, "/deploys/"+d.ID, "Authorization", "Bearer "+token); !strings.Contains(page, badge) {
+		t.Errorf("the deploy page does not say it was rolled back:\n%s", page)
+	}
+	if _, page := f.get(t, nil, "/deploys/push-web-1-production", "Authorization", "Bearer "+token); strings.Contains(page, badge) {
+		t.Error("a failed deploy is shown rolled back")
 	}
 }

@@ -67,6 +67,9 @@ type deployView struct {
 	Percent                          int  // progress; -1 when unknown
 	Final                            bool // will not change any more
 	LogTail                          string
+	// RolledBack: the deploy succeeded, then a /rollback replaced its
+	// release (record.ResultRolledBack).
+	RolledBack bool
 }
 
 type envView struct {
@@ -267,10 +270,11 @@ func (d *Dashboard) envView(ctx context.Context, env record.EnvKey) (envView, er
 	if err != nil {
 		return ev, err
 	}
-	if m := dora.Compute(dora.History{Env: env, Releases: rels}, dora.Window{}, d.o.Now()); m.Deploys > 0 {
+	if m := dora.Compute(dora.HistoryOf(env, rels), dora.Window{}, d.o.Now()); m.Deploys > 0 {
 		ev.Delivery = dora.Chart(m.Days)
 		ev.DeliveryLine = report.DeliverySummary(len(m.Days), m.Deploys, m.Failures, m.Restores, m.TimeToRestore)
 	}
+	rolledBack := rolledBackIDs(rels)
 	seen := map[string]bool{}
 	for _, x := range ds {
 		seen[x.ID] = true
@@ -286,7 +290,9 @@ func (d *Dashboard) envView(ctx context.Context, env record.EnvKey) (envView, er
 				ev.Frozen, ev.Window = report.FreezeNotice(*x.Why), x.Why.Text
 			}
 		case terminal(x.State) && len(ev.Recent) < recentDeploys:
-			ev.Recent = append(ev.Recent, d.deployView(x))
+			dv := d.deployView(x)
+			dv.RolledBack = rolledBack[x.ID]
+			ev.Recent = append(ev.Recent, dv)
 		}
 	}
 	// Slots can name deploys older than the ones read.
@@ -309,6 +315,30 @@ func (d *Dashboard) envView(ctx context.Context, env record.EnvKey) (envView, er
 		}
 	}
 	return ev, nil
+}
+
+// rolledBackIDs are the deploys among rels whose release was rolled back.
+func rolledBackIDs(rels []record.Release) map[string]bool {
+	ids := map[string]bool{}
+	for _, r := range rels {
+		if r.Result == record.ResultRolledBack {
+			ids[r.DeployID] = true
+		}
+	}
+	return ids
+}
+
+// rolledBack reports whether the successful deploy x's release was
+// rolled back since; the release history says so, not the deploy.
+func (d *Dashboard) rolledBack(ctx context.Context, x record.Deploy) (bool, error) {
+	if x.State != record.StateSuccess || x.Kind == record.KindPreview {
+		return false, nil
+	}
+	rels, err := d.o.Store.Releases(ctx, x.Env, deliveryReleases)
+	if err != nil {
+		return false, err
+	}
+	return rolledBackIDs(rels)[x.ID], nil
 }
 
 // deploy serves /deploys/{id} (the page) and /deploys/{id}.json (the same
@@ -338,6 +368,10 @@ func (d *Dashboard) deploy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	dv := d.deployView(x)
+	if dv.RolledBack, err = d.rolledBack(r.Context(), x); err != nil {
+		d.storeError(w, r, err)
+		return
+	}
 	if !asJSON {
 		d.render(w, r, http.StatusOK, "deploy", map[string]any{"Title": dv.Env + " · " + dv.Short + " · " + dv.Repo, "D": dv}, v)
 		return

@@ -17,6 +17,10 @@ type Release struct {
 	InstallationID int64
 	SHA            string
 	Ref            string // branch or tag it came from, for people; may be ""
+	// CommittedAt is when SHA was committed, where the event that asked
+	// for it said; zero when unknown. Only the release history keeps it
+	// (lead time); drivers have no use for it.
+	CommittedAt time.Time
 }
 
 // Target is one environment of one repository, with its configuration.

@@ -190,7 +190,7 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 		d = record.Deploy{
 			ID: id, Env: env, SHA: req.Release.SHA, Ref: req.Release.Ref, Creator: req.Creator,
 			Kind: req.Kind, State: record.StateQueued, InstallationID: req.Release.InstallationID,
-			CreatedAt: e.o.Now(),
+			CreatedAt: e.o.Now(), CommittedAt: req.Release.CommittedAt,
 		}
 		if why, waits := waitReason(req); waits {
 			d.State, d.WaitingOn = record.StateWaiting, req.WaitingOn
@@ -594,16 +594,13 @@ func (e *Engine) start(ctx context.Context, env record.EnvKey, d record.Deploy) 
 	if d.State == record.StateRunning && !d.StartedAt.IsZero() {
 		return d, nil
 	}
-	prev := ""
 	cur, err := e.o.Store.CurrentRelease(ctx, env)
-	switch {
-	case err == nil:
-		prev = cur.SHA
-	case !errors.Is(err, record.ErrNotFound):
+	if err != nil && !errors.Is(err, record.ErrNotFound) {
 		return d, fmt.Errorf("deploy %s: read the current release: %w", d.ID, err)
 	}
 	d, err = e.o.Store.UpdateDeploy(ctx, d.ID, func(x *record.Deploy) error {
-		x.State, x.StartedAt, x.Previous = record.StateRunning, e.o.Now(), prev
+		x.State, x.StartedAt = record.StateRunning, e.o.Now()
+		x.Previous, x.PreviousDeploy = cur.SHA, cur.DeployID
 		return nil
 	})
 	if err != nil {
@@ -667,6 +664,11 @@ func (e *Engine) execute(ctx context.Context, t Target, env record.EnvKey, d rec
 // record — tells the Notifier and frees the running slot.
 func (e *Engine) finish(ctx context.Context, t Target, env record.EnvKey, lease record.Lease, d record.Deploy, res Result, logTail string) error {
 	timings := e.timingsOf(res.Batches)
+	if res.Outcome == OutcomeSuccess && d.Kind == record.KindRollback {
+		if err := e.markRolledBack(ctx, env, d); err != nil {
+			return fmt.Errorf("deploy %s: mark the release it replaced rolled back: %w", d.ID, err)
+		}
+	}
 	if res.Outcome == OutcomeSuccess || res.Outcome == OutcomeFailure {
 		result := record.ResultSuccess
 		if res.Outcome == OutcomeFailure {
@@ -674,6 +676,7 @@ func (e *Engine) finish(ctx context.Context, t Target, env record.EnvKey, lease 
 		}
 		if err := e.o.Store.RecordRelease(ctx, env, record.Release{
 			DeployID: d.ID, SHA: d.SHA, Ref: d.Ref, By: d.Creator, At: res.Finished, Result: result, Batches: timings,
+			CommittedAt: d.CommittedAt,
 		}); err != nil {
 			return fmt.Errorf("deploy %s: record the release: %w", d.ID, err)
 		}
@@ -699,6 +702,29 @@ func (e *Engine) finish(ctx context.Context, t Target, env record.EnvKey, lease 
 		return fmt.Errorf("deploy %s: report the end: %w", d.ID, err)
 	}
 	return e.o.Store.FinishRunning(ctx, env, lease, d.ID)
+}
+
+// markRolledBack marks the release a successful rollback d replaced
+// (PreviousDeploy) as rolled back: it went out and had to be undone, a
+// failed change for the delivery metrics and no longer a release /rollback
+// goes back to. It runs before d's own release is recorded, while the
+// replaced one is still the current release; repeated after a crash, it
+// finds that one marked already, or d current, and changes nothing.
+func (e *Engine) markRolledBack(ctx context.Context, env record.EnvKey, d record.Deploy) error {
+	if d.PreviousDeploy == "" {
+		return nil
+	}
+	cur, err := e.o.Store.CurrentRelease(ctx, env)
+	switch {
+	case errors.Is(err, record.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	case cur.DeployID != d.PreviousDeploy:
+		return nil
+	}
+	cur.Result = record.ResultRolledBack
+	return e.o.Store.RecordRelease(ctx, env, cur)
 }
 
 // audit appends an entry for deploy d to the audit log. The log must not
@@ -747,7 +773,7 @@ func (e *Engine) info(t Target, d record.Deploy) DeployInfo {
 }
 
 func releaseOf(d record.Deploy) Release {
-	return Release{Repo: d.Env.Repo, InstallationID: d.InstallationID, SHA: d.SHA, Ref: d.Ref}
+	return Release{Repo: d.Env.Repo, InstallationID: d.InstallationID, SHA: d.SHA, Ref: d.Ref, CommittedAt: d.CommittedAt}
 }
 
 func stateOf(o Outcome) string {

@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shipbot/shipbot/internal/dora"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store"
@@ -496,5 +500,93 @@ func TestEngineRecordsProgressWhileRunning(t *testing.T) {
 		if d := c.state(t, "d1"); d.State != record.StateSuccess || len(d.Batches) != 4 {
 			t.Fatalf("final: %s %d", d.State, len(d.Batches))
 		}
+	})
+}
+
+// TestEngineRecordsCommitTime: the commit's timestamp a request carries
+// reaches the recorded release, and from the release history the delivery
+// metrics' lead-time gauge.
+func TestEngineRecordsCommitTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		committed := time.Now().Add(-90 * time.Minute)
+		req := c.request("d1", newRelease)
+		req.Release.CommittedAt = committed
+		if err := c.eng.Deploy(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		rels, err := c.st.Releases(ctx, c.env, 10)
+		if err != nil || len(rels) != 1 {
+			t.Fatalf("releases %+v, %v", rels, err)
+		}
+		if r := rels[0]; r.Result != record.ResultSuccess || !r.CommittedAt.Equal(committed) {
+			t.Fatalf("release %s %s committed at %v; want success committed at %v", r.DeployID, r.Result, r.CommittedAt, committed)
+		}
+
+		col := dora.NewCollector(func(ctx context.Context) ([]dora.History, error) {
+			rels, err := c.st.Releases(ctx, c.env, 1000)
+			return []dora.History{dora.HistoryOf(c.env, rels)}, err
+		}, dora.Options{Now: time.Now})
+		want := fmt.Sprintf(`
+# HELP shipbot_dora_lead_time_seconds Median time from a commit's timestamp to its first successful release, over the last 30 days.
+# TYPE shipbot_dora_lead_time_seconds gauge
+shipbot_dora_lead_time_seconds{environment="production",repo="acme/web"} %g
+`, rels[0].At.Sub(committed).Seconds())
+		if err := testutil.CollectAndCompare(col, strings.NewReader(want), "shipbot_dora_lead_time_seconds"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestEngineRollbackMarksReplacedRelease: a successful rollback marks the
+// release it replaced rolled back, which counts as a failed change and is
+// no longer a release to go back to; repeating the job changes nothing.
+func TestEngineRollbackMarksReplacedRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		c := newEngineCase(t)
+		if err := c.st.RecordRelease(ctx, c.env, record.Release{DeployID: "old", SHA: prevSHA, Result: record.ResultSuccess, At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.eng.Deploy(ctx, c.request("d1", newRelease)); err != nil {
+			t.Fatal(err)
+		}
+		if d := c.state(t, "d1"); d.PreviousDeploy != "old" {
+			t.Fatalf("d1 replaced %q; want old", d.PreviousDeploy)
+		}
+		time.Sleep(time.Minute)
+		rb := c.request("r1", prevSHA)
+		rb.Kind = record.KindRollback
+		for range 2 { // the second: a repeated job
+			if err := c.eng.Deploy(ctx, rb); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := c.state(t, "r1"); d.State != record.StateSuccess || d.PreviousDeploy != "d1" {
+			t.Fatalf("rollback %s, replaced %q", d.State, d.PreviousDeploy)
+		}
+		rels, err := c.st.Releases(ctx, c.env, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range rels {
+			got = append(got, r.DeployID+" "+r.Result)
+		}
+		if want := []string{"r1 success", "d1 rolled-back", "old success"}; !slices.Equal(got, want) {
+			t.Fatalf("releases %q; want %q", got, want)
+		}
+		if cur, err := c.st.CurrentRelease(ctx, c.env); err != nil || cur.DeployID != "r1" {
+			t.Fatalf("current release %+v, %v; want r1", cur, err)
+		}
+		if _, err := c.st.PreviousRelease(ctx, c.env); !errors.Is(err, record.ErrNotFound) {
+			t.Fatalf("previous release: %v; want none: the rolled-back one is not one to go back to", err)
+		}
+		m := dora.Compute(dora.HistoryOf(c.env, rels), dora.Window{}, time.Now())
+		if m.Deploys != 3 || m.Failures != 1 || m.Restores != 1 || m.TimeToRestore != rels[0].At.Sub(rels[1].At) {
+			t.Fatalf("metrics: %d deploys, %d failed, %d restores in %v", m.Deploys, m.Failures, m.Restores, m.TimeToRestore)
+		}
+		c.lockFree(t)
 	})
 }

@@ -17,10 +17,10 @@
 //   - Lead time is, for each success that is the first success of its SHA
 //     in the environment, At minus the commit's timestamp. A SHA that
 //     succeeded before (a rollback putting it back, a redeploy) has no new
-//     lead time. record.Release does not carry the commit's timestamp, so
-//     the caller gives it per SHA in History.CommittedAt; a success whose
-//     SHA is missing there, or whose commit is dated after the success
-//     (a skewed clock), has no lead time.
+//     lead time. The timestamps are History.CommittedAt, per SHA
+//     (HistoryOf gathers them from the releases' CommittedAt); a success
+//     whose SHA is missing there, or whose commit is dated after the
+//     success (a skewed clock), has no lead time.
 //   - Change failure rate is failed changes over deploys; undefined with no
 //     deploys.
 //   - Time to restore runs from a failed change to the next success. A run
@@ -51,6 +51,26 @@ type History struct {
 	Releases []record.Release
 	// CommittedAt is the commit timestamp of each SHA, where known.
 	CommittedAt map[string]time.Time
+}
+
+// HistoryOf is env's History from its releases, with CommittedAt the
+// commit timestamps they carry: per SHA the earliest recorded, as a push
+// and a /deploy of one commit may date it differently (author and
+// committer dates).
+func HistoryOf(env record.EnvKey, releases []record.Release) History {
+	h := History{Env: env, Releases: releases}
+	for _, r := range releases {
+		if r.CommittedAt.IsZero() {
+			continue
+		}
+		if h.CommittedAt == nil {
+			h.CommittedAt = map[string]time.Time{}
+		}
+		if c, ok := h.CommittedAt[r.SHA]; !ok || r.CommittedAt.Before(c) {
+			h.CommittedAt[r.SHA] = r.CommittedAt
+		}
+	}
+	return h
 }
 
 // Window is the span the figures cover.

@@ -211,3 +211,36 @@ func TestComputeDaysInLocation(t *testing.T) {
 		t.Errorf("restores %d, median %v; want 1, 1h", m.Restores, m.TimeToRestore)
 	}
 }
+
+// TestHistoryOf: the commit timestamps come from the releases, the
+// earliest per SHA; a release without one adds none; and a rolled-back
+// release is a failed change with its lead time counted once.
+func TestHistoryOf(t *testing.T) {
+	env := record.EnvKey{Repo: "acme/web", Name: "production"}
+	committed := func(r record.Release, c time.Time) record.Release { r.CommittedAt = c; return r }
+	rels := []record.Release{
+		committed(rel("a", ok, at(5, 10, 10, 0)), at(5, 10, 9, 0)),        // lead 1h
+		committed(rel("b", rolledBk, at(5, 11, 10, 0)), at(5, 11, 9, 30)), // a failed change
+		committed(rel("a", ok, at(5, 11, 11, 0)), at(5, 10, 9, 0)),        // the rollback: no new lead time
+		committed(rel("c", ok, at(5, 12, 12, 0)), at(5, 12, 9, 0)),        // a /deploy dated it 9:00…
+		committed(rel("c", ok, at(5, 12, 13, 0)), at(5, 12, 10, 0)),       // …and the push 10:00
+		rel("d", ok, at(5, 13, 10, 0)),                                    // no timestamp: no lead time
+	}
+	h := HistoryOf(env, rels)
+	want := map[string]time.Time{"a": at(5, 10, 9, 0), "b": at(5, 11, 9, 30), "c": at(5, 12, 9, 0)}
+	if h.Env != env || len(h.Releases) != len(rels) || len(h.CommittedAt) != len(want) {
+		t.Fatalf("HistoryOf = %+v", h)
+	}
+	for sha, c := range want {
+		if !h.CommittedAt[sha].Equal(c) {
+			t.Errorf("CommittedAt[%s] = %v, want %v", sha, h.CommittedAt[sha], c)
+		}
+	}
+	m := Compute(h, Window{}, now)
+	if m.Deploys != 6 || m.Failures != 1 || m.LeadTimes != 2 || m.LeadTime != 2*time.Hour || m.Restores != 1 || m.TimeToRestore != time.Hour {
+		t.Fatalf("Compute: %d deploys, %d failed, %d lead times of %v, %d restores in %v", m.Deploys, m.Failures, m.LeadTimes, m.LeadTime, m.Restores, m.TimeToRestore)
+	}
+	if h := HistoryOf(env, []record.Release{rel("x", ok, now)}); h.CommittedAt != nil {
+		t.Errorf("no timestamps: CommittedAt = %v, want nil", h.CommittedAt)
+	}
+}

@@ -265,7 +265,7 @@ func (deps Deps) judge(ctx context.Context, c GitHub, t deploy.Target, d record.
 func heldAgain(t deploy.Target, d record.Deploy, frozen *deploy.Freeze, checks []string) deploy.Request {
 	return deploy.Request{
 		ID: d.ID, Target: t, Kind: d.Kind, Creator: d.Creator, WaitingOn: checks, Frozen: frozen,
-		Release: deploy.Release{Repo: t.Repo, InstallationID: d.InstallationID, SHA: d.SHA, Ref: d.Ref},
+		Release: deploy.Release{Repo: t.Repo, InstallationID: d.InstallationID, SHA: d.SHA, Ref: d.Ref, CommittedAt: d.CommittedAt},
 	}
 }
 

@@ -205,7 +205,7 @@ func deployRelease(in decideInput, a report.Answer) (deploy.Release, *report.Ans
 		a.Outcome = report.OutcomeClosed
 		return rel, &a
 	default:
-		rel = deploy.Release{SHA: in.PR.HeadSHA, Ref: in.PR.HeadRef}
+		rel = deploy.Release{SHA: in.PR.HeadSHA, Ref: in.PR.HeadRef, CommittedAt: in.HeadCommittedAt}
 	}
 	// An environment without allow_branches takes what its branch has (a
 	// redeploy of the merged head); anything else is merged first.
@@ -269,7 +269,7 @@ func decideRollback(in decideInput) decision {
 		if refusal != nil {
 			return decision{answer: *refusal}
 		}
-		req.Release = deploy.Release{SHA: in.Target.SHA, Ref: in.Target.Ref}
+		req.Release = deploy.Release{SHA: in.Target.SHA, Ref: in.Target.Ref, CommittedAt: in.Target.CommittedAt}
 		a.By, a.At = in.Target.By, in.Target.At
 	}
 	return deploying(in, a, req, report.OutcomeRollingBack)
@@ -299,7 +299,7 @@ func rollbackRefusal(in decideInput, a report.Answer) *report.Answer {
 func (in decideInput) request(kind string) deploy.Request {
 	req := deploy.Request{ID: deployID(kind, in.CommentID, in.Env.Name), Creator: in.Commenter, Kind: kind}
 	if in.Existing != nil {
-		req.Release = deploy.Release{SHA: in.Existing.SHA, Ref: in.Existing.Ref}
+		req.Release = deploy.Release{SHA: in.Existing.SHA, Ref: in.Existing.Ref, CommittedAt: in.Existing.CommittedAt}
 	}
 	return req
 }

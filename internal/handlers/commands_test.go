@@ -262,3 +262,38 @@ func TestDeployIDIsStable(t *testing.T) {
 		t.Errorf("deploy id %q, want comment-5-staging (ids of earlier attempts must stay the same)", got)
 	}
 }
+
+// TestDecideCarriesCommitTime: /deploy of the pull request's head carries
+// the head's committer date to the engine (lead time); a named ref has
+// none read; a retried job keeps what the first attempt recorded.
+func TestDecideCarriesCommitTime(t *testing.T) {
+	staging := repoconfig.Default("main").Environments["staging"]
+	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	committed := at.Add(-time.Hour)
+	for _, tc := range []struct {
+		name string
+		line string
+		with func(*decideInput)
+		want time.Time
+	}{
+		{"the PR head", "/deploy staging", func(in *decideInput) { in.HeadCommittedAt = committed }, committed},
+		{"the PR head, its date unknown", "/deploy staging", nil, time.Time{}},
+		{"a named ref", "/deploy staging v1.2", func(in *decideInput) { in.RefSHA, in.RefFound = shaOld, true }, time.Time{}},
+		{"a retried job", "/deploy staging", func(in *decideInput) {
+			in.Existing = &record.Deploy{SHA: shaOld, CommittedAt: committed.Add(-time.Hour)}
+		}, committed.Add(-time.Hour)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := decideInput{Env: staging, Commenter: "octocat", CommentID: 7, CommentAt: at,
+				PR: gh.PullRequest{Number: 42, State: "open", HeadSHA: shaHead, HeadRef: "feature/greeting"}}
+			in.Cmd = parseOne(t, tc.line)
+			if tc.with != nil {
+				tc.with(&in)
+			}
+			d := deciders[in.Cmd.Name](in)
+			if d.effect != effectDeploy || !d.request.Release.CommittedAt.Equal(tc.want) {
+				t.Fatalf("decide = %s, committed at %v; want a deploy committed at %v", d.answer.Outcome, d.request.Release.CommittedAt, tc.want)
+			}
+		})
+	}
+}

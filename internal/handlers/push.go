@@ -44,6 +44,10 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 		Sender  struct {
 			Login string `json:"login"`
 		} `json:"sender"`
+		HeadCommit *struct {
+			ID        string `json:"id"`
+			Timestamp string `json:"timestamp"`
+		} `json:"head_commit"`
 		origin
 	}
 	if err := decode(job, &p); err != nil {
@@ -82,7 +86,21 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 		Kind:    record.KindPush,
 		Creator: p.Sender.Login,
 	}
+	if hc := p.HeadCommit; hc != nil && strings.EqualFold(hc.ID, p.After) {
+		req.Release.CommittedAt = commitTime(hc.Timestamp)
+	}
 	return deps.deployAfterChecks(ctx, c, req)
+}
+
+// commitTime reads a push's head_commit.timestamp (ISO 8601 with its
+// zone); zero when it is missing or unreadable: the deploy goes ahead
+// without a lead time rather than not at all.
+func commitTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 // deployAfterChecks queues req at once when no freeze window of its

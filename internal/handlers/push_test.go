@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
@@ -44,6 +45,7 @@ func pushJob(t *testing.T, inst int64, ref, after string, deleted bool) queue.Jo
 		"sender":       map[string]any{"login": "octocat"},
 		"repository":   map[string]any{"full_name": "octo-org/web", "default_branch": "main"},
 		"installation": map[string]any{"id": inst},
+		"head_commit":  map[string]any{"id": after, "timestamp": "2026-05-30T10:15:00+02:00"},
 	}
 	b, _ := json.Marshal(p)
 	return queue.Job{ID: "j1", DeliveryID: "del-1", Event: "push", InstallationID: inst, Repo: "octo-org/web", Payload: b}
@@ -100,6 +102,9 @@ func TestPush(t *testing.T) {
 				if r.Target.Environment.Name != tt.wantEnv || r.Release.SHA != tt.after || r.Creator != "octocat" || r.ID == "" || r.Release.InstallationID != srv.InstallationID {
 					t.Fatalf("request %+v", r)
 				}
+				if want := time.Date(2026, 5, 30, 8, 15, 0, 0, time.UTC); !r.Release.CommittedAt.Equal(want) {
+					t.Fatalf("committed at %v, want head_commit.timestamp %v", r.Release.CommittedAt, want)
+				}
 			}
 			runs := srv.CheckRuns("octo-org", "web")
 			if !tt.wantCheck {
@@ -115,5 +120,18 @@ func TestPush(t *testing.T) {
 				t.Fatalf("summary does not name the key and line:\n%s", runs[0].Summary)
 			}
 		})
+	}
+}
+
+func TestCommitTime(t *testing.T) {
+	for in, want := range map[string]time.Time{
+		"2024-06-03T10:15:00Z":      time.Date(2024, 6, 3, 10, 15, 0, 0, time.UTC),
+		"2015-05-05T19:40:15-04:00": time.Date(2015, 5, 5, 23, 40, 15, 0, time.UTC),
+		"":                          {},
+		"yesterday":                 {},
+	} {
+		if got := commitTime(in); !got.Equal(want) {
+			t.Errorf("commitTime(%q) = %v, want %v", in, got, want)
+		}
 	}
 }

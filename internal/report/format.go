@@ -182,12 +182,13 @@ func clip(s string, n int) string {
 }
 
 // DeliverySummary says an environment's delivery figures over its last
-// days days: how many deploys, the share that failed, and the median time
+// days days: how many deploys, the share that failed or were rolled back
+// (failed changes, as internal/dora counts them), and the median time
 // to restore when a failure was restored.
 func DeliverySummary(days, deploys, failures, restores int, restore time.Duration) string {
 	s := plural(deploys, "deploy", "deploys") + " in " + strconv.Itoa(days) + " days"
 	if failures > 0 {
-		s += " · " + strconv.Itoa(failures*100/deploys) + "% failed"
+		s += " · " + strconv.Itoa(failures*100/deploys) + "% failed or rolled back"
 	} else {
 		s += " · none failed"
 	}

@@ -163,8 +163,8 @@ func TestDeliverySummary(t *testing.T) {
 		want                              string
 	}{
 		{30, 1, 0, 0, 0, "1 deploy in 30 days · none failed"},
-		{30, 12, 3, 2, 90 * time.Second, "12 deploys in 30 days · 25% failed · restored in 1m30s (median)"},
-		{30, 2, 2, 0, 0, "2 deploys in 30 days · 100% failed"},
+		{30, 12, 3, 2, 90 * time.Second, "12 deploys in 30 days · 25% failed or rolled back · restored in 1m30s (median)"},
+		{30, 2, 2, 0, 0, "2 deploys in 30 days · 100% failed or rolled back"},
 	} {
 		if got := DeliverySummary(tc.days, tc.deploys, tc.failures, tc.restores, tc.restore); got != tc.want {
 			t.Errorf("DeliverySummary(%d, %d, %d, %d, %s) = %q, want %q", tc.days, tc.deploys, tc.failures, tc.restores, tc.restore, got, tc.want)

@@ -222,9 +222,9 @@ func refusedSentence(a Answer) string {
 		if a.SHA == "" {
 			return "⛔ Nothing to roll back: " + env + " has no successful release yet."
 		}
-		return "⛔ Nothing to roll back to: " + env + " has no successful release before the current one, " + code(Short(a.SHA)) + "."
+		return "⛔ Nothing to roll back to: before the current one, " + code(Short(a.SHA)) + ", " + env + " has no release that succeeded and was not rolled back."
 	case OutcomeUnknownRelease:
-		return "⛔ " + code(fit(a.Ref, maxName)) + " is not a release " + env + " ran successfully, so it is not one to roll back to. " +
+		return "⛔ " + code(fit(a.Ref, maxName)) + " is not a good release of " + env + " (one that succeeded and was not rolled back), so it is not one to roll back to. " +
 			code("/status "+a.Env) + " shows the last deploys; " + code("/rollback "+a.Env) + " puts back the one before the current."
 	case OutcomeAlreadyCurrent:
 		return env + " already runs " + code(Short(a.SHA)) + ": nothing to roll back."

@@ -84,7 +84,7 @@ func prepareAudit(e *record.AuditEntry, now time.Time) error {
 	what := fmt.Sprintf("audit entry %s by %q", e.Action, e.Actor)
 	switch {
 	case e.Actor == "" || len(e.Actor) > maxAuditActor || !printable(e.Actor):
-		return fmt.Errorf("store: %s: the actor must be a GitHub login or %q", what, record.ActorShipbot)
+		return fmt.Errorf("store: %s: the actor must be a GitHub login, %q or cli:USER", what, record.ActorShipbot)
 	case !oneOf(e.Action, record.AuditActions()):
 		return fmt.Errorf("store: %s: action %q is not one of %s", what, e.Action, strings.Join(record.AuditActions(), ", "))
 	case !oneOf(e.Outcome, record.AuditOutcomes()):

@@ -174,6 +174,7 @@ func oneOf(s string, set []string) bool {
 // monotonic readings, the log cut to MaxLogTail.
 func normalizeDeploy(d *record.Deploy) {
 	d.CreatedAt, d.StartedAt, d.FinishedAt = d.CreatedAt.UTC(), d.StartedAt.UTC(), d.FinishedAt.UTC()
+	d.CommittedAt = d.CommittedAt.UTC()
 	d.Batches = normalizeBatches(d.Batches)
 	d.LogTail = logTail(d.LogTail, record.MaxLogTail)
 }
@@ -278,7 +279,7 @@ func findRelease(env record.EnvKey, successes []record.Release, ref string) (rec
 }
 
 func normalizeRelease(r *record.Release) {
-	r.At = r.At.UTC()
+	r.At, r.CommittedAt = r.At.UTC(), r.CommittedAt.UTC()
 	r.Batches = normalizeBatches(r.Batches)
 }
 

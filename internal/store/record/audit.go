@@ -13,7 +13,8 @@ type AuditEntry struct {
 	ID string    `json:"id"`
 	At time.Time `json:"at"` // kept to the microsecond, in UTC
 	// Actor is the GitHub login that caused the action (the commenter, the
-	// pusher), or ActorShipbot for what the bot does on its own.
+	// pusher), ActorShipbot for what the bot does on its own, or ActorCLI
+	// of the OS user who ran a `bot` command (`bot secrets`).
 	Actor string `json:"actor"`
 	// Repo is owner/name; "" only for actions of the bot as a whole (a
 	// redelivery it asked for of a delivery that named no repository).
@@ -31,6 +32,11 @@ type AuditEntry struct {
 // ActorShipbot is the Actor of what the bot does by itself (a drift repair,
 // an automatic rollback, a redelivery it asked for).
 const ActorShipbot = "shipbot"
+
+// ActorCLI is the Actor of what an OS user did with the bot's command
+// line: "cli:" and the user's name. The prefix keeps it apart from GitHub
+// logins, which cannot hold a colon.
+func ActorCLI(user string) string { return "cli:" + user }
 
 // Audit actions.
 const (

@@ -86,7 +86,7 @@ const (
 const (
 	ResultSuccess    = "success"
 	ResultFailure    = "failure"
-	ResultRolledBack = "rolled-back" // was current, then a rollback replaced it
+	ResultRolledBack = "rolled-back" // succeeded and was current, then a /rollback replaced it
 )
 
 // Bounds on what is kept.
@@ -132,6 +132,11 @@ type Deploy struct {
 	// Previous is the SHA the environment ran before, which a failed
 	// rollout puts back.
 	Previous string `json:"previous,omitempty"`
+	// PreviousDeploy is the DeployID of the release that was current when
+	// the deploy started (Previous's); a successful rollback marks it
+	// ResultRolledBack. "" when there was none, and in records written
+	// before it was kept.
+	PreviousDeploy string `json:"previous_deploy,omitempty"`
 	// LogTail is the end of the deploy's log, at most MaxLogTail bytes.
 	LogTail string `json:"log_tail,omitempty"`
 	// WaitingOn are the required checks not green yet (StateWaiting).
@@ -145,6 +150,11 @@ type Deploy struct {
 	// one was posted (or is being posted): every later job of the deploy
 	// edits it, whichever worker runs it. nil when none.
 	Slack *SlackPost `json:"slack,omitempty"`
+	// CommittedAt is when the SHA was committed, as the event that asked
+	// for the deploy said (a push's head commit, a pull request head's
+	// committer date); zero when unknown. Its release keeps it, for the
+	// lead time of the delivery metrics.
+	CommittedAt time.Time `json:"committed_at,omitzero"`
 }
 
 // SlackPost is a deploy's Slack message (internal/outbox).
@@ -247,6 +257,9 @@ type Release struct {
 	At       time.Time     `json:"at"`
 	Result   string        `json:"result"` // Result*
 	Batches  []BatchTiming `json:"batches,omitempty"`
+	// CommittedAt is the deploy's CommittedAt: when SHA was committed;
+	// zero when unknown.
+	CommittedAt time.Time `json:"committed_at,omitzero"`
 }
 
 // Lease is a held deploy lock. Token is its fencing token: every
