@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -121,7 +122,9 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 		}
 		return b.String()
 	}
-	f.push(t, "push-1", "0000000000000000000000000000000000000000", shaV1, "v1", true)
+	// Both releases that ship were committed an hour before their push.
+	committed := time.Now().Add(-time.Hour).Truncate(time.Second)
+	f.pushCommitted(t, "push-1", "0000000000000000000000000000000000000000", shaV1, "v1", true, committed)
 	if got := states(f.finished(t, shaV1)); got[len(got)-1] != "success" {
 		t.Fatalf("v1: %v\n%s", got, f.bot.logs)
 	}
@@ -135,7 +138,7 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 	sl.Fail(http.StatusInternalServerError)
 	rc.setDown(true)
 	start := time.Now()
-	f.push(t, "push-2", shaV1, shaV2, "v2", true)
+	f.pushCommitted(t, "push-2", shaV1, shaV2, "v2", true, committed)
 	if got := states(f.finished(t, shaV2)); got[len(got)-1] != "success" {
 		t.Fatalf("v2 with Slack down: %v\n%s", got, f.bot.logs)
 	}
@@ -225,8 +228,19 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 	}
 
 	// Delivery metrics, computed here: 3 deploys in the 30-day window, 1
-	// of them failed.
+	// of them failed; the lead time is the median (here the mean) of the
+	// two successes' finish minus their commit time.
+	var leadWant float64
+	for _, sha := range []string{shaV1, shaV2} {
+		dep := f.finished(t, sha)
+		final := dep.Statuses[len(dep.Statuses)-1]
+		leadWant += final.CreatedAt.Sub(committed).Seconds() / 2
+	}
 	metrics := getBody(t, f.bot.url+"/metrics")
+	lead, ok := gaugeValue(metrics, `shipbot_dora_lead_time_seconds{environment="production",repo="octo-org/hello-world"}`)
+	if !ok || lead < leadWant-2 || lead > leadWant+2 {
+		t.Errorf("lead time gauge %v (present %t), want %.0f s ± 2 s (from the success statuses)", lead, ok, leadWant)
+	}
 	for _, want := range []string{
 		`shipbot_dora_deploys_per_day{environment="production",repo="octo-org/hello-world"} 0.1`,
 		`shipbot_dora_change_failure_rate{environment="production",repo="octo-org/hello-world"} 0.3333333333333333`,
@@ -234,6 +248,37 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// gaugeValue is the value of the series named exactly so in a /metrics
+// page.
+func gaugeValue(metrics, series string) (float64, bool) {
+	for _, l := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// pushCommitted is push with the head commit dated committed, as GitHub's
+// push payload dates it (head_commit.timestamp), for the lead time.
+func (f *deployFixture) pushCommitted(t *testing.T, delivery, before, sha, version string, healthy bool, committed time.Time) {
+	t.Helper()
+	if err := f.srv.SetTree(deployOwner, deployRepo, sha, sampleRelease(t, version, healthy)); err != nil {
+		t.Fatal(err)
+	}
+	f.srv.SetFile(deployOwner, deployRepo, sha, ".github/shipbot.yml", []byte(f.config))
+	f.srv.SetBranch(deployOwner, deployRepo, "main", sha)
+	body := fixturePayload("push", f.srv.InstallationID, func(p map[string]any) {
+		p["ref"], p["before"], p["after"], p["deleted"] = fixtures.DefaultRef, before, sha, false
+		hc := p["head_commit"].(map[string]any)
+		hc["id"], hc["timestamp"] = sha, committed.Format(time.RFC3339)
+	})
+	if status, resp := f.bot.post(t, delivery2(delivery, body)); status != 202 {
+		t.Fatalf("push %s: %d %s", delivery, status, resp)
 	}
 }
 
