@@ -17,6 +17,12 @@ type Traffic struct {
 	Requests int64         // requests sent to the release's instances, answered or not
 	Errors   int64         // of Requests, 5xx answers and failed requests (no answer, reset, timeout)
 	P99      time.Duration // the 99th percentile time to the answer's headers; 0 with no requests
+	// SecondSlowest is the second slowest request's time to its headers;
+	// 0 with fewer than 2 requests. Below 100 requests the p99 is the
+	// slowest request itself, and one slow request (a cold start, a
+	// stalled scheduler) is an outlier: p99 then breaks its limit only
+	// when this does too.
+	SecondSlowest time.Duration
 }
 
 // ErrorRate is Errors over Requests; 0 with no requests.
@@ -192,7 +198,7 @@ func (a *analyzer) traffic(ctx context.Context, f *record.Analysis, from, to, bF
 		}
 		return &why
 	}
-	if lim := a.cfg.MaxLatencyP99; lim > 0 && cur.P99 > lim && (base == nil || latencyWorse(cur.P99, base.P99)) {
+	if lim := a.cfg.MaxLatencyP99; lim > 0 && cur.P99 > lim && !oneOutlier(cur, lim) && (base == nil || latencyWorse(cur.P99, base.P99)) {
 		why := record.Reason{Kind: record.ReasonLatencyHigh, Value: cur.P99.Seconds(), Bound: lim.Seconds(), Count: int(cur.Requests)}
 		if base != nil {
 			b := base.P99.Seconds()
@@ -220,6 +226,13 @@ func errorRateWorse(cur, base Traffic) bool {
 		return true // p1 > p2 with no variance at all: 0 against some
 	}
 	return (p1-p2)/se >= 2.326
+}
+
+// oneOutlier reports whether cur's p99 is over lim only because of its
+// one slowest request: with fewer than 100 requests, the nearest-rank p99
+// is that request.
+func oneOutlier(cur Traffic, lim time.Duration) bool {
+	return cur.Requests < 100 && cur.SecondSlowest <= lim
 }
 
 // latencyWorse reports whether cur's p99 is above base's by more than the

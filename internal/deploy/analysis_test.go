@@ -17,6 +17,9 @@ import (
 type behaviour struct {
 	errorShare float64
 	p99        time.Duration
+	// outlier: the p99 is one slow request; the others answer as fast as
+	// the previous release's.
+	outlier bool
 }
 
 // meteredFleet is a fakeFleet whose instances take perInstance requests a
@@ -63,7 +66,15 @@ func (m *meteredFleet) Traffic(ctx context.Context, t Target, release string, fr
 	if req == 0 {
 		return Traffic{}, nil
 	}
-	return Traffic{Requests: req, Errors: int64(float64(req) * b.errorShare), P99: b.p99}, nil
+	p99, second := b.p99, b.p99
+	if b.outlier {
+		// One slow request: the p99 only while it is the slowest rank.
+		second = m.behave[prevSHA].p99
+		if req >= 100 {
+			p99 = second
+		}
+	}
+	return Traffic{Requests: req, Errors: int64(float64(req) * b.errorShare), P99: p99, SecondSlowest: second}, nil
 }
 
 func (m *meteredFleet) Query(ctx context.Context, url, query string, at time.Time) (float64, error) {
@@ -209,6 +220,42 @@ func TestAnalysisLatency(t *testing.T) {
 			t.Fatalf("%s: %s\nwant %s…", res.Outcome, said(res), want)
 		}
 	})
+}
+
+// TestAnalysisOneSlowRequest: below 100 requests the p99 is the slowest
+// request; when it alone is over the limit (a cold start), the batch is not
+// halted for it. A release as slow as its p99 says is, and a lone outlier
+// in 100 requests or more (where the p99 is not the slowest) is judged by
+// the p99.
+func TestAnalysisOneSlowRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a := limits()
+		a.Interval = 2 * time.Second // 10-20 requests a judgement, never 100
+		res, _, _ := analyse(t, a, map[string]behaviour{
+			prevSHA: {p99: 4 * time.Millisecond}, newRelease: {p99: 900 * time.Millisecond, outlier: true},
+		}, nil)
+		if res.Outcome != OutcomeSuccess {
+			t.Fatalf("one slow request halted the rollout: %s: %s", res.Outcome, said(res))
+		}
+		res, _, _ = analyse(t, a, map[string]behaviour{
+			prevSHA: {p99: 4 * time.Millisecond}, newRelease: {p99: 900 * time.Millisecond},
+		}, nil)
+		if res.Outcome != OutcomeFailure || !strings.Contains(said(res), "p99 latency 900ms") {
+			t.Fatalf("a slow release: %s: %s", res.Outcome, said(res))
+		}
+	})
+	for _, tc := range []struct {
+		tr   Traffic
+		want bool
+	}{
+		{Traffic{Requests: 40, P99: time.Second, SecondSlowest: 10 * time.Millisecond}, true},
+		{Traffic{Requests: 40, P99: time.Second, SecondSlowest: 400 * time.Millisecond}, false},
+		{Traffic{Requests: 100, P99: time.Second, SecondSlowest: 10 * time.Millisecond}, false},
+	} {
+		if got := oneOutlier(tc.tr, 300*time.Millisecond); got != tc.want {
+			t.Errorf("oneOutlier(%+v) = %t, want %t", tc.tr, got, tc.want)
+		}
+	}
 }
 
 // TestAnalysisTooFewRequests: below min_requests the batch is not judged

@@ -97,6 +97,19 @@ func (f *figures) p99() time.Duration {
 	return bucketMiddle(nBuckets - 1) // not reached
 }
 
+// secondSlowest is the latency of the second slowest request, read from its
+// bucket; 0 with fewer than 2 requests.
+func (f *figures) secondSlowest() time.Duration {
+	var seen uint64
+	for i := nBuckets - 1; i >= 0; i-- {
+		seen += f.hist[i]
+		if seen >= 2 {
+			return bucketMiddle(i)
+		}
+	}
+	return 0
+}
+
 func (f *figures) traffic() deploy.Traffic {
-	return deploy.Traffic{Requests: int64(f.requests()), Errors: int64(f.errors), P99: f.p99()}
+	return deploy.Traffic{Requests: int64(f.requests()), Errors: int64(f.errors), P99: f.p99(), SecondSlowest: f.secondSlowest()}
 }

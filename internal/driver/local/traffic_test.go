@@ -42,11 +42,11 @@ func TestTrafficWindows(t *testing.T) {
 		from, to time.Time
 		want     deploy.Traffic
 	}{
-		{"all", at(0), at(4 * time.Second), deploy.Traffic{Requests: 13, Errors: 3, P99: reads(time.Second)}},
-		{"one second", at(time.Second), at(2 * time.Second), deploy.Traffic{Requests: 5, Errors: 3, P99: reads(time.Second)}},
-		{"widened to the seconds it overlaps", at(1900 * time.Millisecond), at(1950 * time.Millisecond), deploy.Traffic{Requests: 5, Errors: 3, P99: reads(time.Second)}},
+		{"all", at(0), at(4 * time.Second), deploy.Traffic{Requests: 13, Errors: 3, P99: reads(time.Second), SecondSlowest: reads(100 * time.Millisecond)}},
+		{"one second", at(time.Second), at(2 * time.Second), deploy.Traffic{Requests: 5, Errors: 3, P99: reads(time.Second), SecondSlowest: reads(20 * time.Millisecond)}},
+		{"widened to the seconds it overlaps", at(1900 * time.Millisecond), at(1950 * time.Millisecond), deploy.Traffic{Requests: 5, Errors: 3, P99: reads(time.Second), SecondSlowest: reads(20 * time.Millisecond)}},
 		{"a second without requests", at(2 * time.Second), at(3 * time.Second), deploy.Traffic{}},
-		{"up to just past a second's start", at(2 * time.Second), at(3*time.Second + time.Nanosecond), deploy.Traffic{Requests: 5, P99: reads(100 * time.Millisecond)}},
+		{"up to just past a second's start", at(2 * time.Second), at(3*time.Second + time.Nanosecond), deploy.Traffic{Requests: 5, P99: reads(100 * time.Millisecond), SecondSlowest: reads(100 * time.Millisecond)}},
 		{"before anything", at(-time.Hour), at(0), deploy.Traffic{}},
 		{"after everything", at(4 * time.Second), at(time.Hour), deploy.Traffic{}},
 		{"empty", at(time.Second), at(time.Second), deploy.Traffic{}},
