@@ -102,6 +102,20 @@ func (f *fixture) run(t *testing.T) (err error, ok bool) {
 	return err, true
 }
 
+// drain runs the jobs until none is ready, failing at the first error.
+func (f *fixture) drain(t *testing.T) {
+	t.Helper()
+	for {
+		err, ok := f.run(t)
+		if !ok {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func msg(s string) report.SlackMessage {
 	return report.SlackMessage{Text: s, Blocks: []report.SlackBlock{{Type: "section", Text: &report.SlackText{Type: "mrkdwn", Text: s}}}}
 }
@@ -119,15 +133,7 @@ func TestSlackNewestStateWins(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for {
-		err, ok := f.run(t)
-		if !ok {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.drain(t)
 	m := f.sl.Messages()
 	if len(m) != 1 || m[0].Text() != "batch 2" || len(m[0].Texts) != 2 {
 		t.Fatalf("messages %+v, want one, posted as queued and edited once to batch 2", m)
@@ -311,15 +317,7 @@ func TestWebhookDelivery(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for {
-		err, ok := f.run(t)
-		if !ok {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.drain(t)
 	if strings.Join(f.sent, ",") != "https://a.example.com/cd deploy-d1-upgraded,https://b.example.com/cd deploy-d1-upgraded" {
 		t.Fatalf("sent %v, want the event once to each receiver", f.sent)
 	}
