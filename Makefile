@@ -14,7 +14,16 @@ all: build
 build:
 	$(GO) build -trimpath -o bin/bot ./cmd/bot
 
-test: deps vet staticcheck unit
+# On a fresh machine the installs (apt, pip: mostly network and disk) run
+# while vet and staticcheck compile (CPU), then the tests run once both are
+# done. A failed install fails the run after its output is shown.
+test:
+	@log=$$(mktemp); bash tools/deps.sh >"$$log" 2>&1 & deps=$$!; \
+	$(MAKE) --no-print-directory vet staticcheck; checks=$$?; \
+	wait $$deps; installed=$$?; cat "$$log"; rm -f "$$log"; \
+	if [ $$installed -ne 0 ]; then echo "make test: installing what the tests need failed (above)" >&2; exit $$installed; fi; \
+	if [ $$checks -ne 0 ]; then exit $$checks; fi; \
+	$(MAKE) --no-print-directory unit
 
 deps:
 	@bash tools/deps.sh

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 	"github.com/shipbot/shipbot/fixtures"
 	"github.com/shipbot/shipbot/internal/githubtest"
 	"github.com/shipbot/shipbot/internal/report"
+	"github.com/shipbot/shipbot/internal/store"
+	"github.com/shipbot/shipbot/internal/store/record"
 )
 
 // freezeCommandsConfig freezes staging over whole days around today (%s
@@ -130,6 +133,24 @@ func TestFreezeAndStaleComments(t *testing.T) {
 		}
 		if d := f.deployment(t, "staging", shaV1, final); d.LastState() != "success" {
 			t.Fatalf("the admin's deploy of main: %v\n%s", states(d), f.bot.logs)
+		}
+
+		// The audit log has both overrides, by alice.
+		page, err := store.NewRedis(redisClient(t, f.redisURL), "shipbot").ListAudit(context.Background(), record.AuditFilter{Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range page.Entries {
+			if e.Action == record.ActionFreezeOverridden {
+				n++
+				if e.Actor != "alice" || e.Env != "staging" || !strings.Contains(e.Text, "Freeze overridden") {
+					t.Errorf("override entry %+v", e)
+				}
+			}
+		}
+		if n != 2 {
+			t.Errorf("%d freeze.overridden entries in the audit log, want 2\n%s", n, f.bot.logs)
 		}
 	})
 

@@ -216,7 +216,7 @@ func (r *commentRun) reply(ctx context.Context, answers []report.Answer) error {
 
 // audit writes the commands that change something or were refused to the
 // audit log: lock, unlock, a refused command and why, a configuration
-// error. Deploys and rollbacks are the engine's entries. The log must not
+// error, a freeze window an admin deployed through. Deploys and rollbacks are the engine's entries. The log must not
 // fail the job: a failed append is logged.
 func (r *commentRun) audit(ctx context.Context, answers []report.Answer) {
 	link := r.e.Comment.HTMLURL
@@ -231,6 +231,9 @@ func (r *commentRun) audit(ctx context.Context, answers []report.Answer) {
 			action, outcome = record.ActionConfigError, record.OutcomeError
 		case !a.Outcome.Accepted() && a.Outcome != report.OutcomeFailed:
 			action, outcome = record.ActionCommandRefused, record.OutcomeRefused
+		case a.Freeze != nil:
+			// An admin's /deploy through an open freeze window.
+			action, outcome = record.ActionFreezeOverridden, record.OutcomeSuccess
 		default:
 			continue
 		}

@@ -49,6 +49,7 @@ const (
 	ActionCommandRefused      = "command.refused"
 	ActionConfigError         = "config.error"
 	ActionFreezeHeld          = "freeze.held"
+	ActionFreezeOverridden    = "freeze.overridden"
 	ActionSecretSet           = "secret.set"
 	ActionSecretUnset         = "secret.unset"
 	ActionDriftRepaired       = "drift.repaired"
@@ -69,7 +70,7 @@ const (
 func AuditActions() []string {
 	return []string{
 		ActionDeployQueued, ActionDeployStarted, ActionDeployFinished, ActionRollback,
-		ActionLock, ActionUnlock, ActionCommandRefused, ActionConfigError, ActionFreezeHeld,
+		ActionLock, ActionUnlock, ActionCommandRefused, ActionConfigError, ActionFreezeHeld, ActionFreezeOverridden,
 		ActionSecretSet, ActionSecretUnset, ActionDriftRepaired, ActionRedeliveryRequested,
 	}
 }
