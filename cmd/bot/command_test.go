@@ -251,6 +251,10 @@ func TestCommands(t *testing.T) {
 		if !strings.Contains(getBody(t, last.EnvironmentURL), "sample-app pr-42") {
 			t.Errorf("staging does not serve the PR head")
 		}
+		// The check run is completed just after the final status.
+		waitFor(t, 10*time.Second, "the staging check run to complete", func() bool {
+			return f.checkRun(t, fixtures.HeadSHAOpened, "shipbot/staging").Status == "completed"
+		})
 		if cr := f.checkRun(t, fixtures.HeadSHAOpened, "shipbot/staging"); cr.Conclusion != "success" {
 			t.Errorf("check run shipbot/staging: %s/%s", cr.Status, cr.Conclusion)
 		}
