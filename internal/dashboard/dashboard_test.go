@@ -395,3 +395,18 @@ func TestWebURL(t *testing.T) {
 		}
 	}
 }
+
+// TestProblemsShownToOperators: what the operator must fix (Slack refusing
+// the token) is at the top of the home page for the operator's token, and
+// not shown to a GitHub user who reads only some repositories.
+func TestProblemsShownToOperators(t *testing.T) {
+	const fix = "Slack: SLACK_BOT_TOKEN is not valid: set it to the Bot User OAuth Token"
+	f := newFixture(t, func(o *dashboard.Options) { o.Problems = func() []string { return []string{fix} } })
+	_, body := f.get(t, nil, "/", "Authorization", "Bearer "+token)
+	if !strings.Contains(body, `<p class="problem" role="alert">⚠️ `+fix) {
+		t.Errorf("the operator's home page does not show the problem:\n%s", body)
+	}
+	if _, body := f.signInWithGitHub(t, "/"); !strings.Contains(body, public) || strings.Contains(body, fix) {
+		t.Errorf("a signed-in GitHub user sees the operator's problem, or not the home page:\n%s", body)
+	}
+}
