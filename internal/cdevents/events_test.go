@@ -27,7 +27,7 @@ func TestEventsCarryWhatV04Requires(t *testing.T) {
 	prev := Preview{Repo: "octo-org/web", Name: "pr-42", URL: "https://pr-42.preview.example.com"}
 	halt := Halt{DeployID: "981", Repo: "octo-org/web", Environment: "production", SHA: sha,
 		Reason: "error rate 34% on 2222222 vs 0.2% on 1111111, limit 1%"}
-	tests := []struct {
+	type eventCase struct {
 		name         string
 		build        func() (event.Event, error)
 		typ          string
@@ -37,37 +37,24 @@ func TestEventsCarryWhatV04Requires(t *testing.T) {
 		allowed      []string
 		wantContent  map[string]any
 		environments []string // content fields that are references {id, source?}
-	}{
-		{
-			name: "service.deployed", build: func() (event.Event, error) { return ServiceDeployed(meta, rel) },
-			typ: "dev.cdevents.service.deployed.0.2.0", subjectType: "service", subjectID: "octo-org/web",
+	}
+	// The three service events differ in their type only.
+	service := func(predicate string, build func(Meta, Release) (event.Event, error)) eventCase {
+		return eventCase{
+			name: "service." + predicate, build: func() (event.Event, error) { return build(meta, rel) },
+			typ: "dev.cdevents.service." + predicate + ".0.2.0", subjectType: "service", subjectID: "octo-org/web",
 			required: []string{"environment", "artifactId"}, allowed: []string{"environment", "artifactId"},
 			environments: []string{"environment"},
 			wantContent: map[string]any{
 				"environment": map[string]any{"id": "octo-org/web/production"},
 				"artifactId":  "pkg:github/octo-org/web@" + sha,
 			},
-		},
-		{
-			name: "service.upgraded", build: func() (event.Event, error) { return ServiceUpgraded(meta, rel) },
-			typ: "dev.cdevents.service.upgraded.0.2.0", subjectType: "service", subjectID: "octo-org/web",
-			required: []string{"environment", "artifactId"}, allowed: []string{"environment", "artifactId"},
-			environments: []string{"environment"},
-			wantContent: map[string]any{
-				"environment": map[string]any{"id": "octo-org/web/production"},
-				"artifactId":  "pkg:github/octo-org/web@" + sha,
-			},
-		},
-		{
-			name: "service.rolledback", build: func() (event.Event, error) { return ServiceRolledBack(meta, rel) },
-			typ: "dev.cdevents.service.rolledback.0.2.0", subjectType: "service", subjectID: "octo-org/web",
-			required: []string{"environment", "artifactId"}, allowed: []string{"environment", "artifactId"},
-			environments: []string{"environment"},
-			wantContent: map[string]any{
-				"environment": map[string]any{"id": "octo-org/web/production"},
-				"artifactId":  "pkg:github/octo-org/web@" + sha,
-			},
-		},
+		}
+	}
+	tests := []eventCase{
+		service("deployed", ServiceDeployed),
+		service("upgraded", ServiceUpgraded),
+		service("rolledback", ServiceRolledBack),
 		{
 			name: "incident.detected", build: func() (event.Event, error) { return IncidentDetected(meta, halt) },
 			typ: "dev.cdevents.incident.detected.0.2.0", subjectType: "incident", subjectID: "deploys/981",
