@@ -97,9 +97,11 @@ type Options struct {
 	// (cdevents.CheckURL); nil checks nothing.
 	CheckURL func(ctx context.Context, url string) error
 	Now      func() time.Time
-	// PostClaim is how long one job may hold the right to post a deploy's
-	// first message before another may try. Default 30s.
-	PostClaim time.Duration
+	// SendClaim is how long one job may hold the right to send a deploy's
+	// message before another may (its holder died). It must outlast one
+	// Slack call: up to 30 s waiting out a rate limit, then a 10 s HTTP
+	// timeout per try. Default 2 minutes.
+	SendClaim time.Duration
 	Logger    *slog.Logger
 }
 
@@ -117,8 +119,8 @@ func New(o Options) (*Outbox, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.PostClaim <= 0 {
-		o.PostClaim = 30 * time.Second
+	if o.SendClaim <= 0 {
+		o.SendClaim = 2 * time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -302,7 +304,7 @@ func (o *Outbox) claimSend(ctx context.Context, job slackJob) (record.SlackPost,
 			return errBusy
 		}
 		was = *p
-		p.BusyUntil, p.BusySeq = now.Add(o.o.PostClaim), job.Seq
+		p.BusyUntil, p.BusySeq = now.Add(o.o.SendClaim), job.Seq
 		return nil
 	})
 	return was, err

@@ -176,7 +176,7 @@ func TestSlackOneSendAtATime(t *testing.T) {
 		t.Fatalf("%d messages posted while another job held the message", n)
 	}
 	// The claim lapses (its holder died): the retry posts.
-	f.now = f.now.Add(time.Minute)
+	f.now = f.now.Add(3 * time.Minute)
 	time.Sleep(5 * time.Millisecond) // the retry's backoff
 	if err, ok := f.run(t); err != nil || !ok {
 		t.Fatalf("the retry after the claim lapsed: %v (ran %t)", err, ok)
