@@ -236,6 +236,9 @@ func TestNotifyBeyondGitHub(t *testing.T) {
 		final := dep.Statuses[len(dep.Statuses)-1]
 		leadWant += final.CreatedAt.Sub(committed).Seconds() / 2
 	}
+	if home := dashboardGet(t, f.bot.url+"/"); !strings.Contains(home, "3 deploys in 30 days · 33% failed or rolled back · commit to live in 1h") {
+		t.Errorf("the dashboard home does not show the delivery figures with the lead time")
+	}
 	metrics := getBody(t, f.bot.url+"/metrics")
 	lead, ok := gaugeValue(metrics, `shipbot_dora_lead_time_seconds{environment="production",repo="octo-org/hello-world"}`)
 	if !ok || lead < leadWant-2 || lead > leadWant+2 {

@@ -272,7 +272,8 @@ func (d *Dashboard) envView(ctx context.Context, env record.EnvKey) (envView, er
 	}
 	if m := dora.Compute(dora.HistoryOf(env, rels), dora.Window{}, d.o.Now()); m.Deploys > 0 {
 		ev.Delivery = dora.Chart(m.Days)
-		ev.DeliveryLine = report.DeliverySummary(len(m.Days), m.Deploys, m.Failures, m.Restores, m.TimeToRestore)
+		ev.DeliveryLine = report.DeliverySummary(report.Delivery{Days: len(m.Days), Deploys: m.Deploys, Failures: m.Failures,
+			Restores: m.Restores, Restore: m.TimeToRestore, LeadTimes: m.LeadTimes, LeadTime: m.LeadTime})
 	}
 	rolledBack := rolledBackIDs(rels)
 	seen := map[string]bool{}

@@ -181,19 +181,32 @@ func clip(s string, n int) string {
 	return s[:cut] + note
 }
 
-// DeliverySummary says an environment's delivery figures over its last
-// days days: how many deploys, the share that failed or were rolled back
-// (failed changes, as internal/dora counts them), and the median time
-// to restore when a failure was restored.
-func DeliverySummary(days, deploys, failures, restores int, restore time.Duration) string {
-	s := plural(deploys, "deploy", "deploys") + " in " + strconv.Itoa(days) + " days"
-	if failures > 0 {
-		s += " · " + strconv.Itoa(failures*100/deploys) + "% failed or rolled back"
+// Delivery is an environment's delivery figures over its last Days days,
+// as internal/dora computes them.
+type Delivery struct {
+	Days, Deploys int
+	Failures      int // failed changes: failed or rolled back
+	Restores      int
+	Restore       time.Duration // median time to restore, when Restores > 0
+	LeadTimes     int
+	LeadTime      time.Duration // median commit-to-success time, when LeadTimes > 0
+}
+
+// DeliverySummary says d in a line: how many deploys, the share that failed
+// or were rolled back, the median lead time from commit to success, and
+// the median time to restore, the last two only when there were any.
+func DeliverySummary(d Delivery) string {
+	s := plural(d.Deploys, "deploy", "deploys") + " in " + strconv.Itoa(d.Days) + " days"
+	if d.Failures > 0 {
+		s += " · " + strconv.Itoa(d.Failures*100/d.Deploys) + "% failed or rolled back"
 	} else {
 		s += " · none failed"
 	}
-	if restores > 0 {
-		s += " · restored in " + FormatDuration(restore) + " (median)"
+	if d.LeadTimes > 0 {
+		s += " · commit to live in " + FormatDuration(d.LeadTime) + " (median)"
+	}
+	if d.Restores > 0 {
+		s += " · restored in " + FormatDuration(d.Restore) + " (median)"
 	}
 	return s
 }

@@ -158,16 +158,18 @@ func TestMarkdownEscaping(t *testing.T) {
 
 func TestDeliverySummary(t *testing.T) {
 	for _, tc := range []struct {
-		days, deploys, failures, restores int
-		restore                           time.Duration
-		want                              string
+		d    Delivery
+		want string
 	}{
-		{30, 1, 0, 0, 0, "1 deploy in 30 days · none failed"},
-		{30, 12, 3, 2, 90 * time.Second, "12 deploys in 30 days · 25% failed or rolled back · restored in 1m30s (median)"},
-		{30, 2, 2, 0, 0, "2 deploys in 30 days · 100% failed or rolled back"},
+		{Delivery{Days: 30, Deploys: 1}, "1 deploy in 30 days · none failed"},
+		{Delivery{Days: 30, Deploys: 12, Failures: 3, Restores: 2, Restore: 90 * time.Second},
+			"12 deploys in 30 days · 25% failed or rolled back · restored in 1m30s (median)"},
+		{Delivery{Days: 30, Deploys: 2, Failures: 2}, "2 deploys in 30 days · 100% failed or rolled back"},
+		{Delivery{Days: 30, Deploys: 4, LeadTimes: 3, LeadTime: 2*time.Hour + 5*time.Minute},
+			"4 deploys in 30 days · none failed · commit to live in 2h5m (median)"},
 	} {
-		if got := DeliverySummary(tc.days, tc.deploys, tc.failures, tc.restores, tc.restore); got != tc.want {
-			t.Errorf("DeliverySummary(%d, %d, %d, %d, %s) = %q, want %q", tc.days, tc.deploys, tc.failures, tc.restores, tc.restore, got, tc.want)
+		if got := DeliverySummary(tc.d); got != tc.want {
+			t.Errorf("DeliverySummary(%+v) = %q, want %q", tc.d, got, tc.want)
 		}
 	}
 }
