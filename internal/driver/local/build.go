@@ -93,6 +93,9 @@ func (d *Driver) prepare(ctx context.Context, repo string, app repoconfig.App, v
 	joined := c != nil
 	if !joined {
 		c = &buildCall{done: make(chan struct{}), logs: &fanout{}}
+		// The caller hears the build from its first line: its log joins
+		// before the build starts writing.
+		c.logs.add(w)
 		d.builds[root] = c
 		d.wg.Add(1)
 		if r.Repo == "" {
@@ -108,7 +111,9 @@ func (d *Driver) prepare(ctx context.Context, repo string, app repoconfig.App, v
 			d.mu.Unlock()
 		}()
 	}
-	c.logs.add(w)
+	if joined {
+		c.logs.add(w)
+	}
 	d.mu.Unlock()
 	if joined {
 		fmt.Fprintf(log, "%s@%s is being built by another deploy; waiting for that build\n", repo, short(r.SHA))
