@@ -200,10 +200,10 @@ func detail(d Deploy) []string {
 			if d.Previous != "" {
 				to = code(Short(d.Previous))
 			}
-			return []string{whatFailed(d), fmt.Sprintf("Putting every instance this deploy touched back on %s.", to)}
+			return []string{markdown.whatFailed(d), fmt.Sprintf("Putting every instance this deploy touched back on %s.", to)}
 		}
 	case StateFailure:
-		return append([]string{whatFailed(d)}, putBack(d)...)
+		return append([]string{markdown.whatFailed(d)}, markdown.putBack(d)...)
 	case StateError:
 		s := "Nothing was changed"
 		if d.Previous != "" {
@@ -219,7 +219,7 @@ func detail(d Deploy) []string {
 		if len(d.RolledBack) == 0 {
 			s += "; nothing was rolled back."
 		} else {
-			s += fmt.Sprintf("; %s put back: %s.", plural(len(d.RolledBack), "instance was", "instances were"), names(d.RolledBack, maxListedNames))
+			s += fmt.Sprintf("; %s put back: %s.", plural(len(d.RolledBack), "instance was", "instances were"), markdown.names(d.RolledBack))
 		}
 		return []string{s}
 	case StateInactive:
@@ -232,9 +232,32 @@ func detail(d Deploy) []string {
 	return nil
 }
 
+// markup is how a text is marked up where it is read: GitHub Markdown
+// (check runs) or Slack mrkdwn. The sentences that both say are built once,
+// for either.
+type markup struct {
+	text func(string) string // text from people, made safe
+	code func(string) string // a release or ref in code style
+	bold string              // what surrounds bold text
+}
+
+var (
+	markdown    = markup{text: md, code: code, bold: "**"}
+	slackMrkdwn = markup{text: sx, code: slackCode, bold: "*"}
+)
+
+// names lists instance names, at most maxListedNames of them.
+func (m markup) names(ids []string) string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = m.text(fit(oneLine(id), maxName))
+	}
+	return list(out, maxListedNames)
+}
+
 // whatFailed says what failed, where and on which release.
-func whatFailed(d Deploy) string {
-	s := "**What failed:** " + md(fit(or(cause(d), "the deploy failed"), maxNote))
+func (m markup) whatFailed(d Deploy) string {
+	s := m.bold + "What failed:" + m.bold + " " + m.text(fit(or(cause(d), "the deploy failed"), maxNote))
 	if i := failedBatch(d); i >= 0 {
 		b := d.Batches[i]
 		if b.Canary {
@@ -242,27 +265,28 @@ func whatFailed(d Deploy) string {
 		} else {
 			s += fmt.Sprintf(", in batch %d of %d", i+1, len(d.Batches))
 		}
-		if z := md(b.Zone); z != "" {
+		if z := m.text(b.Zone); z != "" {
 			s += " (zone " + z + ")"
 		}
 	}
-	return s + ", on " + code(Short(d.SHA)) + "."
+	return s + ", on " + m.code(Short(d.SHA)) + "."
 }
 
-// putBack says what the failure's rollback did, and loudly what it left.
-func putBack(d Deploy) []string {
+// putBack says what the failure's rollback did, and loudly what it left
+// on the failed release.
+func (m markup) putBack(d Deploy) []string {
 	var out []string
 	to := "the previous release"
 	if d.Previous != "" {
-		to = code(Short(d.Previous))
+		to = m.code(Short(d.Previous))
 	}
 	if n := len(d.RolledBack); n > 0 {
-		out = append(out, fmt.Sprintf("**Rolled back:** %s to %s: %s.", plural(n, "instance", "instances"), to, names(d.RolledBack, maxListedNames)))
+		out = append(out, fmt.Sprintf("%sRolled back:%s %s to %s: %s.", m.bold, m.bold, plural(n, "instance", "instances"), to, m.names(d.RolledBack)))
 	}
 	left := notRolledBack(d)
 	switch {
 	case len(left) > 0:
-		out = append(out, fmt.Sprintf("⚠️ **Not rolled back**, still on %s: %s.", code(Short(d.SHA)), names(left, maxListedNames)))
+		out = append(out, fmt.Sprintf("⚠️ %sNot rolled back%s, still on %s: %s.", m.bold, m.bold, m.code(Short(d.SHA)), m.names(left)))
 	case len(d.RolledBack) == 0:
 		out = append(out, "No instance had been changed, so nothing was rolled back.")
 	default:
@@ -313,14 +337,6 @@ func failedBatch(d Deploy) int {
 }
 
 // names lists instance names as Markdown, at most limit of them.
-func names(ids []string, limit int) string {
-	out := make([]string, len(ids))
-	for i, id := range ids {
-		out[i] = md(fit(oneLine(id), maxName))
-	}
-	return list(out, limit)
-}
-
 // list is "a, b, c", or "a, b and 7 more" past limit items.
 func list(items []string, limit int) string {
 	if len(items) <= limit {

@@ -296,9 +296,9 @@ func SlackThreadReply(s SlackDeploy) (msg SlackMessage, ok bool) {
 		p = append(p, "⚠️ *Why it was not deployed:* "+sx(fit(or(cause(d), "the rollout could not start"), maxNote))+".")
 		p = append(p, slackDetail(d))
 	} else {
-		p = append(p, "❌ "+slackWhatFailed(d))
+		p = append(p, "❌ "+slackMrkdwn.whatFailed(d))
 		if d.Kind != KindPreview {
-			p = append(p, slackPutBack(d)...)
+			p = append(p, slackMrkdwn.putBack(d)...)
 		}
 	}
 	if s.LogURL != "" {
@@ -306,53 +306,4 @@ func SlackThreadReply(s SlackDeploy) (msg SlackMessage, ok bool) {
 	}
 	text := fit(strings.Join(p, "\n"), maxSlackSection)
 	return SlackMessage{Text: text, Blocks: []SlackBlock{{Type: "section", Text: &SlackText{Type: "mrkdwn", Text: text}}}}, true
-}
-
-// slackWhatFailed says what failed, where and on which release.
-func slackWhatFailed(d Deploy) string {
-	s := "*What failed:* " + sx(fit(or(cause(d), "the deploy failed"), maxNote))
-	if i := failedBatch(d); i >= 0 {
-		b := d.Batches[i]
-		if b.Canary {
-			s += ", in the canary"
-		} else {
-			s += fmt.Sprintf(", in batch %d of %d", i+1, len(d.Batches))
-		}
-		if z := sx(b.Zone); z != "" {
-			s += " (zone " + z + ")"
-		}
-	}
-	return s + ", on " + slackCode(Short(d.SHA)) + "."
-}
-
-// slackPutBack says what the failure's rollback did, and loudly what it
-// left on the failed release.
-func slackPutBack(d Deploy) []string {
-	to := "the previous release"
-	if d.Previous != "" {
-		to = slackCode(Short(d.Previous))
-	}
-	var out []string
-	if n := len(d.RolledBack); n > 0 {
-		out = append(out, fmt.Sprintf("*Rolled back:* %s to %s: %s.", plural(n, "instance", "instances"), to, slackNames(d.RolledBack)))
-	}
-	left := notRolledBack(d)
-	switch {
-	case len(left) > 0:
-		out = append(out, fmt.Sprintf("⚠️ *Not rolled back*, still on %s: %s.", slackCode(Short(d.SHA)), slackNames(left)))
-	case len(d.RolledBack) == 0:
-		out = append(out, "No instance had been changed, so nothing was rolled back.")
-	default:
-		out = append(out, "Every instance this deploy touched runs "+to+" again.")
-	}
-	return out
-}
-
-// slackNames lists instance names, at most maxListedNames of them.
-func slackNames(ids []string) string {
-	out := make([]string, len(ids))
-	for i, id := range ids {
-		out[i] = sx(fit(oneLine(id), maxName))
-	}
-	return list(out, maxListedNames)
 }
