@@ -355,7 +355,13 @@ func (p *previewJob) close(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := p.teardown(ctx); err != nil {
+	// The configuration names the driver to tear down with and the
+	// webhooks to tell; a file with mistakes leaves cfg nil.
+	cfg, err := loadConfig(ctx, p.c, p.repo, p.e.Repository.DefaultBranch, p.e.PullRequest.Head.SHA)
+	if cfg == nil && err != nil {
+		return err
+	}
+	if err := p.teardown(ctx, cfg); err != nil {
 		return err
 	}
 	if rec.Closed || len(rec.DeploymentIDs) == 0 {
@@ -371,7 +377,7 @@ func (p *previewJob) close(ctx context.Context) error {
 	if err := p.comment(ctx, body); err != nil {
 		return err
 	}
-	if cfg, _ := loadConfig(ctx, p.c, p.repo, p.e.Repository.DefaultBranch, p.e.PullRequest.Head.SHA); cfg != nil {
+	if cfg != nil {
 		p.event(ctx, cfg, "deleted", cdevents.EnvironmentDeleted, "")
 	}
 	rec.Closed, rec.URL, rec.UpdatedAt = true, "", time.Now()
@@ -385,13 +391,12 @@ func (p *previewJob) close(ctx context.Context) error {
 // teardown removes the preview with every driver: the configuration may
 // have changed since the preview was built. Only the configured driver's
 // failure keeps the job failing; another's is logged (an AWS sweep removes
-// what a closed PR left behind there).
-func (p *previewJob) teardown(ctx context.Context) error {
+// what a closed PR left behind there). cfg is nil when the configuration
+// has mistakes: then every driver's failure is only logged.
+func (p *previewJob) teardown(ctx context.Context, cfg *repoconfig.Config) error {
 	var configured repoconfig.Driver
-	if cfg, err := loadConfig(ctx, p.c, p.repo, p.e.Repository.DefaultBranch, p.e.PullRequest.Head.SHA); cfg != nil {
+	if cfg != nil {
 		configured = cfg.Preview.Driver
-	} else if err != nil {
-		return err
 	}
 	pv := deploy.Preview{Repo: p.repo, Number: p.e.Number}
 	for kind, d := range p.deps.Previewers {
