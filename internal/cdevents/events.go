@@ -53,6 +53,15 @@ type Meta struct {
 	Time   time.Time // when it happened
 }
 
+// SourceOf is the events' source for a bot reached at publicURL
+// (PUBLIC_URL): that URL, or "urn:shipbot" when it is not known.
+func SourceOf(publicURL string) string {
+	if publicURL == "" {
+		return "urn:shipbot"
+	}
+	return publicURL
+}
+
 // Release is the subject of the service events: a release of a repository's
 // app that reached one of its environments.
 type Release struct {

@@ -429,11 +429,7 @@ func (p *previewJob) event(ctx context.Context, cfg *repoconfig.Config, what str
 	if p.deps.Outbox == nil || len(cfg.Notify.Webhooks) == 0 {
 		return
 	}
-	source := p.deps.PublicURL
-	if source == "" {
-		source = "urn:shipbot"
-	}
-	e, err := build(cdevents.Meta{ID: p.run + "-" + what, Source: source, Time: time.Now()},
+	e, err := build(cdevents.Meta{ID: p.run + "-" + what, Source: cdevents.SourceOf(p.deps.PublicURL), Time: time.Now()},
 		cdevents.Preview{Repo: p.repo, Name: p.env, URL: url})
 	if err == nil {
 		err = p.deps.Outbox.Webhooks(ctx, p.repo, cfg.Notify.Webhooks, e)

@@ -65,12 +65,8 @@ func (n *Notifier) events(ctx context.Context, d deploy.DeployInfo, s report.Dep
 	if at.IsZero() {
 		at = time.Now()
 	}
-	source := n.o.PublicURL
-	if source == "" {
-		source = "urn:shipbot"
-	}
 	meta := func(what string) cdevents.Meta {
-		return cdevents.Meta{ID: "deploy-" + d.ID + "-" + what, Source: source, Time: at}
+		return cdevents.Meta{ID: "deploy-" + d.ID + "-" + what, Source: cdevents.SourceOf(n.o.PublicURL), Time: at}
 	}
 	rel := cdevents.Release{Repo: d.Repo, Environment: d.Environment, SHA: d.SHA}
 	var (
