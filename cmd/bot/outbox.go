@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/shipbot/shipbot/internal/cdevents"
@@ -15,7 +12,6 @@ import (
 	"github.com/shipbot/shipbot/internal/slack"
 	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/internal/worker"
-	"github.com/shipbot/shipbot/queue"
 )
 
 // buildOutbox opens the outbox's own queue (beside the job queue: in
@@ -23,25 +19,9 @@ import (
 // when SLACK_BOT_TOKEN is set and its webhook sender, and a worker pool
 // that delivers from it.
 func (b *bot) buildOutbox(ctx context.Context, holder string) (*outbox.Outbox, error) {
-	opts := outbox.QueueOptions(timingsFor(b.cfg.JobTimeout).visibility, b.outboxBackoff)
-	var q queue.Queue
-	if b.redis != nil {
-		rq, err := queue.NewRedis(b.redis, "shipbot:notify", opts)
-		if err != nil {
-			return nil, fmt.Errorf("REDIS_URL: cannot set up the notification queue in Redis: %w", err)
-		}
-		q = rq
-	} else {
-		path := filepath.Join(b.cfg.DataDir, "notify.db")
-		if err := os.MkdirAll(b.cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("DATA_DIR=%s cannot be created (%v): point it at a writable directory", b.cfg.DataDir, err)
-		}
-		eq, err := queue.OpenEmbedded(path, opts)
-		if err != nil {
-			return nil, fmt.Errorf("DATA_DIR: the notification queue %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
-		}
-		b.closers = append(b.closers, eq.Close)
-		q = eq
+	q, err := b.queueAt("shipbot:notify", "the notification queue", "notify.db", "the notification queue", outbox.QueueOptions(timingsFor(b.cfg.JobTimeout).visibility, b.outboxBackoff))
+	if err != nil {
+		return nil, err
 	}
 	o := outbox.Options{
 		Queue:    q,

@@ -547,27 +547,33 @@ func (b *bot) openRedis(ctx context.Context) error {
 // openQueue opens the job queue: in Redis when REDIS_URL is set, else
 // DATA_DIR/shipbot.db.
 func (b *bot) openQueue() error {
-	opts := queue.Options{VisibilityTimeout: timingsFor(b.cfg.JobTimeout).visibility}
+	q, err := b.queueAt("shipbot", "the job stream", "shipbot.db", "the embedded store", queue.Options{VisibilityTimeout: timingsFor(b.cfg.JobTimeout).visibility})
+	b.q = q
+	return err
+}
+
+// queueAt opens a queue: in Redis under prefix when REDIS_URL is set, else
+// in DATA_DIR/file, which is closed with the bot. inRedis and inFile name
+// it in the errors.
+func (b *bot) queueAt(prefix, inRedis, file, inFile string, opts queue.Options) (queue.Queue, error) {
 	if b.redis != nil {
-		q, err := queue.NewRedis(b.redis, "shipbot", opts)
+		q, err := queue.NewRedis(b.redis, prefix, opts)
 		if err != nil {
-			return fmt.Errorf("REDIS_URL: cannot set up the job stream in Redis at %s: %w", b.redis.Options().Addr, err)
+			return nil, fmt.Errorf("REDIS_URL: cannot set up %s in Redis at %s: %w", inRedis, b.redis.Options().Addr, err)
 		}
-		b.q = q
-		return nil
+		return q, nil
 	}
 	dir := b.cfg.DataDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("DATA_DIR=%s cannot be created (%v): point it at a writable directory", dir, err)
+		return nil, fmt.Errorf("DATA_DIR=%s cannot be created (%v): point it at a writable directory", dir, err)
 	}
-	path := filepath.Join(dir, "shipbot.db")
+	path := filepath.Join(dir, file)
 	q, err := queue.OpenEmbedded(path, opts)
 	if err != nil {
-		return fmt.Errorf("DATA_DIR: the embedded store %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", path, err)
+		return nil, fmt.Errorf("DATA_DIR: %s %s cannot be opened (%v): is another bot using this DATA_DIR? Give each process its own, or use REDIS_URL", inFile, path, err)
 	}
-	b.q = q
 	b.closers = append(b.closers, q.Close)
-	return nil
+	return q, nil
 }
 
 func (b *bot) readyz(c echo.Context) error {
