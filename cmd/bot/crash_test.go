@@ -150,7 +150,7 @@ func startBotProcess(t *testing.T, bin string, env map[string]string) *botProces
 		}
 		if resp, err := http.Get(url); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
+			if port, _ := strconv.Atoi(env["PORT"]); resp.StatusCode == 200 && testenv.ListensOn(cmd.Process.Pid, port) {
 				return p
 			}
 		}

@@ -44,7 +44,25 @@ func StartPrometheus(t testing.TB, targets ...string) *Prometheus {
 	if err != nil {
 		Missing(t, "prometheus is not on PATH (Debian package prometheus)")
 	}
-	p := &Prometheus{t: t, dir: t.TempDir(), port: FreePort(t), done: make(chan struct{})}
+	// A port another test's server took in the meantime makes this one
+	// exit: try again on another port.
+	var log string
+	for attempt := 0; attempt < 3; attempt++ {
+		p := &Prometheus{t: t, dir: t.TempDir(), port: FreePort(t), done: make(chan struct{})}
+		if p.start(bin, targets) {
+			return p
+		}
+		log = p.Log()
+	}
+	t.Fatalf("testenv: prometheus did not start on a port of its own in 3 attempts; its last log:\n%s", log)
+	return nil
+}
+
+// start starts the server and waits until it is ready; false when it
+// exited at start (its port was taken) or did not get ready within 20 s.
+func (p *Prometheus) start(bin string, targets []string) bool {
+	t := p.t
+	t.Helper()
 	config := filepath.Join(p.dir, "prometheus.yml")
 	if err := os.WriteFile(config, []byte(scrapeConfig(targets)), 0o644); err != nil {
 		t.Fatal(err)
@@ -65,12 +83,16 @@ func StartPrometheus(t testing.TB, targets ...string) *Prometheus {
 	}
 	p.cmd = cmd
 	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
-	t.Cleanup(func() {
+	stop := func() {
 		_ = cmd.Process.Kill()
 		<-p.done
-	})
-	p.waitReady()
-	return p
+	}
+	if !p.waitReady() {
+		stop()
+		return false
+	}
+	t.Cleanup(stop)
+	return true
 }
 
 // scrapeConfig is a configuration scraping targets every second.
@@ -102,27 +124,27 @@ func (p *Prometheus) Log() string {
 	return string(b)
 }
 
-// waitReady waits until /-/ready answers 200, or fails the test.
-func (p *Prometheus) waitReady() {
-	p.t.Helper()
+// waitReady waits until /-/ready answers 200 from a listener of the
+// server's own (ListensOn); false when the server exited or 20 s passed.
+func (p *Prometheus) waitReady() bool {
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
-			p.t.Fatalf("testenv: prometheus exited at start:\n%s", p.Log())
+			return false
 		default:
 		}
 		resp, err := client.Get(p.URL() + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
+			if resp.StatusCode == http.StatusOK && ListensOn(p.cmd.Process.Pid, p.port) {
+				return true
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	p.t.Fatalf("testenv: prometheus was not ready within 20s:\n%s", p.Log())
+	return false
 }
 
 // WaitScraped waits until Prometheus has scraped target (one of the

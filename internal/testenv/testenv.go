@@ -76,6 +76,8 @@ type Redis struct {
 	dir  string
 	port int
 	cmd  *exec.Cmd
+	// exited is closed when cmd has exited (one goroutine waits for it).
+	exited chan struct{}
 }
 
 // StartRedis starts a real redis-server on a free loopback port with its own
@@ -87,10 +89,19 @@ func StartRedis(t testing.TB) *Redis {
 	if err != nil {
 		Missing(t, "redis-server is not on PATH (Debian package redis-server)")
 	}
-	r := &Redis{t: t, bin: bin, dir: t.TempDir(), port: FreePort(t)}
-	r.Start()
+	r := &Redis{t: t, bin: bin, dir: t.TempDir()}
 	t.Cleanup(func() { r.Kill() })
-	return r
+	// A port another test's server took in the meantime makes this one
+	// exit: try again on another port.
+	var err2 error
+	for attempt := 0; attempt < 3; attempt++ {
+		r.port = FreePort(t)
+		if err2 = r.start(); err2 == nil {
+			return r
+		}
+	}
+	t.Fatalf("testenv: %v", err2)
+	return nil
 }
 
 // URL is the redis:// URL of the server.
@@ -102,8 +113,17 @@ func (r *Redis) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
 // Start (re)starts the server on the same port and data directory.
 func (r *Redis) Start() {
 	r.t.Helper()
+	if err := r.start(); err != nil {
+		r.t.Fatalf("testenv: %v", err)
+	}
+}
+
+// start starts the server and waits until it answers PING on its port from
+// a listener of its own (testenv.ListensOn: an answer from another test's
+// Redis on the same port does not count).
+func (r *Redis) start() error {
 	if r.cmd != nil {
-		r.t.Fatal("testenv: redis-server already running")
+		return fmt.Errorf("redis-server already running")
 	}
 	cmd := exec.Command(r.bin,
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
@@ -111,22 +131,34 @@ func (r *Redis) Start() {
 		"--save", "", "--daemonize", "no", "--protected-mode", "no")
 	logf, err := os.Create(filepath.Join(r.dir, "redis.log"))
 	if err != nil {
-		r.t.Fatal(err)
+		return err
 	}
+	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := StartChild(cmd); err != nil {
-		r.t.Fatalf("testenv: start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %v", err)
 	}
 	r.cmd = cmd
+	exited := make(chan struct{})
+	r.exited = exited
+	go func() { _ = cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if pingRedis(r.Addr()) {
-			return
+		select {
+		case <-exited:
+			r.cmd, r.exited = nil, nil
+			b, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
+			return fmt.Errorf("redis-server exited at start on port %d:\n%s", r.port, b)
+		default:
+		}
+		if pingRedis(r.Addr()) && ListensOn(cmd.Process.Pid, r.port) {
+			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	b, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-	r.t.Fatalf("testenv: redis-server did not answer PING within 10s:\n%s", b)
+	r.Kill()
+	return fmt.Errorf("redis-server did not answer PING on port %d within 10s:\n%s", r.port, b)
 }
 
 // Kill stops the server with SIGKILL, as a crash would; acknowledged writes
@@ -136,8 +168,8 @@ func (r *Redis) Kill() {
 		return
 	}
 	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
+	<-r.exited
+	r.cmd, r.exited = nil, nil
 }
 
 // Restart kills the server and starts it again on the same port and data.
