@@ -64,7 +64,8 @@ func newFleet(t *testing.T) *fleet {
 	f.driver = d
 
 	// Setting up goes around the recorder.
-	f.ec2, f.elb = ec2.NewFromConfig(cfg), elb.NewFromConfig(cfg)
+	setup := setupConfig(t, cfg)
+	f.ec2, f.elb = ec2.NewFromConfig(setup), elb.NewFromConfig(setup)
 	vpc, err := f.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: awssdk.String("10.0.0.0/16")})
 	if err != nil {
 		t.Fatal(err)
@@ -79,14 +80,11 @@ func newFleet(t *testing.T) *fleet {
 	}
 	var targets []elbtypes.TargetDescription
 	for i, zone := range zones {
-		sn, err := f.ec2.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: vpcID, CidrBlock: awssdk.String(fmt.Sprintf("10.0.%d.0/24", i)), AvailabilityZone: awssdk.String(zone)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		subnet := createSubnet(t, f.ec2, awssdk.ToString(vpcID), fmt.Sprintf("10.0.%d.0/24", i), zone)
 		run, err := f.ec2.RunInstances(ctx, &ec2.RunInstancesInput{
 			ImageId: awssdk.String("ami-12c6146b"), InstanceType: ec2types.InstanceTypeT3Micro,
 			MinCount: awssdk.Int32(2), MaxCount: awssdk.Int32(2),
-			SubnetId: sn.Subnet.SubnetId, TagSpecifications: tags("production"),
+			SubnetId: awssdk.String(subnet), TagSpecifications: tags("production"),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -101,7 +99,7 @@ func newFleet(t *testing.T) *fleet {
 			if _, err := f.ec2.RunInstances(ctx, &ec2.RunInstancesInput{
 				ImageId: awssdk.String("ami-12c6146b"), InstanceType: ec2types.InstanceTypeT3Micro,
 				MinCount: awssdk.Int32(1), MaxCount: awssdk.Int32(1),
-				SubnetId: sn.Subnet.SubnetId, TagSpecifications: tags("staging"),
+				SubnetId: awssdk.String(subnet), TagSpecifications: tags("staging"),
 			}); err != nil {
 				t.Fatal(err)
 			}

@@ -63,13 +63,13 @@ func newPreviewWorld(t *testing.T) *previewWorld {
 	}
 	w.driver = d
 	// Setting up goes around the recorder.
-	w.ec2, w.elb, w.r53 = ec2.NewFromConfig(cfg), elb.NewFromConfig(cfg), route53.NewFromConfig(cfg)
+	setup := setupConfig(t, cfg)
+	w.ec2, w.elb, w.r53 = ec2.NewFromConfig(setup), elb.NewFromConfig(setup), route53.NewFromConfig(setup)
 
 	vpc := must(w.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: awssdk.String("10.1.0.0/16")}))(t)
 	var subnets []string
 	for i, zone := range zones[:2] {
-		sn := must(w.ec2.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: vpc.Vpc.VpcId, CidrBlock: awssdk.String("10.1." + string(rune('0'+i)) + ".0/24"), AvailabilityZone: awssdk.String(zone)}))(t)
-		subnets = append(subnets, awssdk.ToString(sn.Subnet.SubnetId))
+		subnets = append(subnets, createSubnet(t, w.ec2, awssdk.ToString(vpc.Vpc.VpcId), fmt.Sprintf("10.1.%d.0/24", i), zone))
 	}
 	w.subnet = subnets[0]
 	lb := must(w.elb.CreateLoadBalancer(ctx, &elb.CreateLoadBalancerInput{Name: awssdk.String("previews"), Subnets: subnets, Type: elbtypes.LoadBalancerTypeEnumApplication}))(t)
