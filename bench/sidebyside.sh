@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Intake side by side (issue #17, SPEC §11): the same signed 24 KB
+# deliveries from the same load generator (bench/loadgen), one system at a
+# time on this machine:
+#   hmac          HTTP + HMAC, nothing stored (floor)
+#   githubapp     a minimal go-githubapp server (non-durable peer)
+#   hmac-redis    HTTP + HMAC + one Redis round trip per delivery (durable floor)
+#   shipbot-redis `bot serve --role web` with REDIS_URL
+#   shipbot-embedded `bot serve` without REDIS_URL (bbolt in DATA_DIR, fresh file)
+# For each: p99 at 1,000 req/s, max req/s at 64 connections (PASSES passes),
+# RSS after the load; then the ratios to go-githubapp. With EMBEDDED_LONG=1,
+# the embedded store also runs 6 × 10 s at full rate on one file (is it flat?)
+# and reports its file size.
+# Usage: bash bench/sidebyside.sh [seconds per pass, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+passes=${PASSES:-3}
+out=bench/out; mkdir -p "$out"
+go build -o "$out/bot" ./cmd/bot
+go build -o "$out/loadgen" ./bench/loadgen
+(cd bench/peers && go build -o "../out/peers" .)
+
+python3 - "$out/payload-24k.json" <<'PY'
+import json, sys
+p = json.load(open("fixtures/webhooks/pull_request.opened.json"))
+base = len(json.dumps(p))
+p["pull_request"]["body"] = "x" * (24 * 1024 - base - 2)
+json.dump(p, open(sys.argv[1], "w"))
+PY
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rport=$(free_port); port=$(free_port)
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; kill "$redis" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+# Every durable system gets the same Redis: appendfsync everysec, Redis'
+# recommended production setting.
+redis-server --port "$rport" --bind 127.0.0.1 --dir "$work" --appendonly yes --appendfsync everysec --save "" >/dev/null &
+redis=$!
+until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
+openssl genrsa -out "$work/key.pem" 2048 2>/dev/null
+
+rss() { awk '/VmRSS/{printf "%.0f", $2/1024}' /proc/"$1"/status; }
+load() { "$out/loadgen" -url "http://127.0.0.1:$port/webhooks" -secret bench -payload "$out/payload-24k.json" "$@" -duration "${secs}s" || true; }
+
+start() { # name, then the command
+  local name=$1; shift
+  "$@" >"$out/$name.log" 2>&1 &
+  pid=$!
+  until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { echo "$name did not start:"; cat "$out/$name.log"; exit 1; }
+    sleep 0.05
+  done
+  sleep 1
+}
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; redis-cli -p "$rport" flushall >/dev/null; }
+
+# The bot's environment (a command prefix, not a function: the process
+# started in the background must be the bot itself, so that stop kills it).
+bot_env=(env PORT="$port" APP_ID=1 WEBHOOK_SECRET=bench LOG_LEVEL=warn PRIVATE_KEY_PATH="$work/key.pem"
+  GITHUB_API_URL=http://127.0.0.1:1)
+
+declare -A p99 best rssmb
+measure() { # name
+  local name=$1 rates=() r
+  echo "== $name"
+  local res; res=$(load -rate 1000); echo "$res" | sed 's/^/   1k\/s: /'
+  p99[$name]=$(echo "$res" | sed -n 's/.* p99 \([^ ]*\) .*/\1/p')
+  for i in $(seq "$passes"); do
+    res=$(load -concurrency 64); echo "$res" | sed -n '1p' | sed "s/^/   max $i: /"
+    r=$(echo "$res" | sed -n 's/.*= \([0-9]*\) req\/s.*/\1/p'); rates+=("$r")
+  done
+  best[$name]=$(printf '%s\n' "${rates[@]}" | sort -n | tail -1)
+  rssmb[$name]=$(rss "$pid")
+  echo "   max req/s over $passes passes: $(printf '%s ' "${rates[@]}")  RSS ${rssmb[$name]} MB"
+}
+
+start hmac "$out/peers" -mode hmac -addr "127.0.0.1:$port" -secret bench; measure hmac; stop
+start githubapp "$out/peers" -mode githubapp -addr "127.0.0.1:$port" -secret bench; measure githubapp; stop
+start hmac-redis "$out/peers" -mode hmac-redis -addr "127.0.0.1:$port" -secret bench -redis "redis://127.0.0.1:$rport/0"; measure hmac-redis; stop
+start shipbot-redis "${bot_env[@]}" REDIS_URL="redis://127.0.0.1:$rport/0" DATA_DIR="$work/data-redis" "$out/bot" serve --role web; measure shipbot-redis; stop
+start shipbot-embedded "${bot_env[@]}" DATA_DIR="$work/data-embedded" "$out/bot" serve; measure shipbot-embedded
+if [ "${EMBEDDED_LONG:-}" = 1 ]; then
+  echo "-- embedded, 6 × 10 s at full rate on the same file"
+  for i in 1 2 3 4 5 6; do
+    "$out/loadgen" -url "http://127.0.0.1:$port/webhooks" -secret bench -payload "$out/payload-24k.json" -concurrency 64 -duration 10s | sed -n '1p' | sed "s/^/   $i: /" || true
+  done
+  echo "   file: $(du -m "$work/data-embedded/shipbot.db" | cut -f1) MB, RSS $(rss "$pid") MB"
+fi
+stop
+
+echo
+echo "| system | max req/s (best of $passes) | × go-githubapp | p99 at 1k/s | RSS after |"
+echo "| --- | --- | --- | --- | --- |"
+for n in hmac githubapp hmac-redis shipbot-redis shipbot-embedded; do
+  ratio=$(python3 -c "print(f'{${best[$n]:-0}/max(${best[githubapp]:-1},1):.2f}')")
+  echo "| $n | ${best[$n]} | $ratio | ${p99[$n]} | ${rssmb[$n]} MB |"
+done
