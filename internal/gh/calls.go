@@ -355,6 +355,29 @@ func (i *Installation) CheckRunsForRef(ctx context.Context, owner, repo, sha str
 	}
 }
 
+// FindCheckRun returns the check run named name on sha whose external_id
+// is externalID, the newest if several are; found is false when there is
+// none. It finds what a create whose answer was lost made.
+func (i *Installation) FindCheckRun(ctx context.Context, owner, repo, sha, name, externalID string) (id int64, found bool, err error) {
+	op := repoOp(fmt.Sprintf("look for check run %q on %s", name, sha), owner, repo)
+	opts := &github.ListCheckRunsOptions{CheckName: github.String(name), Filter: github.String("all"), ListOptions: github.ListOptions{PerPage: 100}}
+	for {
+		res, resp, err := i.gh.Checks.ListCheckRunsForRef(ctx, owner, repo, sha, opts)
+		if err != nil {
+			return 0, false, wrap(op, err)
+		}
+		for _, r := range res.CheckRuns {
+			if r.GetExternalID() == externalID && r.GetID() > id {
+				id, found = r.GetID(), true
+			}
+		}
+		if resp.NextPage == 0 {
+			return id, found, nil
+		}
+		opts.Page = resp.NextPage
+	}
+}
+
 // CommitStatus is one context of a combined status.
 type CommitStatus struct {
 	Context     string
