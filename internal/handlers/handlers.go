@@ -99,6 +99,9 @@ type Deps struct {
 	// when the window closes rather than at the next minute's sweep. nil:
 	// the sweep alone releases them.
 	Wake func(at time.Time)
+	// PreviewLockTTL is how long a preview's lock outlives a job that
+	// died holding it; 0 means DefaultPreviewLockTTL.
+	PreviewLockTTL time.Duration
 }
 
 // New wires the handlers over one Base; previews run on previewers.
