@@ -154,7 +154,9 @@ func (in *installationRun) removed(ctx context.Context) error {
 		return err
 	}
 	err = in.update(ctx, func(r *record.Installation) {
-		r.Repos = slices.DeleteFunc(r.Repos, func(x string) bool { return slices.ContainsFunc(repos, func(y string) bool { return strings.EqualFold(x, y) }) })
+		r.Repos = slices.DeleteFunc(r.Repos, func(x string) bool {
+			return slices.ContainsFunc(repos, func(y string) bool { return strings.EqualFold(x, y) })
+		})
 	})
 	if err != nil {
 		return err

@@ -3,7 +3,10 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -243,4 +246,156 @@ func prJob(w *prWorld, action, head string) queue.Job {
 	})
 	return queue.Job{ID: "j-" + action, DeliveryID: "del-" + action, Event: "pull_request", Action: action,
 		InstallationID: w.srv.InstallationID, Repo: "octo-org/web", Payload: b}
+}
+
+// webhookExample is GitHub's example payload of event with action, from
+// @octokit/webhooks-examples.
+func webhookExample(t *testing.T, event, action string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(testenv.NodeModule(t, "@octokit/webhooks-examples"), "api.github.com", "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []struct {
+		Name     string            `json:"name"`
+		Examples []json.RawMessage `json:"examples"`
+	}
+	if err := json.Unmarshal(raw, &all); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range all {
+		if e.Name != event {
+			continue
+		}
+		for _, ex := range e.Examples {
+			var a struct {
+				Action string `json:"action"`
+			}
+			if json.Unmarshal(ex, &a) == nil && a.Action == action {
+				return ex
+			}
+		}
+	}
+	t.Fatalf("no example of %s.%s", event, action)
+	return nil
+}
+
+// The App installed, given a repository, refused one and uninstalled, as
+// GitHub's example payloads tell it: each is recorded and in the audit
+// log, and a repository the App lost has its open previews torn down with
+// the driver, without a call to GitHub (the App can no longer act there).
+func TestInstallationEvents(t *testing.T) {
+	w := newPRWorld(t, "")
+	ctx := context.Background()
+	run := func(event, action string) {
+		t.Helper()
+		job := queue.Job{ID: event + "." + action, DeliveryID: event + "." + action, Event: event, Action: action, Payload: webhookExample(t, event, action)}
+		if err := w.deps.installation(ctx, job); err != nil {
+			t.Fatalf("%s.%s: %v", event, action, err)
+		}
+	}
+	// Previews the examples' repositories run, and one elsewhere.
+	for _, pv := range []record.Preview{
+		{Repo: "octocat/Hello-World", Number: 3, SHA: prHead, URL: "http://127.0.0.1:9999/pr-3"},
+		{Repo: "octocat/Hello-World", Number: 4, SHA: prHead, Closed: true},
+		{Repo: "Codertocat/Space", Number: 5, SHA: prHead, URL: "http://127.0.0.1:9999/pr-5"},
+		{Repo: "octo-org/web", Number: 7, SHA: prHead, URL: "http://127.0.0.1:9999/pr-7"},
+	} {
+		if err := w.st.PutPreview(ctx, pv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.srv.ResetCalls()
+
+	run("installation", "created")
+	run("installation_repositories", "added")
+	ins, err := w.st.ListInstallations(ctx)
+	if err != nil || len(ins) != 1 || ins[0].ID != 957387 || ins[0].Account != "Codertocat" ||
+		strings.Join(ins[0].Repos, ",") != "Codertocat/Hello-World,Codertocat/Space" {
+		t.Fatalf("installations after created and added: %+v, %v", ins, err)
+	}
+
+	run("installation_repositories", "removed") // octocat's installation 2 loses octocat/Hello-World
+	if w.drv.torn != 1 {
+		t.Errorf("%d teardowns after a repository was removed, want 1 (the open preview only)", w.drv.torn)
+	}
+	if p, _ := w.st.GetPreview(ctx, "octocat/Hello-World", 3); !p.Closed || p.URL != "" {
+		t.Errorf("the removed repository's preview is %+v, want closed", p)
+	}
+	if p, _ := w.st.GetPreview(ctx, "octo-org/web", 7); p.Closed {
+		t.Error("another repository's preview was closed")
+	}
+
+	// The deleted installation is octocat's too: its previews are gone
+	// already, and the record is forgotten. A repeated delivery changes
+	// nothing.
+	run("installation", "deleted")
+	run("installation", "deleted")
+	if w.drv.torn != 1 {
+		t.Errorf("%d teardowns, want still 1", w.drv.torn)
+	}
+	if ins, _ := w.st.ListInstallations(ctx); len(ins) != 1 || ins[0].Account != "Codertocat" {
+		t.Errorf("installations after octocat's was deleted: %+v", ins)
+	}
+	if n := w.srv.CountCalls(); n != 0 {
+		t.Errorf("%d GitHub calls for installation events, want none", n)
+	}
+
+	page, err := w.st.ListAudit(ctx, record.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := len(page.Entries) - 1; i >= 0; i-- {
+		e := page.Entries[i]
+		got = append(got, e.Action+" "+e.Actor+" "+e.Repo+" "+e.Env+": "+e.Text)
+	}
+	want := []string{
+		"installation.created Codertocat  : Installed on Codertocat: Codertocat/Hello-World.",
+		"installation.repositories_added Codertocat  : Repositories added to the installation on Codertocat: Codertocat/Space.",
+		"preview.torn_down octocat octocat/Hello-World pr-3: Preview of #3 torn down: the App no longer has access to the repository, so the pull request was not told.",
+		"installation.repositories_removed octocat  : Repositories removed from the installation on octocat: octocat/Hello-World; previews torn down: octocat/Hello-World#3.",
+		"installation.deleted octocat  : Uninstalled from octocat; no previews were running.",
+		"installation.deleted octocat  : Uninstalled from octocat; no previews were running.",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("audit log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// Uninstalling tears down the previews of every repository the App had,
+// including those only the installation's record names.
+func TestInstallationDeletedTearsDownRecordedRepositories(t *testing.T) {
+	w := newPRWorld(t, "")
+	ctx := context.Background()
+	if _, err := w.st.UpdateInstallation(ctx, 2, func(in *record.Installation) error {
+		in.Account, in.Repos = "octocat", []string{"octocat/Spoon-Knife"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, repo := range []string{"octocat/Spoon-Knife", "octocat/Hello-World"} {
+		if err := w.st.PutPreview(ctx, record.Preview{Repo: repo, Number: 9, SHA: prHead, URL: "http://x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	job := queue.Job{ID: "d", DeliveryID: "d", Event: "installation", Action: "deleted", Payload: webhookExample(t, "installation", "deleted")}
+	if err := w.deps.installation(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	if w.drv.torn != 2 {
+		t.Errorf("%d teardowns, want 2", w.drv.torn)
+	}
+	if _, err := w.st.GetInstallation(ctx, 2); err == nil {
+		t.Error("the deleted installation is still recorded")
+	}
+
+	// A driver that fails keeps the job failing, to be retried.
+	w.drv.teardown = errors.New("proxy unreachable")
+	if err := w.st.PutPreview(ctx, record.Preview{Repo: "octocat/Hello-World", Number: 10, SHA: prHead}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.deps.installation(ctx, job); err == nil || !strings.Contains(err.Error(), "proxy unreachable") {
+		t.Errorf("a failed teardown gave %v, want the driver's error", err)
+	}
 }
