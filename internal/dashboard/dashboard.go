@@ -1,6 +1,7 @@
 // Package dashboard owns the bot's read-only web pages over the deploy
 // store: the home page (per repository, each environment's current
-// release, lock, queue, running rollout and last deploys; the previews) and
+// release, lock, queue, running rollout and last deploys; the previews;
+// the repositories the App is installed on) and
 // a page per deploy at /deploys/{id}, the page every GitHub deployment's
 // log_url points to, which follows a running rollout live by polling
 // /deploys/{id}.json.
@@ -58,6 +59,7 @@ type Store interface {
 	Releases(ctx context.Context, env record.EnvKey, n int) ([]record.Release, error)
 	ListAudit(ctx context.Context, f record.AuditFilter) (record.AuditPage, error)
 	EachAudit(ctx context.Context, f record.AuditFilter, fn func(record.AuditEntry) error) error
+	ListInstallations(ctx context.Context) ([]record.Installation, error)
 }
 
 // Options configure a Dashboard.

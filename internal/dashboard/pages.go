@@ -222,7 +222,7 @@ func (d *Dashboard) home(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, p := range pvs {
-		if !v.canSee(p.Repo) {
+		if !v.canSee(p.Repo) || p.SHA == "" { // never built (a fork's, closed)
 			continue
 		}
 		pv := previewView{Repo: p.Repo, Number: p.Number, URL: p.URL, PRURL: fmt.Sprintf("%s/%s/pull/%d", d.web, p.Repo, p.Number),
@@ -231,13 +231,52 @@ func (d *Dashboard) home(w http.ResponseWriter, r *http.Request) {
 		previews = append(previews, pv)
 	}
 	sort.SliceStable(previews, func(i, j int) bool { return previews[i].Closed != previews[j].Closed && !previews[i].Closed })
+	installed, err := d.installations(ctx, v)
+	if err != nil {
+		d.storeError(w, r, err)
+		return
+	}
 	var problems []string
 	if d.o.Problems != nil && v.Operator {
 		problems = d.o.Problems()
 	}
 	d.render(w, r, http.StatusOK, "home", map[string]any{
-		"Title": "shipbot", "Repos": out, "Previews": previews, "Live": running, "Problems": problems,
+		"Title": "shipbot", "Repos": out, "Previews": previews, "Live": running, "Problems": problems, "Installed": installed,
 	}, v)
+}
+
+// installationView is one installation of the App as the home page lists
+// it: the account and the repositories the viewer may see.
+type installationView struct {
+	Account string
+	All     bool // on all of the account's repositories
+	Repos   []installedRepo
+}
+
+type installedRepo struct{ Name, URL string }
+
+// installations are the App's installations the store keeps, with the
+// repositories v can see; an installation with none of those is left out
+// for a signed-in user, who sees only what they can read.
+func (d *Dashboard) installations(ctx context.Context, v viewer) ([]installationView, error) {
+	ins, err := d.o.Store.ListInstallations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []installationView
+	for _, in := range ins {
+		iv := installationView{Account: in.Account, All: in.Selection == "all"}
+		for _, r := range in.Repos {
+			if v.canSee(r) {
+				iv.Repos = append(iv.Repos, installedRepo{Name: r, URL: d.web + "/" + r})
+			}
+		}
+		if len(iv.Repos) == 0 && !v.Operator {
+			continue
+		}
+		out = append(out, iv)
+	}
+	return out, nil
 }
 
 func (d *Dashboard) envView(ctx context.Context, env record.EnvKey) (envView, error) {

@@ -68,6 +68,11 @@ type DeployInfo struct {
 	StartedAt          time.Time
 	// Notify is the repository's notify: configuration (Slack, webhooks).
 	Notify repoconfig.Notify
+
+	// Reannounce: an earlier call may have announced the deploy without
+	// recording what it created (it died in between, or GitHub's answer
+	// was lost); Created looks for that before creating anything.
+	Reannounce bool
 }
 
 // Notifier tells the outside (GitHub) about a deploy. Every method may be
@@ -186,6 +191,7 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 		id = fmt.Sprintf("%s:%s:%d", env, req.Release.SHA, e.o.Now().UnixNano())
 	}
 	d, err := e.o.Store.GetDeploy(ctx, id)
+	reannounce := err == nil // recorded before: an earlier call may have announced it
 	if errors.Is(err, record.ErrNotFound) {
 		d = record.Deploy{
 			ID: id, Env: env, SHA: req.Release.SHA, Ref: req.Release.Ref, Creator: req.Creator,
@@ -221,7 +227,7 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 		return e.runAll(ctx, req.Target, env) // past queueing: a repeated job
 	}
 	if d.GitHubDeploymentID == 0 {
-		if d, err = e.announce(ctx, req.Target, env, d); err != nil {
+		if d, err = e.announce(ctx, req.Target, env, d, reannounce); err != nil {
 			return err
 		}
 	}
@@ -233,8 +239,9 @@ func (e *Engine) Deploy(ctx context.Context, req Request) error {
 }
 
 // announce tells the Notifier of a new deploy and records what it created.
-func (e *Engine) announce(ctx context.Context, t Target, env record.EnvKey, d record.Deploy) (record.Deploy, error) {
+func (e *Engine) announce(ctx context.Context, t Target, env record.EnvKey, d record.Deploy, reannounce bool) (record.Deploy, error) {
 	info := e.info(t, d)
+	info.Reannounce = reannounce
 	if d.State == record.StateQueued {
 		// A /lock already holds the environment: say so from the start
 		// rather than with a second status a moment later.

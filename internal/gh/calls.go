@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-github/v60/github"
+
+	"github.com/shipbot/shipbot/internal/logctx"
 )
 
 // Limits GitHub enforces on what we write.
@@ -37,7 +39,16 @@ type DeploymentRequest struct {
 	Transient   bool   // a preview: torn down after the PR closes
 	Production  bool
 	Payload     map[string]any // optional, stored with the deployment
+	// Marker names the deploy this deployment is for; it goes into the
+	// payload as DeploymentMarker. With a marker, a create whose answer was
+	// lost is not sent again before FindDeployment looked whether GitHub
+	// had carried it out.
+	Marker string
 }
+
+// DeploymentMarker is the payload key naming the deploy a deployment was
+// created for ({"shipbot_deploy": "<deploy id>"}).
+const DeploymentMarker = "shipbot_deploy"
 
 // Deployment is a created deployment.
 type Deployment struct {
@@ -50,7 +61,84 @@ type Deployment struct {
 // CreateDeployment creates a deployment of req.SHA. It always sends
 // auto_merge: false and required_contexts: [] — the bot gates on checks
 // itself, and GitHub must neither merge nor refuse on its own.
+//
+// With req.Marker, an attempt that got no answer or a 5xx may have
+// created the deployment all the same, so before each retry it looks for
+// the deployment carrying the marker (one read) and returns that one if
+// GitHub has it: one deployment per deploy, however the answers were lost.
 func (i *Installation) CreateDeployment(ctx context.Context, owner, repo string, req DeploymentRequest) (Deployment, error) {
+	if req.Marker == "" {
+		return i.createDeployment(ctx, owner, repo, req)
+	}
+	retry := &retryTransport{policy: i.c.retry}
+	for attempt := 1; ; attempt++ {
+		d, err := i.createDeployment(withoutAmbiguousRetry(ctx), owner, repo, req)
+		if err == nil || !mayHaveApplied(err) || attempt >= retry.policy.MaxAttempts || ctx.Err() != nil {
+			return d, err
+		}
+		found, ok, ferr := i.FindDeployment(ctx, owner, repo, req.SHA, req.Environment, req.Marker)
+		if ferr == nil && ok {
+			logctx.From(ctx).Info("github: the deployment whose answer was lost exists; using it", "deployment", found.ID, "marker", req.Marker, "err", err)
+			return found, nil
+		}
+		wait := retry.backoff(attempt)
+		logctx.From(ctx).Warn("github: creating the deployment got no answer and it does not exist yet; retrying",
+			"marker", req.Marker, "attempt", attempt, "wait", wait, "err", err, "lookup_err", ferr)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return Deployment{}, err
+		case <-timer.C:
+		}
+	}
+}
+
+// mayHaveApplied: the request got no answer, or a 5xx, so GitHub may have
+// carried it out.
+func mayHaveApplied(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Status == 0 || e.Status >= 500)
+}
+
+// FindDeployment returns the deployment of sha to environment whose payload
+// carries marker as DeploymentMarker (the newest, if several do); found is
+// false when there is none.
+func (i *Installation) FindDeployment(ctx context.Context, owner, repo, sha, environment, marker string) (d Deployment, found bool, err error) {
+	op := repoOp(fmt.Sprintf("look for the deployment of %s to %s", sha, environment), owner, repo)
+	opts := &github.DeploymentsListOptions{SHA: sha, Environment: environment, ListOptions: github.ListOptions{PerPage: 100}}
+	for {
+		list, resp, err := i.gh.Repositories.ListDeployments(ctx, owner, repo, opts)
+		if err != nil {
+			return Deployment{}, false, wrap(op, err)
+		}
+		for _, x := range list { // newest first
+			if markerOf(x.Payload) == marker {
+				return Deployment{ID: x.GetID(), SHA: x.GetSHA(), Environment: x.GetEnvironment(), URL: x.GetURL()}, true, nil
+			}
+		}
+		if resp.NextPage == 0 {
+			return Deployment{}, false, nil
+		}
+		opts.Page = resp.NextPage
+	}
+}
+
+// markerOf reads DeploymentMarker from a deployment's payload: an object,
+// or (GitHub's older form) a string holding one.
+func markerOf(payload json.RawMessage) string {
+	var obj map[string]any
+	if err := json.Unmarshal(payload, &obj); err != nil {
+		var s string
+		if json.Unmarshal(payload, &s) != nil || json.Unmarshal([]byte(s), &obj) != nil {
+			return ""
+		}
+	}
+	m, _ := obj[DeploymentMarker].(string)
+	return m
+}
+
+func (i *Installation) createDeployment(ctx context.Context, owner, repo string, req DeploymentRequest) (Deployment, error) {
 	op := repoOp("create deployment", owner, repo)
 	task := req.Task
 	if task == "" {
@@ -67,8 +155,15 @@ func (i *Installation) CreateDeployment(ctx context.Context, owner, repo string,
 		TransientEnvironment:  github.Bool(req.Transient),
 		ProductionEnvironment: github.Bool(req.Production),
 	}
-	if req.Payload != nil {
-		body.Payload = req.Payload
+	if req.Payload != nil || req.Marker != "" {
+		payload := make(map[string]any, len(req.Payload)+1)
+		for k, v := range req.Payload {
+			payload[k] = v
+		}
+		if req.Marker != "" {
+			payload[DeploymentMarker] = req.Marker
+		}
+		body.Payload = payload
 	}
 	d, _, err := i.gh.Repositories.CreateDeployment(ctx, owner, repo, body)
 	if err != nil {
@@ -255,6 +350,29 @@ func (i *Installation) CheckRunsForRef(ctx context.Context, owner, repo, sha str
 		}
 		if resp.NextPage == 0 {
 			return out, nil
+		}
+		opts.Page = resp.NextPage
+	}
+}
+
+// FindCheckRun returns the check run named name on sha whose external_id
+// is externalID, the newest if several are; found is false when there is
+// none. It finds what a create whose answer was lost made.
+func (i *Installation) FindCheckRun(ctx context.Context, owner, repo, sha, name, externalID string) (id int64, found bool, err error) {
+	op := repoOp(fmt.Sprintf("look for check run %q on %s", name, sha), owner, repo)
+	opts := &github.ListCheckRunsOptions{CheckName: github.String(name), Filter: github.String("all"), ListOptions: github.ListOptions{PerPage: 100}}
+	for {
+		res, resp, err := i.gh.Checks.ListCheckRunsForRef(ctx, owner, repo, sha, opts)
+		if err != nil {
+			return 0, false, wrap(op, err)
+		}
+		for _, r := range res.CheckRuns {
+			if r.GetExternalID() == externalID && r.GetID() > id {
+				id, found = r.GetID(), true
+			}
+		}
+		if resp.NextPage == 0 {
+			return id, found, nil
 		}
 		opts.Page = resp.NextPage
 	}

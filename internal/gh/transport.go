@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -31,6 +32,11 @@ type RetryPolicy struct {
 	// may hold a request; a longer one is returned to the caller at once as
 	// a retryable *Error carrying RetryAfter (default 60s).
 	MaxWait time.Duration
+	// AttemptTimeout bounds how long one attempt waits for GitHub's answer
+	// (its headers) before it is given up as a network error; GitHub ends
+	// its own requests after 10 s, so a connection still silent long after
+	// is lost (default 30s).
+	AttemptTimeout time.Duration
 }
 
 func (p RetryPolicy) withDefaults() RetryPolicy {
@@ -46,7 +52,65 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	if p.MaxWait <= 0 {
 		p.MaxWait = 60 * time.Second
 	}
+	if p.AttemptTimeout <= 0 {
+		p.AttemptTimeout = 30 * time.Second
+	}
 	return p
+}
+
+// errAttemptTimedOut is an attempt that got no answer within
+// RetryPolicy.AttemptTimeout: retried like any lost connection.
+var errAttemptTimedOut = errors.New("no answer within the attempt timeout")
+
+// noAmbiguousRetry marks a request whose retries its caller makes itself:
+// a create that must not be sent again before the caller looked whether
+// the first attempt landed.
+type noAmbiguousRetry struct{}
+
+// withoutAmbiguousRetry makes the transport hand back, instead of
+// retrying, a failure after which the request may have been applied: no
+// answer, or a 5xx. Rate limits (nothing applied) are still waited out.
+func withoutAmbiguousRetry(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noAmbiguousRetry{}, true)
+}
+
+func ambiguousRetryOff(ctx context.Context) bool {
+	off, _ := ctx.Value(noAmbiguousRetry{}).(bool)
+	return off
+}
+
+// attempt sends one attempt, giving it up after AttemptTimeout without
+// an answer. Once headers arrive the attempt's context lives until the
+// body is closed.
+func (t *retryTransport) attempt(r *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(r.Context())
+	timer := time.AfterFunc(t.policy.AttemptTimeout, cancel)
+	resp, err := t.next.RoundTrip(r.WithContext(ctx))
+	if !timer.Stop() && r.Context().Err() == nil {
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+		return nil, fmt.Errorf("%s %s: %w after %s", r.Method, r.URL.Path, errAttemptTimedOut, t.policy.AttemptTimeout)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelOnClose ends an attempt's context with its body.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 var (
@@ -80,8 +144,11 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				r.Body = body
 			}
 		}
-		resp, err := t.next.RoundTrip(r)
+		resp, err := t.attempt(r)
 		wait, retry := t.decide(ctx, attempt, resp, err)
+		if retry && ambiguousRetryOff(ctx) && (err != nil || resp.StatusCode >= 500) {
+			retry = false
+		}
 		if !retry || attempt >= t.policy.MaxAttempts || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
 			return resp, err
 		}

@@ -35,6 +35,7 @@ var routeTable = []route{
 	{"POST", "/app/hook/deliveries/{delivery_id}/attempts", "apps/redeliver-webhook-delivery", (*Server).redeliver},
 	{"POST", "/app-manifests/{code}/conversions", "apps/create-from-manifest", (*Server).convertManifest},
 	{"GET", "/repos/{owner}/{repo}", "repos/get", onRepo((*Server).getRepo)},
+	{"GET", "/repos/{owner}/{repo}/deployments", "repos/list-deployments", onRepo((*Server).listDeployments)},
 	{"POST", "/repos/{owner}/{repo}/deployments", "repos/create-deployment", onRepoWithBody((*Server).createDeployment)},
 	{"POST", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses", "repos/create-deployment-status", onRepoWithBody((*Server).createDeploymentStatus)},
 	{"POST", "/repos/{owner}/{repo}/check-runs", "checks/create", onRepoWithBody((*Server).createCheckRun)},
@@ -369,6 +370,23 @@ func (s *Server) createDeployment(c *reqCtx, r *repo, in *deploymentInput) respo
 	}
 	r.deployments = append(r.deployments, d)
 	return response{status: http.StatusCreated, body: s.deploymentJSON(r, d)}
+}
+
+// listDeployments filters by sha, ref, task and environment, newest
+// first, as GitHub does.
+func (s *Server) listDeployments(c *reqCtx, r *repo) response {
+	q := c.r.URL.Query()
+	var items []any
+	for i := len(r.deployments) - 1; i >= 0; i-- {
+		d := r.deployments[i]
+		if (q.Has("sha") && q.Get("sha") != d.SHA) || (q.Has("ref") && q.Get("ref") != d.Ref) ||
+			(q.Has("task") && q.Get("task") != d.Task) || (q.Has("environment") && q.Get("environment") != d.Environment) {
+			continue
+		}
+		items = append(items, s.deploymentJSON(r, d))
+	}
+	page, h := s.paginate(c, items)
+	return response{status: http.StatusOK, header: h, body: page}
 }
 
 type deploymentStatusInput struct {

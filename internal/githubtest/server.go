@@ -12,7 +12,9 @@
 //
 // Tests inspect the state it keeps (Deployments, CheckRuns, Comments, ...),
 // set state (SetPermission, SetFile, SetTree, AddDelivery, ...), count the
-// API cost (Calls, CountWrites) and inject faults per route (Fault).
+// API cost (Calls, CountWrites) and inject faults per route (Fault): a
+// status, latency, a dropped connection, or a write carried out whose
+// answer is then lost or spoiled (Applied, AppliedTimeout), n times.
 package githubtest
 
 import (
@@ -298,6 +300,23 @@ type Fault struct {
 	Latency        time.Duration // delay before answering (or before the normal response)
 	DropConnection bool          // close the connection without answering
 	Times          int           // how many matching requests it applies to; 0 = all
+	// Applied carries the request out before the fault answers: the write
+	// happens, and then the client gets Status, or nothing (DropConnection),
+	// or the real answer only after Latency — the request that timed out
+	// (or met a 502 from a proxy) after GitHub had applied it.
+	Applied bool
+}
+
+// AppliedTimeout is the fault of a write that GitHub carries out but whose
+// answer never reaches the client, times times: the connection is dropped
+// after the write, as when the client's timeout fired first.
+func AppliedTimeout(times int) Fault {
+	return Fault{Applied: true, DropConnection: true, Times: times}
+}
+
+// BadGateway is a 502 before anything is applied, times times.
+func BadGateway(times int) Fault {
+	return Fault{Status: http.StatusBadGateway, Times: times}
 }
 
 type faultRule struct {
@@ -487,6 +506,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		template = route.Path
 	}
 	if f, ok := s.takeFault(r.Method, apiPath, specTemplate(template)); ok {
+		if f.Applied {
+			s.applyThenFail(w, r, route, body, c, call, h, f)
+			return
+		}
 		if s.stall(w, r, call, f) {
 			return
 		}
@@ -506,6 +529,7 @@ func (s *Server) stall(w http.ResponseWriter, r *http.Request, call Call, f Faul
 		select {
 		case <-time.After(f.Latency):
 		case <-r.Context().Done():
+			s.record(call, 0, true) // the client gave up first
 			return true
 		}
 	}
@@ -515,6 +539,25 @@ func (s *Server) stall(w http.ResponseWriter, r *http.Request, call Call, f Faul
 		return true
 	}
 	return false
+}
+
+// applyThenFail serves a fault marked Applied: the operation's effect
+// first, then the fault's answer in its place (or, with neither Status nor
+// DropConnection, the real answer after Latency).
+func (s *Server) applyThenFail(w http.ResponseWriter, r *http.Request, route *routers.Route, body []byte, c *reqCtx, call Call, h handlerFunc, f Fault) {
+	resp := h(s, c)
+	if s.stall(w, r, call, f) {
+		return
+	}
+	if f.Status != 0 {
+		call.Fault = true
+		resp = faultResponse(f)
+	}
+	var params map[string]string
+	if route != nil {
+		params = c.rawParams
+	}
+	s.write(w, r, route, params, body, c, call, resp)
 }
 
 // specTemplate undoes the multi-segment rewrite, so fault patterns can use

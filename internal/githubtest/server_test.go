@@ -283,3 +283,46 @@ func TestRedeliveryHook(t *testing.T) {
 		t.Fatal("hook not called")
 	}
 }
+
+// An Applied fault carries the write out and then loses or spoils its
+// answer, as many times as it says; the requests after it are served.
+func TestAppliedFaults(t *testing.T) {
+	srv := githubtest.New(t, githubtest.WithSpec(specPath(t)))
+	srv.AddRepo("acme", "web", githubtest.RepoOptions{})
+	_, inst := clients(t, srv)
+	post := func() (int, error) {
+		req, _ := http.NewRequest("POST", srv.URL+"/repos/acme/web/deployments",
+			strings.NewReader(`{"ref":"main","environment":"staging","required_contexts":[],"payload":{"shipbot_deploy":"d1"}}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := inst.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	srv.Fault("POST", "/repos/{owner}/{repo}/deployments", githubtest.AppliedTimeout(2))
+	srv.Fault("POST", "/repos/{owner}/{repo}/deployments", githubtest.Fault{Applied: true, Status: 502, Times: 1})
+	for i := range 2 {
+		if code, err := post(); err == nil {
+			t.Errorf("request %d: answered %d, want the connection dropped", i+1, code)
+		}
+	}
+	if code, err := post(); err != nil || code != 502 {
+		t.Errorf("third request: %d, %v; want 502", code, err)
+	}
+	if code, err := post(); err != nil || code != 201 {
+		t.Errorf("fourth request: %d, %v; want 201", code, err)
+	}
+	if n := len(srv.Deployments("acme", "web")); n != 4 {
+		t.Errorf("%d deployments, want 4: every faulted request was applied", n)
+	}
+	if n := srv.CountWrites(); n != 4 {
+		t.Errorf("%d writes recorded, want 4", n)
+	}
+	// The list shows them newest first, with the payload, filtered.
+	if code := do(t, inst, "GET", srv.URL+"/repos/acme/web/deployments?environment=staging&per_page=2"); code != 200 {
+		t.Errorf("list: %d", code)
+	}
+}

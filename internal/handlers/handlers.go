@@ -2,7 +2,8 @@
 // event, decoding the payload and calling the engine. A push deploys
 // (push.go), a pull request gets a preview (pull_request.go), a PR comment
 // runs commands (issue_comment.go), a finished check releases or fails the
-// deploys waiting on it (checks.go); installation events are logged.
+// deploys waiting on it (checks.go), installation events are recorded and
+// a repository the App lost has its previews torn down (installation.go).
 // Register fixes which events and actions the intake queues.
 //
 // Every handler acts through one Base: the App's client for each
@@ -13,14 +14,12 @@
 package handlers
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/gh"
-	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/internal/outbox"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/worker"
@@ -67,6 +66,7 @@ type Store interface {
 	PreviewStore
 	WaitingDeploys
 	CommandStore
+	InstallationStore
 }
 
 // Engine is every call the handlers make on the engine.
@@ -99,6 +99,9 @@ type Deps struct {
 	// when the window closes rather than at the next minute's sweep. nil:
 	// the sweep alone releases them.
 	Wake func(at time.Time)
+	// PreviewLockTTL is how long a preview's lock outlives a job that
+	// died holding it; 0 means DefaultPreviewLockTTL.
+	PreviewLockTTL time.Duration
 }
 
 // New wires the handlers over one Base; previews run on previewers.
@@ -114,8 +117,8 @@ func Register(r *worker.Router, deps Deps) {
 	r.Handle("issue_comment", deps.issueComment, "created")
 	r.Handle("check_suite", deps.checks, "completed")
 	r.Handle("check_run", deps.checks, "completed")
-	r.Handle("installation", installation)
-	r.Handle("installation_repositories", installation)
+	r.Handle("installation", deps.installation, "created", "deleted")
+	r.Handle("installation_repositories", deps.installation, "added", "removed")
 }
 
 // origin is the repository and installation every event payload names,
@@ -152,23 +155,5 @@ func decode(job queue.Job, v any) error {
 	if err := json.Unmarshal(job.Payload, v); err != nil {
 		return worker.Permanent(fmt.Errorf("%s payload does not decode: %w", job.Event, err))
 	}
-	return nil
-}
-
-func installation(ctx context.Context, job queue.Job) error {
-	var p struct {
-		Account struct {
-			Login string `json:"login"`
-		} `json:"account"`
-		Installation struct {
-			Account struct {
-				Login string `json:"login"`
-			} `json:"account"`
-		} `json:"installation"`
-	}
-	if err := decode(job, &p); err != nil {
-		return err
-	}
-	logctx.From(ctx).Info("installation event received", "account", p.Installation.Account.Login)
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store/record"
+	"github.com/shipbot/shipbot/internal/worker"
 	"github.com/shipbot/shipbot/queue"
 )
 
@@ -45,7 +46,14 @@ type CommandStore interface {
 	ListDeploys(ctx context.Context, env record.EnvKey, n int) ([]record.Deploy, error)
 	Pending(ctx context.Context, env record.EnvKey) (string, bool, error)
 	Running(ctx context.Context, env record.EnvKey) (string, bool, error)
+	Claim(ctx context.Context, key, holder string, ttl time.Duration) (string, error)
+	ReleaseClaim(ctx context.Context, key, holder string) error
 }
+
+// CommentClaimTTL is how long a comment stays claimed by the job that
+// answers it: as long as delivery ids are remembered, which outlasts
+// GitHub keeping a delivery to redeliver (3 days).
+const CommentClaimTTL = 7 * 24 * time.Hour
 
 // CommandEngine is the engine calls commands make: /deploy and /rollback
 // deploy, /unlock resumes what queued behind the lock.
@@ -98,7 +106,10 @@ func isBot(login, userType string) bool {
 // them in one reply. Every step is safe to repeat: the reply is found again
 // by its marker and edited, deploys have ids made from the comment, a
 // repeated /lock is recognised, so a retried job neither doubles the reply
-// nor the deploys.
+// nor the deploys. Two deliveries of one comment (a redelivery) would
+// race each other's find-or-create of the reply and of the deployment, so
+// the job first claims the comment: only the job holding the claim acts,
+// and the same job retried finds the claim its own and carries on.
 func (deps Deps) issueComment(ctx context.Context, job queue.Job) error {
 	var e commentEvent
 	if err := decode(job, &e); err != nil {
@@ -122,10 +133,47 @@ func (deps Deps) issueComment(ctx context.Context, job queue.Job) error {
 		cs: cs, c: cs.GitHub.Installation(inst), e: &e, repo: repo, owner: owner, name: name, inst: inst,
 		now: cs.now(), locks: map[string]*record.EnvLock{},
 	}
-	if e.Issue.PullRequest == nil {
-		return r.reply(ctx, []report.Answer{{Outcome: report.OutcomeNotPullRequest}})
+	release, mine, err := claimComment(ctx, cs.Store, job, repo, e.Comment.ID)
+	if err != nil || !mine {
+		return err
 	}
-	return r.run(ctx, cmds, errs)
+	if e.Issue.PullRequest == nil {
+		err = r.reply(ctx, []report.Answer{{Outcome: report.OutcomeNotPullRequest}})
+	} else {
+		err = r.run(ctx, cmds, errs)
+	}
+	if worker.IsPermanent(err) {
+		// Never retried: let a redelivery of the comment try again.
+		release()
+	}
+	return err
+}
+
+// claimComment claims comment id for this job. mine is false when another
+// job (another delivery of the comment) holds it: that one answers, this
+// one has nothing to do. release gives the claim up.
+func claimComment(ctx context.Context, st CommandStore, job queue.Job, repo string, id int64) (release func(), mine bool, err error) {
+	holder := job.ID
+	if holder == "" {
+		holder = job.DeliveryID
+	}
+	if id == 0 || holder == "" {
+		return func() {}, true, nil // nothing to tell deliveries apart by
+	}
+	key := fmt.Sprintf("comment:%s#%d", strings.ToLower(repo), id)
+	got, err := st.Claim(ctx, key, holder, CommentClaimTTL)
+	if err != nil {
+		return nil, false, fmt.Errorf("claim comment %d: %w", id, err)
+	}
+	if got != holder {
+		logctx.From(ctx).Info("another delivery of this comment is answering it; nothing to do", "comment", id, "holder", got)
+		return nil, false, nil
+	}
+	return func() {
+		if err := st.ReleaseClaim(context.WithoutCancel(ctx), key, holder); err != nil {
+			logctx.From(ctx).Warn("could not give up the claim of the comment", "comment", id, "err", err)
+		}
+	}, true, nil
 }
 
 // commentRun is one comment being answered.

@@ -28,15 +28,26 @@ type PreviewGitHub interface {
 	CreateDeployment(ctx context.Context, owner, repo string, req gh.DeploymentRequest) (gh.Deployment, error)
 	CreateDeploymentStatus(ctx context.Context, owner, repo string, deploymentID int64, st gh.DeploymentStatus) (int64, error)
 	UpsertStickyComment(ctx context.Context, owner, repo string, number int, marker, body string) (gh.Comment, bool, error)
+	FindDeployment(ctx context.Context, owner, repo, sha, environment, marker string) (gh.Deployment, bool, error)
 }
 
 // PreviewStore keeps what is known of each pull request's preview: the
-// commit it runs, its URL and every GitHub deployment made for it.
+// commit it runs, its URL and every GitHub deployment made for it; and
+// the lock that lets one job at a time act on a preview.
 type PreviewStore interface {
 	PutDeploy(ctx context.Context, d record.Deploy) error
 	PutPreview(ctx context.Context, p record.Preview) error
 	GetPreview(ctx context.Context, repo string, number int) (record.Preview, error)
+	ListPreviews(ctx context.Context) ([]record.Preview, error)
+	AcquireLock(ctx context.Context, env record.EnvKey, holder string, ttl time.Duration) (record.Lease, bool, error)
+	RenewLock(ctx context.Context, l record.Lease, ttl time.Duration) error
+	ReleaseLock(ctx context.Context, l record.Lease) error
 }
+
+// DefaultPreviewLockTTL is how long a preview's lock outlives a job that
+// stopped renewing it (its worker died); a job holding it renews it every
+// third of that.
+const DefaultPreviewLockTTL = 30 * time.Second
 
 // previewsEnabled: with any of GitHub, Store or Previewers unset,
 // pull_request events are only logged.
@@ -99,10 +110,76 @@ func (deps Deps) pullRequest(ctx context.Context, job queue.Job) error {
 	if action == "" {
 		action = job.Action
 	}
+	// One job at a time per preview: a close that came while an update
+	// still builds waits for it, so the teardown removes everything the
+	// update made and the comment's last word is "torn down".
+	ctx, unlock, err := p.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if action == "closed" {
 		return p.close(ctx)
 	}
-	return p.update(ctx)
+	return p.update(ctx, action == "reopened")
+}
+
+// lock takes the preview's lock, waiting while another job holds it, and
+// keeps it until unlock. The context it returns ends if the lock is lost
+// (the store unreachable past its TTL): the job stops and is retried.
+func (p *previewJob) lock(ctx context.Context) (context.Context, func(), error) {
+	ttl := p.deps.PreviewLockTTL
+	if ttl <= 0 {
+		ttl = DefaultPreviewLockTTL
+	}
+	key := record.EnvKey{Repo: p.repo, Name: p.env}
+	wait := 50 * time.Millisecond
+	for {
+		l, ok, err := p.deps.Store.AcquireLock(ctx, key, p.run, ttl)
+		if err != nil {
+			return ctx, nil, fmt.Errorf("lock the preview of #%d: %w", p.e.Number, err)
+		}
+		if ok {
+			return p.hold(ctx, l, ttl)
+		}
+		logctx.From(ctx).Debug("another job acts on this preview; waiting", "pr", p.e.Number, "wait", wait)
+		select {
+		case <-ctx.Done():
+			return ctx, nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, time.Second)
+	}
+}
+
+// hold renews l until the returned func is called, and releases it then.
+func (p *previewJob) hold(ctx context.Context, l record.Lease, ttl time.Duration) (context.Context, func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(ttl / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if err := p.deps.Store.RenewLock(ctx, l, ttl); errors.Is(err, record.ErrLockLost) {
+					logctx.From(ctx).Warn("lost the preview's lock; stopping", "pr", p.e.Number)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() {
+		cancel()
+		<-done
+		if err := p.deps.Store.ReleaseLock(context.WithoutCancel(ctx), l); err != nil {
+			logctx.From(ctx).Warn("could not release the preview's lock; it expires by itself", "pr", p.e.Number, "err", err)
+		}
+	}, nil
 }
 
 // previewJob is one pull_request event acting on the PR's preview; its
@@ -133,8 +210,10 @@ func (deps Deps) previewJob(job queue.Job, e *prEvent) *previewJob {
 
 // update makes the preview run the PR head. Its GitHub writes are at most
 // 4 (SPEC §11): the transient deployment, in_progress (no queued: the
-// build starts at once), the final status and the sticky comment.
-func (p *previewJob) update(ctx context.Context) error {
+// build starts at once), the final status and the sticky comment. An
+// update that comes after the PR's close (it waited for the close's lock,
+// or was retried) builds nothing; only a reopen builds again.
+func (p *previewJob) update(ctx context.Context, reopened bool) error {
 	sha := p.e.PullRequest.Head.SHA
 	if sha == "" {
 		return nil
@@ -152,6 +231,10 @@ func (p *previewJob) update(ctx context.Context) error {
 	rec, err := p.stored(ctx)
 	if err != nil {
 		return err
+	}
+	if rec.Closed && !reopened {
+		logctx.From(ctx).Info("the pull request was closed since: no preview", "pr", p.e.Number, "sha", sha)
+		return nil
 	}
 	if rec.Closed { // reopened: the old deployments were made inactive at close
 		rec = record.Preview{Repo: p.repo, Number: p.e.Number}
@@ -215,21 +298,45 @@ func (p *previewJob) save(ctx context.Context, rec record.Preview) error {
 // transient environments (and gh sends auto_inactive: false anyway), so
 // the older deployments of pr-N stay "success" until the PR closes, when
 // close marks every one of them inactive.
+//
+// The record says which deployment is being created (its marker, this
+// run's id) before GitHub is asked, so a run after one that died between
+// GitHub's answer and the record looks for that deployment (one read)
+// instead of making a second.
 func (p *previewJob) deployment(ctx context.Context, rec *record.Preview, sha string) (int64, error) {
 	if rec.SHA == sha && len(rec.DeploymentIDs) > 0 {
 		return rec.DeploymentIDs[len(rec.DeploymentIDs)-1], nil
 	}
+	if rec.Creating != "" && rec.CreatingSHA == sha {
+		dep, found, err := p.c.FindDeployment(ctx, p.owner, p.name, sha, p.env, rec.Creating)
+		if err != nil {
+			return 0, fmt.Errorf("look for the preview deployment of #%d: %w", p.e.Number, err)
+		}
+		if found {
+			return dep.ID, p.created(ctx, rec, sha, dep.ID)
+		}
+	}
+	rec.Creating, rec.CreatingSHA = p.run, sha
+	if err := p.save(ctx, *rec); err != nil {
+		return 0, err
+	}
 	snap := report.Deploy{Env: p.env, SHA: sha, Ref: p.e.PullRequest.Head.Ref, PR: p.e.Number, Kind: report.KindPreview, State: report.StateInProgress}
 	dep, err := p.c.CreateDeployment(ctx, p.owner, p.name, gh.DeploymentRequest{
-		SHA: sha, Environment: p.env, Description: report.Status(snap).Description, Transient: true,
+		SHA: sha, Environment: p.env, Description: report.Status(snap).Description, Transient: true, Marker: p.run,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("create the preview deployment of #%d: %w", p.e.Number, err)
 	}
+	return dep.ID, p.created(ctx, rec, sha, dep.ID)
+}
+
+// created records deployment id as the preview's for sha.
+func (p *previewJob) created(ctx context.Context, rec *record.Preview, sha string, id int64) error {
 	rec.SHA = sha
-	rec.DeploymentIDs = append(rec.DeploymentIDs, dep.ID)
+	rec.DeploymentIDs = append(rec.DeploymentIDs, id)
+	rec.Creating, rec.CreatingSHA = "", ""
 	rec.UpdatedAt = time.Now()
-	return dep.ID, p.save(ctx, *rec)
+	return p.save(ctx, *rec)
 }
 
 // begin records the run as a deploy, so that the page log_url points to
@@ -364,8 +471,26 @@ func (p *previewJob) close(ctx context.Context) error {
 	if err := p.teardown(ctx, cfg); err != nil {
 		return err
 	}
+	if rec.Creating != "" && !rec.Closed {
+		// A run died creating a deployment: mark it inactive with the rest.
+		dep, found, err := p.c.FindDeployment(ctx, p.owner, p.name, rec.CreatingSHA, p.env, rec.Creating)
+		if err != nil {
+			return fmt.Errorf("look for the preview deployment of #%d: %w", p.e.Number, err)
+		}
+		if found {
+			rec.SHA, rec.DeploymentIDs = rec.CreatingSHA, append(rec.DeploymentIDs, dep.ID)
+		}
+		rec.Creating, rec.CreatingSHA = "", ""
+	}
 	if rec.Closed || len(rec.DeploymentIDs) == 0 {
-		return nil // already torn down, or never built (a fork): nothing to say
+		// Already torn down, or never built (a fork): nothing to say. The
+		// record says closed all the same, so that an update that waited
+		// for this close builds nothing.
+		if rec.Closed {
+			return nil
+		}
+		rec.Closed, rec.UpdatedAt = true, time.Now()
+		return p.save(ctx, rec)
 	}
 	snap := report.Deploy{Env: p.env, SHA: rec.SHA, PR: p.e.Number, Kind: report.KindPreview, State: report.StateInactive}
 	for _, id := range rec.DeploymentIDs {

@@ -20,9 +20,11 @@ import (
 	"github.com/shipbot/shipbot/internal/store/record"
 )
 
-// GitHub is the four calls the Notifier makes on an installation.
+// GitHub is the calls the Notifier makes on an installation.
 type GitHub interface {
 	CreateDeployment(ctx context.Context, owner, repo string, req gh.DeploymentRequest) (gh.Deployment, error)
+	FindDeployment(ctx context.Context, owner, repo, sha, environment, marker string) (gh.Deployment, bool, error)
+	FindCheckRun(ctx context.Context, owner, repo, sha, name, externalID string) (int64, bool, error)
 	CreateDeploymentStatus(ctx context.Context, owner, repo string, deploymentID int64, st gh.DeploymentStatus) (int64, error)
 	CreateCheckRun(ctx context.Context, owner, repo string, run gh.CheckRun) (int64, error)
 	UpdateCheckRun(ctx context.Context, owner, repo string, id int64, run gh.CheckRun) (bool, error)
@@ -116,25 +118,48 @@ func (n *Notifier) snapshot(d deploy.DeployInfo) report.Deploy {
 }
 
 // Created creates the deployment with a queued status and the queued
-// shipbot/ENV check run: 3 writes.
+// shipbot/ENV check run: 3 writes. The deployment carries the deploy's id
+// as its marker; when d.Reannounce says an earlier attempt may have
+// created it (and the check run) without the ids being recorded, both are
+// looked for first (2 reads) and reused, so a deploy never has two.
 func (n *Notifier) Created(ctx context.Context, d deploy.DeployInfo) (int64, int64, error) {
 	c := n.o.Installation(d.InstallationID)
 	owner, repo := split(d.Repo)
 	snap := n.snapshot(d)
 	n.slack(ctx, d, snap)
 	st := report.Status(snap)
-	dep, err := c.CreateDeployment(ctx, owner, repo, gh.DeploymentRequest{
-		SHA: d.SHA, Environment: d.Environment, Description: st.Description,
-		Production: d.Production || strings.EqualFold(d.Environment, "production"),
-		Transient:  d.Kind == record.KindPreview,
-	})
-	if err != nil {
-		return 0, 0, err
+	var dep gh.Deployment
+	found := false
+	if d.Reannounce {
+		var err error
+		if dep, found, err = c.FindDeployment(ctx, owner, repo, d.SHA, d.Environment, d.ID); err != nil {
+			return 0, 0, err
+		}
+	}
+	if !found {
+		var err error
+		dep, err = c.CreateDeployment(ctx, owner, repo, gh.DeploymentRequest{
+			SHA: d.SHA, Environment: d.Environment, Description: st.Description,
+			Production: d.Production || strings.EqualFold(d.Environment, "production"),
+			Transient:  d.Kind == record.KindPreview, Marker: d.ID,
+		})
+		if err != nil {
+			return 0, 0, err
+		}
 	}
 	if err := n.status(ctx, c, owner, repo, dep.ID, snap); err != nil {
 		return dep.ID, 0, err
 	}
 	cr := report.CheckRun(snap)
+	if found {
+		id, ok, err := c.FindCheckRun(ctx, owner, repo, d.SHA, report.CheckRunName(d.Environment), d.ID)
+		if err != nil {
+			return dep.ID, 0, err
+		}
+		if ok {
+			return dep.ID, id, n.checkRun(ctx, c, owner, repo, id, snap)
+		}
+	}
 	id, err := c.CreateCheckRun(ctx, owner, repo, gh.CheckRun{
 		Name: report.CheckRunName(d.Environment), HeadSHA: d.SHA, Status: cr.Status, Conclusion: cr.Conclusion,
 		DetailsURL: snap.LogURL, ExternalID: d.ID,

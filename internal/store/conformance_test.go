@@ -57,6 +57,13 @@ type api interface {
 	ListEnvironments(ctx context.Context, repo string) ([]record.EnvKey, error)
 	ListRepos(ctx context.Context) ([]string, error)
 
+	Claim(ctx context.Context, key, holder string, ttl time.Duration) (string, error)
+	ReleaseClaim(ctx context.Context, key, holder string) error
+	UpdateInstallation(ctx context.Context, id int64, fn func(*record.Installation) error) (record.Installation, error)
+	GetInstallation(ctx context.Context, id int64) (record.Installation, error)
+	DeleteInstallation(ctx context.Context, id int64) error
+	ListInstallations(ctx context.Context) ([]record.Installation, error)
+
 	AppendAudit(ctx context.Context, e record.AuditEntry) (record.AuditEntry, error)
 	ListAudit(ctx context.Context, f record.AuditFilter) (record.AuditPage, error)
 	EachAudit(ctx context.Context, f record.AuditFilter, fn func(record.AuditEntry) error) error
@@ -183,6 +190,8 @@ func probeScripts(ctx context.Context, client *redis.Client) error {
 			return err
 		},
 		func() error { _, err := s.ListAudit(ctx, record.AuditFilter{Repo: env.Repo}); return err },
+		func() error { _, err := s.Claim(ctx, "probe", "probe", time.Second); return err },
+		func() error { return s.ReleaseClaim(ctx, "probe", "probe") },
 	}
 	for i, step := range steps {
 		if err := step(); err != nil {
@@ -198,7 +207,7 @@ func TestConformance(t *testing.T) {
 	for _, tg := range targets {
 		t.Run(tg.name, func(t *testing.T) {
 			open := tg.start(t)
-			for _, c := range slices.Concat(conformanceCases, auditCases) {
+			for _, c := range slices.Concat(conformanceCases, auditCases, claimCases) {
 				t.Run(c.name, func(t *testing.T) {
 					f := open(t)
 					if f.sleep == nil {

@@ -33,6 +33,8 @@ type Embedded struct {
 	mu        sync.Mutex
 	closed    bool
 	deadlines map[string]deadline // EnvKey.String() -> the live lock's end
+	// claimsSwept is when Claim last dropped expired claims.
+	claimsSwept time.Time
 }
 
 type deadline struct {
@@ -61,6 +63,7 @@ var (
 	bucketReleases    = []byte("releases")     // per env: "order" seq -> Release, "ids" id -> seq
 	bucketEnvLocks    = []byte("env-locks")    // env -> EnvLock
 	bucketPreviews    = []byte("previews")     // repo NUL number -> Preview
+	// and the claims' and installations' (claims_embedded.go)
 	// and the audit log's (audit_embedded.go)
 
 	bucketOrder = []byte("order")
@@ -80,7 +83,7 @@ func OpenEmbedded(path string) (*Embedded, error) {
 	}
 	e := &Embedded{db: db, deadlines: make(map[string]deadline)}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketDeploys, bucketDeployIndex, bucketRepos, bucketFences, bucketLocks, bucketPending, bucketRunning, bucketReleases, bucketEnvLocks, bucketPreviews, bucketAudit, bucketAuditRepos} {
+		for _, b := range [][]byte{bucketDeploys, bucketDeployIndex, bucketRepos, bucketFences, bucketLocks, bucketPending, bucketRunning, bucketReleases, bucketEnvLocks, bucketPreviews, bucketAudit, bucketAuditRepos, bucketClaims, bucketInstallations} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

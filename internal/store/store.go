@@ -2,8 +2,9 @@
 // each environment, the deploy records, the pending and running slots that
 // give one deploy per environment with supersession, the release history,
 // environment locks (/lock), previews, which repositories and
-// environments it has seen, and the audit log (audit.go: append-only,
-// newest first, 400 days).
+// environments it has seen, the audit log (audit.go: append-only,
+// newest first, 400 days), claims that let one of several deliveries of
+// the same thing act, and the App's installations (claims.go).
 //
 // Two implementations keep the same contract and pass one conformance
 // suite: Redis, which several processes may share, and Embedded, a bbolt

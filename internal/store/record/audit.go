@@ -54,6 +54,15 @@ const (
 	ActionSecretUnset         = "secret.unset"
 	ActionDriftRepaired       = "drift.repaired"
 	ActionRedeliveryRequested = "redelivery.requested"
+	// The App was installed, uninstalled, or given or refused repositories
+	// (installation and installation_repositories events).
+	ActionInstallationCreated = "installation.created"
+	ActionInstallationDeleted = "installation.deleted"
+	ActionReposAdded          = "installation.repositories_added"
+	ActionReposRemoved        = "installation.repositories_removed"
+	// A preview torn down without its pull request closing: the App lost
+	// access to its repository.
+	ActionPreviewTornDown = "preview.torn_down"
 )
 
 // Audit outcomes.
@@ -72,6 +81,7 @@ func AuditActions() []string {
 		ActionDeployQueued, ActionDeployStarted, ActionDeployFinished, ActionRollback,
 		ActionLock, ActionUnlock, ActionCommandRefused, ActionConfigError, ActionFreezeHeld, ActionFreezeOverridden,
 		ActionSecretSet, ActionSecretUnset, ActionDriftRepaired, ActionRedeliveryRequested,
+		ActionInstallationCreated, ActionInstallationDeleted, ActionReposAdded, ActionReposRemoved, ActionPreviewTornDown,
 	}
 }
 

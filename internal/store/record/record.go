@@ -289,6 +289,26 @@ type Preview struct {
 	CommentID     int64     `json:"comment_id,omitempty"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	Closed        bool      `json:"closed,omitempty"`
+	// Creating is the marker (gh.DeploymentMarker's value) of the GitHub
+	// deployment a run set out to create for CreatingSHA and had not
+	// recorded yet. A later run for the same SHA looks for that deployment
+	// on GitHub before creating one: the first run may have died between
+	// GitHub's answer and this record. "" when nothing is being created.
+	Creating    string `json:"creating,omitempty"`
+	CreatingSHA string `json:"creating_sha,omitempty"`
+}
+
+// Installation is one installation of the App, as its installation and
+// installation_repositories events told it (SPEC §4): the account and the
+// repositories the App may act on. Repos holds what the events named; for
+// an installation on all of an account's repositories (Selection "all")
+// GitHub names them at creation only.
+type Installation struct {
+	ID        int64     `json:"id"`
+	Account   string    `json:"account"`
+	Selection string    `json:"selection,omitempty"` // "all" or "selected", as GitHub says
+	Repos     []string  `json:"repos,omitempty"`     // owner/name, sorted
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 var (
