@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -282,6 +283,7 @@ func (b *bot) wireWork(ctx context.Context) error {
 	if b.role != roleWeb {
 		b.pool = worker.NewPool(b.q, b.router, worker.Options{
 			Consumer:   holder,
+			Size:       jobWorkers,
 			Heartbeat:  timingsFor(b.cfg.JobTimeout).heartbeat,
 			Logger:     b.log,
 			Registerer: b.reg,
@@ -289,6 +291,13 @@ func (b *bot) wireWork(ctx context.Context) error {
 	}
 	return nil
 }
+
+// jobWorkers is how many jobs a process leases and runs at once. Most jobs
+// wait on Redis or GitHub rather than use a core: with 4, the workers of
+// `bot serve` kept up with half the deliveries its intake took (issue
+// #17). Rollouts do not count: a job running past worker.Options.LongAfter
+// gives its place to another worker.
+const jobWorkers = 16
 
 // previewers are the drivers pull requests' previews run on.
 func (b *bot) previewers() map[repoconfig.Driver]deploy.Previewer {
@@ -551,6 +560,12 @@ func (b *bot) openRedis(ctx context.Context) error {
 	ro, err := redis.ParseURL(b.cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("REDIS_URL cannot be parsed (%v): use e.g. redis://localhost:6379/0", err)
+	}
+	if ro.PoolSize == 0 {
+		// Every idle worker (the jobs' and the outbox's) holds a
+		// connection in a blocking read; intake and the store need
+		// go-redis' usual share beside them.
+		ro.PoolSize = 10*runtime.GOMAXPROCS(0) + jobWorkers + worker.DefaultSize
 	}
 	client := redis.NewClient(ro)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
