@@ -294,9 +294,9 @@ func (b *bot) wireWork(ctx context.Context) error {
 
 // jobWorkers is how many jobs a process leases and runs at once. Most jobs
 // wait on Redis or GitHub rather than use a core, and Redis serves its
-// clients in turn: beside an intake answering 64 connections, 4 workers
-// finished 4% of the deliveries during the load and 16 workers 18%, 64
-// workers 79% (bench/jobs.sh, issue #17). Idle, each costs a blocking read
+// clients in turn: beside an intake answering 64 connections, 16 workers
+// finished 18% of the deliveries during the load and 64 workers 79%
+// (bench/jobs.sh, issue #17). Idle, each costs a blocking read
 // every 100 ms. Rollouts do not count: a job running past
 // worker.Options.LongAfter gives its place to another worker.
 const jobWorkers = 64
