@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -65,7 +66,12 @@ const (
 // a trailing-zeros count away, and only escapes are looked at byte by byte.
 // The rest (structure, numbers, literals) is a byte-at-a-time state machine
 // with a bit per level of nesting saying object or array.
-func scan(b []byte) (f fields, ok bool, errOffset int) {
+func scan(b []byte) (f fields, ok bool, errOffset int) { return scanNames(b, nil) }
+
+// scanNames is scan taking the action and repository names from names, so
+// that the names every delivery repeats are not allocated each time. The
+// strings it returns are still never views of b.
+func scanNames(b []byte, names *interner) (f fields, ok bool, errOffset int) {
 	var (
 		n     = len(b)
 		i     int // the next byte to look at
@@ -233,9 +239,9 @@ strLoop:
 	}
 	switch vctx {
 	case ctxAction:
-		f.action = unquote(b[s:e], esc)
+		f.action = names.string(b[s:e], esc)
 	case ctxFullName:
-		f.repo = unquote(b[s:e], esc)
+		f.repo = names.string(b[s:e], esc)
 	}
 
 after: // a value ended just before b[i]
@@ -494,6 +500,38 @@ func hex4(h []byte) rune {
 		r = r<<4 | rune(c)
 	}
 	return r
+}
+
+// interner hands out one string per distinct routing name: actions and
+// repositories recur in every delivery. It is bounded, since a signed
+// delivery can still name anything: past maxNames, new names are simply
+// allocated each time.
+type interner struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+const maxNames = 4096
+
+// string is unquote(raw, esc), from the table when it can be; a nil
+// interner just unquotes.
+func (in *interner) string(raw []byte, esc bool) string {
+	if in == nil || esc || !utf8.Valid(raw) {
+		return unquote(raw, esc)
+	}
+	in.mu.RLock()
+	s, ok := in.m[string(raw)] // the lookup does not allocate
+	in.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(raw)
+	in.mu.Lock()
+	if len(in.m) < maxNames {
+		in.m[s] = s
+	}
+	in.mu.Unlock()
+	return s
 }
 
 // unquote returns the value of a validated JSON string's contents (raw,

@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"crypto/sha256"
 	"io"
 	"log/slog"
 	"strings"
@@ -17,7 +18,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 func TestDecodeRoutingFields(t *testing.T) {
 	for name, event := range fixtures.Events {
 		t.Run(name, func(t *testing.T) {
-			j, p := decode(event, "id-1", "application/json", fixtures.Webhook(name))
+			j, p := decode(event, "id-1", "application/json", fixtures.Webhook(name), nil)
 			if p != nil {
 				t.Fatal(p.msg)
 			}
@@ -49,7 +50,7 @@ func TestDecodeErrorsSayWhy(t *testing.T) {
 		{"bad media type", "application/json; =", `{}`, "cannot be parsed", 415},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, p := decode("push", "d", tc.contentType, []byte(tc.body))
+			_, p := decode("push", "d", tc.contentType, []byte(tc.body), nil)
 			if p == nil || p.status != tc.status || !strings.Contains(p.msg, tc.want) {
 				t.Fatalf("got %+v, want %d %q", p, tc.status, tc.want)
 			}
@@ -76,7 +77,7 @@ func TestVerify(t *testing.T) {
 		{"empty", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := h.verify(tc.header, body); got != tc.ok {
+			if got := h.verify(tc.header, body, new([sha256.Size]byte)); got != tc.ok {
 				t.Fatalf("verify = %v, want %v", got, tc.ok)
 			}
 		})

@@ -14,7 +14,6 @@
 package handlers
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -149,10 +148,11 @@ func (o origin) installation(job queue.Job) int64 {
 	return job.InstallationID
 }
 
-// decode unmarshals the payload; a payload that does not decode can never
-// succeed, so the error is permanent.
+// decode unmarshals the payload as json.Unmarshal would, reading only the
+// members v's fields can take (see unmarshal); a payload that does not
+// decode can never succeed, so the error is permanent.
 func decode(job queue.Job, v any) error {
-	if err := json.Unmarshal(job.Payload, v); err != nil {
+	if err := unmarshal(job.Payload, v); err != nil {
 		return worker.Permanent(fmt.Errorf("%s payload does not decode: %w", job.Event, err))
 	}
 	return nil

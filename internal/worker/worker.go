@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,9 +81,16 @@ type Pool struct {
 	size      int
 	heartbeat time.Duration
 	grace     time.Duration
+	longAfter time.Duration
+	maxLong   int32
 	log       *slog.Logger
 	jobs      *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
+
+	// long counts the running jobs that gave their place up (see
+	// Options.LongAfter); workers counts every worker goroutine.
+	long    atomic.Int32
+	workers sync.WaitGroup
 }
 
 // Options configure a Pool.
@@ -90,7 +98,8 @@ type Options struct {
 	// Consumer names this process in the queue (hostname-pid); workers
 	// append their index.
 	Consumer string
-	// Size is the number of jobs run at once. Default 4.
+	// Size is the number of jobs leased and run at once, not counting the
+	// long ones that gave their place up (LongAfter). Default DefaultSize.
 	Size int
 	// Heartbeat is how often a running job's lease is extended; keep it well
 	// under the queue's visibility timeout. Default 10s.
@@ -98,25 +107,43 @@ type Options struct {
 	// Grace is how long Run waits for running jobs after its context ends
 	// before cancelling them; a cancelled job is left unacked, so another
 	// worker (or this one after a restart) resumes it. Default 25s.
-	Grace      time.Duration
+	Grace time.Duration
+	// LongAfter is how long a job runs before it gives its place up to a
+	// new worker, which leases the next job: a rollout takes minutes, and
+	// Size of them at once must not stop every webhook behind them.
+	// Default 2s.
+	LongAfter time.Duration
+	// MaxLong bounds the jobs that gave their place up, running beside
+	// the Size others; past it a long job keeps its place. Default 64.
+	MaxLong    int
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
 
+// DefaultSize is Options.Size when it is not set.
+const DefaultSize = 4
+
 // NewPool returns a pool; Run starts it.
 func NewPool(q Leaser, r *Router, o Options) *Pool {
-	p := &Pool{q: q, router: r, consumer: o.Consumer, size: o.Size, heartbeat: o.Heartbeat, grace: o.Grace, log: o.Logger}
+	p := &Pool{q: q, router: r, consumer: o.Consumer, size: o.Size, heartbeat: o.Heartbeat, grace: o.Grace,
+		longAfter: o.LongAfter, maxLong: int32(o.MaxLong), log: o.Logger}
 	if p.consumer == "" {
 		p.consumer = "worker"
 	}
 	if p.size <= 0 {
-		p.size = 4
+		p.size = DefaultSize
 	}
 	if p.heartbeat <= 0 {
 		p.heartbeat = 10 * time.Second
 	}
 	if p.grace <= 0 {
 		p.grace = 25 * time.Second
+	}
+	if p.longAfter <= 0 {
+		p.longAfter = 2 * time.Second
+	}
+	if p.maxLong <= 0 {
+		p.maxLong = 64
 	}
 	if p.log == nil {
 		p.log = slog.Default()
@@ -144,17 +171,12 @@ func (p *Pool) Run(ctx context.Context) {
 	// leases at once but lets running jobs finish within the grace period.
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
-	var wg sync.WaitGroup
 	for i := 0; i < p.size; i++ {
-		wg.Add(1)
-		go func(consumer string) {
-			defer wg.Done()
-			p.loop(ctx, jobCtx, consumer)
-		}(fmt.Sprintf("%s-%d", p.consumer, i))
+		p.startWorker(ctx, jobCtx, fmt.Sprintf("%s-%d", p.consumer, i))
 	}
 	<-ctx.Done()
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { p.workers.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(p.grace):
@@ -165,6 +187,17 @@ func (p *Pool) Run(ctx context.Context) {
 	}
 }
 
+// startWorker runs a worker leasing as consumer. A worker whose job gave
+// its place up starts another under the same name: a lease is held by its
+// token, so the name only matters while leasing.
+func (p *Pool) startWorker(ctx, jobCtx context.Context, consumer string) {
+	p.workers.Add(1)
+	go func() {
+		defer p.workers.Done()
+		p.loop(ctx, jobCtx, consumer)
+	}()
+}
+
 func (p *Pool) loop(ctx, jobCtx context.Context, consumer string) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
@@ -172,7 +205,9 @@ func (p *Pool) loop(ctx, jobCtx context.Context, consumer string) {
 		switch {
 		case err == nil:
 			backoff = 100 * time.Millisecond
-			p.run(jobCtx, consumer, l)
+			if p.run(ctx, jobCtx, consumer, l) {
+				return // another worker has taken this one's place
+			}
 		case errors.Is(err, queue.ErrEmpty), ctx.Err() != nil:
 		default:
 			p.log.Error("cannot lease jobs: the job store is unreachable; retrying", "err", err, "retry_in", backoff.String())
@@ -185,11 +220,37 @@ func (p *Pool) loop(ctx, jobCtx context.Context, consumer string) {
 	}
 }
 
-// run executes one leased job and settles it with the queue.
-func (p *Pool) run(ctx context.Context, consumer string, l *queue.Lease) {
+// job is one leased job while it runs: what its timers (the heartbeat and
+// the hand-over of its place) share with the worker running it.
+type job struct {
+	p      *Pool
+	l      *queue.Lease
+	log    *slog.Logger
+	ctx    context.Context // the job's own
+	cancel context.CancelFunc
+	lost   atomic.Bool   // the lease went to another worker
+	hbDone chan struct{} // closed when a started heartbeat ended
+
+	// What a worker started in this job's place runs with.
+	leaseCtx, jobCtx context.Context
+	consumer         string
+
+	mu     sync.Mutex
+	ended  bool // the handler returned: its place is no longer given up
+	handed bool // its place was given to a new worker
+}
+
+// run executes one leased job and settles it with the queue. It reports
+// whether the job gave its place up to a new worker while it ran, in which
+// case the calling worker ends.
+//
+// Most jobs take microseconds, so what only a long job needs is started by
+// timers that a short job stops before they fire: the heartbeat goroutine
+// after Heartbeat, the hand-over after LongAfter.
+func (p *Pool) run(leaseCtx, jobCtx context.Context, consumer string, l *queue.Lease) bool {
 	j := l.Job
-	log := p.log.With("job", j.ID, "delivery", j.DeliveryID, "event", j.Event, "action", j.Action,
-		"installation", j.InstallationID, "repo", j.Repo, "attempt", j.Attempt, "consumer", consumer)
+	log := jobLogger(p.log, j, consumer)
+	ctx := jobCtx
 	shutdown := ctx // cancelled only when the pool's grace period is over
 	ctx, cancel := context.WithCancel(logctx.With(ctx, log))
 	defer cancel()
@@ -199,28 +260,34 @@ func (p *Pool) run(ctx context.Context, consumer string, l *queue.Lease) {
 		// Queued by an intake that knew a handler this build does not have.
 		log.Warn("no handler for this event in this build; dead-lettering the job")
 		p.settle(ctx, log, l, "dead", p.q.Nack(ctx, l, "no handler for event "+j.Event, false))
-		return
+		return false
 	}
 
-	lost := make(chan struct{})
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		p.keepAlive(ctx, log, l, lost, cancel)
-	}()
+	r := &job{p: p, l: l, log: log, ctx: ctx, cancel: cancel, hbDone: make(chan struct{}),
+		leaseCtx: leaseCtx, jobCtx: jobCtx, consumer: consumer}
+	hb := time.AfterFunc(p.heartbeat, r.keepAlive)
+	long := time.AfterFunc(p.longAfter, r.giveUpPlace)
 
 	start := time.Now()
 	err := safeCall(ctx, h, j)
 	p.duration.WithLabelValues(j.Event).Observe(time.Since(start).Seconds())
 	cancel()
-	<-hbDone
+	if !hb.Stop() {
+		<-r.hbDone
+	}
+	long.Stop()
+	r.mu.Lock()
+	r.ended = true
+	handed := r.handed
+	r.mu.Unlock()
+	if handed {
+		defer p.long.Add(-1)
+	}
 
-	select {
-	case <-lost:
+	if r.lost.Load() {
 		log.Warn("job lease was lost while running; another worker has it now")
 		p.jobs.WithLabelValues(j.Event, "lost").Inc()
-		return
-	default:
+		return handed
 	}
 	// Settle with a fresh context: the job's context is cancelled by now.
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -228,7 +295,9 @@ func (p *Pool) run(ctx context.Context, consumer string, l *queue.Lease) {
 	var pe *panicError
 	switch {
 	case err == nil:
-		log.Info("job done", "took", time.Since(start).String())
+		if log.Enabled(ctx, slog.LevelInfo) {
+			log.Info("job done", "took", time.Since(start).String())
+		}
 		p.settle(sctx, log, l, "ok", p.q.Ack(sctx, l))
 	case shutdown.Err() != nil && !errors.As(err, &pe):
 		// Shutdown interrupted the job: leave it leased so that it is
@@ -245,6 +314,25 @@ func (p *Pool) run(ctx context.Context, consumer string, l *queue.Lease) {
 		log.Warn("job failed; will retry", "err", err)
 		p.settle(sctx, log, l, "retry", p.q.Nack(sctx, l, err.Error(), true))
 	}
+	return handed
+}
+
+// giveUpPlace starts a new worker in this job's place, so that the pool
+// goes on leasing Size jobs at once beside it, unless MaxLong jobs have
+// done so already or the pool is stopping.
+func (r *job) giveUpPlace() {
+	p := r.p
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended || r.leaseCtx.Err() != nil {
+		return
+	}
+	if p.long.Add(1) > p.maxLong {
+		p.long.Add(-1)
+		return
+	}
+	r.handed = true
+	p.startWorker(r.leaseCtx, r.jobCtx, r.consumer)
 }
 
 func (p *Pool) settle(ctx context.Context, log *slog.Logger, l *queue.Lease, result string, err error) {
@@ -256,32 +344,68 @@ func (p *Pool) settle(ctx context.Context, log *slog.Logger, l *queue.Lease, res
 	}
 }
 
-// keepAlive extends the lease every heartbeat until ctx ends; if the lease
-// was lost it closes lost and cancels the job, whose work now belongs to
+// keepAlive extends the lease at once (a heartbeat has passed since the
+// lease) and then every heartbeat, until the job's context ends; if the
+// lease was lost it says so and cancels the job, whose work now belongs to
 // another worker.
-func (p *Pool) keepAlive(ctx context.Context, log *slog.Logger, l *queue.Lease, lost chan<- struct{}, cancel context.CancelFunc) {
-	t := time.NewTicker(p.heartbeat)
+func (r *job) keepAlive() {
+	defer close(r.hbDone)
+	t := time.NewTicker(r.p.heartbeat)
 	defer t.Stop()
 	for {
+		err := r.p.q.Extend(r.ctx, r.l)
+		switch {
+		case err == nil:
+		case errors.Is(err, queue.ErrLeaseLost):
+			r.lost.Store(true)
+			r.cancel()
+			return
+		case r.ctx.Err() != nil:
+			return
+		default:
+			r.log.Warn("could not extend the job's lease; will try again", "err", err)
+		}
 		select {
-		case <-ctx.Done():
+		case <-r.ctx.Done():
 			return
 		case <-t.C:
-			err := p.q.Extend(ctx, l)
-			switch {
-			case err == nil:
-			case errors.Is(err, queue.ErrLeaseLost):
-				close(lost)
-				cancel()
-				return
-			case ctx.Err() != nil:
-				return
-			default:
-				log.Warn("could not extend the job's lease; will try again", "err", err)
-			}
 		}
 	}
 }
+
+// jobLogger is the logger of one job, with its attributes. Building a
+// JSON or text handler's WithAttrs renders them at once, which cost a job
+// more than the rest of the pool's work when no line was logged at all
+// (LOG_LEVEL=warn and a job that succeeds); jobAttrs renders them with
+// the first line that is.
+func jobLogger(base *slog.Logger, j queue.Job, consumer string) *slog.Logger {
+	return slog.New(&jobAttrs{inner: base.Handler(), attrs: [...]slog.Attr{
+		slog.String("job", j.ID), slog.String("delivery", j.DeliveryID), slog.String("event", j.Event),
+		slog.String("action", j.Action), slog.Int64("installation", j.InstallationID), slog.String("repo", j.Repo),
+		slog.Int("attempt", j.Attempt), slog.String("consumer", consumer),
+	}})
+}
+
+// jobAttrs is a handler whose attributes are added to inner when a line
+// is first logged through it.
+type jobAttrs struct {
+	inner slog.Handler
+	attrs [8]slog.Attr
+	once  sync.Once
+	with  slog.Handler
+}
+
+func (h *jobAttrs) handler() slog.Handler {
+	h.once.Do(func() { h.with = h.inner.WithAttrs(h.attrs[:]) })
+	return h.with
+}
+
+func (h *jobAttrs) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
+func (h *jobAttrs) Handle(ctx context.Context, r slog.Record) error {
+	return h.handler().Handle(ctx, r)
+}
+func (h *jobAttrs) WithAttrs(as []slog.Attr) slog.Handler { return h.handler().WithAttrs(as) }
+func (h *jobAttrs) WithGroup(name string) slog.Handler    { return h.handler().WithGroup(name) }
 
 type panicError struct {
 	value any

@@ -6,11 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/shipbot/shipbot/internal/logctx"
 	"github.com/shipbot/shipbot/queue"
 )
 
@@ -212,4 +214,116 @@ func TestRouterAccepts(t *testing.T) {
 			t.Errorf("Accepts(%q, %q) = %v", tc.event, tc.action, got)
 		}
 	}
+}
+
+// A long job gives its place up: with one worker busy on a rollout, the
+// next job still runs, and shutdown waits for both.
+func TestLongJobGivesItsPlaceUp(t *testing.T) {
+	q := openQueue(t, "")
+	release := make(chan struct{})
+	longStarted, lightDone := make(chan struct{}), make(chan struct{})
+	r := NewRouter()
+	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+		if j.DeliveryID == "rollout" {
+			close(longStarted)
+			<-release
+			return nil
+		}
+		close(lightDone)
+		return nil
+	})
+	stop := start(t, q, r, Options{Size: 1, LongAfter: 50 * time.Millisecond, Heartbeat: 50 * time.Millisecond, Grace: 10 * time.Second})
+	enqueue(t, q, "push", "rollout")
+	<-longStarted
+	enqueue(t, q, "push", "webhook")
+	select {
+	case <-lightDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a light job waited behind a long one in a pool of one")
+	}
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("the pool stopped while the long job still ran")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-stopped
+	if s := stats(t, q); s != (queue.Stats{}) {
+		t.Fatalf("jobs not all acked: %+v", s)
+	}
+}
+
+// MaxLong bounds the jobs that gave their place up: past it, a long job
+// keeps its place and the pool runs no more than Size + MaxLong at once.
+func TestMaxLongBoundsTheWorkers(t *testing.T) {
+	q := openQueue(t, "")
+	release := make(chan struct{})
+	var running, most atomic.Int32
+	r := NewRouter()
+	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		<-release
+		return nil
+	})
+	start(t, q, r, Options{Size: 1, MaxLong: 2, LongAfter: 20 * time.Millisecond, Heartbeat: 50 * time.Millisecond})
+	for i := 0; i < 5; i++ {
+		enqueue(t, q, "push", "long-"+string(rune('a'+i)))
+	}
+	waitFor(t, "three long jobs running", func() bool { return running.Load() == 3 })
+	time.Sleep(200 * time.Millisecond) // time for a fourth, were the bound broken
+	if got := most.Load(); got != 3 {
+		t.Fatalf("%d jobs ran at once, want Size + MaxLong = 3", got)
+	}
+	close(release)
+	waitFor(t, "every job done", func() bool { return stats(t, q) == (queue.Stats{}) })
+}
+
+// The job's attributes reach every line logged about it, through the
+// handler's context logger and loggers derived from it.
+func TestJobLinesCarryTheJob(t *testing.T) {
+	q := openQueue(t, "")
+	var buf syncBuffer
+	done := make(chan struct{})
+	r := NewRouter()
+	r.Handle("push", func(ctx context.Context, j queue.Job) error {
+		logctx.From(ctx).Info("handler line")
+		logctx.From(logctx.Add(ctx, "step", "two")).Info("derived line")
+		close(done)
+		return nil
+	})
+	stop := start(t, q, r, Options{Size: 1, Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	enqueue(t, q, "push", "attrs-1")
+	<-done
+	stop()
+	for _, want := range []string{
+		`"msg":"handler line","job":"1","delivery":"attrs-1","event":"push","action":"","installation":0,"repo":"","attempt":1,"consumer":"worker-0"}`,
+		`"msg":"derived line","job":"1","delivery":"attrs-1","event":"push","action":"","installation":0,"repo":"","attempt":1,"consumer":"worker-0","step":"two"}`,
+		`"msg":"job done","job":"1","delivery":"attrs-1"`,
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("no line with %s in\n%s", want, buf.String())
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
