@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -206,13 +205,7 @@ func killMidRollout(t *testing.T, slowCheckRun time.Duration) {
 		t.Skip("builds the bot and runs the sample app")
 	}
 	start := time.Now()
-	bin := filepath.Join(t.TempDir(), "bot")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/bot")
-	build.Dir = testenv.RepoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	t.Logf("built the bot in %s", time.Since(start).Round(time.Millisecond))
+	bin := botBinary(t)
 
 	srv := githubtest.New(t, githubtest.WithSpec(restDescription(t)))
 	srv.AddRepo(deployOwner, deployRepo, githubtest.RepoOptions{DefaultBranch: "main"})

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,12 +21,7 @@ func TestOneDeploymentPerDeployAcrossLostAnswersAndACrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the bot and runs the sample app")
 	}
-	bin := filepath.Join(t.TempDir(), "bot")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/bot")
-	build.Dir = testenv.RepoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := botBinary(t)
 	srv := githubtest.New(t, githubtest.WithSpec(restDescription(t)))
 	srv.AddRepo(deployOwner, deployRepo, githubtest.RepoOptions{DefaultBranch: "main"})
 	r := testenv.StartRedis(t)

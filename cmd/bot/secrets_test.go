@@ -252,12 +252,7 @@ func TestSecretsBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the bot")
 	}
-	bin := filepath.Join(t.TempDir(), "bot")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/bot")
-	build.Dir = testenv.RepoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := botBinary(t)
 	data := t.TempDir()
 	port := strconv.Itoa(testenv.FreePort(t))
 	startBotProcess(t, bin, map[string]string{"PORT": port, "DATA_DIR": data, "SECRETS_KEY": secretsKey(1)})

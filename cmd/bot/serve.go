@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -574,6 +575,12 @@ func (b *bot) openRedis(ctx context.Context) error {
 	defer cancel()
 	if err := client.Ping(pctx).Err(); err != nil {
 		client.Close()
+		var unknownCA x509.UnknownAuthorityError
+		var invalid x509.CertificateInvalidError
+		var hostname x509.HostnameError
+		if errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &hostname) {
+			return fmt.Errorf("REDIS_URL: Redis at %s answered over TLS with a certificate this machine does not accept (%v): add its CA to the system's trust store or point SSL_CERT_FILE at it, and check that the URL's host is the one the certificate names", ro.Addr, err)
+		}
 		return fmt.Errorf("REDIS_URL: Redis at %s does not answer (%v): start Redis, fix REDIS_URL, or unset it to use the embedded store", ro.Addr, err)
 	}
 	b.redis = client

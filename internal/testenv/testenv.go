@@ -78,6 +78,8 @@ type Redis struct {
 	cmd  *exec.Cmd
 	// exited is closed when cmd has exited (one goroutine waits for it).
 	exited chan struct{}
+	// tls, when set, makes the server speak only TLS (StartRedisTLS).
+	tls *redisTLS
 }
 
 // StartRedis starts a real redis-server on a free loopback port with its own
@@ -85,11 +87,16 @@ type Redis struct {
 // what was acknowledged survives a kill), and stops it when the test ends.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
+	return startRedis(t, nil)
+}
+
+func startRedis(t testing.TB, tls *redisTLS) *Redis {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		Missing(t, "redis-server is not on PATH (Debian package redis-server)")
 	}
-	r := &Redis{t: t, bin: bin, dir: t.TempDir()}
+	r := &Redis{t: t, bin: bin, dir: t.TempDir(), tls: tls}
 	t.Cleanup(func() { r.Kill() })
 	// A port another test's server took in the meantime makes this one
 	// exit: try again on another port.
@@ -104,8 +111,13 @@ func StartRedis(t testing.TB) *Redis {
 	return nil
 }
 
-// URL is the redis:// URL of the server.
-func (r *Redis) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
+// URL is the redis:// URL of the server (rediss:// when it speaks TLS).
+func (r *Redis) URL() string {
+	if r.tls != nil {
+		return fmt.Sprintf("rediss://127.0.0.1:%d/0", r.port)
+	}
+	return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port)
+}
 
 // Addr is host:port of the server.
 func (r *Redis) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
@@ -125,10 +137,15 @@ func (r *Redis) start() error {
 	if r.cmd != nil {
 		return fmt.Errorf("redis-server already running")
 	}
-	cmd := exec.Command(r.bin,
-		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+	args := []string{"--port", strconv.Itoa(r.port)}
+	if r.tls != nil {
+		args = []string{"--port", "0", "--tls-port", strconv.Itoa(r.port),
+			"--tls-cert-file", r.tls.cert, "--tls-key-file", r.tls.key, "--tls-ca-cert-file", r.tls.ca,
+			"--tls-auth-clients", "no"}
+	}
+	cmd := exec.Command(r.bin, append(args, "--bind", "127.0.0.1",
 		"--dir", r.dir, "--appendonly", "yes", "--appendfsync", "always",
-		"--save", "", "--daemonize", "no", "--protected-mode", "no")
+		"--save", "", "--daemonize", "no", "--protected-mode", "no")...)
 	logf, err := os.Create(filepath.Join(r.dir, "redis.log"))
 	if err != nil {
 		return err
@@ -151,7 +168,7 @@ func (r *Redis) start() error {
 			return fmt.Errorf("redis-server exited at start on port %d:\n%s", r.port, b)
 		default:
 		}
-		if pingRedis(r.Addr()) && ListensOn(cmd.Process.Pid, r.port) {
+		if pingRedis(r.Addr(), r.tls) && ListensOn(cmd.Process.Pid, r.port) {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -179,10 +196,13 @@ func (r *Redis) Restart() {
 	r.Start()
 }
 
-func pingRedis(addr string) bool {
+func pingRedis(addr string, tls *redisTLS) bool {
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return false
+	}
+	if tls != nil {
+		c = tls.client(c)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
