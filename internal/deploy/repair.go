@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/shipbot/shipbot/internal/logctx"
@@ -226,7 +227,7 @@ func (e *Engine) repairHolding(ctx context.Context, t Target, env record.EnvKey,
 func (e *Engine) startRepair(ctx context.Context, env record.EnvKey, cur record.Release, found []record.Placement) (record.Deploy, error) {
 	now := e.o.Now()
 	d := record.Deploy{
-		ID: fmt.Sprintf("%s:repair:%d", env, now.UnixNano()), Env: env, SHA: cur.SHA, Ref: cur.Ref,
+		ID: repairID(env, now), Env: env, SHA: cur.SHA, Ref: cur.Ref,
 		Creator: record.ActorShipbot, Kind: record.KindRepair, State: record.StateRunning,
 		CreatedAt: now, StartedAt: now, CommittedAt: cur.CommittedAt,
 	}
@@ -243,6 +244,13 @@ func (e *Engine) startRepair(ctx context.Context, env record.EnvKey, cur record.
 	}
 	e.audit(ctx, record.ActionDriftFound, record.OutcomeSuccess, d, d.Reason)
 	return d, nil
+}
+
+// repairID names a repair as the handlers name deploys, in characters a
+// URL path keeps as they are (the page is /deploys/{id}); owners hold no
+// dot, so the repository's dot is where its name begins.
+func repairID(env record.EnvKey, at time.Time) string {
+	return fmt.Sprintf("repair-%s-%s-%d", strings.Replace(env.Repo, "/", ".", 1), strings.ToLower(env.Name), at.UnixNano())
 }
 
 // endRepair keeps how the repair ended in its record and the audit log.
