@@ -107,6 +107,13 @@ const (
 	previewTTL    = 72 * time.Hour
 )
 
+// driftSweepEvery is how often every environment with a current release
+// is looked at for drift (SPEC §6.7: an instance on another release is
+// repaired within 5 minutes of appearing; 4 leaves a minute for the repair
+// itself). Each sweep reads each repository's configuration from GitHub
+// once.
+const driftSweepEvery = 4 * time.Minute
+
 // recheckEvery is how often deploys waiting for required checks are
 // judged again without a check event.
 const recheckEvery = time.Minute
@@ -160,6 +167,12 @@ type bot struct {
 	// outboxBackoff replaces cdevents.Backoff for the outbox's retries;
 	// nil in production (tests shorten it).
 	outboxBackoff func(int) time.Duration
+	// engine runs deploys and drift repairs; nil without an App or in the
+	// web role.
+	engine *deploy.Engine
+	// driftEvery is how often drift is swept for: driftSweepEvery unless
+	// a test shortens it (withDriftSweep).
+	driftEvery time.Duration
 }
 
 // buildOption changes how build wires the process; only tests use one.
@@ -171,10 +184,15 @@ func withClock(now func() time.Time) buildOption {
 	return func(b *bot) { b.now = now }
 }
 
+// withDriftSweep sweeps for drift every d instead of driftSweepEvery.
+func withDriftSweep(d time.Duration) buildOption {
+	return func(b *bot) { b.driftEvery = d }
+}
+
 // build wires the process for its role; on an error, what was opened is
 // closed again.
 func build(ctx context.Context, cfg config.Config, role string, log *slog.Logger, opts ...buildOption) (*bot, error) {
-	b := &bot{cfg: cfg, role: role, log: log, reg: newRegistry(role), now: time.Now}
+	b := &bot{cfg: cfg, role: role, log: log, reg: newRegistry(role), now: time.Now, driftEvery: driftSweepEvery}
 	for _, o := range opts {
 		o(b)
 	}
@@ -274,6 +292,7 @@ func (b *bot) wireWork(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		b.engine = eng
 		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: b.cfg.PublicURL, Now: b.now, Secrets: b.secrets, Outbox: b.outbox}, b.previewers())
 		b.alarm = newAlarm(b.now)
 		deps.Wake = b.alarm.Wake
@@ -537,6 +556,99 @@ func (b *bot) sweepAWSPreviews(ctx context.Context) {
 	})
 }
 
+// sweepDrift repairs drift every driftEvery, first at once, until ctx
+// ends: in each environment with a current release, the instances found
+// on another release are brought to it (Engine.Repair).
+func (b *bot) sweepDrift(ctx context.Context) {
+	every(ctx, b.driftEvery, true, func() {
+		if err := b.repairDrift(ctx); err != nil && ctx.Err() == nil {
+			b.log.Warn("the drift sweep did not finish everywhere; it runs again in "+b.driftEvery.String(), "err", err)
+		}
+	})
+}
+
+// repairDrift is one drift sweep over every repository the store knows.
+// An environment is repaired with the repository's configuration as the
+// default branch has it now, as a deploy would be; one the configuration
+// no longer names is left alone. A local environment is repaired only by
+// the bot whose local driver runs it; aws environments by any worker (the
+// deploy lock keeps several bots on one Redis from repairing one twice).
+func (b *bot) repairDrift(ctx context.Context) error {
+	repos, err := b.store.ListRepos(ctx)
+	if err != nil {
+		return fmt.Errorf("list repositories: %w", err)
+	}
+	var errs []error
+	for _, repo := range repos {
+		errs = append(errs, b.repairRepo(ctx, repo))
+	}
+	return errors.Join(errs...)
+}
+
+// repairRepo sweeps one repository's environments that have a current
+// release; the configuration is read only when there is one.
+func (b *bot) repairRepo(ctx context.Context, repo string) error {
+	envs, err := b.store.ListEnvironments(ctx, repo)
+	if err != nil {
+		return fmt.Errorf("list the environments of %s: %w", repo, err)
+	}
+	var names []string
+	var installation int64
+	for _, env := range envs {
+		cur, err := b.store.CurrentRelease(ctx, env)
+		if errors.Is(err, record.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read the current release of %s: %w", env, err)
+		}
+		names = append(names, env.Name)
+		if d, err := b.store.GetDeploy(ctx, cur.DeployID); err == nil && d.InstallationID != 0 {
+			installation = d.InstallationID
+		}
+	}
+	if len(names) == 0 || installation == 0 {
+		return nil
+	}
+	owner, name, _ := strings.Cut(repo, "/")
+	data, _, err := b.github.Installation(installation).ReadFile(ctx, owner, name, repoconfig.FilePath, "")
+	if err != nil {
+		return fmt.Errorf("read %s of %s: %w", repoconfig.FilePath, repo, err)
+	}
+	// The branch only names which pushes deploy; a repair does not need it.
+	cfg, err := repoconfig.Parse(data, "")
+	if err != nil {
+		return fmt.Errorf("%s of %s cannot be read, so its environments are not repaired until it is fixed: %w", repoconfig.FilePath, repo, err)
+	}
+	var errs []error
+	for _, n := range names {
+		env, ok := cfg.Environment(n)
+		if !ok || !b.repairs(repo, env) {
+			continue
+		}
+		res, err := b.engine.Repair(ctx, deploy.Target{Repo: repo, Environment: env, App: cfg.App, Notify: cfg.Notify})
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case res.Held != "":
+			b.log.Info("drift found, repair held: the next sweep looks again", "repo", repo, "environment", env.Name, "instances", len(res.Found), "held", string(res.Held))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// repairs reports whether this bot repairs env's drift: aws environments
+// when the aws driver is up, local ones its local driver runs.
+func (b *bot) repairs(repo string, env *repoconfig.Environment) bool {
+	switch env.Driver {
+	case repoconfig.DriverAWS:
+		return b.aws != nil
+	case repoconfig.DriverLocal:
+		return b.driver != nil && b.driver.Runs(repo, env.Name)
+	}
+	return false
+}
+
 // every runs fn every d (first at once when now is set) until ctx ends.
 func every(ctx context.Context, d time.Duration, now bool, fn func()) {
 	t := time.NewTicker(d)
@@ -709,13 +821,17 @@ func (b *bot) background(ctx context.Context, wg *sync.WaitGroup) {
 		go func() { defer wg.Done(); b.sweepAWSPreviews(logctx.With(ctx, b.log)) }()
 	}
 	if b.driver != nil {
-		// Bring the local environments back up on their releases (drift
-		// repair after a restart).
+		// Bring the local environments back up on their releases, then
+		// sweep for drift: the first sweep would otherwise find the local
+		// instances Restore is still starting.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := b.driver.Restore(ctx); err != nil && ctx.Err() == nil {
 				b.log.Warn("some local instances did not come back after the restart", "err", err)
+			}
+			if b.engine != nil {
+				b.sweepDrift(logctx.With(ctx, b.log))
 			}
 		}()
 	}

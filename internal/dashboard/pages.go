@@ -70,6 +70,9 @@ type deployView struct {
 	// RolledBack: the deploy succeeded, then a /rollback replaced its
 	// release (record.ResultRolledBack).
 	RolledBack bool
+	// Repair: not a deploy but a drift repair (record.KindRepair): the
+	// lists show what it repaired, its Reason.
+	Repair bool
 }
 
 type envView struct {
@@ -123,7 +126,7 @@ func (d *Dashboard) deployView(x record.Deploy) deployView {
 		Ref: x.Ref, Creator: x.Creator, Kind: x.Kind, State: x.State, Reason: report.DeployReason(x),
 		Previous: x.Previous, PreviousShort: report.Short(x.Previous),
 		CreatedAt: x.CreatedAt, StartedAt: x.StartedAt, FinishedAt: x.FinishedAt,
-		Final: terminal(x.State), LogTail: x.LogTail, Percent: -1,
+		Final: terminal(x.State), LogTail: x.LogTail, Percent: -1, Repair: x.Kind == record.KindRepair,
 	}
 	switch {
 	case !x.StartedAt.IsZero() && !x.FinishedAt.IsZero():

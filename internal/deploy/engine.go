@@ -634,7 +634,11 @@ func (e *Engine) execute(ctx context.Context, t Target, env record.EnvKey, d rec
 		now := e.o.Now()
 		return Result{Outcome: OutcomeFailure, Release: releaseOf(d), Previous: d.Previous, Reason: *why, Started: now, Finished: now}, ""
 	}
-	updates := newUpdater(ctx, e.o.Notifier, e.info(t, d), func(ctx context.Context, ev Event) { e.progress(ctx, d.ID, ev) })
+	var tell Notifier = e.o.Notifier
+	if d.Kind == record.KindRepair {
+		tell = nil // nothing was deployed: GitHub hears nothing of a repair
+	}
+	updates := newUpdater(ctx, tell, e.info(t, d), func(ctx context.Context, ev Event) { e.progress(ctx, d.ID, ev) })
 	var logBuf bytes.Buffer
 	mask := newMasker(t.Secrets)
 	logw := NewMaskWriter(&syncWriter{w: &logBuf}, t.Secrets)
@@ -657,6 +661,7 @@ func (e *Engine) execute(ctx context.Context, t Target, env record.EnvKey, d rec
 		SkipBake: d.Kind == record.KindRollback,
 		// Nor a release phase: a down-migration is the user's to run.
 		SkipRelease: d.Kind == record.KindRollback,
+		Repair:      d.Kind == record.KindRepair,
 	})
 	updates.close()
 	logw.Flush()
@@ -878,9 +883,9 @@ func (e *Engine) progress(ctx context.Context, id string, ev Event) {
 	}
 }
 
-// updater hands a run's events to the Notifier in order on its own
-// goroutine, so GitHub's latency never holds a batch (ExecInput.Report must
-// be cheap).
+// updater hands a run's events to the Notifier (none: only to record) in
+// order on its own goroutine, so GitHub's latency never holds a batch
+// (ExecInput.Report must be cheap).
 type updater struct {
 	ch   chan Event
 	done chan struct{}
@@ -893,6 +898,9 @@ func newUpdater(ctx context.Context, n Notifier, info DeployInfo, record func(co
 		uctx := context.WithoutCancel(ctx)
 		for ev := range u.ch {
 			record(uctx, ev)
+			if n == nil {
+				continue
+			}
 			if err := n.Update(uctx, info, ev); err != nil {
 				logctx.From(ctx).Warn("could not report a rollout event", "deploy", info.ID, "event", ev.Kind.String(), "err", err)
 			}

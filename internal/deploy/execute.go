@@ -160,6 +160,14 @@ type ExecInput struct {
 	// SkipRelease leaves out the release phase (a /rollback: a
 	// down-migration is the user's to run, not ours).
 	SkipRelease bool
+	// Repair is a drift repair (Engine.Repair): Release is the
+	// environment's current release, and only the instances on another
+	// release are planned (PlanInput.OnlyDrifted). It implies SkipBake
+	// and SkipRelease (the release ran here before; the health checks
+	// stay), and a failure rolls nothing back: the instances already
+	// repaired stay in rotation on Release, the failed one is left out of
+	// rotation, and the reason says where each is.
+	Repair bool
 }
 
 // Execute rolls in.Release out to in.Target following SPEC §6: it lists the
@@ -195,6 +203,9 @@ type ExecInput struct {
 //     the release, or rolled back); if that never happens it keeps serving
 //     and the reason says so.
 func Execute(ctx context.Context, in ExecInput) Result {
+	if in.Repair {
+		in.SkipBake, in.SkipRelease = true, true
+	}
 	r := &run{in: in, now: in.Now, sleep: in.Sleep}
 	if r.now == nil {
 		r.now = time.Now
@@ -312,7 +323,7 @@ func (r *run) makePlan(ctx context.Context) bool {
 		return false
 	}
 	surger, canSurge := r.in.Driver.(Surger)
-	plan, err := PlanRollout(PlanInput{Instances: found, Release: r.in.Release.SHA, Rollout: r.env.Rollout, CanSurge: canSurge})
+	plan, err := PlanRollout(PlanInput{Instances: found, Release: r.in.Release.SHA, Rollout: r.env.Rollout, CanSurge: canSurge, OnlyDrifted: r.in.Repair})
 	if err != nil {
 		var pe *PlanError
 		if !errors.As(err, &pe) { // PlanRollout returns nothing else

@@ -45,7 +45,7 @@ type Batch struct {
 type Plan struct {
 	Batches []Batch
 	Release string
-	Skipped []Instance // already on the release, healthy and in rotation: not touched
+	Skipped []Instance // already on the release, healthy and in rotation (any, with OnlyDrifted): not touched
 	// Notes are the plan's decisions worth knowing, for people
 	// (report.PlanNotes says them).
 	Notes []record.Reason
@@ -57,6 +57,12 @@ type PlanInput struct {
 	Release   string
 	Rollout   repoconfig.Rollout
 	CanSurge  bool // the driver can start an extra instance (local: yes; aws fleets: no)
+	// OnlyDrifted plans a drift repair: only the instances on another
+	// release than Release are updated; those already on it are left
+	// alone whatever their health or rotation (a repair is about
+	// releases, and an instance someone took out of rotation on the
+	// current release is theirs to put back).
+	OnlyDrifted bool
 }
 
 // The kinds of PlanError, for errors.Is.
@@ -183,9 +189,10 @@ func canaryOf(in PlanInput) (canary, maxUnavailable int, err error) {
 
 // zoned is the instances to update, by zone.
 type zoned struct {
-	zones           map[string][]Instance // each zone's, broken first, then by id
-	names           []string              // the zones, in name order
-	serving, broken int                   // in the whole fleet
+	zones   map[string][]Instance // each zone's, broken first, then by id
+	names   []string              // the zones, in name order
+	serving int                   // in the whole fleet
+	broken  int                   // of the instances to update
 }
 
 // sortFleet puts aside the instances already on the release (p.Skipped)
@@ -195,12 +202,13 @@ func (p *Plan) sortFleet(in PlanInput) zoned {
 	for _, inst := range in.Instances {
 		if inst.serving() {
 			f.serving++
-		} else {
-			f.broken++
 		}
-		if inst.Release == in.Release && inst.serving() {
+		if inst.Release == in.Release && (inst.serving() || in.OnlyDrifted) {
 			p.Skipped = append(p.Skipped, inst)
 			continue
+		}
+		if !inst.serving() {
+			f.broken++ // to be replaced first: only those the plan updates
 		}
 		f.zones[inst.Zone] = append(f.zones[inst.Zone], inst)
 	}

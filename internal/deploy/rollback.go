@@ -9,7 +9,7 @@ import (
 
 // fail handles batch b's failure f: cancellation ends the run as it is;
 // otherwise the touched instances go back to Previous, or with no Previous
-// the failed ones stay out of rotation.
+// (or in a repair) the failed ones stay out of rotation.
 func (r *run) fail(ctx context.Context, b Batch, f *stepError, touched bool, surged []Instance) {
 	r.emit(Event{Kind: BatchFailed, Batch: b.Index, Instance: f.instance, Step: f.step, Err: f, Reason: f.failure()})
 	if ctx.Err() != nil {
@@ -40,8 +40,13 @@ func (r *run) fail(ctx context.Context, b Batch, f *stepError, touched bool, sur
 	switch {
 	case len(undo) == 0:
 		r.end(OutcomeFailure, then(failed, record.Reason{Kind: record.ReasonNothingChanged}))
-	case r.in.Previous == "":
+	case r.in.Previous == "" || r.in.Repair:
+		// Nothing to put back (a first deploy), or nothing to put back to
+		// (a repair: the instances it touched ran releases nobody wants).
 		next := record.Reason{Kind: record.ReasonNoEarlierRelease, Path: r.env.Health.Path}
+		if r.in.Repair {
+			next.Kind, next.Duration = record.ReasonRepairLeftOut, RepairRetryAfter
+		}
 		if touched && (f.step == StepAdmit || f.step == StepBake) && f.instance != "" {
 			if err := r.leaveOut(ctx, b, f.instance); err != nil {
 				next.Instance, next.Err = f.instance, err.Error()
@@ -54,8 +59,8 @@ func (r *run) fail(ctx context.Context, b Batch, f *stepError, touched bool, sur
 	}
 }
 
-// leaveOut takes a failed instance of a first deploy out of rotation, as
-// there is nothing to put back on it.
+// leaveOut takes a failed instance of a first deploy or a repair out of
+// rotation, as there is nothing to put back on it.
 func (r *run) leaveOut(ctx context.Context, b Batch, id string) error {
 	for _, inst := range b.Instances {
 		if inst.ID != id {

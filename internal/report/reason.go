@@ -296,6 +296,25 @@ var phrasings = map[record.ReasonKind]phrasing{
 	record.ReasonNotJudged: notJudged,
 	record.ReasonJudged:    judgedLine,
 
+	// Drift repair.
+	record.ReasonDriftFound: func(r record.Reason, _ string) string {
+		return fmt.Sprintf("found %s of %s on another release than %s, its current one: %s; bringing %s to %s",
+			instances(len(r.Found)), r.Env, Short(r.Release), drifted(r.Found), word(len(r.Found), "it", "them"), Short(r.Release))
+	},
+	record.ReasonRepaired: func(r record.Reason, _ string) string {
+		return fmt.Sprintf("repaired %s to %s, %s's current release", drifted(r.Found), Short(r.Release), r.Env)
+	},
+	record.ReasonRepairFailed: func(r record.Reason, cause string) string {
+		return fmt.Sprintf("the repair of %s to %s, %s's current release, failed: %s", drifted(r.Found), Short(r.Release), r.Env, cause)
+	},
+	record.ReasonRepairLeftOut: func(r record.Reason, _ string) string {
+		s := "a repair rolls nothing back"
+		if r.Instance != "" {
+			s += " (and " + r.Instance + " could not be taken out of rotation: " + r.Err + ")"
+		}
+		return s + ": " + describe(r.Left, r.Path) + "; the next repair tries again in " + FormatDuration(r.Duration) + ", or the next deploy does"
+	},
+
 	// Why a deploy waits or did not run.
 	record.ReasonWaitingForChecks: func(r record.Reason, _ string) string {
 		return "waiting for required checks: " + strings.Join(r.Checks, ", ")
@@ -384,6 +403,16 @@ func releaseName(sha string) string {
 		return "no release"
 	}
 	return Short(sha)
+}
+
+// drifted is each instance a repair found with the release it ran:
+// "i-0abc (from no release) and i-0def (from 9f8e7d6)".
+func drifted(found []record.Placement) string {
+	parts := make([]string, len(found))
+	for i, p := range found {
+		parts[i] = p.Instance + " (from " + releaseName(p.Release) + ")"
+	}
+	return joinAnd(parts)
 }
 
 func instances(n int) string { return plural(n, "instance", "instances") }

@@ -92,6 +92,15 @@ var reasonSamples = map[record.ReasonKind]record.Reason{
 	record.ReasonNotJudged:     {Batch: 0, Canary: true, Release: newSHA, Count: 12, Want: 20},
 	record.ReasonJudged:        {Batch: 1, Release: newSHA, Count: 480, Value: 0.0021, Duration: 4100 * time.Microsecond},
 
+	record.ReasonDriftFound: {Env: "production", Release: newSHA, Found: []record.Placement{{Instance: "i-0abc"}, {Instance: "i-0def", Release: oldSHA}}},
+	record.ReasonRepaired:   {Env: "production", Release: newSHA, Found: []record.Placement{{Instance: "i-0abc"}}},
+	record.ReasonRepairFailed: {Env: "production", Release: newSHA, Found: []record.Placement{{Instance: "i-0abc"}},
+		Cause: &record.Reason{Kind: record.ReasonBatchFailed, Canary: true,
+			Cause: &record.Reason{Kind: record.ReasonInstallFailed, Instance: "i-0abc", Release: newSHA, Err: "install of abc1234 ended Failed (exit code 3)"},
+			Then:  []record.Reason{{Kind: record.ReasonRepairLeftOut, Path: "/healthz", Duration: 30 * time.Minute, Left: []record.Placement{{Instance: "i-0abc", Lost: true, Out: true}}}}}},
+	record.ReasonRepairLeftOut: {Path: "/healthz", Duration: 30 * time.Minute, Instance: "i-0abc", Err: "i-0abc: deregistering timed out",
+		Left: []record.Placement{{Instance: "i-0abc", Release: newSHA, Failing: true}}},
+
 	record.ReasonWaitingForChecks: {Checks: []string{"ci/test", "lint"}},
 	record.ReasonLocked:           {By: "alice", Text: "incident 42"},
 	record.ReasonSuperseded:       {Release: nextSHA},

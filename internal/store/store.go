@@ -28,7 +28,7 @@ import (
 )
 
 var (
-	kinds   = []string{record.KindPush, record.KindComment, record.KindRollback, record.KindPreview}
+	kinds   = []string{record.KindPush, record.KindComment, record.KindRollback, record.KindPreview, record.KindRepair}
 	states  = []string{record.StateQueued, record.StateWaiting, record.StateLocked, record.StateRunning, record.StateSuccess, record.StateFailure, record.StateError, record.StateSuperseded, record.StateCancelled}
 	results = []string{record.ResultSuccess, record.ResultFailure, record.ResultRolledBack}
 )

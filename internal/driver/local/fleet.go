@@ -294,6 +294,27 @@ func (d *Driver) Instances(ctx context.Context, t deploy.Target) ([]deploy.Insta
 	return out, nil
 }
 
+// Runs reports whether this driver runs the environment: one of its
+// instances here ran a release. A local environment belongs to the host
+// that runs it (SPEC §8); the drift sweep repairs only those, so that a
+// bot sharing Redis with others never starts another host's environment.
+func (d *Driver) Runs(repo, env string) bool {
+	d.mu.Lock()
+	f := d.fleets[fleetKey{Repo: repo, Env: strings.ToLower(env)}]
+	d.mu.Unlock()
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range f.slots {
+		if s.release.SHA != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // instance is the engine's view of a slot. Called with f.mu held.
 func (f *fleet) instance(s *slot) deploy.Instance {
 	p := s.proc

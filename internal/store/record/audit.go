@@ -52,7 +52,8 @@ const (
 	ActionFreezeOverridden    = "freeze.overridden"
 	ActionSecretSet           = "secret.set"
 	ActionSecretUnset         = "secret.unset"
-	ActionDriftRepaired       = "drift.repaired"
+	ActionDriftFound          = "drift.found"    // a repair begins: the instances found and their releases
+	ActionDriftRepaired       = "drift.repaired" // how it ended: success, failure or error, and why
 	ActionRedeliveryRequested = "redelivery.requested"
 	// The App was installed, uninstalled, or given or refused repositories
 	// (installation and installation_repositories events).
@@ -80,7 +81,7 @@ func AuditActions() []string {
 	return []string{
 		ActionDeployQueued, ActionDeployStarted, ActionDeployFinished, ActionRollback,
 		ActionLock, ActionUnlock, ActionCommandRefused, ActionConfigError, ActionFreezeHeld, ActionFreezeOverridden,
-		ActionSecretSet, ActionSecretUnset, ActionDriftRepaired, ActionRedeliveryRequested,
+		ActionSecretSet, ActionSecretUnset, ActionDriftFound, ActionDriftRepaired, ActionRedeliveryRequested,
 		ActionInstallationCreated, ActionInstallationDeleted, ActionReposAdded, ActionReposRemoved, ActionPreviewTornDown,
 	}
 }

@@ -63,7 +63,10 @@ type Reason struct {
 	// Reasons within reasons.
 	Cause *Reason     `json:"cause,omitempty"` // ReasonBatchFailed, ReasonRollbackFailed: the step failure; elsewhere, an Err the engine describes itself
 	Left  []Placement `json:"left,omitempty"`  // where a rollout that stopped left the instances it touched
-	Then  []Reason    `json:"then,omitempty"`  // what followed, said after this reason, in order
+	// Found are the instances a drift repair found on another release than
+	// the environment's current one, each with the release it ran then.
+	Found []Placement `json:"found,omitempty"`
+	Then  []Reason    `json:"then,omitempty"` // what followed, said after this reason, in order
 }
 
 // Placement is where a rollout that stopped left one instance it touched.
@@ -174,6 +177,15 @@ const (
 	ReasonJudged ReasonKind = "judged" // Batch, Canary, Release, Count (requests), Value (error rate), Duration (p99)
 )
 
+// Drift repair (SPEC §6.7): instances found on another release than the
+// environment's current one, brought back to it (deploy.Engine.Repair).
+const (
+	ReasonDriftFound    ReasonKind = "drift_found"     // Env, Release (the current one), Found
+	ReasonRepaired      ReasonKind = "repaired"        // Env, Release, Found
+	ReasonRepairFailed  ReasonKind = "repair_failed"   // Env, Release, Found, Cause (how the repair ended)
+	ReasonRepairLeftOut ReasonKind = "repair_left_out" // Left, Path, Duration (when it is tried again); Instance and Err when it could not be taken out of rotation
+)
+
 // Why a deploy waits or did not run (Deploy.Reason while queued).
 const (
 	ReasonWaitingForChecks ReasonKind = "waiting_for_checks" // Checks
@@ -214,6 +226,8 @@ func ReasonKinds() []ReasonKind {
 		ReasonRollbackBuildFailed, ReasonRollbackFailed, ReasonSurgeLeft, ReasonRetireFailed,
 
 		ReasonBuilding, ReasonReleasePhase, ReasonBatchStarting, ReasonSurged, ReasonRollingBack, ReasonNotJudged, ReasonJudged,
+
+		ReasonDriftFound, ReasonRepaired, ReasonRepairFailed, ReasonRepairLeftOut,
 
 		ReasonWaitingForChecks, ReasonLocked, ReasonSuperseded, ReasonFrozen, ReasonText,
 	}

@@ -63,6 +63,10 @@ const (
 	KindComment  = "comment"  // /deploy
 	KindRollback = "rollback" // /rollback, or the engine putting a release back
 	KindPreview  = "preview"  // a pull request's preview environment
+	// KindRepair: the engine bringing instances found on another release
+	// back to the environment's current one (drift, SPEC §6.7). Nothing
+	// is deployed: no GitHub deployment, no release in the history.
+	KindRepair = "repair"
 )
 
 // PreviewEnv is the environment name preview secrets are kept under
