@@ -1223,50 +1223,62 @@ func (e *Embedded) compact() (err error) {
 		return err
 	}
 	e.step("copied")
-	for ; rep.Rounds < compactMaxRounds; rep.Rounds++ {
+	// Each round applies what changed during the previous one and flushes
+	// it, so the paused part has only the last short round to write.
+	for {
 		n, err := e.catchUp(ndb, e.takeTouched())
 		if err != nil {
 			return err
 		}
-		if n <= compactPauseKeys/4 {
+		if err := ndb.Sync(); err != nil {
+			return fmt.Errorf("queue: compaction: %w", err)
+		}
+		rep.Rounds++
+		if n <= compactPauseKeys/16 || rep.Rounds >= compactMaxRounds {
 			break
 		}
 	}
-	// Flush the bulk of the copy now, so that the paused part's fsync has
-	// only the last round to write.
-	if err := ndb.Sync(); err != nil {
-		return fmt.Errorf("queue: compaction: %w", err)
-	}
 	e.step("synced")
+	old, err := e.swapIn(ndb, tmp, &rep.Paused)
+	if old == nil {
+		return err
+	}
+	swapped = true
+	e.step("swapped")
+	return errors.Join(err, old.Close())
+}
 
+// swapIn is the paused part of a compaction: with the commits held back,
+// it applies the last changes to ndb with an fsync, renames ndb's file
+// over the live one, fsyncs the directory, and makes ndb the live file.
+// It returns the old file (nil if it was not swapped).
+func (e *Embedded) swapIn(ndb *bolt.DB, tmp string, paused *time.Duration) (*bolt.DB, error) {
 	e.commitMu.Lock()
 	defer e.commitMu.Unlock()
-	paused := time.Now()
-	defer func() { rep.Paused = time.Since(paused) }()
+	start := time.Now()
+	defer func() { *paused = time.Since(start) }()
 	last := e.touched
 	if len(last) > compactPauseKeys {
-		return errCompactBusy
+		return nil, errCompactBusy
 	}
 	e.tracking, e.touched = false, nil
 	ndb.NoSync = false
 	if _, err := e.catchUp(ndb, last); err != nil { // commits with fsync
-		return err
+		return nil, err
 	}
 	e.step("final")
 	if err := os.Rename(tmp, e.path); err != nil {
-		return fmt.Errorf("queue: compaction: %w", err)
+		return nil, fmt.Errorf("queue: compaction: %w", err)
 	}
 	// From here the file at path is the copy: writes must go to it even if
 	// the directory fsync fails.
 	e.step("renamed")
-	dirErr := syncDir(filepath.Dir(e.path))
+	err := syncDir(filepath.Dir(e.path))
 	e.dbMu.Lock()
 	old := e.db
 	e.db = ndb
 	e.dbMu.Unlock()
-	swapped = true
-	e.step("swapped")
-	return errors.Join(dirErr, old.Close())
+	return old, err
 }
 
 func (e *Embedded) step(name string) {
@@ -1320,6 +1332,11 @@ func (e *Embedded) copyAll(ndb *bolt.DB) error {
 			}
 			if after, more, err = e.copyChunk(ndb, name, after); err != nil {
 				return fmt.Errorf("queue: compaction: copy %s: %w", name, err)
+			}
+			// Flushed chunk by chunk: one fsync of the whole copy would
+			// hold the disk, and the commits' fsyncs behind it, for long.
+			if err := ndb.Sync(); err != nil {
+				return fmt.Errorf("queue: compaction: %w", err)
 			}
 		}
 	}
