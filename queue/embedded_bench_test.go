@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -47,7 +48,10 @@ func enqueueAll(b *testing.B, q queue.Queue, prefix string, n, callers int) []ti
 				if i >= int64(n) {
 					return
 				}
-				job := queue.Job{DeliveryID: fmt.Sprintf("%s-%d", prefix, i), Event: "push", Repo: "octo/app", Payload: payload}
+				// Random first, as GitHub's UUIDs are: each id lands on
+				// its own page of the delivery index, not next to the last.
+				id := fmt.Sprintf("%016x-%s-%d", rand.Uint64(), prefix, i)
+				job := queue.Job{DeliveryID: id, Event: "push", Repo: "octo/app", Payload: payload}
 				if _, err := q.Enqueue(context.Background(), job); err != nil {
 					b.Error(err)
 					return
