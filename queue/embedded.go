@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,14 +25,17 @@ import (
 // it on open. Memory is the authority while the process runs, which keeps
 // Lease free of disk writes; the file is the authority across restarts.
 //
-// Every Enqueue, Ack, Nack and ClaimRedelivery is committed (fsync) before
-// it returns; concurrent ones share one commit. A lease is recorded by
+// Every Enqueue, Nack and ClaimRedelivery is committed (fsync) before it
+// returns; concurrent ones share one commit. A lease is recorded by
 // appending (job id, attempt) to a small log next to the file with a plain
 // write, no fsync: it survives the death of the process, which is what
 // attempt counting has to survive (a job that crashes its worker must not
 // loop forever), while costing microseconds instead of a commit. A machine
 // crash can lose the record of the last leases; those jobs then get one
-// more attempt than MaxAttempts, which at-least-once allows.
+// more attempt than MaxAttempts, which at-least-once allows. An Ack is
+// recorded the same way, and the deletes of acked jobs ride the next
+// commit without anyone waiting for it; a machine crash can bring the
+// last acked jobs back, to run again.
 //
 // Acknowledged jobs are deleted, delivery ids are forgotten after the
 // dedupe window, and dead letters are capped; bbolt reuses the pages they
@@ -58,12 +62,18 @@ type Embedded struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 
-	mu          sync.Mutex
-	closed      bool
-	log         *os.File
-	logSize     int64
-	compactAt   int64
-	jobs        map[uint64]*entry
+	mu        sync.Mutex
+	closed    bool
+	log       *os.File
+	logSize   int64
+	compactAt int64
+	jobs      map[uint64]*entry
+	// acked holds the jobs acked whose delete is not committed yet; their
+	// ack marks must survive a rewrite of the lease log until it is.
+	// ackQueue is the part the committer has not taken yet.
+	acked       map[uint64]struct{}
+	ackQueue    []uint64
+	ackKick     chan struct{}
 	leased      map[uint64]*entry // leased and expired
 	ready       fifo
 	reclaim     fifo // expired leases, served before ready so they are not starved
@@ -178,7 +188,10 @@ const (
 	// deadHeaderLen: died unix ns, job id, attempts, reason length.
 	deadHeaderLen = 8 + 8 + 4 + 4
 	markLen       = 12
-	minCompactAt  = 1 << 20
+	// ackMark in a lease log record's attempt field says the job was
+	// acked: opening the file deletes it if its delete was not committed.
+	ackMark      = math.MaxUint32
+	minCompactAt = 1 << 20
 	// maxBatch bounds one commit so a burst cannot hold the writer long.
 	maxBatch = 512
 )
@@ -214,6 +227,8 @@ func openEmbedded(path string, opts Options, tune embeddedTuning) (*Embedded, er
 		kick:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		jobs:        make(map[uint64]*entry),
+		acked:       make(map[uint64]struct{}),
+		ackKick:     make(chan struct{}, 1),
 		leased:      make(map[uint64]*entry),
 		compactAt:   minCompactAt,
 		tokenSeq:    uint64(time.Now().UnixNano()), // tokens of an earlier process never match
@@ -268,7 +283,16 @@ func (e *Embedded) recover() error {
 			k := marks[:8]
 			n := binary.BigEndian.Uint32(marks[8:markLen])
 			v := jobs.Get(k)
-			if len(v) < jobHeaderLen || binary.BigEndian.Uint32(v) >= n {
+			if len(v) < jobHeaderLen {
+				continue
+			}
+			if n == ackMark {
+				if err := jobs.Delete(bytes.Clone(k)); err != nil {
+					return err
+				}
+				continue
+			}
+			if binary.BigEndian.Uint32(v) >= n {
 				continue
 			}
 			nv := bytes.Clone(v)
@@ -551,6 +575,10 @@ func (e *Embedded) compactLog() {
 			buf = binary.BigEndian.AppendUint32(buf, uint32(ent.n))
 		}
 	}
+	for id := range e.acked {
+		buf = binary.BigEndian.AppendUint64(buf, id)
+		buf = binary.BigEndian.AppendUint32(buf, ackMark)
+	}
 	e.compactAt = max(minCompactAt, 2*int64(len(buf)), 2*e.logSize)
 	tmp := e.logPath + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
@@ -593,11 +621,69 @@ func (e *Embedded) Ack(ctx context.Context, l *Lease) error {
 	}
 	id := ent.id
 	e.remove(ent)
+	// Like a lease, an ack is a record in the log, and its delete joins
+	// the next commit without being waited for: a worker acking goes back
+	// to Lease at once instead of waiting for a commit, which under heavy
+	// intake carries hundreds of payloads. A dead process's acks are
+	// applied when the file opens; a machine crash can lose the last ones,
+	// and those jobs run again, which at-least-once allows.
+	if err := e.markLease(id, ackMark); err != nil {
+		e.mu.Unlock()
+		// Should the commit fail too, the job is gone from memory but not
+		// from the file: it runs again after a restart.
+		err = e.commit(func(tx *wtx) error { return tx.del(bucketJobs, u64key(id)) })
+		return e.fail("ack", err)
+	}
+	e.acked[id] = struct{}{}
+	e.ackQueue = append(e.ackQueue, id)
+	if e.logSize >= e.compactAt {
+		e.compactLog()
+	}
 	e.mu.Unlock()
-	// Should the commit fail, the job is gone from memory but not from the
-	// file: it runs again after a restart, which at-least-once allows.
-	err = e.commit(func(tx *wtx) error { return tx.del(bucketJobs, u64key(id)) })
-	return e.fail("ack", err)
+	select {
+	case e.ackKick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// takeAcks returns a write deleting the acked jobs not committed yet, nil
+// when there are none.
+func (e *Embedded) takeAcks() *writeReq {
+	e.mu.Lock()
+	ids := e.ackQueue
+	e.ackQueue = nil
+	e.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	return &writeReq{
+		fn: func(tx *wtx) error {
+			for _, id := range ids {
+				if err := tx.del(bucketJobs, u64key(id)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		done: make(chan error, 1),
+		acks: ids,
+	}
+}
+
+// ackCommitted forgets the acks of r once their delete is on disk; after a
+// failure they wait for the next commit (their marks keep them meanwhile).
+func (e *Embedded) ackCommitted(r *writeReq) {
+	err := <-r.done
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err != nil {
+		e.ackQueue = append(e.ackQueue, r.acks...)
+		return
+	}
+	for _, id := range r.acks {
+		delete(e.acked, id)
+	}
 }
 
 func (e *Embedded) Nack(ctx context.Context, l *Lease, reason string, retry bool) error {
@@ -980,6 +1066,8 @@ func (e *Embedded) forgetExpired(now time.Time) error {
 type writeReq struct {
 	fn   func(*wtx) error
 	done chan error
+	// acks: the jobs whose delete this is, for a write made by takeAcks.
+	acks []uint64
 }
 
 // wtx is a write transaction that notes the keys it changes while a
@@ -1037,13 +1125,20 @@ func (e *Embedded) commit(fn func(*wtx) error) error {
 // beyond the latency a webhook acknowledgement can afford.
 func (e *Embedded) committer() {
 	defer e.wg.Done()
-	batch := make([]*writeReq, 0, maxBatch)
+	batch := make([]*writeReq, 0, maxBatch+1)
 	for {
 		batch = batch[:0]
 		select {
 		case r := <-e.writes:
 			batch = append(batch, r)
+		case <-e.ackKick:
 		case <-e.done:
+			// Acks still queued are in the log; deleting them now spares
+			// the next open the work.
+			if acks := e.takeAcks(); acks != nil {
+				acks.done <- e.update([]*writeReq{acks})
+				e.ackCommitted(acks)
+			}
 			return
 		}
 	more:
@@ -1055,16 +1150,26 @@ func (e *Embedded) committer() {
 				break more
 			}
 		}
+		acks := e.takeAcks()
+		if acks != nil {
+			batch = append(batch, acks)
+		}
+		if len(batch) == 0 {
+			continue
+		}
 		err := e.update(batch)
 		if err != nil && len(batch) > 1 {
 			// One bad write must not fail its neighbours: retry alone.
 			for _, r := range batch {
 				r.done <- e.update([]*writeReq{r})
 			}
-			continue
+		} else {
+			for _, r := range batch {
+				r.done <- err
+			}
 		}
-		for _, r := range batch {
-			r.done <- err
+		if acks != nil {
+			e.ackCommitted(acks)
 		}
 	}
 }

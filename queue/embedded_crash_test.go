@@ -38,6 +38,8 @@ func TestCrashChild(t *testing.T) {
 		crashChildIntake(path, out)
 	case "compact":
 		crashChildCompact(path, os.Getenv(envCrashStep), out)
+	case "ack":
+		crashChildAck(path, out)
 	}
 	fmt.Fprintln(os.Stderr, "crash child: no crash happened")
 	os.Exit(1)
@@ -75,6 +77,39 @@ func crashChildIntake(path string, out *lineWriter) {
 		})
 	}
 	wg.Wait()
+}
+
+// crashChildAck stores 200 jobs, then acks 120 with the commits held
+// back, so that only the lease log knows of the acks, and the log is
+// rewritten along the way; then it dies.
+func crashChildAck(path string, out *lineWriter) {
+	ctx := context.Background()
+	e, err := openEmbedded(path, Options{}, testTuning())
+	if err != nil {
+		childFail(err)
+	}
+	for i := range 200 {
+		id := fmt.Sprint("a-", i)
+		if _, err := e.Enqueue(ctx, Job{DeliveryID: id}); err != nil {
+			childFail(err)
+		}
+		out.say("stored", id)
+	}
+	e.commitMu.Lock()
+	e.mu.Lock()
+	e.compactAt = 40 * markLen
+	e.mu.Unlock()
+	for range 120 {
+		l, err := e.Lease(ctx, "w", 0)
+		if err != nil {
+			childFail(err)
+		}
+		if err := e.Ack(ctx, l); err != nil {
+			childFail(err)
+		}
+		out.say("acked", l.Job.DeliveryID)
+	}
+	os.Exit(crashExit)
 }
 
 // crashChildCompact fills a store, acks part of it, and compacts it,
@@ -231,3 +266,20 @@ func TestCrashDuringCompactionLeavesUsableStore(t *testing.T) {
 	}
 }
 
+// A process that dies after its Acks returned but before their deletes
+// were committed does not run those jobs again.
+func TestCrashBeforeAckCommitsKeepsAcks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	stored, acked, _ := runCrashChild(t, "ack", path, "", nil)
+	if len(stored) != 200 || len(acked) != 120 {
+		t.Fatalf("child stored %d and acked %d, want 200 and 120", len(stored), len(acked))
+	}
+	want := map[string]bool{}
+	for id := range stored {
+		if !acked[id] {
+			want[id] = true
+		}
+	}
+	e := openTest(t, path, Options{}, testTuning())
+	checkJobs(t, e, want)
+}
