@@ -93,7 +93,7 @@ type Embedded struct {
 
 	// compactMu makes compactions one at a time.
 	compactMu   sync.Mutex
-	lastCompact CompactionReport
+	lastCompact compactionReport
 }
 
 // embeddedTuning holds what tests and benchmarks change; OpenEmbedded uses
@@ -120,8 +120,8 @@ func defaultTuning() embeddedTuning {
 	}
 }
 
-// CompactionReport describes the last compaction, for benchmarks.
-type CompactionReport struct {
+// compactionReport describes the last compaction, for benchmarks.
+type compactionReport struct {
 	At time.Time
 	// Before and After are the file's sizes in bytes.
 	Before, After int64
@@ -513,7 +513,7 @@ func (e *Embedded) take(now time.Time) (snap leaseSnap, dead []buried, err error
 			e.remove(ent)
 			continue
 		}
-		if err := e.markLease(ent.id, ent.n+1); err != nil {
+		if err := e.markLease(ent.id, uint32(ent.n+1)); err != nil {
 			q.pushFront(ent)
 			return leaseSnap{}, dead, e.fail("record lease", err)
 		}
@@ -552,10 +552,10 @@ func (e *Embedded) load(s leaseSnap) (*Lease, error) {
 	return &Lease{Job: job, Token: s.token}, nil
 }
 
-func (e *Embedded) markLease(id uint64, n int) error {
+func (e *Embedded) markLease(id uint64, n uint32) error {
 	var rec [markLen]byte
 	binary.BigEndian.PutUint64(rec[:8], id)
-	binary.BigEndian.PutUint32(rec[8:], uint32(n))
+	binary.BigEndian.PutUint32(rec[8:], n)
 	if _, err := e.log.Write(rec[:]); err != nil {
 		return err
 	}
@@ -1256,8 +1256,8 @@ func (e *Embedded) compactor() {
 	}
 }
 
-// LastCompaction reports the last compaction, zero if none ran.
-func (e *Embedded) LastCompaction() CompactionReport {
+// lastCompaction reports the last compaction, zero if none ran.
+func (e *Embedded) lastCompaction() compactionReport {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.lastCompact
@@ -1289,7 +1289,7 @@ func (e *Embedded) shouldCompact() bool {
 func (e *Embedded) compact() (err error) {
 	e.compactMu.Lock()
 	defer e.compactMu.Unlock()
-	rep := CompactionReport{At: time.Now()}
+	rep := compactionReport{At: time.Now()}
 	if fi, err := os.Stat(e.path); err == nil {
 		rep.Before = fi.Size()
 	}

@@ -85,7 +85,7 @@ func BenchmarkEmbeddedCompaction(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		r := e.LastCompaction()
+		r := e.lastCompaction()
 		took, paused = append(took, r.Took), append(paused, r.Paused)
 		worst = append(worst, slices.Max(lat))
 		beforeMB += float64(r.Before) / (1 << 20) / float64(b.N)

@@ -255,7 +255,7 @@ func TestCompactionKeepsWritesMadeDuringIt(t *testing.T) {
 	if err := e.compact(); err != nil {
 		t.Fatal(err)
 	}
-	if r := e.LastCompaction(); r.Err != nil || r.Paused <= 0 || r.Took < r.Paused {
+	if r := e.lastCompaction(); r.Err != nil || r.Paused <= 0 || r.Took < r.Paused {
 		t.Errorf("compaction report %+v", r)
 	}
 	last, err := e.Enqueue(ctx, Job{DeliveryID: "after"})
@@ -363,7 +363,7 @@ func TestCompactionUnderConcurrentIntake(t *testing.T) {
 	}
 	stop.Store(true)
 	wg.Wait()
-	if r := e.LastCompaction(); r.Err != nil {
+	if r := e.lastCompaction(); r.Err != nil {
 		t.Logf("last compaction: %v", r.Err)
 	}
 	if err := e.Close(); err != nil {
