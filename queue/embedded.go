@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,18 +25,34 @@ import (
 // it on open. Memory is the authority while the process runs, which keeps
 // Lease free of disk writes; the file is the authority across restarts.
 //
-// Every Enqueue, Ack, Nack and ClaimRedelivery is committed (fsync) before
-// it returns; concurrent ones share one commit. A lease is recorded by
+// Every Enqueue, Nack and ClaimRedelivery is committed (fsync) before it
+// returns; concurrent ones share one commit. A lease is recorded by
 // appending (job id, attempt) to a small log next to the file with a plain
 // write, no fsync: it survives the death of the process, which is what
 // attempt counting has to survive (a job that crashes its worker must not
 // loop forever), while costing microseconds instead of a commit. A machine
 // crash can lose the record of the last leases; those jobs then get one
-// more attempt than MaxAttempts, which at-least-once allows.
+// more attempt than MaxAttempts, which at-least-once allows. An Ack is
+// recorded the same way, and the deletes of acked jobs ride the next
+// commit without anyone waiting for it; a machine crash can bring the
+// last acked jobs back, to run again.
+//
+// Acknowledged jobs are deleted, delivery ids are forgotten after the
+// dedupe window, and dead letters are capped; bbolt reuses the pages they
+// free but never gives them back, so a backlog would leave the file at its
+// largest for good (and the freelist's bookkeeping grows with it). When more
+// than half of the file is free, a background compaction copies what is live
+// into a new file and swaps it in; see compact.
 type Embedded struct {
+	// db is replaced only by a compaction, which holds commitMu and dbMu
+	// for it: the committer reads it under commitMu, everyone else through
+	// view, under dbMu.
 	db      *bolt.DB
+	dbMu    sync.RWMutex
+	path    string
 	opts    Options
 	logPath string
+	tune    embeddedTuning
 	// forgetEvery paces deleting expired delivery ids; lookups check the
 	// expiry themselves, so this only bounds the file's growth.
 	forgetEvery time.Duration
@@ -43,12 +62,18 @@ type Embedded struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 
-	mu          sync.Mutex
-	closed      bool
-	log         *os.File
-	logSize     int64
-	compactAt   int64
-	jobs        map[uint64]*entry
+	mu        sync.Mutex
+	closed    bool
+	log       *os.File
+	logSize   int64
+	compactAt int64
+	jobs      map[uint64]*entry
+	// acked holds the jobs acked whose delete is not committed yet; their
+	// ack marks must survive a rewrite of the lease log until it is.
+	// ackQueue is the part the committer has not taken yet.
+	acked       map[uint64]struct{}
+	ackQueue    []uint64
+	ackKick     chan struct{}
 	leased      map[uint64]*entry // leased and expired
 	ready       fifo
 	reclaim     fifo // expired leases, served before ready so they are not starved
@@ -57,6 +82,56 @@ type Embedded struct {
 	clockWakeAt time.Time
 	tokenSeq    uint64
 	stats       Stats
+
+	// commitMu is held for each commit; a compaction holds it to swap the
+	// set of touched keys and, briefly, to catch up and swap files.
+	commitMu sync.Mutex
+	// tracking: a compaction is copying the file, and every commit adds
+	// the keys it changed to touched (touchKey form).
+	tracking bool
+	touched  map[string]struct{}
+
+	// compactMu makes compactions one at a time.
+	compactMu   sync.Mutex
+	lastCompact compactionReport
+}
+
+// embeddedTuning holds what tests and benchmarks change; OpenEmbedded uses
+// defaultTuning.
+type embeddedTuning struct {
+	// compactEvery paces the check for free space.
+	compactEvery time.Duration
+	// compactMin: smaller files are never compacted, whatever is free.
+	compactMin int64
+	// chunkBytes bounds one copy transaction, so the copy never holds a
+	// read transaction of the live file for long (a long one would stall a
+	// commit that has to grow the mmap, and pin freed pages).
+	chunkBytes int
+	// hook, when set, is called at each step of a compaction: the crash
+	// tests exit the process there.
+	hook func(step string)
+}
+
+func defaultTuning() embeddedTuning {
+	return embeddedTuning{
+		compactEvery: 2 * time.Second,
+		compactMin:   32 << 20,
+		chunkBytes:   4 << 20,
+	}
+}
+
+// compactionReport describes the last compaction, for benchmarks.
+type compactionReport struct {
+	At time.Time
+	// Before and After are the file's sizes in bytes.
+	Before, After int64
+	// Took is the whole compaction; Paused is the part during which
+	// commits waited: the last catch-up, the rename and the directory
+	// fsync.
+	Took, Paused time.Duration
+	// Rounds counts the catch-up passes before the paused one.
+	Rounds int
+	Err    error
 }
 
 var _ Queue = (*Embedded)(nil)
@@ -92,6 +167,19 @@ const (
 	bucketExpiries = "expiries"
 )
 
+// buckets is every bucket of the file, in a fixed order: a touched key
+// names its bucket by its index here.
+var buckets = [...]string{bucketJobs, bucketDead, bucketDeliveries, bucketRedeliveries, bucketExpiries}
+
+func bucketIndex(name string) byte {
+	for i, b := range buckets {
+		if b == name {
+			return byte(i)
+		}
+	}
+	panic("queue: unknown bucket " + name)
+}
+
 const (
 	kindDelivery   = 'd'
 	kindRedelivery = 'r'
@@ -100,7 +188,10 @@ const (
 	// deadHeaderLen: died unix ns, job id, attempts, reason length.
 	deadHeaderLen = 8 + 8 + 4 + 4
 	markLen       = 12
-	minCompactAt  = 1 << 20
+	// ackMark in a lease log record's attempt field says the job was
+	// acked: opening the file deletes it if its delete was not committed.
+	ackMark      = math.MaxUint32
+	minCompactAt = 1 << 20
 	// maxBatch bounds one commit so a burst cannot hold the writer long.
 	maxBatch = 512
 )
@@ -109,15 +200,26 @@ const (
 // path+".leases". Jobs that a previous process had leased are ready at
 // once: that process is gone.
 func OpenEmbedded(path string, opts Options) (*Embedded, error) {
+	return openEmbedded(path, opts, defaultTuning())
+}
+
+func openEmbedded(path string, opts Options, tune embeddedTuning) (*Embedded, error) {
 	opts = opts.withDefaults()
-	// The timeout turns a second process on the same file into an error
-	// instead of a hang on the file lock.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := bolt.Open(path, 0o600, boltOptions())
 	if err != nil {
 		return nil, fmt.Errorf("queue: open %s: %w: %w", path, ErrUnavailable, err)
 	}
+	// A compaction that died before its rename leaves its copy behind;
+	// the file at path is the complete one. Removed only now that the
+	// lock is ours: the copy of a live process is not ours to delete.
+	if err := os.Remove(compactPath(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		db.Close()
+		return nil, fmt.Errorf("queue: remove the unfinished compaction %s: %w: %w", compactPath(path), ErrUnavailable, err)
+	}
 	e := &Embedded{
 		db:          db,
+		path:        path,
+		tune:        tune,
 		opts:        opts,
 		logPath:     path + ".leases",
 		forgetEvery: min(max(opts.DedupeWindow/2, time.Second), 10*time.Minute),
@@ -125,6 +227,8 @@ func OpenEmbedded(path string, opts Options) (*Embedded, error) {
 		kick:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		jobs:        make(map[uint64]*entry),
+		acked:       make(map[uint64]struct{}),
+		ackKick:     make(chan struct{}, 1),
 		leased:      make(map[uint64]*entry),
 		compactAt:   minCompactAt,
 		tokenSeq:    uint64(time.Now().UnixNano()), // tokens of an earlier process never match
@@ -133,11 +237,32 @@ func OpenEmbedded(path string, opts Options) (*Embedded, error) {
 		db.Close()
 		return nil, err
 	}
-	e.wg.Add(2)
+	e.wg.Add(3)
 	go e.committer()
 	go e.clock()
+	go e.compactor()
 	return e, nil
 }
+
+// boltOptions are the live file's and its compacted copy's.
+//
+// The hashmap freelist finds a run of free pages for a 24 KB job in
+// constant time; the default array scans the whole list, which is what
+// made a file with a large free area slow. NoFreelistSync stops writing
+// the freelist at every commit (with a big free area that write was
+// megabytes per commit); bbolt rebuilds it by walking the tree when it
+// opens the file, which takes a moment for a file with a large backlog
+// and nothing for a compacted one. The timeout turns a second process on
+// the same file into an error instead of a hang on the file lock.
+func boltOptions() *bolt.Options {
+	return &bolt.Options{
+		Timeout:        time.Second,
+		FreelistType:   bolt.FreelistMapType,
+		NoFreelistSync: true,
+	}
+}
+
+func compactPath(path string) string { return path + ".compact" }
 
 // recover applies the lease log to the file, loads the jobs, and starts a
 // fresh log.
@@ -147,7 +272,7 @@ func (e *Embedded) recover() error {
 		return fmt.Errorf("queue: read lease log: %w: %w", ErrUnavailable, err)
 	}
 	err = e.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range []string{bucketJobs, bucketDead, bucketDeliveries, bucketRedeliveries, bucketExpiries} {
+		for _, name := range buckets {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
@@ -158,7 +283,16 @@ func (e *Embedded) recover() error {
 			k := marks[:8]
 			n := binary.BigEndian.Uint32(marks[8:markLen])
 			v := jobs.Get(k)
-			if len(v) < jobHeaderLen || binary.BigEndian.Uint32(v) >= n {
+			if len(v) < jobHeaderLen {
+				continue
+			}
+			if n == ackMark {
+				if err := jobs.Delete(bytes.Clone(k)); err != nil {
+					return err
+				}
+				continue
+			}
+			if binary.BigEndian.Uint32(v) >= n {
 				continue
 			}
 			nv := bytes.Clone(v)
@@ -219,22 +353,23 @@ func (e *Embedded) Enqueue(ctx context.Context, job Job) (Job, error) {
 
 	var id uint64
 	var dup bool
-	err := e.commit(func(tx *bolt.Tx) error {
+	err := e.commit(func(tx *wtx) error {
 		id, dup = 0, false // the committer may run this twice
-		if v := tx.Bucket([]byte(bucketDeliveries)).Get(key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
+		// Earlier writes of the same group are visible here, so of many
+		// concurrent duplicates in one group exactly one is stored.
+		if v := tx.get(bucketDeliveries, key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
 			dup = true
 			return nil
 		}
 		if err := remember(tx, kindDelivery, key, expires); err != nil {
 			return err
 		}
-		jobs := tx.Bucket([]byte(bucketJobs))
-		seq, err := jobs.NextSequence()
+		seq, err := tx.bucket(bucketJobs).NextSequence()
 		if err != nil {
 			return err
 		}
 		id = seq
-		return jobs.Put(u64key(seq), val)
+		return tx.put(bucketJobs, u64key(seq), val)
 	})
 	if err != nil {
 		return Job{}, e.fail("enqueue", err)
@@ -258,18 +393,18 @@ func (e *Embedded) Enqueue(ctx context.Context, job Job) (Job, error) {
 
 // remember records a delivery id (kind d) or a redelivery claim (kind r)
 // until expires.
-func remember(tx *bolt.Tx, kind byte, key []byte, expires int64) error {
-	b := tx.Bucket([]byte(bucketDeliveries))
+func remember(tx *wtx, kind byte, key []byte, expires int64) error {
+	b := bucketDeliveries
 	if kind == kindRedelivery {
-		b = tx.Bucket([]byte(bucketRedeliveries))
+		b = bucketRedeliveries
 	}
 	exp := u64key(uint64(expires))
-	if err := b.Put(key, exp); err != nil {
+	if err := tx.put(b, key, exp); err != nil {
 		return err
 	}
 	idx := make([]byte, 0, 9+len(key))
 	idx = append(append(append(idx, exp...), kind), key...)
-	return tx.Bucket([]byte(bucketExpiries)).Put(idx, nil)
+	return tx.put(bucketExpiries, idx, nil)
 }
 
 type leaseSnap struct {
@@ -378,7 +513,7 @@ func (e *Embedded) take(now time.Time) (snap leaseSnap, dead []buried, err error
 			e.remove(ent)
 			continue
 		}
-		if err := e.markLease(ent.id, ent.n+1); err != nil {
+		if err := e.markLease(ent.id, uint32(ent.n+1)); err != nil {
 			q.pushFront(ent)
 			return leaseSnap{}, dead, e.fail("record lease", err)
 		}
@@ -400,7 +535,7 @@ func (e *Embedded) take(now time.Time) (snap leaseSnap, dead []buried, err error
 // error the job comes back after the visibility timeout like any other.
 func (e *Embedded) load(s leaseSnap) (*Lease, error) {
 	var job Job
-	err := e.db.View(func(tx *bolt.Tx) error {
+	err := e.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket([]byte(bucketJobs)).Get(u64key(s.id))
 		if len(v) < jobHeaderLen {
 			return fmt.Errorf("queue: job %d has no record", s.id)
@@ -417,10 +552,10 @@ func (e *Embedded) load(s leaseSnap) (*Lease, error) {
 	return &Lease{Job: job, Token: s.token}, nil
 }
 
-func (e *Embedded) markLease(id uint64, n int) error {
+func (e *Embedded) markLease(id uint64, n uint32) error {
 	var rec [markLen]byte
 	binary.BigEndian.PutUint64(rec[:8], id)
-	binary.BigEndian.PutUint32(rec[8:], uint32(n))
+	binary.BigEndian.PutUint32(rec[8:], n)
 	if _, err := e.log.Write(rec[:]); err != nil {
 		return err
 	}
@@ -439,6 +574,10 @@ func (e *Embedded) compactLog() {
 			buf = binary.BigEndian.AppendUint64(buf, id)
 			buf = binary.BigEndian.AppendUint32(buf, uint32(ent.n))
 		}
+	}
+	for id := range e.acked {
+		buf = binary.BigEndian.AppendUint64(buf, id)
+		buf = binary.BigEndian.AppendUint32(buf, ackMark)
 	}
 	e.compactAt = max(minCompactAt, 2*int64(len(buf)), 2*e.logSize)
 	tmp := e.logPath + ".tmp"
@@ -482,11 +621,69 @@ func (e *Embedded) Ack(ctx context.Context, l *Lease) error {
 	}
 	id := ent.id
 	e.remove(ent)
+	// Like a lease, an ack is a record in the log, and its delete joins
+	// the next commit without being waited for: a worker acking goes back
+	// to Lease at once instead of waiting for a commit, which under heavy
+	// intake carries hundreds of payloads. A dead process's acks are
+	// applied when the file opens; a machine crash can lose the last ones,
+	// and those jobs run again, which at-least-once allows.
+	if err := e.markLease(id, ackMark); err != nil {
+		e.mu.Unlock()
+		// Should the commit fail too, the job is gone from memory but not
+		// from the file: it runs again after a restart.
+		err = e.commit(func(tx *wtx) error { return tx.del(bucketJobs, u64key(id)) })
+		return e.fail("ack", err)
+	}
+	e.acked[id] = struct{}{}
+	e.ackQueue = append(e.ackQueue, id)
+	if e.logSize >= e.compactAt {
+		e.compactLog()
+	}
 	e.mu.Unlock()
-	// Should the commit fail, the job is gone from memory but not from the
-	// file: it runs again after a restart, which at-least-once allows.
-	err = e.commit(func(tx *bolt.Tx) error { return tx.Bucket([]byte(bucketJobs)).Delete(u64key(id)) })
-	return e.fail("ack", err)
+	select {
+	case e.ackKick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// takeAcks returns a write deleting the acked jobs not committed yet, nil
+// when there are none.
+func (e *Embedded) takeAcks() *writeReq {
+	e.mu.Lock()
+	ids := e.ackQueue
+	e.ackQueue = nil
+	e.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	return &writeReq{
+		fn: func(tx *wtx) error {
+			for _, id := range ids {
+				if err := tx.del(bucketJobs, u64key(id)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		done: make(chan error, 1),
+		acks: ids,
+	}
+}
+
+// ackCommitted forgets the acks of r once their delete is on disk; after a
+// failure they wait for the next commit (their marks keep them meanwhile).
+func (e *Embedded) ackCommitted(r *writeReq) {
+	err := <-r.done
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err != nil {
+		e.ackQueue = append(e.ackQueue, r.acks...)
+		return
+	}
+	for _, id := range r.acks {
+		delete(e.acked, id)
+	}
 }
 
 func (e *Embedded) Nack(ctx context.Context, l *Lease, reason string, retry bool) error {
@@ -514,16 +711,15 @@ func (e *Embedded) Nack(ctx context.Context, l *Lease, reason string, retry bool
 	e.wakeClockBy(readyAt)
 	e.mu.Unlock()
 
-	err = e.commit(func(tx *bolt.Tx) error {
-		jobs := tx.Bucket([]byte(bucketJobs))
-		v := jobs.Get(u64key(id))
+	err = e.commit(func(tx *wtx) error {
+		v := tx.get(bucketJobs, u64key(id))
 		if len(v) < jobHeaderLen {
 			return nil // acked or buried meanwhile; do not bring it back
 		}
 		nv := bytes.Clone(v)
 		binary.BigEndian.PutUint32(nv, uint32(n))
 		binary.BigEndian.PutUint64(nv[4:], uint64(readyAt.UnixNano()))
-		return jobs.Put(u64key(id), nv)
+		return tx.put(bucketJobs, u64key(id), nv)
 	})
 	return e.fail("nack", err)
 }
@@ -537,12 +733,12 @@ func (e *Embedded) bury(jobs []buried, reason string) error {
 	}
 	now := time.Now().UnixNano()
 	var added int64
-	err := e.commit(func(tx *bolt.Tx) error {
+	err := e.commit(func(tx *wtx) error {
 		added = 0
-		live, dead := tx.Bucket([]byte(bucketJobs)), tx.Bucket([]byte(bucketDead))
+		dead := tx.bucket(bucketDead)
 		for _, j := range jobs {
 			k := u64key(j.id)
-			v := live.Get(k)
+			v := tx.get(bucketJobs, k)
 			if len(v) < jobHeaderLen {
 				continue
 			}
@@ -556,15 +752,15 @@ func (e *Embedded) bury(jobs []buried, reason string) error {
 			if err != nil {
 				return err
 			}
-			if err := dead.Put(u64key(seq), rec); err != nil {
+			if err := tx.put(bucketDead, u64key(seq), rec); err != nil {
 				return err
 			}
 			if seq > DeadLetterCap {
-				if err := dead.Delete(u64key(seq - DeadLetterCap)); err != nil {
+				if err := tx.del(bucketDead, u64key(seq-DeadLetterCap)); err != nil {
 					return err
 				}
 			}
-			if err := live.Delete(k); err != nil {
+			if err := tx.del(bucketJobs, k); err != nil {
 				return err
 			}
 			added++
@@ -601,7 +797,7 @@ func (e *Embedded) held(l *Lease) (*entry, error) {
 func (e *Embedded) Seen(ctx context.Context, deliveryID string) (bool, error) {
 	var seen bool
 	now := time.Now().UnixNano()
-	err := e.db.View(func(tx *bolt.Tx) error {
+	err := e.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket([]byte(bucketDeliveries)).Get([]byte(deliveryID))
 		seen = len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now
 		return nil
@@ -616,9 +812,9 @@ func (e *Embedded) ClaimRedelivery(ctx context.Context, deliveryID string) (bool
 	now := time.Now()
 	key := []byte(deliveryID)
 	var claimed bool
-	err := e.commit(func(tx *bolt.Tx) error {
+	err := e.commit(func(tx *wtx) error {
 		claimed = false
-		if v := tx.Bucket([]byte(bucketRedeliveries)).Get(key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
+		if v := tx.get(bucketRedeliveries, key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
 			return nil
 		}
 		claimed = true
@@ -633,8 +829,8 @@ func (e *Embedded) ClaimRedelivery(ctx context.Context, deliveryID string) (bool
 func (e *Embedded) ReleaseRedelivery(ctx context.Context, deliveryID string) error {
 	// The expiry index entry stays behind; the sweep deletes a marker only
 	// when it still carries that expiry, so a stale index entry is harmless.
-	err := e.commit(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketRedeliveries)).Delete([]byte(deliveryID))
+	err := e.commit(func(tx *wtx) error {
+		return tx.del(bucketRedeliveries, []byte(deliveryID))
 	})
 	return e.fail("release redelivery", err)
 }
@@ -650,7 +846,7 @@ func (e *Embedded) Stats(ctx context.Context) (Stats, error) {
 
 func (e *Embedded) Dead(ctx context.Context, n int) ([]DeadJob, error) {
 	var out []DeadJob
-	err := e.db.View(func(tx *bolt.Tx) error {
+	err := e.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket([]byte(bucketDead)).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
 			if len(v) < deadHeaderLen {
@@ -701,6 +897,9 @@ func (e *Embedded) Close() error {
 	e.mu.Unlock()
 	close(e.done)
 	e.wg.Wait()
+	// A compaction called by a test, outside the compactor, may still run.
+	e.compactMu.Lock()
+	defer e.compactMu.Unlock()
 	err := e.db.Close()
 	return errors.Join(err, e.log.Close())
 }
@@ -834,8 +1033,8 @@ func (e *Embedded) tick(now time.Time) time.Time {
 // forgetExpired deletes delivery ids and redelivery claims past the dedupe
 // window, a bounded number per round.
 func (e *Embedded) forgetExpired(now time.Time) error {
-	return e.commit(func(tx *bolt.Tx) error {
-		idx := tx.Bucket([]byte(bucketExpiries))
+	return e.commit(func(tx *wtx) error {
+		idx := tx.bucket(bucketExpiries)
 		var keys [][]byte
 		c := idx.Cursor()
 		for k, _ := c.First(); k != nil && len(keys) < 10000; k, _ = c.Next() {
@@ -845,18 +1044,18 @@ func (e *Embedded) forgetExpired(now time.Time) error {
 			keys = append(keys, bytes.Clone(k))
 		}
 		for _, k := range keys {
-			b := tx.Bucket([]byte(bucketDeliveries))
+			b := bucketDeliveries
 			if k[8] == kindRedelivery {
-				b = tx.Bucket([]byte(bucketRedeliveries))
+				b = bucketRedeliveries
 			}
 			// The id may have been remembered again since, with a later
 			// expiry and its own index key.
-			if v := b.Get(k[9:]); bytes.Equal(v, k[:8]) {
-				if err := b.Delete(k[9:]); err != nil {
+			if v := tx.get(b, k[9:]); bytes.Equal(v, k[:8]) {
+				if err := tx.del(b, k[9:]); err != nil {
 					return err
 				}
 			}
-			if err := idx.Delete(k); err != nil {
+			if err := tx.del(bucketExpiries, k); err != nil {
 				return err
 			}
 		}
@@ -865,13 +1064,49 @@ func (e *Embedded) forgetExpired(now time.Time) error {
 }
 
 type writeReq struct {
-	fn   func(*bolt.Tx) error
+	fn   func(*wtx) error
 	done chan error
+	// acks: the jobs whose delete this is, for a write made by takeAcks.
+	acks []uint64
+}
+
+// wtx is a write transaction that notes the keys it changes while a
+// compaction is copying the file, so that the copy can catch up with them.
+// Every write of the queue goes through put and del.
+type wtx struct {
+	tx *bolt.Tx
+	// touched is nil when no compaction is under way.
+	touched *[]string
+}
+
+func (w *wtx) bucket(name string) *bolt.Bucket { return w.tx.Bucket([]byte(name)) }
+
+func (w *wtx) get(bucket string, key []byte) []byte { return w.bucket(bucket).Get(key) }
+
+func (w *wtx) put(bucket string, key, val []byte) error {
+	w.touch(bucket, key)
+	return w.bucket(bucket).Put(key, val)
+}
+
+func (w *wtx) del(bucket string, key []byte) error {
+	w.touch(bucket, key)
+	return w.bucket(bucket).Delete(key)
+}
+
+func (w *wtx) touch(bucket string, key []byte) {
+	if w.touched != nil {
+		*w.touched = append(*w.touched, touchKey(bucket, key))
+	}
+}
+
+// touchKey names one key of one bucket in a string, the set's key type.
+func touchKey(bucket string, key []byte) string {
+	return string(bucketIndex(bucket)) + string(key)
 }
 
 // commit runs fn in a write transaction and returns once it is on disk.
 // fn may run more than once, so it must reset what it reports.
-func (e *Embedded) commit(fn func(*bolt.Tx) error) error {
+func (e *Embedded) commit(fn func(*wtx) error) error {
 	req := &writeReq{fn: fn, done: make(chan error, 1)}
 	select {
 	case e.writes <- req:
@@ -890,13 +1125,20 @@ func (e *Embedded) commit(fn func(*bolt.Tx) error) error {
 // beyond the latency a webhook acknowledgement can afford.
 func (e *Embedded) committer() {
 	defer e.wg.Done()
-	batch := make([]*writeReq, 0, maxBatch)
+	batch := make([]*writeReq, 0, maxBatch+1)
 	for {
 		batch = batch[:0]
 		select {
 		case r := <-e.writes:
 			batch = append(batch, r)
+		case <-e.ackKick:
 		case <-e.done:
+			// Acks still queued are in the log; deleting them now spares
+			// the next open the work.
+			if acks := e.takeAcks(); acks != nil {
+				acks.done <- e.update([]*writeReq{acks})
+				e.ackCommitted(acks)
+			}
 			return
 		}
 	more:
@@ -908,25 +1150,398 @@ func (e *Embedded) committer() {
 				break more
 			}
 		}
-		err := e.db.Update(func(tx *bolt.Tx) error {
-			for _, r := range batch {
-				if err := r.fn(tx); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		acks := e.takeAcks()
+		if acks != nil {
+			batch = append(batch, acks)
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		err := e.update(batch)
 		if err != nil && len(batch) > 1 {
 			// One bad write must not fail its neighbours: retry alone.
 			for _, r := range batch {
-				r.done <- e.db.Update(r.fn)
+				r.done <- e.update([]*writeReq{r})
 			}
-			continue
+		} else {
+			for _, r := range batch {
+				r.done <- err
+			}
 		}
-		for _, r := range batch {
-			r.done <- err
+		if acks != nil {
+			e.ackCommitted(acks)
 		}
 	}
+}
+
+// update commits the batch in one transaction. It holds commitMu, so a
+// compaction sees every commit either before or after it takes the set of
+// touched keys, never half-way.
+func (e *Embedded) update(batch []*writeReq) error {
+	e.commitMu.Lock()
+	defer e.commitMu.Unlock()
+	w := &wtx{}
+	var touched []string
+	if e.tracking {
+		w.touched = &touched
+	}
+	err := e.db.Update(func(tx *bolt.Tx) error {
+		w.tx, touched = tx, touched[:0]
+		for _, r := range batch {
+			if err := r.fn(w); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && e.tracking {
+		for _, k := range touched {
+			e.touched[k] = struct{}{}
+		}
+	}
+	return err
+}
+
+// view runs a read transaction on the current file; dbMu keeps a
+// compaction from closing the file under it.
+func (e *Embedded) view(fn func(*bolt.Tx) error) error {
+	e.dbMu.RLock()
+	defer e.dbMu.RUnlock()
+	return e.db.View(fn)
+}
+
+// Compaction. bbolt never shrinks its file: a backlog of 100,000 jobs of
+// 24 KB leaves 3 GB behind after the workers drain it. The copy runs
+// beside the traffic: every commit from its start notes the keys it
+// changed, the copy reads the live file in short transactions, then
+// catches up with the changed keys, round after round, until few remain;
+// only the last round, the rename and the directory fsync hold the
+// commits back.
+const (
+	// compactMaxRounds bounds the catch-up rounds; when the changes still
+	// outnumber compactPauseKeys after them, intake outruns the copy and
+	// the compaction gives up until later rather than pause for long.
+	compactMaxRounds = 8
+	compactPauseKeys = 2048
+	// compactRetryMax caps the back-off after a failed compaction (a full
+	// disk, say).
+	compactRetryMax = 10 * time.Minute
+)
+
+// errCompactBusy: intake changed keys faster than the copy caught up.
+var errCompactBusy = errors.New("queue: compaction could not catch up with intake; it will try again")
+
+// compactor checks, every compactEvery, whether half the file is free,
+// and compacts it if so. A failure leaves the old file in use and backs
+// off.
+func (e *Embedded) compactor() {
+	defer e.wg.Done()
+	wait := e.tune.compactEvery
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+		case <-e.done:
+			return
+		}
+		if !e.shouldCompact() {
+			wait = e.tune.compactEvery
+		} else if err := e.compact(); err != nil {
+			wait = min(max(2*wait, e.tune.compactEvery), compactRetryMax)
+		} else {
+			wait = e.tune.compactEvery
+		}
+		timer.Reset(wait)
+	}
+}
+
+// lastCompaction reports the last compaction, zero if none ran.
+func (e *Embedded) lastCompaction() compactionReport {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastCompact
+}
+
+// shouldCompact: the file is big enough to bother and less than half of
+// it holds live pages. The space past bbolt's high-water mark (it grows
+// the file ahead of need) counts as free.
+func (e *Embedded) shouldCompact() bool {
+	fi, err := os.Stat(e.path)
+	if err != nil || fi.Size() < e.tune.compactMin {
+		return false
+	}
+	var used int64
+	if e.view(func(tx *bolt.Tx) error { used = tx.Size(); return nil }) != nil {
+		return false
+	}
+	e.dbMu.RLock()
+	free := int64(e.db.Stats().FreeAlloc)
+	e.dbMu.RUnlock()
+	return 2*(used-free) < fi.Size()
+}
+
+// compact copies the live data into a new file and swaps it in. A crash
+// at any step leaves a usable store: until the rename the file at path
+// is the old one, complete, and the copy is removed when the store opens;
+// the copy is fsynced, with every commit made before the rename, before
+// the rename puts it at path.
+func (e *Embedded) compact() (err error) {
+	e.compactMu.Lock()
+	defer e.compactMu.Unlock()
+	rep := compactionReport{At: time.Now()}
+	if fi, err := os.Stat(e.path); err == nil {
+		rep.Before = fi.Size()
+	}
+	defer func() {
+		rep.Took, rep.Err = time.Since(rep.At), err
+		if fi, serr := os.Stat(e.path); serr == nil {
+			rep.After = fi.Size()
+		}
+		e.mu.Lock()
+		e.lastCompact = rep
+		e.mu.Unlock()
+	}()
+
+	tmp := compactPath(e.path)
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("queue: compaction: %w", err)
+	}
+	ndb, err := bolt.Open(tmp, 0o600, boltOptions())
+	if err != nil {
+		return fmt.Errorf("queue: compaction: %w", err)
+	}
+	// Nothing needs to reach the disk before the copy is complete: one
+	// fsync at the end does.
+	ndb.NoSync = true
+	swapped := false
+	e.setTracking(true)
+	defer func() {
+		e.setTracking(false)
+		if !swapped {
+			ndb.Close()
+			os.Remove(tmp)
+		}
+	}()
+
+	if err := e.copyAll(ndb); err != nil {
+		return err
+	}
+	e.step("copied")
+	// Each round applies what changed during the previous one and flushes
+	// it, so the paused part has only the last short round to write.
+	for {
+		n, err := e.catchUp(ndb, e.takeTouched())
+		if err != nil {
+			return err
+		}
+		if err := ndb.Sync(); err != nil {
+			return fmt.Errorf("queue: compaction: %w", err)
+		}
+		rep.Rounds++
+		if n <= compactPauseKeys/16 || rep.Rounds >= compactMaxRounds {
+			break
+		}
+	}
+	e.step("synced")
+	old, err := e.swapIn(ndb, tmp, &rep.Paused)
+	if old == nil {
+		return err
+	}
+	swapped = true
+	e.step("swapped")
+	return errors.Join(err, old.Close())
+}
+
+// swapIn is the paused part of a compaction: with the commits held back,
+// it applies the last changes to ndb with an fsync, renames ndb's file
+// over the live one, fsyncs the directory, and makes ndb the live file.
+// It returns the old file (nil if it was not swapped).
+func (e *Embedded) swapIn(ndb *bolt.DB, tmp string, paused *time.Duration) (*bolt.DB, error) {
+	e.commitMu.Lock()
+	defer e.commitMu.Unlock()
+	start := time.Now()
+	defer func() { *paused = time.Since(start) }()
+	last := e.touched
+	if len(last) > compactPauseKeys {
+		return nil, errCompactBusy
+	}
+	e.tracking, e.touched = false, nil
+	ndb.NoSync = false
+	if _, err := e.catchUp(ndb, last); err != nil { // commits with fsync
+		return nil, err
+	}
+	e.step("final")
+	if err := os.Rename(tmp, e.path); err != nil {
+		return nil, fmt.Errorf("queue: compaction: %w", err)
+	}
+	// From here the file at path is the copy: writes must go to it even if
+	// the directory fsync fails.
+	e.step("renamed")
+	err := syncDir(filepath.Dir(e.path))
+	e.dbMu.Lock()
+	old := e.db
+	e.db = ndb
+	e.dbMu.Unlock()
+	return old, err
+}
+
+func (e *Embedded) step(name string) {
+	if e.tune.hook != nil {
+		e.tune.hook(name)
+	}
+}
+
+func (e *Embedded) setTracking(on bool) {
+	e.commitMu.Lock()
+	defer e.commitMu.Unlock()
+	e.tracking, e.touched = on, nil
+	if on {
+		e.touched = make(map[string]struct{})
+	}
+}
+
+// takeTouched hands over the keys changed since the last call and starts
+// a new set. Values read after this include at least these changes; later
+// ones land in the next set.
+func (e *Embedded) takeTouched() map[string]struct{} {
+	e.commitMu.Lock()
+	defer e.commitMu.Unlock()
+	t := e.touched
+	e.touched = make(map[string]struct{})
+	return t
+}
+
+// copyAll copies every bucket, a chunk per read transaction. The chunks
+// are not one snapshot, but every key changed after tracking started is in
+// the touched set, which catchUp applies afterwards.
+func (e *Embedded) copyAll(ndb *bolt.DB) error {
+	err := ndb.Update(func(tx *bolt.Tx) error {
+		for _, name := range buckets {
+			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue: compaction: %w", err)
+	}
+	for _, name := range buckets {
+		var after []byte
+		for more := true; more; {
+			select {
+			case <-e.done:
+				return errClosed
+			default:
+			}
+			if after, more, err = e.copyChunk(ndb, name, after); err != nil {
+				return fmt.Errorf("queue: compaction: copy %s: %w", name, err)
+			}
+			// Flushed chunk by chunk: one fsync of the whole copy would
+			// hold the disk, and the commits' fsyncs behind it, for long.
+			if err := ndb.Sync(); err != nil {
+				return fmt.Errorf("queue: compaction: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// copyChunk copies about chunkBytes of bucket name from the key after
+// "after" on (from the first key when after is nil), and returns the last
+// key copied and whether any remain.
+func (e *Embedded) copyChunk(ndb *bolt.DB, name string, after []byte) (last []byte, more bool, err error) {
+	err = e.view(func(otx *bolt.Tx) error {
+		return ndb.Update(func(ntx *bolt.Tx) error {
+			c := otx.Bucket([]byte(name)).Cursor()
+			nb := ntx.Bucket([]byte(name))
+			// Keys arrive in order: full pages, as a fresh copy can have.
+			nb.FillPercent = 1
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			size := 0
+			for ; k != nil && size < e.tune.chunkBytes; k, v = c.Next() {
+				// Both point into the live file's mmap, valid until its
+				// read transaction ends, which is after this commit.
+				if err := nb.Put(k, v); err != nil {
+					return err
+				}
+				size += len(k) + len(v)
+				last = k
+			}
+			more = k != nil
+			last = bytes.Clone(last)
+			return nil
+		})
+	})
+	return last, more, err
+}
+
+// catchUp copies the current value of every touched key into ndb (or
+// deletes it there), and the buckets' sequences, in transactions of about
+// chunkBytes. It returns how many keys it applied.
+func (e *Embedded) catchUp(ndb *bolt.DB, touched map[string]struct{}) (int, error) {
+	keys := make([]string, 0, len(touched))
+	for k := range touched {
+		keys = append(keys, k)
+	}
+	n := len(keys)
+	// Sorted, the writes into ndb go page by page.
+	slices.Sort(keys)
+	for len(keys) > 0 || touched != nil {
+		touched = nil // one pass for the sequences even with no keys
+		err := e.view(func(otx *bolt.Tx) error {
+			return ndb.Update(func(ntx *bolt.Tx) error {
+				size := 0
+				for len(keys) > 0 && size < e.tune.chunkBytes {
+					k := keys[0]
+					keys = keys[1:]
+					name := []byte(buckets[k[0]])
+					key := []byte(k[1:])
+					nb := ntx.Bucket(name)
+					// A cursor, not Get: an expiry index key has an
+					// empty value, which must not read as absent.
+					k2, v := otx.Bucket(name).Cursor().Seek(key)
+					if !bytes.Equal(k2, key) {
+						if err := nb.Delete(key); err != nil {
+							return err
+						}
+						continue
+					}
+					if err := nb.Put(key, v); err != nil {
+						return err
+					}
+					size += len(key) + len(v)
+				}
+				for _, name := range buckets {
+					seq := otx.Bucket([]byte(name)).Sequence()
+					if err := ntx.Bucket([]byte(name)).SetSequence(seq); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return 0, fmt.Errorf("queue: compaction: catch up: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // errClosed is what a closed Embedded reports, as unavailable: to intake,
