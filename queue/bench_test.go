@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shipbot/shipbot/internal/testenv"
@@ -152,4 +154,151 @@ func report(b *testing.B, name string, d []time.Duration) {
 	}
 	b.ReportMetric(pct(0.50), name+"-p50-µs")
 	b.ReportMetric(pct(0.99), name+"-p99-µs")
+}
+
+// openRedisBench starts a redis-server of the benchmark's own (appendfsync
+// always, as in every test) and a queue on it whose metrics reg gathers.
+func openRedisBench(b *testing.B) (queue.Queue, *prometheus.Registry) {
+	srv := testenv.StartRedis(b)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 128})
+	b.Cleanup(func() { client.Close() })
+	q, err := queue.NewRedis(client, "bench", queue.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { q.Close() })
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(queue.NewCollector(q))
+	return q, reg
+}
+
+// BenchmarkEnqueueConcurrent is intake under load (issue #17): 64 webhook
+// requests at once, each storing a 24 KB delivery from a buffer it reuses
+// for the next, as intake does. jobs/s is the throughput; group-size the
+// mean number of jobs that shared one round trip to Redis.
+func BenchmarkEnqueueConcurrent(b *testing.B) {
+	const callers = 64
+	q, reg := openRedisBench(b)
+	ctx := context.Background()
+	var next atomic.Int64
+	before := groupSizes(b, reg)
+	b.SetBytes(payloadSize)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			payload := make([]byte, payloadSize)
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				binary.BigEndian.PutUint64(payload, uint64(i))
+				job := queue.Job{DeliveryID: fmt.Sprintf("conc-%d-%d", b.N, i), Event: "push", Repo: "octo/app", Payload: payload}
+				if _, err := q.Enqueue(ctx, job); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "jobs/s")
+	reportGroupSize(b, "enqueue", before, groupSizes(b, reg))
+}
+
+// BenchmarkDrain is the workers' side (issue #17): a backlog of b.N jobs
+// with 24 KB payloads, stored before the timer starts, drained by 16
+// workers that lease and ack each job at once (a handler that does
+// nothing). jobs/s is the drain rate.
+func BenchmarkDrain(b *testing.B) {
+	const workers, fillers = 16, 64
+	q, reg := openRedisBench(b)
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range fillers {
+		wg.Go(func() {
+			payload := make([]byte, payloadSize)
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				job := queue.Job{DeliveryID: fmt.Sprintf("drain-%d-%d", b.N, i), Event: "push", Payload: payload}
+				if _, err := q.Enqueue(ctx, job); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	before := groupSizes(b, reg)
+	var done atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	for w := range workers {
+		wg.Go(func() {
+			consumer := fmt.Sprintf("w%d", w)
+			for done.Load() < int64(b.N) {
+				l, err := q.Lease(ctx, consumer, 100*time.Millisecond)
+				if errors.Is(err, queue.ErrEmpty) {
+					continue
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if err := q.Ack(ctx, l); err != nil {
+					b.Error(err)
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "jobs/s")
+	reportGroupSize(b, "lease", before, groupSizes(b, reg))
+	reportGroupSize(b, "settle", before, groupSizes(b, reg))
+}
+
+// groupSizes reads shipbot_queue_group_size as op -> [sum, count]; empty
+// when the queue groups nothing (the code before issue #17).
+func groupSizes(b *testing.B, reg *prometheus.Registry) map[string][2]float64 {
+	families, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := map[string][2]float64{}
+	for _, f := range families {
+		if f.GetName() != "shipbot_queue_group_size" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "op" {
+					h := m.GetHistogram()
+					out[l.GetValue()] = [2]float64{h.GetSampleSum(), float64(h.GetSampleCount())}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func reportGroupSize(b *testing.B, op string, before, after map[string][2]float64) {
+	a, ok := after[op]
+	if !ok {
+		return
+	}
+	if n := a[1] - before[op][1]; n > 0 {
+		b.ReportMetric((a[0]-before[op][0])/n, op+"-group-size")
+	}
 }
