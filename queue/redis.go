@@ -225,8 +225,10 @@ func (r *Redis) sendEnqueues(calls []*call[enqueueCall, string]) {
 						if j, ok := first[markers[i]]; !ok || j != i {
 							continue
 						}
-						// WATCH makes this SET fail the whole EXEC, rather
-						// than NX this one job, if the marker appeared.
+						// No NX: under WATCH the marker is still absent
+						// when EXEC runs, or EXEC runs nothing. A Tx keeps
+						// one connection and never redials, so the WATCH
+						// cannot be lost to a reconnect before EXEC.
 						p.Set(ctx, c.in.marker, "1", r.opts.DedupeWindow)
 						ids[i] = p.XAdd(ctx, &redis.XAddArgs{Stream: r.stream, Values: []any{"m", c.in.meta, "p", c.in.payload}})
 					}
@@ -419,7 +421,7 @@ func (g *leaser) run() {
 		g.mu.Lock()
 		now := time.Now()
 		live := g.waiting[:0]
-		untried := false
+		var untried []*leaseCall
 		for _, c := range g.waiting {
 			switch {
 			case c.state == leaseGone:
@@ -427,7 +429,9 @@ func (g *leaser) run() {
 				g.finishLocked(c, nil, nil)
 			default:
 				live = append(live, c)
-				untried = untried || !c.tried
+				if !c.tried {
+					untried = append(untried, c)
+				}
 			}
 		}
 		clear(g.waiting[len(live):])
@@ -437,23 +441,34 @@ func (g *leaser) run() {
 			g.mu.Unlock()
 			return
 		}
-		if (g.more || untried) && len(live) > 1 {
-			group := live[:min(len(live), groupMaxJobs)]
+		// After a read that found a job for everyone, read for everyone
+		// again; otherwise the stream was empty, and only calls that came
+		// since need a read.
+		group := untried
+		if g.more {
+			group = live
+		}
+		if len(group) > 1 {
+			group = slices.Clone(group[:min(len(group), groupMaxJobs)])
 			for _, c := range group {
 				c.state, c.tried = leaseReading, true
 			}
-			group = slices.Clone(group)
-			g.waiting = slices.Delete(g.waiting, 0, len(group))
+			g.waiting = slices.DeleteFunc(g.waiting, func(c *leaseCall) bool { return c.state == leaseReading })
 			g.mu.Unlock()
 			g.observe.Observe(float64(len(group)))
 			g.readGroup(group)
 			continue
 		}
-		// The call that waits longest blocks for everyone.
+		// One blocking read stands for everyone: for the one call that
+		// needs a read, or else for the call that waits longest.
 		c := live[0]
-		for _, o := range live[1:] {
-			if o.until.After(c.until) {
-				c = o
+		if len(group) == 1 {
+			c = group[0]
+		} else {
+			for _, o := range live[1:] {
+				if o.until.After(c.until) {
+					c = o
+				}
 			}
 		}
 		c.state, c.tried = leaseReading, true
