@@ -195,7 +195,15 @@ func (r *Redis) sendEnqueues(calls []*call[enqueueCall, string]) {
 	for i, c := range calls {
 		markers[i] = c.in.marker
 	}
-	err := r.client.Watch(ctx, func(tx *redis.Tx) error {
+	err := r.client.Watch(ctx, func(tx *redis.Tx) (err error) {
+		// The WATCH below is sent raw, to share a round trip with MGET, so
+		// go-redis does not know to release it: a failure must, or the
+		// pooled connection would carry it into someone else's EXEC.
+		defer func() {
+			if err != nil {
+				_ = tx.Unwatch(ctx).Err()
+			}
+		}()
 		for range enqueueTries {
 			var seen *redis.SliceCmd
 			_, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
