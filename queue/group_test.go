@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shipbot/shipbot/internal/testenv"
@@ -403,5 +404,43 @@ func TestRedisCloseEndsGroups(t *testing.T) {
 	q.enqueues.mu.Unlock()
 	if running != 0 {
 		t.Errorf("%d group goroutines still running after Close", running)
+	}
+}
+
+// The collector of a Redis queue reports how many calls shared each round
+// trip, by operation.
+func TestRedisCollectorReportsGroupSizes(t *testing.T) {
+	_, client := startGroupRedis(t)
+	q := newGroupQueue(t, client, "metrics", groupTestOptions())
+	ctx := context.Background()
+	if _, err := q.Enqueue(ctx, testJob("m1")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := q.Lease(ctx, "w", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Ack(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(q))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, f := range families {
+		if f.GetName() != "shipbot_queue_group_size" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetHistogram().GetSampleCount()
+		}
+	}
+	for _, op := range []string{"enqueue", "lease", "settle"} {
+		if got[op] == 0 {
+			t.Errorf("shipbot_queue_group_size{op=%q} counted no round trip; got %v", op, got)
+		}
 	}
 }
