@@ -34,9 +34,10 @@ import (
 // Redis without being copied into a blob; Lease reads both forms, and the
 // scripts join m and p into a blob for retries and dead letters (fields).
 // Once a job went round a retry, its entry also carries the job's original
-// id ("id") and the attempts used before it was re-added ("n"). The job's attempt is n plus the entry's delivery count in
-// the pending list, which XREADGROUP sets to 1 and every reclaim (XCLAIM)
-// increments, so a worker that dies mid-job spends an attempt too.
+// id ("id") and the attempts used before it was re-added ("n"). The job's
+// attempt is n plus the entry's delivery count in the pending list, which
+// XREADGROUP sets to 1 and every reclaim (XCLAIM) increments, so a worker
+// that dies mid-job spends an attempt too.
 type Redis struct {
 	client    *redis.Client
 	ownClient bool
@@ -58,7 +59,7 @@ type Redis struct {
 	nextSweep atomic.Int64
 
 	// Concurrent calls of this process share round trips (issue #17):
-	// enqueues go out as one script call, leases as one pipeline of reads,
+	// enqueues go out as one transaction, leases as one pipeline of reads,
 	// acks and extends as one script call.
 	enqueues  *batcher[enqueueCall, string]
 	settles   *batcher[settleCall, bool]
@@ -72,8 +73,8 @@ const (
 	redisGroup = "workers"
 	// A group is at most groupMaxJobs calls or groupMaxBytes of arguments
 	// (one call larger than that goes alone): about 85 deliveries of 24 KB,
-	// a command Redis takes in and runs in about a millisecond, during
-	// which it serves no one else.
+	// whose EXEC keeps Redis busy for a few milliseconds, serving no one
+	// else.
 	groupMaxJobs  = 128
 	groupMaxBytes = 2 << 20
 	// groupMaxWait is the longest a group waits behind the round trips in
