@@ -3,14 +3,19 @@ package queue_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shipbot/shipbot/internal/testenv"
@@ -152,4 +157,223 @@ func report(b *testing.B, name string, d []time.Duration) {
 	}
 	b.ReportMetric(pct(0.50), name+"-p50-µs")
 	b.ReportMetric(pct(0.99), name+"-p99-µs")
+}
+
+// fsyncModes are the two ways Redis is run: the tests' appendfsync always
+// (every acknowledged write is on disk, so a round trip includes an fsync)
+// and everysec, which bench/intake.sh and most deployments use, where the
+// CPU of both sides is what counts.
+var fsyncModes = []string{"always", "everysec"}
+
+// openRedisBench starts a redis-server of the benchmark's own with
+// appendfsync fsync and a queue on it whose metrics reg gathers.
+func openRedisBench(b *testing.B, fsync string) (queue.Queue, *prometheus.Registry, *cpuMeter) {
+	srv := testenv.StartRedis(b)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 128})
+	b.Cleanup(func() { client.Close() })
+	if err := client.ConfigSet(context.Background(), "appendfsync", fsync).Err(); err != nil {
+		b.Fatal(err)
+	}
+	// The backlog a benchmark builds (hundreds of MB) would make Redis
+	// rewrite its append-only file again and again, forking each time; a
+	// queue whose workers keep up stays small, so that cost is not the
+	// queue's.
+	if err := client.ConfigSet(context.Background(), "auto-aof-rewrite-percentage", "0").Err(); err != nil {
+		b.Fatal(err)
+	}
+	q, err := queue.NewRedis(client, "bench", queue.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { q.Close() })
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(queue.NewCollector(q))
+	return q, reg, &cpuMeter{b: b, client: client}
+}
+
+// cpuMeter tells the CPU time Redis and this process spent between start
+// and report: on two cores shared by both, throughput is CPU per job.
+type cpuMeter struct {
+	b             *testing.B
+	client        *redis.Client
+	redis0, self0 time.Duration
+}
+
+func (m *cpuMeter) start() { m.redis0, m.self0 = m.redisCPU(), selfCPU(m.b) }
+
+func (m *cpuMeter) report(jobs int) {
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(jobs) }
+	m.b.ReportMetric(per(m.redisCPU()-m.redis0), "redis-cpu-µs/job")
+	m.b.ReportMetric(per(selfCPU(m.b)-m.self0), "go-cpu-µs/job")
+}
+
+func (m *cpuMeter) redisCPU() time.Duration {
+	info, err := m.client.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		m.b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if k == "used_cpu_sys" || k == "used_cpu_user" {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+func selfCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkEnqueueConcurrent is intake under load (issue #17): 64 webhook
+// requests at once, each storing a 24 KB delivery from a buffer it reuses
+// for the next, as intake does. jobs/s is the throughput; group-size the
+// mean number of jobs that shared one round trip to Redis.
+func BenchmarkEnqueueConcurrent(b *testing.B) {
+	for _, fsync := range fsyncModes {
+		b.Run("fsync="+fsync, func(b *testing.B) { benchEnqueueConcurrent(b, fsync) })
+	}
+}
+
+func benchEnqueueConcurrent(b *testing.B, fsync string) {
+	const callers = 64
+	q, reg, cpu := openRedisBench(b, fsync)
+	ctx := context.Background()
+	var next atomic.Int64
+	before := groupSizes(b, reg)
+	b.SetBytes(payloadSize)
+	b.ResetTimer()
+	cpu.start()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			payload := make([]byte, payloadSize)
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				binary.BigEndian.PutUint64(payload, uint64(i))
+				job := queue.Job{DeliveryID: fmt.Sprintf("conc-%d-%d", b.N, i), Event: "push", Repo: "octo/app", Payload: payload}
+				if _, err := q.Enqueue(ctx, job); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cpu.report(b.N)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "jobs/s")
+	reportGroupSize(b, "enqueue", before, groupSizes(b, reg))
+}
+
+// BenchmarkDrain is the workers' side (issue #17): a backlog of b.N jobs
+// with 24 KB payloads, stored before the timer starts, drained by 16
+// workers that lease and ack each job at once (a handler that does
+// nothing). jobs/s is the drain rate.
+func BenchmarkDrain(b *testing.B) {
+	for _, fsync := range fsyncModes {
+		b.Run("fsync="+fsync, func(b *testing.B) { benchDrain(b, fsync) })
+	}
+}
+
+func benchDrain(b *testing.B, fsync string) {
+	const workers, fillers = 16, 64
+	q, reg, cpu := openRedisBench(b, fsync)
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range fillers {
+		wg.Go(func() {
+			payload := make([]byte, payloadSize)
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				job := queue.Job{DeliveryID: fmt.Sprintf("drain-%d-%d", b.N, i), Event: "push", Payload: payload}
+				if _, err := q.Enqueue(ctx, job); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	before := groupSizes(b, reg)
+	var done atomic.Int64
+	b.ResetTimer()
+	cpu.start()
+	start := time.Now()
+	for w := range workers {
+		wg.Go(func() {
+			consumer := fmt.Sprintf("w%d", w)
+			for done.Load() < int64(b.N) {
+				l, err := q.Lease(ctx, consumer, 100*time.Millisecond)
+				if errors.Is(err, queue.ErrEmpty) {
+					continue
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if err := q.Ack(ctx, l); err != nil {
+					b.Error(err)
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cpu.report(b.N)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "jobs/s")
+	reportGroupSize(b, "lease", before, groupSizes(b, reg))
+	reportGroupSize(b, "settle", before, groupSizes(b, reg))
+}
+
+// groupSizes reads shipbot_queue_group_size as op -> [sum, count]; empty
+// when the queue groups nothing (the code before issue #17).
+func groupSizes(b *testing.B, reg *prometheus.Registry) map[string][2]float64 {
+	families, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := map[string][2]float64{}
+	for _, f := range families {
+		if f.GetName() != "shipbot_queue_group_size" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "op" {
+					h := m.GetHistogram()
+					out[l.GetValue()] = [2]float64{h.GetSampleSum(), float64(h.GetSampleCount())}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func reportGroupSize(b *testing.B, op string, before, after map[string][2]float64) {
+	a, ok := after[op]
+	if !ok {
+		return
+	}
+	if n := a[1] - before[op][1]; n > 0 {
+		b.ReportMetric((a[0]-before[op][0])/n, op+"-group-size")
+	}
 }

@@ -21,7 +21,8 @@ type collector struct {
 // shipbot_queue_jobs{state="ready|leased|delayed|dead"}, and
 // shipbot_queue_up, which is 0 when Stats failed: the jobs series are then
 // left out rather than reported as zeros that would look like an empty
-// queue.
+// queue. For a queue that groups concurrent calls into one round trip
+// (Redis), it adds shipbot_queue_group_size{op="enqueue|lease|settle"}.
 func NewCollector(q Queue) prometheus.Collector {
 	return &collector{
 		q: q,
@@ -36,11 +37,17 @@ func NewCollector(q Queue) prometheus.Collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.jobs
 	ch <- c.up
+	if g, ok := c.q.(grouper); ok {
+		g.groupSizes().Describe(ch)
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	// Collect has no context of its own: the scrape's request is not
 	// passed down by client_golang.
+	if g, ok := c.q.(grouper); ok {
+		g.groupSizes().Collect(ch)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
 	defer cancel()
 	s, err := c.q.Stats(ctx)
@@ -55,4 +62,22 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}{{"ready", s.Ready}, {"leased", s.Leased}, {"delayed", s.Delayed}, {"dead", s.Dead}} {
 		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(v.n), v.state)
 	}
+}
+
+// grouper is a queue whose concurrent calls share round trips.
+type grouper interface {
+	groupSizes() *prometheus.HistogramVec
+}
+
+func (r *Redis) groupSizes() *prometheus.HistogramVec { return r.groupSize }
+
+// newGroupSizeHistogram counts calls per round trip: near 1 at low load,
+// growing with load; a mean stuck at groupMaxJobs says the store is the
+// bottleneck.
+func newGroupSizeHistogram() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "shipbot_queue_group_size",
+		Help:    "Calls that shared one round trip to the queue's store, by operation: enqueue, lease (reads), settle (acks and extends).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 8),
+	}, []string{"op"})
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -24,11 +27,17 @@ import (
 //	delivery:<id>     dedupe marker, expires after DedupeWindow
 //	redelivery:<id>   ClaimRedelivery marker, expires after DedupeWindow
 //
-// A stream entry carries the encoded job ("j") and, once it went round a
-// retry, the job's original id ("id") and the attempts used before it was
-// re-added ("n"). The job's attempt is n plus the entry's delivery count in
-// the pending list, which XREADGROUP sets to 1 and every reclaim (XCLAIM)
-// increments, so a worker that dies mid-job spends an attempt too.
+// A stream entry carries the encoded job, as one blob ("j", appendJob) or
+// as its meta line ("m", appendJob of the job without its payload) and its
+// payload ("p") apart, so that m followed by p is the blob. Enqueue writes
+// m and p since issue #17, so the payload goes from the caller's buffer to
+// Redis without being copied into a blob; Lease reads both forms, and the
+// scripts join m and p into a blob for retries and dead letters (fields).
+// Once a job went round a retry, its entry also carries the job's original
+// id ("id") and the attempts used before it was re-added ("n"). The job's
+// attempt is n plus the entry's delivery count in the pending list, which
+// XREADGROUP sets to 1 and every reclaim (XCLAIM) increments, so a worker
+// that dies mid-job spends an attempt too.
 type Redis struct {
 	client    *redis.Client
 	ownClient bool
@@ -48,12 +57,31 @@ type Redis struct {
 	// nextSweep is unix ns; Lease callers race for it with CAS so one
 	// process sweeps once per interval however many workers it runs.
 	nextSweep atomic.Int64
+
+	// Concurrent calls of this process share round trips (issue #17):
+	// enqueues go out as one transaction, leases as one pipeline of reads,
+	// acks and extends as one script call.
+	enqueues  *batcher[enqueueCall, string]
+	settles   *batcher[settleCall, bool]
+	leases    *leaser
+	groupSize *prometheus.HistogramVec
 }
 
 var _ Queue = (*Redis)(nil)
 
 const (
 	redisGroup = "workers"
+	// A group is at most groupMaxJobs calls or groupMaxBytes of arguments
+	// (one call larger than that goes alone): about 85 deliveries of 24 KB,
+	// whose EXEC keeps Redis busy for a few milliseconds, serving no one
+	// else.
+	groupMaxJobs  = 128
+	groupMaxBytes = 2 << 20
+	// groupMaxWait is the longest a group waits behind the round trips in
+	// flight before another one goes out beside them, up to groupMaxSends
+	// at once.
+	groupMaxWait  = 200 * time.Microsecond
+	groupMaxSends = 4
 	// promoteLimit and scanLimit bound one sweep's work inside Redis, where
 	// a long script blocks every other client.
 	promoteLimit = 100
@@ -74,7 +102,7 @@ func NewRedis(client *redis.Client, prefix string, opts Options) (*Redis, error)
 	opts = opts.withDefaults()
 	base := prefix + ":queue:"
 	sweep := min(max(opts.VisibilityTimeout/4, 5*time.Millisecond), 250*time.Millisecond)
-	return &Redis{
+	r := &Redis{
 		client:           client,
 		opts:             opts,
 		group:            redisGroup,
@@ -88,7 +116,15 @@ func NewRedis(client *redis.Client, prefix string, opts Options) (*Redis, error)
 		scripts:          newRedisScripts(),
 		sweepEvery:       sweep,
 		blockChunk:       min(sweep, 100*time.Millisecond),
-	}, nil
+		groupSize:        newGroupSizeHistogram(),
+	}
+	enq, set := r.groupSize.WithLabelValues("enqueue"), r.groupSize.WithLabelValues("settle")
+	r.enqueues = newBatcher(groupMaxJobs, groupMaxBytes, groupMaxSends, groupMaxWait,
+		func(n int) { enq.Observe(float64(n)) }, r.sendEnqueues)
+	r.settles = newBatcher(groupMaxJobs, groupMaxBytes, groupMaxSends, groupMaxWait,
+		func(n int) { set.Observe(float64(n)) }, r.sendSettles)
+	r.leases = &leaser{r: r, observe: r.groupSize.WithLabelValues("lease")}
+	return r, nil
 }
 
 // OpenRedis connects to url (redis:// or rediss://), checks that the server
@@ -112,27 +148,142 @@ func OpenRedis(ctx context.Context, url, prefix string, opts Options) (*Redis, e
 	return r, nil
 }
 
+// Enqueue joins the next group of enqueues (see batcher). The payload goes
+// to Redis as an argument of its own, straight from job.Payload: the caller
+// is held until the group's reply is in, so nothing reads the buffer after
+// Enqueue returns, and no copy of it is made.
 func (r *Redis) Enqueue(ctx context.Context, job Job) (Job, error) {
 	if err := validateJob(job); err != nil {
 		return Job{}, err
 	}
 	job.ID, job.Attempt = "", 0
 	job.EnqueuedAt = unixTime(time.Now().UnixNano())
-	res, err := r.scripts.enqueue.Run(ctx, r.client,
-		[]string{r.deliveryPrefix + job.DeliveryID, r.stream},
-		r.opts.DedupeWindow.Milliseconds(), appendJob(nil, job)).Text()
-	if errors.Is(err, redis.Nil) {
+	head := job
+	head.Payload = nil
+	c := enqueueCall{marker: r.deliveryPrefix + job.DeliveryID, meta: appendJob(nil, head), payload: job.Payload}
+	id, err := r.enqueues.do(ctx, c, len(c.marker)+len(c.meta)+len(c.payload))
+	if errors.Is(err, ErrDuplicate) {
 		return Job{}, fmt.Errorf("%w: %s", ErrDuplicate, job.DeliveryID)
 	}
 	if err != nil {
 		return Job{}, r.fail("enqueue", err)
 	}
-	job.ID = res
+	job.ID = id
 	return job, nil
 }
 
-// Lease blocks in XREADGROUP in slices of at most 100ms, so a cancelled
-// ctx is noticed within that; a new job wakes it at once either way.
+type enqueueCall struct {
+	marker        string
+	meta, payload []byte
+}
+
+// sendEnqueues stores a group in one MULTI/EXEC of plain SET and XADD
+// commands, guarded by WATCH on the group's delivery markers: a script
+// would do the dedupe and the store atomically too, but every argument of a
+// script becomes a Lua string, and for a 24 KB payload that costs Redis
+// about 45 µs a job, more than the XADD itself. WATCH and a read of the
+// markers go out in one round trip, the transaction in a second; if
+// another client set one of the markers in between, EXEC stores nothing
+// and the group is tried again, now seeing that delivery as a duplicate.
+//
+// A failed round trip fails the whole group. An EXEC whose reply was lost
+// may have stored the group; a caller that saw an error for a delivery
+// that was stored gets ErrDuplicate when GitHub sends it again, which
+// intake acknowledges.
+func (r *Redis) sendEnqueues(calls []*call[enqueueCall, string]) {
+	ctx := context.Background()
+	markers := make([]string, len(calls))
+	for i, c := range calls {
+		markers[i] = c.in.marker
+	}
+	err := r.client.Watch(ctx, func(tx *redis.Tx) (err error) {
+		// The WATCH below is sent raw, to share a round trip with MGET, so
+		// go-redis does not know to release it: a failure must, or the
+		// pooled connection would carry it into someone else's EXEC.
+		defer func() {
+			if err != nil {
+				_ = tx.Unwatch(ctx).Err()
+			}
+		}()
+		for range enqueueTries {
+			var seen *redis.SliceCmd
+			_, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
+				p.Do(ctx, append([]any{"watch"}, toAny(markers)...)...)
+				seen = p.MGet(ctx, markers...)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			// first[marker] is the call that stores that delivery; the
+			// others with its id, in the store or in this group, are
+			// duplicates.
+			first := make(map[string]int, len(calls))
+			for i, v := range seen.Val() {
+				if _, dup := first[markers[i]]; dup || v != nil {
+					continue
+				}
+				first[markers[i]] = i
+			}
+			ids := make(map[int]*redis.StringCmd, len(first))
+			if len(first) == 0 {
+				err = tx.Unwatch(ctx).Err()
+			} else {
+				_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+					for i, c := range calls {
+						if j, ok := first[markers[i]]; !ok || j != i {
+							continue
+						}
+						// No NX: under WATCH the marker is still absent
+						// when EXEC runs, or EXEC runs nothing. A Tx keeps
+						// one connection and never redials, so the WATCH
+						// cannot be lost to a reconnect before EXEC.
+						p.Set(ctx, c.in.marker, "1", r.opts.DedupeWindow)
+						ids[i] = p.XAdd(ctx, &redis.XAddArgs{Stream: r.stream, Values: []any{"m", c.in.meta, "p", c.in.payload}})
+					}
+					return nil
+				})
+			}
+			if errors.Is(err, redis.TxFailedErr) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			for i, c := range calls {
+				if cmd, ok := ids[i]; ok {
+					c.out = cmd.Val()
+				} else {
+					c.err = ErrDuplicate
+				}
+			}
+			return nil
+		}
+		return fmt.Errorf("other clients kept changing this group's delivery markers; gave up after %d tries", enqueueTries)
+	})
+	if err != nil {
+		for _, c := range calls {
+			c.out, c.err = "", err
+		}
+	}
+}
+
+// enqueueTries bounds the WATCH retries of one group; each retry means a
+// delivery of the group was just stored by someone else.
+const enqueueTries = 5
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// Lease waits in rounds of at most 100ms, so a cancelled ctx is noticed
+// within that and the sweep runs on time; a new job wakes it at once either
+// way. The reads themselves are the leaser's, shared by every Lease call of
+// this process.
 func (r *Redis) Lease(ctx context.Context, consumer string, wait time.Duration) (*Lease, error) {
 	if consumer == "" {
 		return nil, errors.New("queue: lease needs a consumer name")
@@ -150,11 +301,18 @@ func (r *Redis) Lease(ctx context.Context, consumer string, wait time.Duration) 
 				return l, err
 			}
 		}
-		block := min(time.Until(deadline), r.blockChunk)
-		if d, ok := ctx.Deadline(); ok {
-			block = min(block, time.Until(d))
+		until := time.Now().Add(r.blockChunk)
+		if deadline.Before(until) {
+			until = deadline
 		}
-		l, err := r.read(ctx, consumer, block)
+		if d, ok := ctx.Deadline(); ok && d.Before(until) {
+			until = d
+		}
+		// Its errors say already what failed.
+		l, err := r.leases.next(ctx, consumer, until)
+		if err != nil && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		if err != nil || l != nil {
 			return l, err
 		}
@@ -170,8 +328,241 @@ func (r *Redis) sweepDue() bool {
 	return now >= next && r.nextSweep.CompareAndSwap(next, now+int64(r.sweepEvery))
 }
 
-// read takes one new entry, blocking up to block; XADD wakes it at once.
-func (r *Redis) read(ctx context.Context, consumer string, block time.Duration) (*Lease, error) {
+// leaser serves the Lease calls of one process with as few reads as it
+// can: the calls waiting when a round starts are read for together, one
+// XREADGROUP COUNT 1 per call's consumer in one pipeline, so a backlog
+// drains at a round trip per group instead of per job, and every lease is
+// still in its own consumer's pending list. It reads only for calls that
+// are waiting, never ahead of them: a job read for nobody would sit leased
+// until its visibility timeout. When a round finds the stream empty, one
+// blocking read, for the call that waits longest, stands for all of them:
+// whatever wakes it may be there for the others too, so the next round
+// reads for them at once.
+//
+// Like the batcher's senders, its one reading goroutine runs only while
+// calls wait.
+type leaser struct {
+	r       *Redis
+	observe prometheus.Observer
+
+	mu      sync.Mutex
+	waiting []*leaseCall
+	running bool
+	// blocking: the reader is in a blocking read, so the stream had nothing
+	// for anyone when it started.
+	blocking bool
+	// more: the last read found a job for every call it read for, so the
+	// stream may hold more.
+	more   bool
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// A leaseCall is one round of one Lease call: it ends with a lease, an
+// error, or nothing when until passes. The fields below done are guarded by
+// leaser.mu.
+type leaseCall struct {
+	consumer string
+	until    time.Time
+	done     chan struct{}
+
+	state leaseState
+	// tried: the call was part of a read, so giving up at until loses it
+	// nothing.
+	tried bool
+	// leaving: its caller gave up during a read; the read's result still
+	// goes to it, since a lease read for it is in its consumer's name.
+	leaving bool
+	l       *Lease
+	err     error
+}
+
+type leaseState int
+
+const (
+	leaseWaiting leaseState = iota
+	leaseReading
+	leaseGone
+)
+
+// next waits for a lease for consumer until until; nil, nil means none.
+func (g *leaser) next(ctx context.Context, consumer string, until time.Time) (*Lease, error) {
+	c := &leaseCall{consumer: consumer, until: until, done: make(chan struct{})}
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil, g.r.fail("lease", errGroupClosed)
+	}
+	g.waiting = append(g.waiting, c)
+	if !g.running {
+		g.running = true
+		g.wg.Add(1)
+		go g.run()
+	}
+	g.mu.Unlock()
+
+	timer := time.NewTimer(time.Until(until))
+	defer timer.Stop()
+	select {
+	case <-c.done:
+		return c.l, c.err
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+	g.mu.Lock()
+	// A call never read for leaves on its own only while the reader
+	// blocks: the stream was empty when that read began. Otherwise the
+	// round under way may have found jobs, and the next one reads for it.
+	if c.state == leaseWaiting && (c.tried || g.blocking || ctx.Err() != nil) {
+		c.state = leaseGone
+		g.mu.Unlock()
+		return nil, nil
+	}
+	c.leaving = true
+	g.mu.Unlock()
+	<-c.done
+	return c.l, c.err
+}
+
+func (g *leaser) run() {
+	defer g.wg.Done()
+	for {
+		g.mu.Lock()
+		now := time.Now()
+		live := g.waiting[:0]
+		var untried []*leaseCall
+		for _, c := range g.waiting {
+			switch {
+			case c.state == leaseGone:
+			case c.tried && !now.Before(c.until):
+				g.finishLocked(c, nil, nil)
+			default:
+				live = append(live, c)
+				if !c.tried {
+					untried = append(untried, c)
+				}
+			}
+		}
+		clear(g.waiting[len(live):])
+		g.waiting = live
+		if len(live) == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		// After a read that found a job for everyone, read for everyone
+		// again; otherwise the stream was empty, and only calls that came
+		// since need a read.
+		group := untried
+		if g.more {
+			group = live
+		}
+		if len(group) > 1 {
+			group = slices.Clone(group[:min(len(group), groupMaxJobs)])
+			for _, c := range group {
+				c.state, c.tried = leaseReading, true
+			}
+			g.waiting = slices.DeleteFunc(g.waiting, func(c *leaseCall) bool { return c.state == leaseReading })
+			g.mu.Unlock()
+			g.observe.Observe(float64(len(group)))
+			g.readGroup(group)
+			continue
+		}
+		// One blocking read stands for everyone: for the one call that
+		// needs a read, or else for the call that waits longest.
+		c := live[0]
+		if len(group) == 1 {
+			c = group[0]
+		} else {
+			for _, o := range live[1:] {
+				if o.until.After(c.until) {
+					c = o
+				}
+			}
+		}
+		c.state, c.tried = leaseReading, true
+		g.waiting = slices.DeleteFunc(g.waiting, func(o *leaseCall) bool { return o == c })
+		g.blocking = true
+		g.mu.Unlock()
+		g.observe.Observe(1)
+		l, err := g.r.read(c.consumer, time.Until(c.until))
+		g.mu.Lock()
+		g.blocking = false
+		g.more = l != nil
+		g.finishLocked(c, l, err)
+		g.mu.Unlock()
+	}
+}
+
+// close ends the calls waiting and waits for the read under way.
+func (g *leaser) close() {
+	g.mu.Lock()
+	g.closed = true
+	for _, c := range g.waiting {
+		if c.state == leaseWaiting {
+			g.finishLocked(c, nil, g.r.fail("lease", errGroupClosed))
+		}
+	}
+	g.waiting = nil
+	g.mu.Unlock()
+	g.wg.Wait()
+}
+
+func (g *leaser) finishLocked(c *leaseCall, l *Lease, err error) {
+	c.state, c.l, c.err = leaseGone, l, err
+	close(c.done)
+}
+
+// readGroup reads one entry for each call's consumer in one pipeline. The
+// calls it found nothing for wait on, unless their round is over.
+func (g *leaser) readGroup(group []*leaseCall) {
+	r := g.r
+	ctx := context.Background()
+	// Pipelined's own error is the first command's, redis.Nil included;
+	// each command says for itself.
+	cmds, _ := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range group {
+			p.XReadGroup(ctx, r.readArgs(c.consumer, -1))
+		}
+		return nil
+	})
+	leases := make([]*Lease, len(group))
+	errs := make([]error, len(group))
+	var regroup error
+	for i, c := range group {
+		cmd := cmds[i].(*redis.XStreamSliceCmd)
+		if noGroup(cmd.Err()) {
+			if regroup == nil {
+				regroup = r.ensureGroup(ctx)
+			}
+			// With the group back, these calls wait for the next round.
+			errs[i] = regroup
+			continue
+		}
+		leases[i], errs[i] = r.leaseFrom(cmd, c.consumer)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	served := 0
+	now := time.Now()
+	for i, c := range group {
+		switch {
+		case leases[i] != nil || errs[i] != nil:
+			served++
+			g.finishLocked(c, leases[i], errs[i])
+		case c.leaving || !now.Before(c.until):
+			g.finishLocked(c, nil, nil)
+		case g.closed:
+			g.finishLocked(c, nil, r.fail("lease", errGroupClosed))
+		default:
+			c.state = leaseWaiting
+			g.waiting = append(g.waiting, c)
+		}
+	}
+	g.more = served == len(group)
+}
+
+func (r *Redis) readArgs(consumer string, block time.Duration) *redis.XReadGroupArgs {
 	args := &redis.XReadGroupArgs{
 		Group:    r.group,
 		Consumer: consumer,
@@ -182,25 +573,46 @@ func (r *Redis) read(ctx context.Context, consumer string, block time.Duration) 
 	if block >= time.Millisecond {
 		args.Block = block
 	}
-	res, err := r.client.XReadGroup(ctx, args).Result()
+	return args
+}
+
+// read takes one new entry for consumer, blocking up to block; XADD wakes
+// it at once. Redis does not interrupt a blocking read when a context is
+// cancelled, so none is passed: the block is the bound.
+func (r *Redis) read(consumer string, block time.Duration) (*Lease, error) {
+	ctx := context.Background()
+	cmd := r.client.XReadGroup(ctx, r.readArgs(consumer, block))
+	if noGroup(cmd.Err()) {
+		return nil, r.ensureGroup(ctx)
+	}
+	return r.leaseFrom(cmd, consumer)
+}
+
+// leaseFrom turns a one-entry XREADGROUP reply into a lease; nil when it
+// had no entry.
+func (r *Redis) leaseFrom(cmd *redis.XStreamSliceCmd, consumer string) (*Lease, error) {
+	res, err := cmd.Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return nil, nil
-	case noGroup(err):
-		return nil, r.ensureGroup(ctx)
 	case err != nil:
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
 		return nil, r.fail("lease", err)
-	}
-	if len(res) == 0 || len(res[0].Messages) == 0 {
+	case len(res) == 0 || len(res[0].Messages) == 0:
 		return nil, nil
 	}
 	m := res[0].Messages[0]
 	str := func(k string) string { s, _ := m.Values[k].(string); return s }
 	n, _ := strconv.Atoi(str("n"))
-	return r.lease(m.ID, str("id"), str("j"), n, 1, consumer)
+	if _, old := m.Values["j"]; old {
+		return r.lease(m.ID, str("id"), str("j"), n, 1, consumer)
+	}
+	l, err := r.lease(m.ID, str("id"), str("m"), n, 1, consumer)
+	if err == nil {
+		if p := str("p"); p != "" {
+			l.Job.Payload = []byte(p)
+		}
+	}
+	return l, err
 }
 
 // sweep makes due retries ready and reclaims one expired lease for
@@ -258,16 +670,60 @@ func parseRedisToken(token string) (eid, count, consumer string, ok bool) {
 	return eid, count, consumer, ok1 && ok2 && eid != "" && consumer != ""
 }
 
+// Extend and Ack join the next group of settles, which one script call
+// carries (see batcher); a lease in it that is no longer its holder's fails
+// alone.
 func (r *Redis) Extend(ctx context.Context, l *Lease) error {
-	return r.settle(ctx, "extend", l, func(eid, count, consumer string) (any, error) {
-		return r.scripts.extend.Run(ctx, r.client, []string{r.stream}, r.group, eid, consumer, count).Int()
-	})
+	return r.settleGrouped(ctx, "extend", 'e', l)
 }
 
 func (r *Redis) Ack(ctx context.Context, l *Lease) error {
-	return r.settle(ctx, "ack", l, func(eid, count, consumer string) (any, error) {
-		return r.scripts.ack.Run(ctx, r.client, []string{r.stream}, r.group, eid, consumer, count).Int()
+	return r.settleGrouped(ctx, "ack", 'a', l)
+}
+
+type settleCall struct {
+	op                   byte // 'a' ack, 'e' extend
+	eid, count, consumer string
+}
+
+func (r *Redis) settleGrouped(ctx context.Context, op string, code byte, l *Lease) error {
+	eid, count, consumer, ok := parseRedisToken(l.Token)
+	if !ok {
+		return fmt.Errorf("queue: %s: malformed lease token %q", op, l.Token)
+	}
+	held, err := r.settles.do(ctx, settleCall{op: code, eid: eid, count: count, consumer: consumer}, len(l.Token))
+	if err != nil {
+		return r.fail(op, err)
+	}
+	if !held {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+func (r *Redis) sendSettles(calls []*call[settleCall, bool]) {
+	args := make([]any, 1, 1+4*len(calls))
+	args[0] = r.group
+	for _, c := range calls {
+		args = append(args, []byte{c.in.op}, c.in.eid, c.in.consumer, c.in.count)
+	}
+	ctx := context.Background()
+	res, err := r.withGroup(ctx, func() (any, error) {
+		return r.scripts.settle.Run(ctx, r.client, []string{r.stream}, args...).Int64Slice()
 	})
+	var held []int64
+	if err == nil {
+		if held = res.([]int64); len(held) != len(calls) {
+			err = fmt.Errorf("settle script answered %d results for %d leases", len(held), len(calls))
+		}
+	}
+	for i, c := range calls {
+		if err != nil {
+			c.err = err
+		} else {
+			c.out = held[i] == 1
+		}
+	}
 }
 
 func (r *Redis) Nack(ctx context.Context, l *Lease, reason string, retry bool) error {
@@ -279,8 +735,8 @@ func (r *Redis) Nack(ctx context.Context, l *Lease, reason string, retry bool) e
 	})
 }
 
-// settle runs one of the lease scripts, which answer 0 when the lease is
-// no longer the caller's.
+// settle runs a lease script that answers 0 when the lease is no longer
+// the caller's.
 func (r *Redis) settle(ctx context.Context, op string, l *Lease, run func(eid, count, consumer string) (any, error)) error {
 	eid, count, consumer, ok := parseRedisToken(l.Token)
 	if !ok {
@@ -367,8 +823,13 @@ func (r *Redis) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the client only if OpenRedis made it.
+// Close sends the enqueues, acks and extends already waiting for a round
+// trip, ends the Lease calls waiting, and then closes the client if
+// OpenRedis made it. Enqueue, Lease, Ack and Extend fail after it.
 func (r *Redis) Close() error {
+	r.enqueues.close()
+	r.settles.close()
+	r.leases.close()
 	if r.ownClient {
 		return r.client.Close()
 	}
@@ -436,31 +897,17 @@ const expiredReason = "lease expired on the last attempt: the worker died or sta
 func exhaustedReason(reason string) string { return reason + " (no attempts left)" }
 
 type redisScripts struct {
-	enqueue, sweep, extend, ack, nack, stats *redis.Script
+	sweep, settle, nack, stats *redis.Script
 }
 
 func newRedisScripts() redisScripts {
 	return redisScripts{
-		enqueue: redis.NewScript(enqueueLua),
-		sweep:   redis.NewScript(luaHelpers + sweepLua),
-		extend:  redis.NewScript(luaHelpers + extendLua),
-		ack:     redis.NewScript(luaHelpers + ackLua),
-		nack:    redis.NewScript(luaHelpers + nackLua),
-		stats:   redis.NewScript(luaHelpers + statsLua),
+		sweep:  redis.NewScript(luaHelpers + sweepLua),
+		settle: redis.NewScript(luaHelpers + settleLua),
+		nack:   redis.NewScript(luaHelpers + nackLua),
+		stats:  redis.NewScript(luaHelpers + statsLua),
 	}
 }
-
-// The dedupe marker and the job are written by one script so that neither
-// can exist without the other: a crash between them would either lose the
-// job for good (marker only) or let a redelivery run it twice.
-//
-// KEYS: delivery marker, stream. ARGV: window ms, encoded job.
-const enqueueLua = `
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
-  return false
-end
-return redis.call('XADD', KEYS[2], '*', 'j', ARGV[2])
-`
 
 // Time comes from the Redis server so that every process agrees on when a
 // retry is due, whatever its own clock says.
@@ -474,14 +921,16 @@ local function held(stream, group, eid, consumer, count)
   return #p == 1 and p[1][2] == consumer and tonumber(p[1][4]) == tonumber(count)
 end
 local function fields(f, eid)
-  local blob, id, n = '', eid, 0
+  local blob, meta, payload, id, n = nil, '', '', eid, 0
   for i = 1, #f, 2 do
     local k = f[i]
     if k == 'j' then blob = f[i + 1]
+    elseif k == 'm' then meta = f[i + 1]
+    elseif k == 'p' then payload = f[i + 1]
     elseif k == 'id' then id = f[i + 1]
     elseif k == 'n' then n = tonumber(f[i + 1]) end
   end
-  return blob, id, n
+  return blob or (meta .. payload), id, n
 end
 local function bury(dead, cap, blob, id, attempts, reason, now)
   redis.call('XADD', dead, 'MAXLEN', cap, '*', 'j', blob, 'id', id, 'n', attempts, 'reason', reason, 'died', now)
@@ -529,22 +978,32 @@ end
 return {1}
 `
 
-// KEYS: stream. ARGV: group, entry id, consumer, delivery count.
-// XCLAIM to the holder resets the idle time; JUSTID alone keeps the
-// delivery count in Redis, RETRYCOUNT pins it everywhere (miniredis counts
-// a JUSTID claim), and the count is the lease's identity.
-const extendLua = `
-if not held(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'RETRYCOUNT', ARGV[4], 'JUSTID')
-return 1
-`
-
-// KEYS: stream. ARGV: group, entry id, consumer, delivery count.
-const ackLua = `
-if not held(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return 1
+// Ack and Extend for a group of leases; each answers 1, or 0 when the lease
+// is no longer its holder's. Ack deletes the entry, so an acked job is
+// never handed out again. Extend is an XCLAIM to the holder, which resets
+// the idle time; JUSTID alone keeps the delivery count in Redis,
+// RETRYCOUNT pins it everywhere (miniredis counts a JUSTID claim), and the
+// count is the lease's identity.
+//
+// KEYS: stream. ARGV: group, then per lease: 'a' (ack) or 'e' (extend),
+// entry id, consumer, delivery count.
+const settleLua = `
+local out = {}
+for i = 2, #ARGV, 4 do
+  local eid, consumer, count = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local ok = 0
+  if held(KEYS[1], ARGV[1], eid, consumer, count) then
+    if ARGV[i] == 'a' then
+      redis.call('XACK', KEYS[1], ARGV[1], eid)
+      redis.call('XDEL', KEYS[1], eid)
+    else
+      redis.call('XCLAIM', KEYS[1], ARGV[1], consumer, 0, eid, 'RETRYCOUNT', count, 'JUSTID')
+    end
+    ok = 1
+  end
+  out[#out + 1] = ok
+end
+return out
 `
 
 // KEYS: stream, delayed, delayed:jobs, delayed:attempts, dead.
