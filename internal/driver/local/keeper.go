@@ -118,7 +118,9 @@ func (k *keeper) run(ctx context.Context, cfg keeperConfig) error {
 		return fmt.Errorf("keeper: %w", err)
 	}
 	k.d = d
-	var wg sync.WaitGroup
+	// A keeper started afresh restores when the bot calls Restore (at its
+	// start, and when it replaces a dead keeper): then the bot's Restore
+	// returns once everything is back in rotation.
 	if inherited != nil {
 		// Every instance up and admitted before the first request reaches
 		// this keeper's proxies: then the old keeper may go.
@@ -129,14 +131,6 @@ func (k *keeper) run(ctx context.Context, cfg keeperConfig) error {
 		if err := retire(ctx, old.client); err != nil {
 			k.log.Warn("the old keeper did not take its leave; it still serves its connections", "err", err)
 		}
-	} else {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := d.Restore(ctx); err != nil {
-				k.log.Warn("some instances did not come back", "err", err)
-			}
-		}()
 	}
 	srv, err := k.serve(sock)
 	if err != nil {
@@ -159,7 +153,6 @@ func (k *keeper) run(ctx context.Context, cfg keeperConfig) error {
 	cctx, cancel := context.WithTimeout(context.Background(), d.opts.DrainTimeout+d.opts.StopTimeout+5*time.Second)
 	defer cancel()
 	err = d.Close(cctx)
-	wg.Wait()
 	if b, rerr := os.ReadFile(pidPath); rerr == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		_ = os.Remove(pidPath)
 		_ = os.Remove(sock)
@@ -261,7 +254,7 @@ func (k *keeper) serveListeners(w http.ResponseWriter, _ *http.Request) {
 			continue
 		}
 		files = append(files, file)
-		list = append(list, handedListener{Repo: key.Repo, Env: key.Env, PR: key.PR})
+		list = append(list, handedListener(key))
 	}
 	k.d.mu.Unlock()
 	payload, _ := json.Marshal(list)
@@ -329,7 +322,7 @@ func takeListeners(sock string) (map[fleetKey]net.Listener, error) {
 			}
 			return nil, err
 		}
-		out[fleetKey{Repo: h.Repo, Env: h.Env, PR: h.PR}] = ln
+		out[fleetKey(h)] = ln
 	}
 	return out, nil
 }

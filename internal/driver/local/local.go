@@ -13,6 +13,12 @@
 // never written to disk and are masked in every output the driver keeps
 // or passes on.
 //
+// With Options.Keeper (bot serve) all of that runs in a keeper, a process
+// of its own that outlives the bot (keeper.go); the Driver the engine sees
+// then forwards every call to it (remote.go, wire.go) and owns only the
+// connection. Without it (bot demo, library use, tests) it all runs in
+// this process and stops with it.
+//
 // It owns everything under DataDir/builds (one build per repository, SHA
 // and set of variables) and DataDir/local (ports.json, state.json,
 // build.key, instance logs). It knows nothing of GitHub: the tarball comes
@@ -27,6 +33,8 @@
 //	local/ports.json                              proxy port of every environment and preview
 //	local/state.json                              release and variables of every instance, for Restore
 //	local/logs/<owner>/<repo>/...                 stdout and stderr of every instance
+//	local/keeper.sock, keeper.pid, keeper.log     the keeper's socket (0600), pid and log
+//	local/bot.sock                                where the keeper asks the bot for tarballs and secrets (0600)
 package local
 
 import (

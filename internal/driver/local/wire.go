@@ -79,8 +79,8 @@ func (w *wirePreview) preview() deploy.Preview {
 // callArgs are the arguments of every call; each uses the fields its
 // method takes.
 type callArgs struct {
-	Target   *wireTarget    `json:",omitempty"`
-	Preview  *wirePreview   `json:",omitempty"`
+	Target   *wireTarget  `json:",omitempty"`
+	Preview  *wirePreview `json:",omitempty"`
 	Instance deploy.Instance
 	Release  deploy.Release
 	Path     string    `json:",omitempty"`
