@@ -105,6 +105,11 @@ func TestBotRestartsFailNoRequest(t *testing.T) {
 	r := testenv.StartRedis(t)
 	port := strconv.Itoa(testenv.FreePort(t))
 	dataDir := t.TempDir()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("keeper.log:\n%s", lastN(keeperLog(dataDir), 80))
+		}
+	})
 	env := map[string]string{
 		"PORT": port, "DATA_DIR": dataDir, "REDIS_URL": r.URL(), "GITHUB_API_URL": srv.URL,
 		"APP_ID": strconv.FormatInt(srv.AppID, 10), "PRIVATE_KEY": string(srv.PrivateKeyPEM),

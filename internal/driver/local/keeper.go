@@ -84,7 +84,7 @@ func (k *keeper) run(ctx context.Context, cfg keeperConfig) error {
 		return fmt.Errorf("keeper: %w", err)
 	}
 	var inherited map[fleetKey]net.Listener
-	old := &remote{client: unixClient(sock), ctx: ctx}
+	old := &remote{sock: sock, client: unixClient(sock), ctx: ctx}
 	if proto, err := old.hello(ctx); err == nil {
 		if proto == keeperProtocol {
 			k.log.Info("a keeper of this protocol runs already; leaving it be")

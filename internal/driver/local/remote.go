@@ -101,7 +101,11 @@ func (r *remote) hello(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	resp, err := r.client.Do(req)
+	// A connection of its own: one kept alive would still reach a keeper
+	// being replaced, after its successor has bound the socket's path.
+	once := unixClient(r.sock)
+	once.Transport.(*http.Transport).DisableKeepAlives = true
+	resp, err := once.Do(req)
 	if err != nil {
 		return "", err
 	}
