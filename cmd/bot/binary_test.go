@@ -16,6 +16,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	// The bots that tests run inside this test binary keep their local
+	// driver in process: a keeper would be this binary, outliving the
+	// test. The real-binary tests run keepers and stop them (keeper_test.go).
+	driverInProcess = true
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

@@ -125,6 +125,9 @@ func startBotProcess(t *testing.T, bin string, env map[string]string) *botProces
 		t.Fatal(err)
 	}
 	go func() { _ = cmd.Wait(); close(p.done) }()
+	if dir := env["DATA_DIR"]; dir != "" {
+		stopKeeperAtEnd(t, dir) // after the bot: the keeper outlives it
+	}
 	t.Cleanup(func() {
 		select {
 		case <-p.done:

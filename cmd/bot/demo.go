@@ -114,7 +114,7 @@ func demo(ctx context.Context, args []string, getenv func(string) string, stdout
 		return err
 	}
 	ln.Close() // build listens itself, on the port just found free
-	b, err := build(ctx, cfg, roleAll, log)
+	b, err := build(ctx, cfg, roleAll, log, withInProcessDriver())
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/shipbot/shipbot/internal/driver/local"
 )
 
 const usage = `shipbot — merge to ship, previews on every PR
@@ -65,6 +67,9 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return demo(ctx, args, getenv, stdout, stderr)
 	case "secrets":
 		return secretsCmd(ctx, args, getenv, stdin, stdout, stderr)
+	case "keeper":
+		// Hidden: the local driver starts it (bot serve); see the README.
+		return local.RunKeeper(ctx, args, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "shipbot %s (commit %s)\n", version, commit())
 		return nil

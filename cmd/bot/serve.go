@@ -173,6 +173,8 @@ type bot struct {
 	// driftEvery is how often drift is swept for: driftSweepEvery unless
 	// a test shortens it (withDriftSweep).
 	driftEvery time.Duration
+	// inProcessDriver: no keeper (withInProcessDriver).
+	inProcessDriver bool
 }
 
 // buildOption changes how build wires the process; only tests use one.
@@ -183,6 +185,18 @@ type buildOption func(*bot)
 func withClock(now func() time.Time) buildOption {
 	return func(b *bot) { b.now = now }
 }
+
+// withInProcessDriver runs the local driver's proxies and instances in
+// this process, not in a keeper: `bot demo`, which tears everything down
+// when it ends.
+func withInProcessDriver() buildOption {
+	return func(b *bot) { b.inProcessDriver = true }
+}
+
+// driverInProcess makes every bot of this process run its local driver in
+// process: the tests that call run() inside the test binary set it, since
+// a keeper would be that test binary (real-binary tests use a keeper).
+var driverInProcess = false
 
 // withDriftSweep sweeps for drift every d instead of driftSweepEvery.
 func withDriftSweep(d time.Duration) buildOption {
@@ -458,6 +472,10 @@ func (b *bot) openStore() error {
 // fetching sources from GitHub, and the GitHub notifier.
 func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, error) {
 	cfg := b.cfg
+	keeper, err := b.keeper()
+	if err != nil {
+		return nil, err
+	}
 	drv, err := local.New(local.Options{
 		DataDir: cfg.DataDir,
 		Logger:  b.log,
@@ -467,6 +485,7 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 			owner, name, _ := strings.Cut(r.Repo, "/")
 			return b.github.Installation(r.InstallationID).DownloadTarball(ctx, owner, name, r.SHA)
 		},
+		Keeper: keeper,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("DATA_DIR: the local driver cannot start: %w", err)
@@ -510,6 +529,35 @@ func (b *bot) buildEngine(ctx context.Context, holder string) (*deploy.Engine, e
 		Secrets:   b.secrets,
 		PublicURL: cfg.PublicURL,
 	})
+}
+
+// keeper is how the local driver starts its keeper (this executable's
+// hidden subcommand) and reports one that died; nil in process.
+func (b *bot) keeper() (*local.Keeper, error) {
+	if b.inProcessDriver || driverInProcess {
+		return nil, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("the local driver's keeper is this executable, whose path cannot be found: %w", err)
+	}
+	return &local.Keeper{Command: []string{exe, "keeper"}, Lost: b.auditKeeperLost}, nil
+}
+
+// auditKeeperLost writes to the audit log that the keeper died (its
+// instances with it: requests failed meanwhile) and what came back.
+func (b *bot) auditKeeperLost(ctx context.Context, restored int, err error) {
+	e := record.AuditEntry{
+		Actor: record.ActorShipbot, Action: record.ActionDriftRepaired, Outcome: record.OutcomeSuccess,
+		Text: fmt.Sprintf("the local driver's keeper died; restored %d environments and previews", max(restored, 0)),
+	}
+	if err != nil {
+		e.Outcome = record.OutcomeFailure
+		e.Text += "; not everything came back: " + err.Error()
+	}
+	if _, aerr := b.store.AppendAudit(ctx, e); aerr != nil {
+		b.log.Warn("audit log: the keeper's death was not written", "err", aerr)
+	}
 }
 
 // buildAWS loads the AWS configuration from the SDK's standard chain

@@ -43,6 +43,9 @@ type buildCall struct {
 // one share one build. A failed build's error ends with its last lines of
 // output and leaves no marker, so the next Prepare builds afresh.
 func (d *Driver) Prepare(ctx context.Context, t deploy.Target, r deploy.Release, log io.Writer) error {
+	if d.remote != nil {
+		return d.remote.call(ctx, "Prepare", callArgs{Target: toWire(t), Release: r}, log, nil)
+	}
 	ctx, cancel := d.opContext(ctx)
 	defer cancel()
 	_, err := d.prepare(ctx, t.Repo, t.App, targetVars(t), r, log)

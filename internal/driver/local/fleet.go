@@ -37,9 +37,11 @@ func (k fleetKey) String() string {
 
 // fleet is an environment or a preview: its slots and the proxy in front.
 type fleet struct {
-	key   fleetKey
-	url   string
-	proxy *proxy
+	key    fleetKey
+	url    string
+	proxy  *proxy
+	ln     net.Listener // the proxy's, handed to a keeper that replaces this one
+	served bool         // the proxy accepts on ln; guarded by Driver.mu
 
 	mu     sync.Mutex
 	name   string // environment name as configured: instance ids start with it
@@ -160,9 +162,11 @@ func (d *Driver) fleetLocked(k fleetKey, name string) (*fleet, bool, error) {
 	if err := validRepo(k.Repo); err != nil {
 		return nil, false, err
 	}
-	var ln net.Listener
+	ln := d.opts.inherited[k]
 	port := d.ports[k]
-	if port != 0 {
+	if ln != nil {
+		port = ln.Addr().(*net.TCPAddr).Port
+	} else if port != 0 {
 		var err error
 		ln, err = net.Listen("tcp", net.JoinHostPort(d.opts.ProxyHost, strconv.Itoa(port)))
 		if err != nil {
@@ -190,13 +194,71 @@ func (d *Driver) fleetLocked(k fleetKey, name string) (*fleet, bool, error) {
 		f.ensureSlots()
 	}
 	f.proxy = newProxy(k.String(), d.log.With("fleet", k.String()))
+	f.ln = ln
 	d.fleets[k] = f
+	if !d.holding {
+		d.serveLocked(f)
+	}
+	return f, true, nil
+}
+
+// serveLocked makes f's proxy accept. Called with d.mu held.
+func (d *Driver) serveLocked(f *fleet) {
+	if f.served {
+		return
+	}
+	f.served = true
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		f.proxy.serve(ln)
+		f.proxy.serve(f.ln)
 	}()
-	return f, true, nil
+}
+
+// serveHeld makes every proxy accept that waited for it (a keeper taking
+// over: its instances are in rotation now).
+func (d *Driver) serveHeld() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.holding = false
+	for _, f := range d.fleets {
+		d.serveLocked(f)
+	}
+}
+
+// adopted says whether a proxy uses ln.
+func (d *Driver) adopted(ln net.Listener) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, f := range d.fleets {
+		if f.ln == ln {
+			return true
+		}
+	}
+	return false
+}
+
+// restoredFleets counts the environments and previews with an instance
+// running a release.
+func (d *Driver) restoredFleets() int {
+	d.mu.Lock()
+	fleets := make([]*fleet, 0, len(d.fleets))
+	for _, f := range d.fleets {
+		fleets = append(fleets, f)
+	}
+	d.mu.Unlock()
+	n := 0
+	for _, f := range fleets {
+		f.mu.Lock()
+		for _, s := range f.slots {
+			if s.proc != nil && s.proc.running() && s.release.SHA != "" {
+				n++
+				break
+			}
+		}
+		f.mu.Unlock()
+	}
+	return n
 }
 
 // fleetFor is the fleet of a target, with its configuration brought up to
@@ -250,6 +312,11 @@ func (d *Driver) lookup(t deploy.Target, inst deploy.Instance) (*fleet, *slot, e
 // are not listed: they are the engine's to retire. Instances beyond a lowered
 // instance count are retired here once a configured one is serving.
 func (d *Driver) Instances(ctx context.Context, t deploy.Target) ([]deploy.Instance, error) {
+	if d.remote != nil {
+		var out []deploy.Instance
+		err := d.remote.call(ctx, "Instances", callArgs{Target: toWire(t)}, nil, &out)
+		return out, err
+	}
 	f, err := d.fleetFor(t)
 	if err != nil {
 		return nil, err
@@ -299,6 +366,13 @@ func (d *Driver) Instances(ctx context.Context, t deploy.Target) ([]deploy.Insta
 // that runs it (SPEC §8); the drift sweep repairs only those, so that a
 // bot sharing Redis with others never starts another host's environment.
 func (d *Driver) Runs(repo, env string) bool {
+	if d.remote != nil {
+		var runs bool
+		if err := d.remote.quick("Runs", callArgs{Repo: repo, Env: env}, &runs); err != nil {
+			d.log.Warn("the keeper cannot say whether it runs the environment", "repo", repo, "environment", env, "err", err)
+		}
+		return runs
+	}
 	d.mu.Lock()
 	f := d.fleets[fleetKey{Repo: repo, Env: strings.ToLower(env)}]
 	d.mu.Unlock()
@@ -331,6 +405,9 @@ func (f *fleet) instance(s *slot) deploy.Instance {
 // request in flight to it, at most DrainTimeout (then it returns nil and logs
 // what was still in flight: the bound is the contract).
 func (d *Driver) Drain(ctx context.Context, t deploy.Target, inst deploy.Instance) error {
+	if d.remote != nil {
+		return d.remote.call(ctx, "Drain", callArgs{Target: toWire(t), Instance: inst}, nil, nil)
+	}
 	f, s, err := d.lookup(t, inst)
 	if err != nil {
 		return err
@@ -382,6 +459,9 @@ func (d *Driver) waitDrained(ctx context.Context, f *fleet, id string, b *backen
 // is made first if Prepare has not run. The instance stays out of rotation
 // (an instance found in rotation is drained first).
 func (d *Driver) Install(ctx context.Context, t deploy.Target, inst deploy.Instance, r deploy.Release, log io.Writer) error {
+	if d.remote != nil {
+		return d.remote.call(ctx, "Install", callArgs{Target: toWire(t), Instance: inst, Release: r}, log, nil)
+	}
 	f, s, err := d.lookup(t, inst)
 	if err != nil {
 		return err
@@ -425,6 +505,9 @@ func (d *Driver) Install(ctx context.Context, t deploy.Target, inst deploy.Insta
 // the proxy, with a short timeout; a 2xx answer is healthy. The result is
 // what Instances reports until the next check.
 func (d *Driver) Check(ctx context.Context, t deploy.Target, inst deploy.Instance, path string) error {
+	if d.remote != nil {
+		return d.remote.call(ctx, "Check", callArgs{Target: toWire(t), Instance: inst, Path: path}, nil, nil)
+	}
 	f, s, err := d.lookup(t, inst)
 	if err != nil {
 		return err
@@ -443,6 +526,9 @@ func (d *Driver) Check(ctx context.Context, t deploy.Target, inst deploy.Instanc
 // (retried for a few seconds). If it never does, the instance is taken out
 // of rotation again and the error says why.
 func (d *Driver) Admit(ctx context.Context, t deploy.Target, inst deploy.Instance) error {
+	if d.remote != nil {
+		return d.remote.call(ctx, "Admit", callArgs{Target: toWire(t), Instance: inst}, nil, nil)
+	}
 	f, s, err := d.lookup(t, inst)
 	if err != nil {
 		return err
@@ -575,6 +661,11 @@ func healthOf(h repoconfig.Health) repoconfig.Health {
 // it to pass the environment's health checks, puts it in rotation and
 // returns it. On failure nothing of it is left.
 func (d *Driver) Surge(ctx context.Context, t deploy.Target, r deploy.Release, log io.Writer) (deploy.Instance, error) {
+	if d.remote != nil {
+		var out deploy.Instance
+		err := d.remote.call(ctx, "Surge", callArgs{Target: toWire(t), Release: r}, log, &out)
+		return out, err
+	}
 	f, err := d.fleetFor(t)
 	if err != nil {
 		return deploy.Instance{}, err
@@ -637,6 +728,9 @@ func (d *Driver) Surge(ctx context.Context, t deploy.Target, r deploy.Release, l
 // Retire drains and stops an instance Surge started and forgets it. Retiring
 // one that is already gone is not an error.
 func (d *Driver) Retire(ctx context.Context, t deploy.Target, inst deploy.Instance) error {
+	if d.remote != nil {
+		return d.remote.call(ctx, "Retire", callArgs{Target: toWire(t), Instance: inst}, nil, nil)
+	}
 	f, err := d.fleetFor(t)
 	if err != nil {
 		return err

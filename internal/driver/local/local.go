@@ -13,6 +13,12 @@
 // never written to disk and are masked in every output the driver keeps
 // or passes on.
 //
+// With Options.Keeper (bot serve) all of that runs in a keeper, a process
+// of its own that outlives the bot (keeper.go); the Driver the engine sees
+// then forwards every call to it (remote.go, wire.go) and owns only the
+// connection. Without it (bot demo, library use, tests) it all runs in
+// this process and stops with it.
+//
 // It owns everything under DataDir/builds (one build per repository, SHA
 // and set of variables) and DataDir/local (ports.json, state.json,
 // build.key, instance logs). It knows nothing of GitHub: the tarball comes
@@ -27,6 +33,8 @@
 //	local/ports.json                              proxy port of every environment and preview
 //	local/state.json                              release and variables of every instance, for Restore
 //	local/logs/<owner>/<repo>/...                 stdout and stderr of every instance
+//	local/keeper.sock, keeper.pid, keeper.log     the keeper's socket (0600), pid and log
+//	local/bot.sock                                where the keeper asks the bot for tarballs and secrets (0600)
 package local
 
 import (
@@ -93,6 +101,15 @@ type Options struct {
 	// instance that had it (state.json keeps the names only); nil: such an
 	// instance stays down. The engine's SecretSource.
 	Secrets deploy.SecretSource
+	// Keeper, when set, runs the proxies and instances in a keeper process
+	// that outlives this one (keeper.go); nil runs them in this process,
+	// and they stop with it.
+	Keeper *Keeper
+
+	// inherited are proxies' listening sockets taken over from a keeper
+	// being replaced: the proxies use them, and accept only once
+	// serveHeld is called.
+	inherited map[fleetKey]net.Listener
 }
 
 func (o *Options) defaults() error {
@@ -142,6 +159,11 @@ type Driver struct {
 	spawnStop chan struct{}     // closed by Close once every child is stopped
 
 	buildKey []byte // of the build directories' names (varsKey)
+
+	// remote is the keeper every call goes to; nil in process.
+	remote *remote
+	// holding: proxies do not accept yet (see Options.inherited).
+	holding bool
 }
 
 // New opens the driver's data directory, reads ports.json and state.json and
@@ -154,6 +176,15 @@ func New(opts Options) (*Driver, error) {
 	}
 	if err := os.MkdirAll(filepath.Join(opts.DataDir, "local"), 0o755); err != nil {
 		return nil, fmt.Errorf("local driver: %w", err)
+	}
+	if opts.Keeper != nil {
+		d := &Driver{opts: opts, log: opts.Logger.With("driver", "local")}
+		r, err := newRemote(d)
+		if err != nil {
+			return nil, err
+		}
+		d.remote = r
+		return d, nil
 	}
 	buildKey, err := loadBuildKey(opts.DataDir)
 	if err != nil {
@@ -175,6 +206,7 @@ func New(opts Options) (*Driver, error) {
 		spawns:    make(chan spawnRequest),
 		spawnStop: make(chan struct{}),
 		buildKey:  buildKey,
+		holding:   opts.inherited != nil,
 	}
 	ports, err := d.readPorts()
 	if err != nil {
@@ -222,6 +254,13 @@ func New(opts Options) (*Driver, error) {
 // proxy, which answers 503 until an instance is in rotation). It returns ""
 // only when the driver is closed or no port could be had.
 func (d *Driver) URL(repo, env string) string {
+	if d.remote != nil {
+		var url string
+		if err := d.remote.quick("URL", callArgs{Repo: repo, Env: env}, &url); err != nil {
+			d.log.Warn("no proxy for environment", "repo", repo, "environment", env, "err", err)
+		}
+		return url
+	}
 	k := fleetKey{Repo: repo, Env: strings.ToLower(env)}
 	d.mu.Lock()
 	f, created, err := d.fleetLocked(k, env)
@@ -239,6 +278,13 @@ func (d *Driver) URL(repo, env string) string {
 // PreviewURL is the address of a pull request's preview, or "" when it has
 // none.
 func (d *Driver) PreviewURL(repo string, number int) string {
+	if d.remote != nil {
+		var url string
+		if err := d.remote.quick("PreviewURL", callArgs{Repo: repo, Number: number}, &url); err != nil {
+			d.log.Warn("preview URL unknown", "repo", repo, "preview", number, "err", err)
+		}
+		return url
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if f := d.fleets[fleetKey{Repo: repo, PR: number}]; f != nil {
@@ -249,8 +295,13 @@ func (d *Driver) PreviewURL(repo string, number int) string {
 
 // Close stops every proxy and every instance gracefully (SIGTERM, SIGKILL
 // after StopTimeout) and waits for the driver's goroutines, bounded by ctx.
-// state.json is kept: a new Driver on the same DataDir can Restore.
+// state.json is kept: a new Driver on the same DataDir can Restore. With a
+// keeper, Close only lets go of it: the keeper and all it runs go on.
 func (d *Driver) Close(ctx context.Context) error {
+	if d.remote != nil {
+		d.remote.close()
+		return nil
+	}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()

@@ -84,15 +84,54 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	c.d.forgetIdleTraffic(time.Now())
-	c.d.mu.Lock()
-	fleets := make([]*fleet, 0, len(c.d.fleets))
-	for k, f := range c.d.fleets {
+	var figs []releaseFigures
+	if c.d.remote != nil {
+		var err error
+		if figs, err = c.d.remote.figures(); err != nil {
+			c.d.log.Warn("the keeper's traffic figures cannot be read", "err", err)
+			return
+		}
+	} else {
+		figs = c.d.figures()
+	}
+	for _, f := range figs {
+		for code, n := range f.Codes {
+			ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(n), f.Repo, f.Env, f.Release, code)
+		}
+		if f.Count == 0 {
+			continue
+		}
+		buckets := make(map[float64]uint64, len(f.Buckets))
+		for i, n := range f.Buckets {
+			buckets[promBounds[i].Seconds()] = n
+		}
+		ch <- prometheus.MustNewConstHistogram(c.duration, f.Count, f.Sum, buckets, f.Repo, f.Env, f.Release)
+	}
+}
+
+// releaseFigures are the running totals of one release in one
+// environment: what Collect exports, read where the proxies run (the
+// keeper's, when the bot has one).
+type releaseFigures struct {
+	Repo, Env, Release string
+	Codes              map[string]uint64 // by codeLabel
+	Buckets            []uint64          // cumulative, by promBounds
+	Count              uint64
+	Sum                float64 // seconds
+}
+
+// figures are the running totals of every release of every environment.
+func (d *Driver) figures() []releaseFigures {
+	d.forgetIdleTraffic(time.Now())
+	d.mu.Lock()
+	fleets := make([]*fleet, 0, len(d.fleets))
+	for k, f := range d.fleets {
 		if k.PR == 0 {
 			fleets = append(fleets, f)
 		}
 	}
-	c.d.mu.Unlock()
+	d.mu.Unlock()
+	var out []releaseFigures
 	for _, f := range fleets {
 		f.mu.Lock()
 		env := f.name
@@ -101,31 +140,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			env = f.key.Env
 		}
 		for _, rt := range f.proxy.traffic.list() {
-			c.collectRelease(ch, rt, f.key.Repo, env)
+			out = append(out, figuresOf(rt, f.key.Repo, env))
 		}
 	}
+	return out
 }
 
-func (c *collector) collectRelease(ch chan<- prometheus.Metric, rt *releaseTraffic, repo, env string) {
+func figuresOf(rt *releaseTraffic, repo, env string) releaseFigures {
+	f := releaseFigures{Repo: repo, Env: env, Release: rt.release, Codes: map[string]uint64{}}
 	for code := range rt.codes {
-		n := rt.codes[code].Load()
-		if n == 0 {
-			continue
+		if n := rt.codes[code].Load(); n > 0 {
+			f.Codes[codeLabel(code)] = n
 		}
-		ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(n), repo, env, rt.release, codeLabel(code))
 	}
-	var count uint64
-	buckets := make(map[float64]uint64, len(promBounds))
-	for i, le := range promBounds {
-		count += rt.latency[i].Load()
-		buckets[le.Seconds()] = count
+	f.Buckets = make([]uint64, len(promBounds))
+	for i := range promBounds {
+		f.Count += rt.latency[i].Load()
+		f.Buckets[i] = f.Count
 	}
-	count += rt.latency[len(promBounds)].Load()
-	if count == 0 {
-		return
-	}
-	sum := time.Duration(rt.latencySum.Load()).Seconds()
-	ch <- prometheus.MustNewConstHistogram(c.duration, count, sum, buckets, repo, env, rt.release)
+	f.Count += rt.latency[len(promBounds)].Load()
+	f.Sum = time.Duration(rt.latencySum.Load()).Seconds()
+	return f
 }
 
 func codeLabel(code int) string {

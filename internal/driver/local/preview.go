@@ -20,6 +20,11 @@ import (
 // old release serving. Asking again for the release and variables it runs
 // is a no-op.
 func (d *Driver) EnsurePreview(ctx context.Context, pv deploy.Preview, r deploy.Release, log io.Writer) (string, error) {
+	if d.remote != nil {
+		var url string
+		err := d.remote.call(ctx, "EnsurePreview", callArgs{Preview: toWirePreview(pv), Release: r}, log, &url)
+		return url, err
+	}
 	if pv.Number < 1 {
 		return "", fmt.Errorf("%s: preview for pull request %d: not a pull request number", pv.Repo, pv.Number)
 	}
@@ -115,6 +120,9 @@ func (d *Driver) EnsurePreview(ctx context.Context, pv deploy.Preview, r deploy.
 // error. Builds are kept: a push to the PR or a /deploy of its branch
 // often builds the same SHA with the same variables again.
 func (d *Driver) TeardownPreview(ctx context.Context, pv deploy.Preview) error {
+	if d.remote != nil {
+		return d.remote.call(ctx, "TeardownPreview", callArgs{Preview: toWirePreview(pv)}, nil, nil)
+	}
 	k := fleetKey{Repo: pv.Repo, PR: pv.Number}
 	d.mu.Lock()
 	if d.closed {

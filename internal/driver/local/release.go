@@ -23,6 +23,12 @@ var _ deploy.Releaser = (*Driver)(nil)
 // no app.release it does nothing. The engine calls it once per deploy,
 // before the first batch; no instance is touched here.
 func (d *Driver) Release(ctx context.Context, t deploy.Target, r deploy.Release, log io.Writer) error {
+	if d.remote != nil {
+		if strings.TrimSpace(t.App.Release) == "" {
+			return nil
+		}
+		return d.remote.call(ctx, "Release", callArgs{Target: toWire(t), Release: r}, log, nil)
+	}
 	if strings.TrimSpace(t.App.Release) == "" {
 		return nil
 	}

@@ -283,6 +283,9 @@ func (f *fleet) state() (fleetState, bool) {
 // not come up healthy stay out of rotation (and are reported unhealthy); the
 // error lists them.
 func (d *Driver) Restore(ctx context.Context) error {
+	if d.remote != nil {
+		return d.remote.call(ctx, "Restore", callArgs{}, nil, nil)
+	}
 	ctx, cancel := d.opContext(ctx)
 	defer cancel()
 	d.mu.Lock()

@@ -330,6 +330,11 @@ func (d *Driver) forgetIdleTraffic(now time.Time) {
 // environment or release with no requests then is a zero Traffic. The
 // figures reach back trafficRetention (2 hours).
 func (d *Driver) Traffic(_ context.Context, t deploy.Target, release string, from, to time.Time) (deploy.Traffic, error) {
+	if d.remote != nil {
+		var out deploy.Traffic
+		err := d.remote.quick("Traffic", callArgs{Target: toWire(t), SHA: release, From: from, To: to}, &out)
+		return out, err
+	}
 	if t.Environment == nil || t.Environment.Name == "" {
 		return deploy.Traffic{}, fmt.Errorf("%s: traffic: the target has no environment", t.Repo)
 	}
