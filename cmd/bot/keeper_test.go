@@ -257,6 +257,9 @@ func TestBotRestartsFailNoRequest(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("audit: %s", found)
+	if !strings.HasPrefix(found, record.ActionKeeperRestored+" "+record.OutcomeSuccess+":") {
+		t.Errorf("audit entry %q, want action %s with outcome %s", found, record.ActionKeeperRestored, record.OutcomeSuccess)
+	}
 	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
 }
 

@@ -548,7 +548,7 @@ func (b *bot) keeper() (*local.Keeper, error) {
 // instances with it: requests failed meanwhile) and what came back.
 func (b *bot) auditKeeperLost(ctx context.Context, restored int, err error) {
 	e := record.AuditEntry{
-		Actor: record.ActorShipbot, Action: record.ActionDriftRepaired, Outcome: record.OutcomeSuccess,
+		Actor: record.ActorShipbot, Action: record.ActionKeeperRestored, Outcome: record.OutcomeSuccess,
 		Text: fmt.Sprintf("the local driver's keeper died; restored %d environments and previews", max(restored, 0)),
 	}
 	if err != nil {

@@ -64,6 +64,9 @@ const (
 	// A preview torn down without its pull request closing: the App lost
 	// access to its repository.
 	ActionPreviewTornDown = "preview.torn_down"
+	// The local driver's keeper (the process that owns the proxies and
+	// instances) died and a new one restored what it ran.
+	ActionKeeperRestored = "keeper.restored"
 )
 
 // Audit outcomes.
@@ -83,6 +86,7 @@ func AuditActions() []string {
 		ActionLock, ActionUnlock, ActionCommandRefused, ActionConfigError, ActionFreezeHeld, ActionFreezeOverridden,
 		ActionSecretSet, ActionSecretUnset, ActionDriftFound, ActionDriftRepaired, ActionRedeliveryRequested,
 		ActionInstallationCreated, ActionInstallationDeleted, ActionReposAdded, ActionReposRemoved, ActionPreviewTornDown,
+		ActionKeeperRestored,
 	}
 }
 
