@@ -143,17 +143,24 @@ func (k *keeper) run(ctx context.Context, cfg keeperConfig) error {
 	}
 	k.log.Info("keeper serving", "socket", sock, "protocol", keeperProtocol)
 
+	replaced := false
 	select {
 	case <-ctx.Done():
 		k.log.Info("stopping: every instance stops")
 	case <-k.retired:
+		replaced = true
 		k.log.Info("a newer keeper took over: draining and stopping")
 	}
 	_ = srv.Close()
 	cctx, cancel := context.WithTimeout(context.Background(), d.opts.DrainTimeout+d.opts.StopTimeout+5*time.Second)
 	defer cancel()
 	err = d.Close(cctx)
-	if b, rerr := os.ReadFile(pidPath); rerr == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+	// A replaced keeper leaves keeper.sock and keeper.pid alone: they are
+	// its successor's, bound and written around the moment it asked this
+	// one to go, so checking the pid first would still race with them (it
+	// did: the old keeper unlinked the new one's socket, and the bot could
+	// no longer reach a keeper that ran).
+	if b, rerr := os.ReadFile(pidPath); !replaced && rerr == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		_ = os.Remove(pidPath)
 		_ = os.Remove(sock)
 	}
