@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Intake side by side (issue #17, SPEC §11): the same signed 24 KB
+# Intake side by side (issue #17, SPEC §11): the same signed 24 KB push
 # deliveries from the same load generator (bench/loadgen), one system at a
 # time on this machine:
 #   hmac          HTTP + HMAC, nothing stored (floor)
@@ -21,11 +21,16 @@ go build -o "$out/bot" ./cmd/bot
 go build -o "$out/loadgen" ./bench/loadgen
 (cd bench/peers && go build -o "../out/peers" .)
 
+# A 24 KB push that deletes a branch: what the issue measured with (a push),
+# and one whose job needs no GitHub call, so that the embedded store's
+# workers drain it as they would in production instead of retrying against
+# an unreachable GitHub and letting the backlog grow.
 python3 - "$out/payload-24k.json" <<'PY'
 import json, sys
-p = json.load(open("fixtures/webhooks/pull_request.opened.json"))
+p = json.load(open("fixtures/webhooks/push.json"))
+p.update(deleted=True, created=False, after="0" * 40, head_commit=None, commits=[])
 base = len(json.dumps(p))
-p["pull_request"]["body"] = "x" * (24 * 1024 - base - 2)
+p["repository"]["description"] = "x" * (24 * 1024 - base - 2)
 json.dump(p, open(sys.argv[1], "w"))
 PY
 
@@ -43,7 +48,7 @@ until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
 openssl genrsa -out "$work/key.pem" 2048 2>/dev/null
 
 rss() { awk '/VmRSS/{printf "%.0f", $2/1024}' /proc/"$1"/status; }
-load() { "$out/loadgen" -url "http://127.0.0.1:$port/webhooks" -secret bench -payload "$out/payload-24k.json" "$@" -duration "${secs}s" || true; }
+load() { "$out/loadgen" -url "http://127.0.0.1:$port/webhooks" -secret bench -event push -payload "$out/payload-24k.json" "$@" -duration "${secs}s" || true; }
 
 start() { # name, then the command
   local name=$1; shift
@@ -85,7 +90,7 @@ start shipbot-embedded "${bot_env[@]}" DATA_DIR="$work/data-embedded" "$out/bot"
 if [ "${EMBEDDED_LONG:-}" = 1 ]; then
   echo "-- embedded, 6 × 10 s at full rate on the same file"
   for i in 1 2 3 4 5 6; do
-    "$out/loadgen" -url "http://127.0.0.1:$port/webhooks" -secret bench -payload "$out/payload-24k.json" -concurrency 64 -duration 10s | sed -n '1p' | sed "s/^/   $i: /" || true
+    "$out/loadgen" -url "http://127.0.0.1:$port/webhooks" -secret bench -event push -payload "$out/payload-24k.json" -concurrency 64 -duration 10s | sed -n '1p' | sed "s/^/   $i: /" || true
   done
   echo "   file: $(du -m "$work/data-embedded/shipbot.db" | cut -f1) MB, RSS $(rss "$pid") MB"
 fi
