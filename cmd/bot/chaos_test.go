@@ -216,10 +216,15 @@ func (c *chaosCluster) killWorker(pause time.Duration) (int, bool) {
 		Stream: "shipbot:queue:jobs", Group: "workers", Start: "-", End: "+", Count: 10}).Result()
 	for _, p := range pending {
 		for i, w := range c.workers {
-			if strings.HasSuffix(p.Consumer, "-"+strconv.Itoa(w.cmd.Process.Pid)) {
+			// The consumer is "host-pid", and "-slot" per pool worker.
+			if id := "-" + strconv.Itoa(w.cmd.Process.Pid); strings.HasSuffix(p.Consumer, id) || strings.Contains(p.Consumer, id+"-") {
 				victim, holding = i, true
 			}
 		}
+	}
+	if !holding {
+		victim = len(pending) % len(c.workers) // spread the kills when no job is leased
+		c.tb.Logf("no worker holds a job (%d pending: %v)", len(pending), pending)
 	}
 	c.workers[victim].kill(c.tb)
 	time.Sleep(pause)
@@ -264,7 +269,7 @@ func (f chaosFault) String() string {
 func drawFaults(rng *rand.Rand) []chaosFault {
 	var fs []chaosFault
 	for range 1 + rng.IntN(2) {
-		f := chaosFault{kind: chaosKinds[rng.IntN(len(chaosKinds))], at: time.Duration(rng.IntN(40)) * 100 * time.Millisecond,
+		f := chaosFault{kind: chaosKinds[rng.IntN(len(chaosKinds))], at: time.Duration(rng.IntN(25)) * 100 * time.Millisecond,
 			route: rng.IntN(len(chaosRoutes)), times: 1 + rng.IntN(2)}
 		if f.kind == faultGitHub502 {
 			f.times = 1 + rng.IntN(3)
