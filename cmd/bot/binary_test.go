@@ -35,7 +35,7 @@ var (
 
 // botBinary is the bot built from this tree, once per test binary: the
 // tests that run it as a real process (crash, restart, TLS) share it.
-func botBinary(t *testing.T) string {
+func botBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		start := time.Now()

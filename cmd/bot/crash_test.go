@@ -106,9 +106,11 @@ type botProcess struct {
 	done chan struct{}
 }
 
-func startBotProcess(t *testing.T, bin string, env map[string]string) *botProcess {
+// startBotProcess runs `bot serve args...` with env and waits until it
+// answers /healthz on PORT.
+func startBotProcess(t testing.TB, bin string, env map[string]string, args ...string) *botProcess {
 	t.Helper()
-	cmd := exec.Command(bin, "serve")
+	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Dir = t.TempDir() // no .env here
 	cmd.Env = append(os.Environ()[:0:0], "PATH="+os.Getenv("PATH"), "HOME="+os.Getenv("HOME"))
 	for _, k := range []string{"GOCACHE", "GOPATH", "GOMODCACHE", "GOROOT", "GOFLAGS", "GOPROXY", "TMPDIR"} {
@@ -163,7 +165,7 @@ func startBotProcess(t *testing.T, bin string, env map[string]string) *botProces
 	}
 }
 
-func (p *botProcess) kill(t *testing.T) {
+func (p *botProcess) kill(t testing.TB) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

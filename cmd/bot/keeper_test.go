@@ -50,7 +50,7 @@ func aliveKeeper(pid int) bool {
 // stopKeeperAtEnd stops, when the test ends and after its bots, the keeper
 // the real bot started in dataDir: it outlives the bot by design. SIGTERM
 // stops its instances with it.
-func stopKeeperAtEnd(t *testing.T, dataDir string) {
+func stopKeeperAtEnd(t testing.TB, dataDir string) {
 	t.Cleanup(func() {
 		pid := keeperPID(dataDir)
 		if pid == 0 || !aliveKeeper(pid) {
