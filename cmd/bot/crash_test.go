@@ -108,7 +108,14 @@ type botProcess struct {
 
 func startBotProcess(t *testing.T, bin string, env map[string]string) *botProcess {
 	t.Helper()
-	cmd := exec.Command(bin, "serve")
+	return startBotServe(t, bin, env)
+}
+
+// startBotServe is startBotProcess with arguments for `bot serve`, e.g.
+// "--role", "worker".
+func startBotServe(t *testing.T, bin string, env map[string]string, args ...string) *botProcess {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Dir = t.TempDir() // no .env here
 	cmd.Env = append(os.Environ()[:0:0], "PATH="+os.Getenv("PATH"), "HOME="+os.Getenv("HOME"))
 	for _, k := range []string{"GOCACHE", "GOPATH", "GOMODCACHE", "GOROOT", "GOFLAGS", "GOPROXY", "TMPDIR"} {

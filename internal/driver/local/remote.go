@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,6 +56,43 @@ type remote struct {
 
 func keeperSock(dataDir string) string { return filepath.Join(dataDir, "local", "keeper.sock") }
 func botSock(dataDir string) string    { return filepath.Join(dataDir, "local", "bot.sock") }
+
+// ownBotSock is the socket one bot process answers on besides bot.sock.
+// Several bots (workers) may share a DATA_DIR and its keeper; bot.sock is
+// the last one started, and when that one dies the keeper still reaches
+// the others through theirs.
+func ownBotSock(dataDir string, pid int) string {
+	return filepath.Join(dataDir, "local", "bot-"+strconv.Itoa(pid)+".sock")
+}
+
+// botClient is the keeper's HTTP client to the bots of dataDir: each new
+// connection goes to bot.sock, or when no bot answers there to the first
+// bot that answers on its own socket. A socket nobody listens on any more
+// (its bot was killed) is removed.
+func botClient(dataDir string) *http.Client {
+	var dialer net.Dialer
+	return &http.Client{Transport: &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, "unix", botSock(dataDir))
+			if err == nil {
+				return c, nil
+			}
+			others, _ := filepath.Glob(filepath.Join(dataDir, "local", "bot-*.sock"))
+			for _, p := range others {
+				c, derr := dialer.DialContext(ctx, "unix", p)
+				if derr == nil {
+					return c, nil
+				}
+				if errors.Is(derr, syscall.ECONNREFUSED) {
+					_ = os.Remove(p)
+				}
+			}
+			return nil, err
+		},
+		MaxIdleConnsPerHost: 16,
+	}}
+}
 
 // unixClient is an HTTP client whose every connection goes to sock.
 func unixClient(sock string) *http.Client {
@@ -187,6 +225,9 @@ func (r *remote) start(ctx context.Context) error {
 		}
 		select {
 		case err := <-exited:
+			if proto, herr := r.hello(ctx); herr == nil && proto == keeperProtocol {
+				return nil // another bot's keeper started first; this one left it be
+			}
 			return fmt.Errorf("local driver: the keeper exited (%v) before answering; see %s:\n%s", err, logPath, lastLines(tailOf(logPath), 20))
 		case <-ctx.Done():
 			return fmt.Errorf("local driver: the keeper did not answer within %s; see %s", keeperStartTimeout, logPath)
@@ -337,25 +378,39 @@ func (r *remote) close() {
 // serveBot answers the keeper's questions on bot.sock (mode 0600: secret
 // values pass over it).
 func (r *remote) serveBot() error {
-	path := botSock(r.d.opts.DataDir)
-	_ = os.Remove(path) // a dead bot's
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return fmt.Errorf("local driver: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return fmt.Errorf("local driver: %w", err)
+	var lns []net.Listener
+	for _, path := range []string{ownBotSock(r.d.opts.DataDir, os.Getpid()), botSock(r.d.opts.DataDir)} {
+		_ = os.Remove(path) // a dead bot's, or at bot.sock the bot started before this one
+		ln, err := net.Listen("unix", path)
+		if err == nil {
+			err = os.Chmod(path, 0o600)
+		}
+		if err != nil {
+			for _, l := range append(lns, ln) {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return fmt.Errorf("local driver: %w", err)
+		}
+		if path == botSock(r.d.opts.DataDir) {
+			// Another bot may bind the path after this one; its socket
+			// must not be unlinked when this one closes.
+			ln.(*net.UnixListener).SetUnlinkOnClose(false)
+		}
+		lns = append(lns, ln)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /tarball", r.serveTarball)
 	mux.HandleFunc("POST /secret", r.serveSecret)
 	r.botSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		_ = r.botSrv.Serve(ln)
-	}()
+	for _, ln := range lns {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			_ = r.botSrv.Serve(ln)
+		}()
+	}
 	return nil
 }
 
@@ -403,7 +458,7 @@ func (r *remote) serveSecret(w http.ResponseWriter, req *http.Request) {
 
 // botSource is the keeper's deploy.Source: the bot fetches the tarball.
 func botSource(dataDir string) deploy.Source {
-	client := unixClient(botSock(dataDir))
+	client := botClient(dataDir)
 	return func(ctx context.Context, rel deploy.Release) (io.ReadCloser, error) {
 		body, err := json.Marshal(rel)
 		if err != nil {
