@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,13 +58,17 @@ type remote struct {
 func keeperSock(dataDir string) string { return filepath.Join(dataDir, "local", "keeper.sock") }
 func botSock(dataDir string) string    { return filepath.Join(dataDir, "local", "bot.sock") }
 
-// ownBotSock is the socket one bot process answers on besides bot.sock.
-// Several bots (workers) may share a DATA_DIR and its keeper; bot.sock is
-// the last one started, and when that one dies the keeper still reaches
-// the others through theirs.
-func ownBotSock(dataDir string, pid int) string {
-	return filepath.Join(dataDir, "local", "bot-"+strconv.Itoa(pid)+".sock")
+// ownBotSock is the socket one bot answers on besides bot.sock, named
+// by its pid and the how-manyth driver of the process it is. Several bots
+// (workers) may share a DATA_DIR and its keeper; bot.sock is the last one
+// started, and when that one dies the keeper still reaches the others
+// through theirs.
+func ownBotSock(dataDir string, pid int, n int64) string {
+	return filepath.Join(dataDir, "local", "bot-"+strconv.Itoa(pid)+"-"+strconv.FormatInt(n, 10)+".sock")
 }
+
+// drivers counts the remotes of this process, for ownBotSock.
+var drivers atomic.Int64
 
 // botClient is the keeper's HTTP client to the bots of dataDir: each new
 // connection goes to bot.sock, or when no bot answers there to the first
@@ -378,39 +383,38 @@ func (r *remote) close() {
 // serveBot answers the keeper's questions on bot.sock (mode 0600: secret
 // values pass over it).
 func (r *remote) serveBot() error {
-	var lns []net.Listener
-	for _, path := range []string{ownBotSock(r.d.opts.DataDir, os.Getpid()), botSock(r.d.opts.DataDir)} {
-		_ = os.Remove(path) // a dead bot's, or at bot.sock the bot started before this one
-		ln, err := net.Listen("unix", path)
-		if err == nil {
-			err = os.Chmod(path, 0o600)
+	own := ownBotSock(r.d.opts.DataDir, os.Getpid(), drivers.Add(1))
+	_ = os.Remove(own) // a dead bot's of the same pid
+	ln, err := net.Listen("unix", own)
+	if err != nil {
+		return fmt.Errorf("local driver: %w", err)
+	}
+	if err := os.Chmod(own, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("local driver: %w", err)
+	}
+	// bot.sock becomes another name of the same socket, in one step (a
+	// link renamed over it): bots starting together each leave a working
+	// bot.sock, and the last one wins.
+	tmp := own + ".link"
+	_ = os.Remove(tmp)
+	if err := os.Link(own, tmp); err == nil {
+		if err := os.Rename(tmp, botSock(r.d.opts.DataDir)); err != nil {
+			_ = os.Remove(tmp)
+			r.d.log.Warn("bot.sock cannot be pointed at this bot; the keeper reaches it on its own socket", "err", err)
 		}
-		if err != nil {
-			for _, l := range append(lns, ln) {
-				if l != nil {
-					l.Close()
-				}
-			}
-			return fmt.Errorf("local driver: %w", err)
-		}
-		if path == botSock(r.d.opts.DataDir) {
-			// Another bot may bind the path after this one; its socket
-			// must not be unlinked when this one closes.
-			ln.(*net.UnixListener).SetUnlinkOnClose(false)
-		}
-		lns = append(lns, ln)
+	} else {
+		r.d.log.Warn("bot.sock cannot be pointed at this bot; the keeper reaches it on its own socket", "err", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /tarball", r.serveTarball)
 	mux.HandleFunc("POST /secret", r.serveSecret)
 	r.botSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	for _, ln := range lns {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			_ = r.botSrv.Serve(ln)
-		}()
-	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		_ = r.botSrv.Serve(ln)
+	}()
 	return nil
 }
 
