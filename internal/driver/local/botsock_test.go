@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -85,15 +86,20 @@ func keepersIn(dir string) []int {
 
 // TestBotsStartingTogetherShareOneKeeper: two bots (drivers) starting at
 // once on one DATA_DIR, and both replacing the keeper when it was killed,
-// end with one keeper each time, which both talk to.
+// end with one keeper each time, and the death is told of once (one audit
+// entry, not one per bot).
 func TestBotsStartingTogetherShareOneKeeper(t *testing.T) {
 	dir := t.TempDir()
 	stopKeeper(t, dir)
+	var lost atomic.Int32 // the keeper's deaths told of, by both bots
 	open := func() (*Driver, error) {
 		return New(Options{
 			DataDir: dir,
-			Source:  func(context.Context, deploy.Release) (io.ReadCloser, error) { return nil, errors.New("no sources here") },
-			Keeper:  &Keeper{Command: []string{os.Args[0], "keeper"}},
+			Source: func(context.Context, deploy.Release) (io.ReadCloser, error) {
+				return nil, errors.New("no sources here")
+			},
+			Keeper: &Keeper{Command: []string{os.Args[0], "keeper"},
+				Lost: func(context.Context, int, error) { lost.Add(1) }},
 		})
 	}
 	drivers := make([]*Driver, 2)
@@ -146,6 +152,13 @@ func TestBotsStartingTogetherShareOneKeeper(t *testing.T) {
 	time.Sleep(time.Second) // a second keeper started late would show now
 	if k := keepersIn(dir); len(k) != 1 || k[0] != now {
 		t.Errorf("keepers a second after the replacement: %v, want %d alone", k, now)
+	}
+	for deadline := time.Now().Add(10 * time.Second); lost.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // a second report would come now
+	if n := lost.Load(); n != 1 {
+		t.Errorf("the keeper's death was told of %d times by the two bots, want once", n)
 	}
 	for i, d := range drivers {
 		if d.Runs("octo/web", "staging") {
