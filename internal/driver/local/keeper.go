@@ -150,17 +150,23 @@ func (k *keeper) run(ctx context.Context, cfg keeperConfig) error {
 	unlock()
 	unlock = func() {}
 
+	replaced := false
 	select {
 	case <-ctx.Done():
 		k.log.Info("stopping: every instance stops")
 	case <-k.retired:
+		replaced = true
 		k.log.Info("a newer keeper took over: draining and stopping")
 	}
 	_ = srv.Close()
 	cctx, cancel := context.WithTimeout(context.Background(), d.opts.DrainTimeout+d.opts.StopTimeout+5*time.Second)
 	defer cancel()
 	err = d.Close(cctx)
-	if b, rerr := os.ReadFile(pidPath); rerr == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+	// A keeper that was replaced leaves keeper.sock and keeper.pid alone:
+	// they are its successor's, even when the successor has bound the
+	// socket but not yet written its pid (removing the socket then left
+	// the newer keeper unreachable for good).
+	if b, rerr := os.ReadFile(pidPath); !replaced && rerr == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		_ = os.Remove(pidPath)
 		_ = os.Remove(sock)
 	}
