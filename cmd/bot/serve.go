@@ -175,6 +175,13 @@ type bot struct {
 	driftEvery time.Duration
 	// inProcessDriver: no keeper (withInProcessDriver).
 	inProcessDriver bool
+	// hostID names this DATA_DIR among the hosts sharing Redis;
+	// hostQueue holds the jobs other hosts' workers handed to it, and
+	// hostPool runs them. Empty and nil on the embedded store and in the
+	// web role.
+	hostID    string
+	hostQueue queue.Queue
+	hostPool  *worker.Pool
 }
 
 // buildOption changes how build wires the process; only tests use one.
@@ -307,7 +314,11 @@ func (b *bot) wireWork(ctx context.Context) error {
 			return err
 		}
 		b.engine = eng
-		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: b.cfg.PublicURL, Now: b.now, Secrets: b.secrets, Outbox: b.outbox}, b.previewers())
+		h, err := b.openHosts()
+		if err != nil {
+			return err
+		}
+		deps = handlers.New(handlers.Base{GitHub: b.github, Store: b.store, Engine: eng, PublicURL: b.cfg.PublicURL, Now: b.now, Secrets: b.secrets, Outbox: b.outbox, Hosts: h}, b.previewers())
 		b.alarm = newAlarm(b.now)
 		deps.Wake = b.alarm.Wake
 		b.recheck = deps.RecheckWaiting
@@ -323,7 +334,42 @@ func (b *bot) wireWork(ctx context.Context) error {
 			Registerer: b.reg,
 		})
 	}
+	if b.hostQueue != nil {
+		b.hostPool = worker.NewPool(b.hostQueue, b.router, worker.Options{
+			Consumer:  holder,
+			Size:      hostWorkers,
+			Heartbeat: timingsFor(b.cfg.JobTimeout).heartbeat,
+			Logger:    b.log.With("host", b.hostID),
+		})
+	}
 	return nil
+}
+
+// openHosts places local environments' and previews' jobs on the host
+// that runs them when several hosts may share the store (Redis): it reads
+// this DATA_DIR's host id and opens the host's own queue, which hostPool
+// serves. nil (one host runs everything) on the embedded store.
+func (b *bot) openHosts() (handlers.Hosts, error) {
+	if b.redis == nil {
+		return nil, nil
+	}
+	id, err := readHostID(b.cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	opts := queue.Options{VisibilityTimeout: timingsFor(b.cfg.JobTimeout).visibility}
+	open := func(prefix string) (queue.Queue, error) {
+		return b.queueAt(prefix, "a host's job stream", "", "", opts)
+	}
+	q, err := open(hostPrefix(id))
+	if err != nil {
+		return nil, err
+	}
+	h := &hosts{id: id, store: b.store, open: open}
+	b.hostID, b.hostQueue = id, q
+	b.closers = append(b.closers, q.Close, h.close)
+	b.log.Info("this DATA_DIR's host", "host", id)
+	return h, nil
 }
 
 // jobWorkers is how many jobs a process leases and runs at once. Most jobs
@@ -728,7 +774,7 @@ func (b *bot) openRedis(ctx context.Context) error {
 		// Every idle worker (the jobs' and the outbox's) holds a
 		// connection in a blocking read; intake and the store need
 		// go-redis' usual share beside them.
-		ro.PoolSize = 10*runtime.GOMAXPROCS(0) + jobWorkers + worker.DefaultSize
+		ro.PoolSize = 10*runtime.GOMAXPROCS(0) + jobWorkers + hostWorkers + worker.DefaultSize
 	}
 	client := redis.NewClient(ro)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -832,6 +878,10 @@ func (b *bot) background(ctx context.Context, wg *sync.WaitGroup) {
 	if b.outboxPool != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); b.outboxPool.Run(ctx) }()
+	}
+	if b.hostPool != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); b.hostPool.Run(ctx) }()
 	}
 	if b.github != nil && b.role != roleWorker {
 		// GitHub never retries a failed delivery: ask for redelivery of

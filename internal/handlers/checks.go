@@ -214,9 +214,29 @@ func (deps Deps) recheck(ctx context.Context, c GitHub, repo, defaultBranch stri
 			errs = append(errs, deps.Engine.ChecksFailed(ctx, deploy.Target{Repo: repo, App: cfg.App, Notify: cfg.Notify}, d.ID, report.EnvironmentGone(d.Env.Name)))
 			continue
 		}
+		if here, err := deps.judgesHere(ctx, repo, env); !here || err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		errs = append(errs, deps.judge(ctx, c, deploy.Target{Repo: repo, Environment: env, App: cfg.App, Notify: cfg.Notify}, d))
 	}
 	return errors.Join(errs...)
+}
+
+// judgesHere says whether this host judges env's waiting deploys: a local
+// environment's are its owner's (judging releases the deploy, which then
+// runs where it was judged). Another host's are left to the owner's
+// workers, which look at every waiting deploy every minute
+// (RecheckWaiting).
+func (deps Deps) judgesHere(ctx context.Context, repo string, env *repoconfig.Environment) (bool, error) {
+	if deps.Hosts == nil || env.Driver != repoconfig.DriverLocal {
+		return true, nil
+	}
+	_, here, err := deps.Hosts.Owner(ctx, repo, env.Name)
+	if err != nil {
+		return false, fmt.Errorf("find the host that runs %s %s: %w", repo, env.Name, err)
+	}
+	return here, nil
 }
 
 // judge decides what becomes of one waiting deploy now.

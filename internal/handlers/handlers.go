@@ -44,6 +44,10 @@ type Base struct {
 	// Outbox queues the CDEvents of previews (environment created,
 	// modified, deleted) for notify.webhooks; nil sends none.
 	Outbox *outbox.Outbox
+	// Hosts places local environments' and previews' jobs on the host
+	// that runs them; nil: one host runs everything (the embedded store,
+	// or tests).
+	Hosts Hosts
 }
 
 // now is the time by b's clock.

@@ -137,6 +137,7 @@ func (deps Deps) issueComment(ctx context.Context, job queue.Job) error {
 	if err != nil || !mine {
 		return err
 	}
+	r.job, r.release = job, release
 	if e.Issue.PullRequest == nil {
 		err = r.reply(ctx, []report.Answer{{Outcome: report.OutcomeNotPullRequest}})
 	} else {
@@ -179,6 +180,8 @@ func claimComment(ctx context.Context, st CommandStore, job queue.Job, repo stri
 // commentRun is one comment being answered.
 type commentRun struct {
 	cs                Base
+	job               queue.Job
+	release           func() // gives the comment's claim up
 	c                 CommandGitHub
 	e                 *commentEvent
 	repo, owner, name string
@@ -209,6 +212,13 @@ func (r *commentRun) run(ctx context.Context, cmds []command.Command, errs []*co
 		return r.reply(ctx, []report.Answer{{Outcome: report.OutcomeBadConfig, Block: problems}})
 	}
 	r.cfg = cfg
+	if env := commentTarget(cfg, r.e.Repository.DefaultBranch, cmds); env != "" {
+		// The comment's claim is given up first: the owner's run claims
+		// it under its own job id.
+		if away, err := r.cs.elsewhere(ctx, r.job, r.repo, repoconfig.DriverLocal, env, r.release); away || err != nil {
+			return err
+		}
+	}
 
 	var answers []report.Answer
 	var actions []action

@@ -186,6 +186,7 @@ func (p *previewJob) hold(ctx context.Context, l record.Lease, ttl time.Duration
 // steps are its methods.
 type previewJob struct {
 	deps              Deps
+	job               queue.Job
 	c                 PreviewGitHub
 	e                 *prEvent
 	repo, owner, name string
@@ -203,7 +204,7 @@ func (deps Deps) previewJob(job queue.Job, e *prEvent) *previewJob {
 		id = job.ID
 	}
 	return &previewJob{
-		deps: deps, c: deps.GitHub.Installation(inst), e: e, repo: repo, owner: owner, name: name, inst: inst,
+		deps: deps, job: job, c: deps.GitHub.Installation(inst), e: e, repo: repo, owner: owner, name: name, inst: inst,
 		env: fmt.Sprintf("pr-%d", e.Number), run: "preview-" + id,
 	}
 }
@@ -222,6 +223,9 @@ func (p *previewJob) update(ctx context.Context, reopened bool) error {
 	// cannot change what its preview runs with.
 	cfg, err := loadConfig(ctx, p.c, p.repo, p.e.Repository.DefaultBranch, sha)
 	if cfg == nil {
+		return err
+	}
+	if away, err := p.deps.elsewhere(ctx, p.job, p.repo, cfg.Preview.Driver, p.env, nil); away || err != nil {
 		return err
 	}
 	if p.e.fromFork(p.repo) && !cfg.Preview.Forks {
@@ -466,6 +470,13 @@ func (p *previewJob) close(ctx context.Context) error {
 	// webhooks to tell; a file with mistakes leaves cfg nil.
 	cfg, err := loadConfig(ctx, p.c, p.repo, p.e.Repository.DefaultBranch, p.e.PullRequest.Head.SHA)
 	if cfg == nil && err != nil {
+		return err
+	}
+	drv := repoconfig.DriverLocal // what a repository without the file gets
+	if cfg != nil {
+		drv = cfg.Preview.Driver
+	}
+	if away, err := p.deps.elsewhere(ctx, p.job, p.repo, drv, p.env, nil); away || err != nil {
 		return err
 	}
 	if err := p.teardown(ctx, cfg); err != nil {

@@ -75,6 +75,9 @@ func (deps Deps) push(ctx context.Context, job queue.Job) error {
 		log.Info("no environment deploys from this branch", "branch", branch)
 		return nil
 	}
+	if away, err := deps.elsewhere(ctx, job, repo, env.Driver, env.Name, nil); away || err != nil {
+		return err
+	}
 	id := job.DeliveryID
 	if id == "" {
 		id = job.ID

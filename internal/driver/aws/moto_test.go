@@ -9,14 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -24,83 +19,13 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
 
-	"github.com/shipbot/shipbot/internal/testenv"
+	"github.com/shipbot/shipbot/internal/driver/aws/awstest"
 )
 
-// startMoto starts moto_server (the AWS emulator, `pip install
-// 'moto[server]'`) on a free loopback port with its own temporary working
-// directory, waits until it answers, stops it when the test ends, and
-// returns its URL. A port another test's server took in the meantime makes
-// this one exit; it then tries again on another port, and it only accepts
-// an answer from a listener its own process owns (testenv.ListensOn), so two
-// tests never share one moto.
+// startMoto is a moto_server of the test's own (awstest.StartMoto).
 func startMoto(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("moto_server")
-	if err != nil {
-		testenv.Missing(t, "moto_server is not on PATH (pip install 'moto[server]')")
-	}
-	var log string
-	for attempt := 0; attempt < 3; attempt++ {
-		var base string
-		if base, log = tryMoto(t, bin); base != "" {
-			return base
-		}
-	}
-	t.Fatalf("moto_server did not start on a port of its own in 3 attempts; its last log:\n%s", log)
-	return ""
-}
-
-// tryMoto starts moto_server once; it returns the server's URL, or "" and
-// the server's log when it did not come up on its port within 20 s.
-func tryMoto(t *testing.T, bin string) (base, log string) {
-	t.Helper()
-	port := testenv.FreePort(t)
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir)
-	logf, err := os.Create(filepath.Join(dir, "moto.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := testenv.StartChild(cmd); err != nil {
-		t.Fatalf("start moto_server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-done
-		logf.Close()
-	}
-	readLog := func() string {
-		b, _ := os.ReadFile(filepath.Join(dir, "moto.log"))
-		return string(b)
-	}
-
-	base = fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			stop()
-			return "", readLog()
-		default:
-		}
-		resp, err := http.Get(base + "/moto-api/")
-		if err == nil {
-			resp.Body.Close()
-			if testenv.ListensOn(cmd.Process.Pid, port) {
-				t.Cleanup(stop)
-				return base, ""
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	stop()
-	return "", readLog()
+	return awstest.StartMoto(t)
 }
 
 // call is one AWS request as the recorder saw it on the wire.

@@ -83,6 +83,11 @@ func (k *keeper) run(ctx context.Context, cfg keeperConfig) error {
 	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
 		return fmt.Errorf("keeper: %w", err)
 	}
+	unlock, err := startLock(k.dataDir)
+	if err != nil {
+		return err
+	}
+	defer func() { unlock() }()
 	var inherited map[fleetKey]net.Listener
 	old := &remote{sock: sock, client: unixClient(sock), ctx: ctx}
 	if proto, err := old.hello(ctx); err == nil {
@@ -98,7 +103,7 @@ func (k *keeper) run(ctx context.Context, cfg keeperConfig) error {
 	d, err := New(Options{
 		DataDir:      k.dataDir,
 		Source:       botSource(k.dataDir),
-		Secrets:      botSecrets{client: unixClient(botSock(k.dataDir))},
+		Secrets:      botSecrets{client: botClient(k.dataDir)},
 		Logger:       k.log,
 		BuildTimeout: cfg.BuildTimeout,
 		DrainTimeout: cfg.DrainTimeout,
@@ -142,6 +147,8 @@ func (k *keeper) run(ctx context.Context, cfg keeperConfig) error {
 		k.log.Warn("could not write keeper.pid", "err", err)
 	}
 	k.log.Info("keeper serving", "socket", sock, "protocol", keeperProtocol)
+	unlock()
+	unlock = func() {}
 
 	replaced := false
 	select {
@@ -165,6 +172,22 @@ func (k *keeper) run(ctx context.Context, cfg keeperConfig) error {
 		_ = os.Remove(sock)
 	}
 	return err
+}
+
+// startLock makes keepers start on one DATA_DIR one at a time, until the
+// first serves: several bots (workers) may share the DATA_DIR, and each
+// starts a keeper when none answers (at start-up, or when the keeper
+// died). The one that waited finds the first answering and leaves.
+func startLock(dataDir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dataDir, "local", "keeper.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("keeper: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("keeper: %w", err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // serve answers on keeper.sock. The socket file is not removed when the

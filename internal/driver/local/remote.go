@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,6 +58,47 @@ type remote struct {
 func keeperSock(dataDir string) string { return filepath.Join(dataDir, "local", "keeper.sock") }
 func botSock(dataDir string) string    { return filepath.Join(dataDir, "local", "bot.sock") }
 
+// ownBotSock is the socket one bot answers on besides bot.sock, named
+// by its pid and the how-manyth driver of the process it is. Several bots
+// (workers) may share a DATA_DIR and its keeper; bot.sock is the last one
+// started, and when that one dies the keeper still reaches the others
+// through theirs.
+func ownBotSock(dataDir string, pid int, n int64) string {
+	return filepath.Join(dataDir, "local", "bot-"+strconv.Itoa(pid)+"-"+strconv.FormatInt(n, 10)+".sock")
+}
+
+// drivers counts the remotes of this process, for ownBotSock.
+var drivers atomic.Int64
+
+// botClient is the keeper's HTTP client to the bots of dataDir: each new
+// connection goes to bot.sock, or when no bot answers there to the first
+// bot that answers on its own socket. A socket nobody listens on any more
+// (its bot was killed) is removed.
+func botClient(dataDir string) *http.Client {
+	var dialer net.Dialer
+	return &http.Client{Transport: &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, "unix", botSock(dataDir))
+			if err == nil {
+				return c, nil
+			}
+			others, _ := filepath.Glob(filepath.Join(dataDir, "local", "bot-*.sock"))
+			for _, p := range others {
+				c, derr := dialer.DialContext(ctx, "unix", p)
+				if derr == nil {
+					return c, nil
+				}
+				if errors.Is(derr, syscall.ECONNREFUSED) {
+					_ = os.Remove(p)
+				}
+			}
+			return nil, err
+		},
+		MaxIdleConnsPerHost: 16,
+	}}
+}
+
 // unixClient is an HTTP client whose every connection goes to sock.
 func unixClient(sock string) *http.Client {
 	var dialer net.Dialer
@@ -95,11 +138,17 @@ func newRemote(d *Driver) (*remote, error) {
 
 // hello asks the keeper for its protocol.
 func (r *remote) hello(ctx context.Context) (string, error) {
+	proto, _, err := r.helloPID(ctx)
+	return proto, err
+}
+
+// helloPID asks the keeper for its protocol and its pid.
+func (r *remote) helloPID(ctx context.Context) (proto string, pid int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://keeper/hello", nil)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	// A connection of its own: one kept alive would still reach a keeper
 	// being replaced, after its successor has bound the socket's path.
@@ -107,14 +156,17 @@ func (r *remote) hello(ctx context.Context) (string, error) {
 	once.Transport.(*http.Transport).DisableKeepAlives = true
 	resp, err := once.Do(req)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer resp.Body.Close()
-	var h struct{ Protocol string }
-	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-		return "", fmt.Errorf("the keeper's hello: %w", err)
+	var h struct {
+		Protocol string
+		PID      int
 	}
-	return h.Protocol, nil
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		return "", 0, fmt.Errorf("the keeper's hello: %w", err)
+	}
+	return h.Protocol, h.PID, nil
 }
 
 // ensure makes a keeper of this protocol answer on keeper.sock: the one
@@ -128,7 +180,8 @@ func (r *remote) ensure(ctx context.Context) (started bool, err error) {
 	if err == nil {
 		r.d.log.Info("the running keeper speaks another protocol; starting one to replace it without dropping requests", "theirs", proto, "ours", keeperProtocol)
 	}
-	return true, r.start(ctx)
+	_, err = r.start(ctx)
+	return true, err
 }
 
 // keeperConfig is the driver's configuration as a keeper gets it.
@@ -144,21 +197,23 @@ type keeperConfig struct {
 
 // start starts a keeper in a session of its own, so that no signal meant
 // for the bot (a terminal's ^C, a kill of its process group) reaches it,
-// and waits until it answers with this protocol.
-func (r *remote) start(ctx context.Context) error {
+// and waits until it answers with this protocol. ours is false when the
+// keeper that answers is not the one this call started: another bot on
+// the DATA_DIR started one at the same time, and this one left it be.
+func (r *remote) start(ctx context.Context) (ours bool, err error) {
 	o := r.d.opts
 	if len(o.Keeper.Command) == 0 {
-		return errors.New("local driver: Options.Keeper.Command is empty: it needs the command that starts a keeper")
+		return false, errors.New("local driver: Options.Keeper.Command is empty: it needs the command that starts a keeper")
 	}
 	cfg, err := json.Marshal(keeperConfig{ProxyHost: o.ProxyHost, PortBase: o.PortBase, Env: o.Env,
 		BuildTimeout: o.BuildTimeout, DrainTimeout: o.DrainTimeout, StopTimeout: o.StopTimeout, StartTimeout: o.StartTimeout})
 	if err != nil {
-		return err
+		return false, err
 	}
 	logPath := filepath.Join(o.DataDir, "local", "keeper.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("local driver: the keeper's log: %w", err)
+		return false, fmt.Errorf("local driver: the keeper's log: %w", err)
 	}
 	defer logf.Close()
 	args := append(append([]string{}, o.Keeper.Command[1:]...), "--data-dir", o.DataDir, "--config", string(cfg))
@@ -170,7 +225,7 @@ func (r *remote) start(ctx context.Context) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("local driver: starting the keeper (%s): %w", o.Keeper.Command[0], err)
+		return false, fmt.Errorf("local driver: starting the keeper (%s): %w", o.Keeper.Command[0], err)
 	}
 	exited := make(chan error, 1)
 	// Reaps the keeper should it die while this bot runs; a keeper that
@@ -181,15 +236,18 @@ func (r *remote) start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, keeperStartTimeout)
 	defer cancel()
 	for {
-		proto, err := r.hello(ctx)
+		proto, pid, err := r.helloPID(ctx)
 		if err == nil && proto == keeperProtocol {
-			return nil
+			return pid == cmd.Process.Pid, nil
 		}
 		select {
 		case err := <-exited:
-			return fmt.Errorf("local driver: the keeper exited (%v) before answering; see %s:\n%s", err, logPath, lastLines(tailOf(logPath), 20))
+			if proto, herr := r.hello(ctx); herr == nil && proto == keeperProtocol {
+				return false, nil // another bot's keeper started first; this one left it be
+			}
+			return false, fmt.Errorf("local driver: the keeper exited (%v) before answering; see %s:\n%s", err, logPath, lastLines(tailOf(logPath), 20))
 		case <-ctx.Done():
-			return fmt.Errorf("local driver: the keeper did not answer within %s; see %s", keeperStartTimeout, logPath)
+			return false, fmt.Errorf("local driver: the keeper did not answer within %s; see %s", keeperStartTimeout, logPath)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -216,12 +274,14 @@ func (r *remote) watch() {
 		}
 		began := time.Now()
 		r.d.log.Error("the local driver's keeper died, and its instances with it; starting another", "err", err)
-		restored, rerr := r.recover()
+		restored, ours, rerr := r.recover()
 		if r.ctx.Err() != nil {
 			return
 		}
-		r.d.log.Warn("a new keeper runs", "restored", restored, "after", time.Since(began).Round(time.Millisecond), "err", rerr)
-		if r.d.opts.Keeper.Lost != nil {
+		r.d.log.Warn("a new keeper runs", "restored", restored, "after", time.Since(began).Round(time.Millisecond), "err", rerr, "started_here", ours)
+		// Bots sharing the DATA_DIR all see the death; the one whose
+		// keeper won tells of it, once.
+		if r.d.opts.Keeper.Lost != nil && ours {
 			r.d.opts.Keeper.Lost(r.ctx, restored, rerr)
 		}
 		if rerr != nil && restored < 0 {
@@ -235,16 +295,18 @@ func (r *remote) watch() {
 }
 
 // recover starts a keeper and waits for it to restore; restored is -1
-// when none could be started.
-func (r *remote) recover() (restored int, err error) {
-	if err := r.start(r.ctx); err != nil {
-		return -1, err
+// when none could be started. ours says the keeper is the one this bot
+// started (see start).
+func (r *remote) recover() (restored int, ours bool, err error) {
+	ours, err = r.start(r.ctx)
+	if err != nil {
+		return -1, true, err
 	}
 	err = r.call(r.ctx, "Restore", callArgs{}, nil, nil)
 	if cerr := r.call(r.ctx, "Restored", callArgs{}, nil, &restored); cerr != nil {
-		return restored, errors.Join(err, cerr)
+		return restored, ours, errors.Join(err, cerr)
 	}
-	return restored, err
+	return restored, ours, err
 }
 
 // hold is one long GET /watch, which the keeper answers with headers and
@@ -337,15 +399,28 @@ func (r *remote) close() {
 // serveBot answers the keeper's questions on bot.sock (mode 0600: secret
 // values pass over it).
 func (r *remote) serveBot() error {
-	path := botSock(r.d.opts.DataDir)
-	_ = os.Remove(path) // a dead bot's
-	ln, err := net.Listen("unix", path)
+	own := ownBotSock(r.d.opts.DataDir, os.Getpid(), drivers.Add(1))
+	_ = os.Remove(own) // a dead bot's of the same pid
+	ln, err := net.Listen("unix", own)
 	if err != nil {
 		return fmt.Errorf("local driver: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := os.Chmod(own, 0o600); err != nil {
 		ln.Close()
 		return fmt.Errorf("local driver: %w", err)
+	}
+	// bot.sock becomes another name of the same socket, in one step (a
+	// link renamed over it): bots starting together each leave a working
+	// bot.sock, and the last one wins.
+	tmp := own + ".link"
+	_ = os.Remove(tmp)
+	if err := os.Link(own, tmp); err == nil {
+		if err := os.Rename(tmp, botSock(r.d.opts.DataDir)); err != nil {
+			_ = os.Remove(tmp)
+			r.d.log.Warn("bot.sock cannot be pointed at this bot; the keeper reaches it on its own socket", "err", err)
+		}
+	} else {
+		r.d.log.Warn("bot.sock cannot be pointed at this bot; the keeper reaches it on its own socket", "err", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /tarball", r.serveTarball)
@@ -403,7 +478,7 @@ func (r *remote) serveSecret(w http.ResponseWriter, req *http.Request) {
 
 // botSource is the keeper's deploy.Source: the bot fetches the tarball.
 func botSource(dataDir string) deploy.Source {
-	client := unixClient(botSock(dataDir))
+	client := botClient(dataDir)
 	return func(ctx context.Context, rel deploy.Release) (io.ReadCloser, error) {
 		body, err := json.Marshal(rel)
 		if err != nil {
