@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,7 +25,7 @@ import (
 //	repos                set: repositories seen
 //	envs:<repo>          set: environment names seen in the repository
 //	fence:<env>          counter: the last fencing token handed out
-//	lock:<env>           string "<token>:<holder>", expiring (PX) with the lease
+//	lock:<env>           string "<token>:<holder>#<attempt>", expiring (PX) with the lease
 //	pending:<env>        hash id, at (µs): the deploy next in line
 //	running:<env>        hash id, at, token: the deploy rolling out
 //	releases:<env>       zset: release deploy ids by record order
@@ -211,7 +212,7 @@ func (r *Redis) AcquireLock(ctx context.Context, env record.EnvKey, holder strin
 		return record.Lease{}, false, err
 	}
 	e := env.String()
-	token, err := r.scripts.acquire.Run(ctx, r.client, []string{r.key("lock", e), r.key("fence", e)}, holder, ttl.Milliseconds()).Int64()
+	token, err := r.scripts.acquire.Run(ctx, r.client, []string{r.key("lock", e), r.key("fence", e)}, holder, ttl.Milliseconds(), attemptID()).Int64()
 	if err != nil {
 		return record.Lease{}, false, r.fail("acquire lock", err)
 	}
@@ -220,6 +221,9 @@ func (r *Redis) AcquireLock(ctx context.Context, env record.EnvKey, holder strin
 	}
 	return record.Lease{Env: env, Holder: holder, Token: token}, true, nil
 }
+
+// attemptID names one AcquireLock call (acquireLua).
+func attemptID() string { return strconv.FormatUint(rand.Uint64(), 16) }
 
 // RenewLock makes the lease last ttl from now. ErrLockLost when it expired
 // or was released.
@@ -652,10 +656,22 @@ func newRedisScripts() redisScripts {
 //
 // KEYS: lock, fence. ARGV: holder, ttl ms. Returns the token, or 0 when
 // the lock is held.
+// KEYS: lock, fence. ARGV: holder, ttl ms, attempt. The attempt (random,
+// one per AcquireLock call) makes the script safe to run twice: go-redis
+// sends a command again after a network error, and when Redis had run the
+// first one (killed before it answered, its AOF fsynced) the second found
+// the lock taken by this very call and said "someone else holds it". The
+// deploy then waited for a holder that did not exist (the chaos test found
+// it). The value stays "token:holder…", which the other scripts parse.
 const acquireLua = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local v = redis.call('GET', KEYS[1])
+if v then
+  local t, a = string.match(v, '^(%d+):.*#([^#]*)$')
+  if a and a == ARGV[3] then return tonumber(t) end
+  return 0
+end
 local t = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], t .. ':' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], t .. ':' .. ARGV[1] .. '#' .. ARGV[3], 'PX', ARGV[2])
 return t
 `
 
