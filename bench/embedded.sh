@@ -32,7 +32,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 bport=$(free_port)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/shipbot-embedded.XXXXXX")
 bot=
-cleanup() { [ -n "$bot" ] && kill "$bot" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$dir"; }
+# `bot serve` leaves its keeper (the process that owns the local driver's
+# proxies and instances) running on purpose; a benchmark stops the ones its
+# bots started (by their --data-dir, so one still starting is found too).
+stop_keepers() { pkill -f -- "keeper --data-dir $dir/" 2>/dev/null; return 0; }
+cleanup() { [ -n "$bot" ] && kill "$bot" 2>/dev/null; wait 2>/dev/null || true; stop_keepers; rm -rf "$dir"; }
 trap cleanup EXIT
 openssl genrsa -out "$dir/key.pem" 2048 2>/dev/null
 

@@ -24,7 +24,11 @@ PY
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rport=$(free_port); bport=$(free_port)
 rdir=$(mktemp -d)
-cleanup() { kill "$bot" "$redis" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$rdir"; }
+# `bot serve` leaves its keeper (the process that owns the local driver's
+# proxies and instances) running on purpose; a benchmark stops the ones its
+# bots started (by their --data-dir, so one still starting is found too).
+stop_keepers() { pkill -f -- "keeper --data-dir $rdir/" 2>/dev/null; return 0; }
+cleanup() { kill "$bot" "$redis" 2>/dev/null || true; wait 2>/dev/null || true; stop_keepers; rm -rf "$rdir"; }
 trap cleanup EXIT
 # appendfsync everysec: Redis' recommended production setting.
 redis-server --port "$rport" --bind 127.0.0.1 --dir "$rdir" --appendonly yes --appendfsync everysec --save "" >/dev/null &

@@ -38,7 +38,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 rport=$(free_port); port=$(free_port)
 work=$(mktemp -d)
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; kill "$redis" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+# `bot serve` leaves its keeper (the process that owns the local driver's
+# proxies and instances) running on purpose; a benchmark stops the ones its
+# bots started (by their --data-dir, so one still starting is found too).
+stop_keepers() { pkill -f -- "keeper --data-dir $work/" 2>/dev/null; return 0; }
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; kill "$redis" 2>/dev/null || true; wait 2>/dev/null || true; stop_keepers; rm -rf "$work"; }
 trap cleanup EXIT
 # Every durable system gets the same Redis: appendfsync everysec, Redis'
 # recommended production setting.
