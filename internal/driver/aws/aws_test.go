@@ -21,6 +21,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/driver/aws/awstest"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
 )
@@ -80,7 +81,7 @@ func newFleet(t *testing.T) *fleet {
 	}
 	var targets []elbtypes.TargetDescription
 	for i, zone := range zones {
-		subnet := createSubnet(t, f.ec2, awssdk.ToString(vpcID), fmt.Sprintf("10.0.%d.0/24", i), zone)
+		subnet := awstest.CreateSubnet(t, f.ec2, awssdk.ToString(vpcID), fmt.Sprintf("10.0.%d.0/24", i), zone)
 		run, err := f.ec2.RunInstances(ctx, &ec2.RunInstancesInput{
 			ImageId: awssdk.String("ami-12c6146b"), InstanceType: ec2types.InstanceTypeT3Micro,
 			MinCount: awssdk.Int32(2), MaxCount: awssdk.Int32(2),

@@ -2,9 +2,7 @@ package aws
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,9 +12,6 @@ import (
 	"testing"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
 
 	"github.com/shipbot/shipbot/internal/driver/aws/awstest"
@@ -149,31 +144,4 @@ func setupConfig(t *testing.T, cfg awssdk.Config) awssdk.Config {
 		t.Logf("setup client %s: "+format, append([]any{c}, v...)...)
 	})
 	return cfg
-}
-
-// createSubnet creates a subnet in vpc. A CreateSubnet that conflicts with
-// a subnet of the same CIDR and zone in that VPC was applied before, by an
-// attempt whose answer was lost (CI saw this twice under load): that subnet
-// is the one asked for, and the test goes on with it.
-func createSubnet(t *testing.T, c *ec2.Client, vpc, cidr, zone string) string {
-	t.Helper()
-	ctx := context.Background()
-	sn, err := c.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: awssdk.String(vpc), CidrBlock: awssdk.String(cidr), AvailabilityZone: awssdk.String(zone)})
-	if err == nil {
-		return awssdk.ToString(sn.Subnet.SubnetId)
-	}
-	var api smithy.APIError
-	if !errors.As(err, &api) || api.ErrorCode() != "InvalidSubnet.Conflict" {
-		t.Fatal(err)
-	}
-	out, derr := c.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []ec2types.Filter{
-		{Name: awssdk.String("vpc-id"), Values: []string{vpc}},
-		{Name: awssdk.String("cidr-block"), Values: []string{cidr}},
-		{Name: awssdk.String("availability-zone"), Values: []string{zone}},
-	}})
-	if derr != nil || len(out.Subnets) != 1 {
-		t.Fatalf("%v (and the subnet it conflicts with is not %s in %s: %v, %d found)", err, cidr, zone, derr, len(out.Subnets))
-	}
-	t.Logf("CreateSubnet %s had been applied already (%v); using %s", cidr, err, awssdk.ToString(out.Subnets[0].SubnetId))
-	return awssdk.ToString(out.Subnets[0].SubnetId)
 }

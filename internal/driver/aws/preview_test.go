@@ -22,6 +22,7 @@ import (
 	r53types "github.com/aws/aws-sdk-go-v2/service/route53/types"
 
 	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/driver/aws/awstest"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 )
 
@@ -69,7 +70,7 @@ func newPreviewWorld(t *testing.T) *previewWorld {
 	vpc := must(w.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: awssdk.String("10.1.0.0/16")}))(t)
 	var subnets []string
 	for i, zone := range zones[:2] {
-		subnets = append(subnets, createSubnet(t, w.ec2, awssdk.ToString(vpc.Vpc.VpcId), fmt.Sprintf("10.1.%d.0/24", i), zone))
+		subnets = append(subnets, awstest.CreateSubnet(t, w.ec2, awssdk.ToString(vpc.Vpc.VpcId), fmt.Sprintf("10.1.%d.0/24", i), zone))
 	}
 	w.subnet = subnets[0]
 	lb := must(w.elb.CreateLoadBalancer(ctx, &elb.CreateLoadBalancerInput{Name: awssdk.String("previews"), Subnets: subnets, Type: elbtypes.LoadBalancerTypeEnumApplication}))(t)

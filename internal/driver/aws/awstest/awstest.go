@@ -140,7 +140,7 @@ func NewFleet(t testing.TB, url string, n int, release string) *Fleet {
 	var targets []elbtypes.TargetDescription
 	for i := range n {
 		zone := zones[i%len(zones)]
-		subnet := createSubnet(t, c, awssdk.ToString(vpc.Vpc.VpcId), fmt.Sprintf("10.0.%d.0/24", i), zone)
+		subnet := CreateSubnet(t, c, awssdk.ToString(vpc.Vpc.VpcId), fmt.Sprintf("10.0.%d.0/24", i), zone)
 		run, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
 			ImageId: awssdk.String("ami-12c6146b"), InstanceType: ec2types.InstanceTypeT3Micro,
 			MinCount: awssdk.Int32(1), MaxCount: awssdk.Int32(1), SubnetId: awssdk.String(subnet),
@@ -201,10 +201,11 @@ func (f *Fleet) Releases(t testing.TB) map[string]string {
 	return rel
 }
 
-// createSubnet creates a subnet in vpc. A CreateSubnet that conflicts with
-// a subnet of the same CIDR and zone was applied before, by an attempt
-// whose answer was lost: that subnet is the one asked for.
-func createSubnet(t testing.TB, c *ec2.Client, vpc, cidr, zone string) string {
+// CreateSubnet creates a subnet in vpc. A CreateSubnet that conflicts with
+// a subnet of the same CIDR and zone in that VPC was applied before, by an
+// attempt whose answer was lost (CI saw this twice under load): that subnet
+// is the one asked for, and the test goes on with it.
+func CreateSubnet(t testing.TB, c *ec2.Client, vpc, cidr, zone string) string {
 	t.Helper()
 	ctx := context.Background()
 	sn, err := c.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: awssdk.String(vpc), CidrBlock: awssdk.String(cidr), AvailabilityZone: awssdk.String(zone)})
@@ -223,5 +224,6 @@ func createSubnet(t testing.TB, c *ec2.Client, vpc, cidr, zone string) string {
 	if derr != nil || len(out.Subnets) != 1 {
 		t.Fatalf("%v (and the subnet it conflicts with is not %s in %s: %v, %d found)", err, cidr, zone, derr, len(out.Subnets))
 	}
+	t.Logf("CreateSubnet %s had been applied already (%v); using %s", cidr, err, awssdk.ToString(out.Subnets[0].SubnetId))
 	return awssdk.ToString(out.Subnets[0].SubnetId)
 }
