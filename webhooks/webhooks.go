@@ -54,8 +54,11 @@ type Handler struct {
 	// channel rather than a sync.Pool: the pool is emptied by every other
 	// garbage collection, and under load (a collection every few
 	// milliseconds) each delivery then grew a fresh 24 KB buffer again.
-	free    chan *scratch
-	names   interner
+	free  chan *scratch
+	names interner
+	// refused, when set, is told of each delivery refused because the
+	// store failed.
+	refused func()
 	outcome *prometheus.CounterVec
 	latency prometheus.Histogram
 }
@@ -81,6 +84,11 @@ type Option func(*Handler)
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(h *Handler) { h.log = l } }
+
+// WithRefused sets a function called whenever a delivery is refused (503)
+// because the store failed: an outage too short for a periodic ping to see
+// still leaves a delivery to have redelivered.
+func WithRefused(f func()) Option { return func(h *Handler) { h.refused = f } }
 
 // WithRegisterer registers the intake metrics.
 func WithRegisterer(r prometheus.Registerer) Option {
@@ -231,6 +239,9 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, s *scratch, event,
 		case err != nil:
 			p = errUnavailable
 			h.logf(ctx, slog.LevelError, "delivery not queued: job store unavailable", delivery, event, slog.Any("err", err))
+			if h.refused != nil {
+				h.refused()
+			}
 		default:
 			if h.log.Enabled(ctx, slog.LevelInfo) {
 				h.logf(ctx, slog.LevelInfo, "delivery queued", delivery, event, slog.String("job", stored.ID),

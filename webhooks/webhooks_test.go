@@ -1,13 +1,19 @@
 package webhooks
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/shipbot/shipbot/fixtures"
+	"github.com/shipbot/shipbot/queue"
 )
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -79,6 +85,46 @@ func TestVerify(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := h.verify(tc.header, body, new([sha256.Size]byte)); got != tc.ok {
 				t.Fatalf("verify = %v, want %v", got, tc.ok)
+			}
+		})
+	}
+}
+
+// enqueuer answers each Enqueue with its err.
+type enqueuer struct{ err error }
+
+func (e enqueuer) Enqueue(_ context.Context, j queue.Job) (queue.Job, error) {
+	j.ID = "1-0"
+	return j, e.err
+}
+
+// WithRefused hears of exactly the deliveries refused because the store
+// failed: not of those queued, duplicates or rejected.
+func TestRefusedIsToldOfStoreFailures(t *testing.T) {
+	body := []byte(`{"action":"opened","installation":{"id":1},"repository":{"full_name":"o/r"}}`)
+	for _, tc := range []struct {
+		name   string
+		err    error
+		sig    string
+		status int
+		told   int
+	}{
+		{"queued", nil, Sign([]byte("s"), body), 202, 0},
+		{"duplicate", queue.ErrDuplicate, Sign([]byte("s"), body), 200, 0},
+		{"bad signature", nil, Sign([]byte("x"), body), 401, 0},
+		{"store down", errors.New("dial tcp: connection refused"), Sign([]byte("s"), body), 503, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			told := 0
+			h := New([]byte("s"), enqueuer{tc.err}, acceptAll{}, WithLogger(discardLogger()), WithRefused(func() { told++ }))
+			req := httptest.NewRequest(http.MethodPost, "/webhooks", bytes.NewReader(body))
+			req.Header.Set("X-GitHub-Event", "pull_request")
+			req.Header.Set("X-GitHub-Delivery", "d-1")
+			req.Header.Set("X-Hub-Signature-256", tc.sig)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.status || told != tc.told {
+				t.Fatalf("status %d, refused told %d times; want %d and %d", rec.Code, told, tc.status, tc.told)
 			}
 		})
 	}

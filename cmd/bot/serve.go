@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -142,7 +143,11 @@ type bot struct {
 	// awsSweep is set when AWS is configured (a region): previews left
 	// behind are swept.
 	awsSweep bool
-	store    appStore // the deploy store; nil without an App
+	// refused is set when intake refused a delivery because the store
+	// failed; the store watch then sweeps for redelivery at its next
+	// good ping, however short the outage was.
+	refused atomic.Bool
+	store   appStore // the deploy store; nil without an App
 	// secrets are the values of environments' secrets (bot secrets set);
 	// nil without an App.
 	secrets *secrets.Store
@@ -425,7 +430,8 @@ func (b *bot) wireHTTP(context.Context) error {
 // without an App the setup that registers one. It returns the intake, for
 // intakeFirst.
 func (b *bot) mountIntake(e *echo.Echo) (http.Handler, error) {
-	intake := webhooks.New(b.cfg.WebhookSecret, b.q, b.router, webhooks.WithLogger(b.log), webhooks.WithRegisterer(b.reg))
+	intake := webhooks.New(b.cfg.WebhookSecret, b.q, b.router, webhooks.WithLogger(b.log), webhooks.WithRegisterer(b.reg),
+		webhooks.WithRefused(func() { b.refused.Store(true) }))
 	e.POST("/webhooks", echo.WrapHandler(intake))
 	if b.cfg.HasApp() {
 		return intake, b.mountDashboard(e)
@@ -972,7 +978,8 @@ func (b *bot) recheckLoop(ctx context.Context) {
 // sweepOnRecovery watches the store and, when it answers again after an
 // outage, sweeps for redelivery at once: deliveries refused with 503 while
 // it was down come back within seconds instead of at the next periodic
-// sweep.
+// sweep. An outage shorter than the ping interval counts too when intake
+// refused a delivery during it.
 func (b *bot) sweepOnRecovery(ctx context.Context, rd *gh.Redeliverer) {
 	down := false
 	every(ctx, storeWatchEvery, false, func() {
@@ -982,9 +989,11 @@ func (b *bot) sweepOnRecovery(ctx context.Context, rd *gh.Redeliverer) {
 		switch {
 		case err != nil && !down:
 			down = true
+			b.refused.Store(false)
 			b.log.Error("job store unreachable: deliveries are refused with 503 until it is back", "err", err)
-		case err == nil && down:
+		case err == nil && (down || b.refused.Swap(false)):
 			down = false
+			b.refused.Store(false)
 			b.log.Info("job store reachable again: asking GitHub to redeliver what was refused")
 			if _, err := rd.Sweep(ctx); err != nil && ctx.Err() == nil {
 				b.log.Error("redelivery sweep after the outage failed; the periodic sweep will try again", "err", err)

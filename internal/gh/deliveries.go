@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,17 @@ type HookDelivery struct {
 // Failed reports whether the attempt did not reach the bot successfully.
 func (d HookDelivery) Failed() bool {
 	return d.StatusCode < 200 || d.StatusCode >= 400 || !strings.EqualFold(d.Status, "OK")
+}
+
+// retryable reports whether a failed attempt may succeed when delivered
+// again: the bot never answered, or answered 5xx (its store unavailable).
+// A 4xx (bad signature, malformed body) would fail the same way again, and
+// an attempt still pending has not failed yet.
+func retryable(d HookDelivery) bool {
+	if strings.EqualFold(d.Status, "pending") {
+		return false
+	}
+	return d.StatusCode == 0 || d.StatusCode >= 500
 }
 
 // ListHookDeliveries returns the App's webhook delivery attempts since
@@ -111,10 +123,17 @@ type SweepResult struct {
 	Redelivered []string // GUIDs redelivery was asked for
 }
 
+// maxRedeliveries bounds how often one delivery is redelivered when the
+// redelivered attempts fail too.
+const maxRedeliveries = 3
+
 // Sweep asks for a redelivery of each delivery in the window whose attempts
 // all failed, that the bot never stored, and whose redelivery has not been
-// asked for before. A request GitHub refuses (other than 404: the delivery
-// is gone) releases the claim, so the next sweep asks again.
+// asked for before. A redelivery that failed in turn with no answer or a
+// 5xx (the store down again when it arrived, say) is asked for again, once
+// per failed attempt and at most maxRedeliveries times in all; one the bot
+// refused with a 4xx is not. A request GitHub refuses (other than 404: the
+// delivery is gone) releases the claim, so the next sweep asks again.
 func (r *Redeliverer) Sweep(ctx context.Context) (SweepResult, error) {
 	var res SweepResult
 	list, err := r.c.ListHookDeliveries(ctx, r.now().Add(-r.window))
@@ -124,8 +143,9 @@ func (r *Redeliverer) Sweep(ctx context.Context) (SweepResult, error) {
 	res.Listed = len(list)
 	// Newest first: the first attempt seen per GUID is its latest.
 	type guidState struct {
-		ok     bool
-		latest HookDelivery
+		ok           bool
+		latest       HookDelivery
+		redeliveries int // attempts that were redeliveries
 	}
 	byGUID := map[string]*guidState{}
 	var order []string
@@ -141,6 +161,9 @@ func (r *Redeliverer) Sweep(ctx context.Context) (SweepResult, error) {
 		}
 		if !d.Failed() {
 			g.ok = true
+		}
+		if d.Redelivery {
+			g.redeliveries++
 		}
 	}
 	log := logctx.From(ctx)
@@ -159,7 +182,17 @@ func (r *Redeliverer) Sweep(ctx context.Context) (SweepResult, error) {
 		if seen {
 			continue // stored after all (e.g. GitHub timed out on a slow 2xx)
 		}
-		first, err := r.ledger.ClaimRedelivery(ctx, guid)
+		// The first request is claimed by GUID; a further one by the
+		// failed attempt it answers, so each failed attempt is asked
+		// about once however many bots sweep.
+		claim := guid
+		if g.redeliveries > 0 {
+			if !g.latest.Redelivery || !retryable(g.latest) || g.redeliveries >= maxRedeliveries {
+				continue
+			}
+			claim = guid + "#" + strconv.FormatInt(g.latest.ID, 10)
+		}
+		first, err := r.ledger.ClaimRedelivery(ctx, claim)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("redeliver %s: %w", guid, err))
 			continue
@@ -175,7 +208,7 @@ func (r *Redeliverer) Sweep(ctx context.Context) (SweepResult, error) {
 			}
 			// Not asked after all: give the claim back so that the next
 			// sweep (this process's or another's) tries again.
-			if rerr := r.ledger.ReleaseRedelivery(ctx, guid); rerr != nil {
+			if rerr := r.ledger.ReleaseRedelivery(ctx, claim); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("redeliver %s: the next sweep will skip it: %w", guid, rerr))
 			}
 			errs = append(errs, err)

@@ -163,3 +163,68 @@ func TestRedelivererAsksAgainAfterAFailedRequest(t *testing.T) {
 		t.Fatalf("redeliveries = %v, want exactly [%d] once", got, lost)
 	}
 }
+
+// A redelivery that fails in turn with a 5xx (the store down again when it
+// arrived) is asked for again, at most three times in all; one refused
+// with a 4xx is not.
+func TestRedelivererAsksAgainWhenTheRedeliveryFails(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		answers []int // what the bot answers each redelivery, the last repeated
+		want    int   // redeliveries asked for over 6 sweeps
+	}{
+		{"store down once more", []int{503, 202}, 2},
+		{"no answer, then fine", []int{0, 202}, 2},
+		{"store never back", []int{503}, 3},
+		{"refused with 401", []int{401}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.srv.AddDelivery(githubtest.Delivery{GUID: "guid-flaky", Event: "push", StatusCode: 503})
+			var mu sync.Mutex
+			n := 0
+			answered := make(chan struct{}, 10)
+			e.srv.OnRedeliver(func(githubtest.Delivery) int {
+				mu.Lock()
+				defer mu.Unlock()
+				code := tc.answers[min(n, len(tc.answers)-1)]
+				n++
+				answered <- struct{}{}
+				return code
+			})
+			r := gh.NewRedeliverer(e.c, newLedger())
+			asked := 0
+			for sweep := 1; sweep <= 6; sweep++ {
+				res, err := r.Sweep(e.ctx)
+				if err != nil {
+					t.Fatalf("sweep %d: %v", sweep, err)
+				}
+				asked += len(res.Redelivered)
+				for range res.Redelivered {
+					<-answered
+				}
+				// The attempt's answer is recorded after the hook returns.
+				waitFor(t, func() bool {
+					for _, d := range e.srv.Deliveries() {
+						if d.Status == "pending" {
+							return false
+						}
+					}
+					return true
+				})
+			}
+			if asked != tc.want || len(e.srv.Redeliveries()) != tc.want {
+				t.Errorf("asked %d times (GitHub saw %d), want %d", asked, len(e.srv.Redeliveries()), tc.want)
+			}
+		})
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+	}
+}
