@@ -33,6 +33,18 @@ var (
 	binErr  string
 )
 
+// botBuild is the command that builds the bot into bin, with extra go
+// build flags: with the race detector when the tests have it, so that a
+// fresh machine compiles the dependencies once, not once per mode, and the
+// bot's own data races fail the tests that run it.
+func botBuild(bin string, flags ...string) *exec.Cmd {
+	args := []string{"build", "-o", bin}
+	if raceBuild {
+		args = append(args, "-race")
+	}
+	return exec.Command("go", append(append(args, flags...), "./cmd/bot")...)
+}
+
 // botBinary is the bot built from this tree, once per test binary: the
 // tests that run it as a real process (crash, restart, TLS) share it.
 func botBinary(t testing.TB) string {
@@ -46,7 +58,7 @@ func botBinary(t testing.TB) string {
 		}
 		binDir = dir
 		bin := filepath.Join(dir, "bot")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/bot")
+		build := botBuild(bin)
 		build.Dir = testenv.RepoRoot(t)
 		if out, err := build.CombinedOutput(); err != nil {
 			binErr = "go build: " + err.Error() + "\n" + string(out)

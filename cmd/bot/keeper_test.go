@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -74,7 +73,7 @@ func stopKeeperAtEnd(t testing.TB, dataDir string) {
 func botBinaryWith(t *testing.T, protocol string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "bot")
-	build := exec.Command("go", "build", "-o", bin, "-ldflags", "-X github.com/shipbot/shipbot/internal/driver/local.keeperProtocol="+protocol, "./cmd/bot")
+	build := botBuild(bin, "-ldflags", "-X github.com/shipbot/shipbot/internal/driver/local.keeperProtocol="+protocol)
 	build.Dir = testenv.RepoRoot(t)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
