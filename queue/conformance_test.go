@@ -151,6 +151,10 @@ func testOptions() queue.Options {
 func TestConformance(t *testing.T) {
 	for _, tg := range targets {
 		t.Run(tg.name, func(t *testing.T) {
+			// The stores share nothing: each target runs beside the
+			// others (their cases wait on fsyncs, timeouts and servers
+			// more than they compute).
+			t.Parallel()
 			open := tg.start(t)
 			for _, c := range conformanceCases {
 				t.Run(c.name, func(t *testing.T) {

@@ -206,6 +206,10 @@ func probeScripts(ctx context.Context, client *redis.Client) error {
 func TestConformance(t *testing.T) {
 	for _, tg := range targets {
 		t.Run(tg.name, func(t *testing.T) {
+			// The stores share nothing: each target runs beside the
+			// others (their cases wait on fsyncs, timeouts and servers
+			// more than they compute).
+			t.Parallel()
 			open := tg.start(t)
 			for _, c := range slices.Concat(conformanceCases, auditCases, claimCases) {
 				t.Run(c.name, func(t *testing.T) {
