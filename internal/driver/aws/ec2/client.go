@@ -201,10 +201,13 @@ func (c *Client) call(ctx context.Context, action string, params url.Values, out
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("EC2 %s: %w", action, err)
 		}
-		releaseInitial := c.retryer.GetInitialToken()
+		releaseAttempt, err := c.attemptToken(ctx)
+		if err != nil {
+			return fmt.Errorf("EC2 %s: %w", action, err)
+		}
 		data, err := c.send(ctx, body)
 		_ = releaseRetry(err)
-		_ = releaseInitial(err)
+		_ = releaseAttempt(err)
 		if err == nil {
 			if err := xml.Unmarshal(data, out); err != nil {
 				return fmt.Errorf("EC2 %s: decode the answer: %w", action, err)
@@ -233,6 +236,15 @@ func (c *Client) call(ctx context.Context, action string, params url.Values, out
 			return fmt.Errorf("EC2 %s: %w (waiting to retry after: %v)", action, waitErr, err)
 		}
 	}
+}
+
+// attemptToken is the retryer's leave to send an attempt (the adaptive
+// retryer may make it wait).
+func (c *Client) attemptToken(ctx context.Context) (func(error) error, error) {
+	if r, ok := c.retryer.(aws.RetryerV2); ok {
+		return r.GetAttemptToken(ctx)
+	}
+	return c.retryer.GetInitialToken(), nil
 }
 
 // send makes one attempt: it signs the request, sends it and returns the

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -71,6 +72,13 @@ func newFakeEC2(t *testing.T, answers ...answer) *fakeEC2 {
 	}))
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// sent is the requests so far and their forms.
+func (f *fakeEC2) sent() ([]*http.Request, []url.Values) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.requests), slices.Clone(f.forms)
 }
 
 func (f *fakeEC2) count() int {
@@ -168,7 +176,8 @@ func TestRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, form := f.requests[0], f.forms[0]
+	requests, forms := f.sent()
+	r, form := requests[0], forms[0]
 	if r.Method != http.MethodPost || r.URL.Path != "/" || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
 		t.Errorf("request %s %s (%s), want a form POST to /", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
 	}
@@ -265,5 +274,41 @@ func TestNoRegion(t *testing.T) {
 	err := createTags(ec2.New(awssdk.Config{HTTPClient: h}, ec2.Options{}))
 	if err == nil || !strings.Contains(err.Error(), "no region") || len(h.urls) != 0 {
 		t.Errorf("err = %v after %d requests, want no request and an error naming the region", err, len(h.urls))
+	}
+}
+
+// TestRunInstancesRetrySendsOneToken: a retried RunInstances carries the
+// client token of its first attempt, so EC2 starts no second instance.
+func TestRunInstancesRetrySendsOneToken(t *testing.T) {
+	t.Parallel()
+	ran := `<RunInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><reservationId>r-1</reservationId>
+<instancesSet><item><instanceId>i-1</instanceId><instanceState><code>0</code><name>pending</name></instanceState>
+<placement><availabilityZone>eu-west-1a</availabilityZone></placement><subnetId>subnet-1</subnetId>
+<tagSet><item><key>app</key><value>web</value></item></tagSet></item></instancesSet></RunInstancesResponse>`
+	f := newFakeEC2(t, answer{status: 503, body: errorBody("InternalError", "try again")}, answer{status: 200, body: ran})
+	out, err := f.client(5).RunInstances(context.Background(), &ec2.RunInstancesInput{LaunchTemplateName: "web", Tags: map[string]string{"app": "web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ec2.Instance{ID: "i-1", State: ec2.StatePending, Zone: "eu-west-1a", SubnetID: "subnet-1", Tags: map[string]string{"app": "web"}}
+	if len(out.Instances) != 1 || out.Instances[0].ID != want.ID || out.Instances[0].State != want.State || out.Instances[0].Zone != want.Zone ||
+		out.Instances[0].SubnetID != want.SubnetID || out.Instances[0].Tags["app"] != "web" {
+		t.Errorf("RunInstances = %+v, want [%+v]", out.Instances, want)
+	}
+	if f.count() != 2 {
+		t.Fatalf("sent %d times, want 2", f.count())
+	}
+	_, forms := f.sent()
+	first, second := forms[0], forms[1]
+	if first.Get("ClientToken") == "" || first.Get("ClientToken") != second.Get("ClientToken") {
+		t.Errorf("client tokens %q then %q, want one token, sent twice", first.Get("ClientToken"), second.Get("ClientToken"))
+	}
+	for k, v := range map[string]string{
+		"LaunchTemplate.LaunchTemplateName": "web", "MinCount": "1", "MaxCount": "1",
+		"TagSpecification.1.ResourceType": "instance", "TagSpecification.1.Tag.1.Key": "app", "TagSpecification.1.Tag.1.Value": "web",
+	} {
+		if first.Get(k) != v {
+			t.Errorf("%s = %q, want %q", k, first.Get(k), v)
+		}
 	}
 }
