@@ -7,8 +7,9 @@
 //
 // It owns the conversation with EC2, Elastic Load Balancing v2, SSM,
 // Route 53 and CloudWatch (the state of aws.alarms, alarms.go), over small
-// interfaces of the SDK clients it uses; the engine (internal/deploy)
-// decides what happens and in which order.
+// interfaces of the clients it uses (the SDK's, and for EC2 its own small
+// Query API client, package ec2); the engine (internal/deploy) decides what
+// happens and in which order.
 //
 // What runs on an instance is kept in the instance's tag shipbot:release
 // (ReleaseTag): Install deletes it before running the install command and
@@ -42,8 +43,6 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
@@ -51,6 +50,7 @@ import (
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
 	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/driver/aws/ec2"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 )
 
@@ -58,12 +58,12 @@ import (
 // shipbot installed it.
 const ReleaseTag = "shipbot:release"
 
-// The SDK calls the driver makes, as small interfaces (the SDK clients
-// satisfy them).
+// The AWS calls the driver makes, as small interfaces (the SDK clients,
+// and for EC2 shipbot's own client, satisfy them).
 type ec2API interface {
-	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, opts ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
-	CreateTags(ctx context.Context, in *ec2.CreateTagsInput, opts ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
-	DeleteTags(ctx context.Context, in *ec2.DeleteTagsInput, opts ...func(*ec2.Options)) (*ec2.DeleteTagsOutput, error)
+	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput) (*ec2.DescribeInstancesOutput, error)
+	CreateTags(ctx context.Context, in *ec2.CreateTagsInput) error
+	DeleteTags(ctx context.Context, in *ec2.DeleteTagsInput) error
 }
 
 type elbAPI interface {
@@ -96,7 +96,7 @@ type Options struct {
 	// InstallTimeout bounds one install command; default 15m.
 	InstallTimeout time.Duration
 	// RetryMaxAttempts is the SDK retryer's attempts per call (throttling,
-	// 5xx); default 5.
+	// 5xx), EC2's included; default 5.
 	RetryMaxAttempts int
 
 	// PreviewPort is the port a preview instance serves HTTP on, for its
@@ -200,7 +200,7 @@ func (d *Driver) fleet(t deploy.Target) (*repoconfig.AWSFleet, *clients, error) 
 	return f, d.clients(region), nil
 }
 
-// clients returns the SDK clients of region, made at the first use.
+// clients returns the clients of region, made at the first use.
 func (d *Driver) clients(region string) *clients {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -208,7 +208,7 @@ func (d *Driver) clients(region string) *clients {
 	if c == nil {
 		attempts := d.opts.RetryMaxAttempts
 		c = &clients{
-			ec2: ec2.NewFromConfig(d.cfg, func(o *ec2.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
+			ec2: ec2.New(d.cfg, ec2.Options{Region: region, RetryMaxAttempts: attempts}),
 			elb: elb.NewFromConfig(d.cfg, func(o *elb.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
 			ssm: ssm.NewFromConfig(d.cfg, func(o *ssm.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
 			r53: route53.NewFromConfig(d.cfg, func(o *route53.Options) { o.Region = region; o.RetryMaxAttempts = attempts }),
@@ -235,31 +235,17 @@ func (d *Driver) Instances(ctx context.Context, t deploy.Target) ([]deploy.Insta
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	filters := []ec2types.Filter{{Name: awssdk.String("instance-state-name"), Values: []string{"running"}}}
+	filters := []ec2.Filter{{Name: "instance-state-name", Values: []string{"running"}}}
 	for _, k := range keys {
-		filters = append(filters, ec2types.Filter{Name: awssdk.String("tag:" + k), Values: []string{f.InstanceTags[k]}})
+		filters = append(filters, ec2.Filter{Name: "tag:" + k, Values: []string{f.InstanceTags[k]}})
+	}
+	found, err := ec2.AllInstances(ctx, c.ec2, ec2.DescribeInstancesInput{Filters: filters})
+	if err != nil {
+		return nil, callError("ec2:DescribeInstances", "instances tagged "+tagList(keys, f.InstanceTags), err)
 	}
 	var out []deploy.Instance
-	pages := ec2.NewDescribeInstancesPaginator(c.ec2, &ec2.DescribeInstancesInput{Filters: filters})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
-		if err != nil {
-			return nil, callError("ec2:DescribeInstances", "instances tagged "+tagList(keys, f.InstanceTags), err)
-		}
-		for _, res := range page.Reservations {
-			for _, in := range res.Instances {
-				inst := deploy.Instance{ID: awssdk.ToString(in.InstanceId)}
-				if in.Placement != nil {
-					inst.Zone = awssdk.ToString(in.Placement.AvailabilityZone)
-				}
-				for _, tag := range in.Tags {
-					if awssdk.ToString(tag.Key) == ReleaseTag {
-						inst.Release = awssdk.ToString(tag.Value)
-					}
-				}
-				out = append(out, inst)
-			}
-		}
+	for _, in := range found {
+		out = append(out, deploy.Instance{ID: in.ID, Zone: in.Zone, Release: in.Tags[ReleaseTag]})
 	}
 	if len(out) == 0 {
 		return nil, nil
@@ -431,10 +417,7 @@ func (d *Driver) Install(ctx context.Context, t deploy.Target, inst deploy.Insta
 // the instance may have just started (runCommand).
 func (d *Driver) install(ctx context.Context, c *clients, instID, command, sha, comment string, boot time.Duration, log io.Writer) error {
 	// What runs is unknown from here until the command succeeds.
-	_, err := c.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{
-		Resources: []string{instID},
-		Tags:      []ec2types.Tag{{Key: awssdk.String(ReleaseTag)}},
-	})
+	err := c.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{instID}, Keys: []string{ReleaseTag}})
 	if err != nil {
 		return callError("ec2:DeleteTags", instID, err)
 	}
@@ -445,10 +428,7 @@ func (d *Driver) install(ctx context.Context, c *clients, instID, command, sha, 
 	if err != nil {
 		return err
 	}
-	_, err = c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{
-		Resources: []string{instID},
-		Tags:      []ec2types.Tag{{Key: awssdk.String(ReleaseTag), Value: awssdk.String(sha)}},
-	})
+	err = c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{instID}, Tags: map[string]string{ReleaseTag: sha}})
 	return callError("ec2:CreateTags", instID, err)
 }
 

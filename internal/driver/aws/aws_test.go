@@ -14,14 +14,13 @@ import (
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/driver/aws/awstest"
+	"github.com/shipbot/shipbot/internal/driver/aws/ec2"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
 )
@@ -66,41 +65,32 @@ func newFleet(t *testing.T) *fleet {
 
 	// Setting up goes around the recorder.
 	setup := setupConfig(t, cfg)
-	f.ec2, f.elb = ec2.NewFromConfig(setup), elb.NewFromConfig(setup)
-	vpc, err := f.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: awssdk.String("10.0.0.0/16")})
+	f.ec2, f.elb = ec2.New(setup, ec2.Options{}), elb.NewFromConfig(setup)
+	vpcID, err := f.ec2.CreateVpc(ctx, "10.0.0.0/16")
 	if err != nil {
 		t.Fatal(err)
 	}
-	vpcID := vpc.Vpc.VpcId
-	tags := func(env string) []ec2types.TagSpecification {
-		return []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: []ec2types.Tag{
-			{Key: awssdk.String("app"), Value: awssdk.String("web")},
-			{Key: awssdk.String("env"), Value: awssdk.String(env)},
-			{Key: awssdk.String(ReleaseTag), Value: awssdk.String(oldSHA)},
-		}}}
+	tags := func(env string) map[string]string {
+		return map[string]string{"app": "web", "env": env, ReleaseTag: oldSHA}
 	}
 	var targets []elbtypes.TargetDescription
 	for i, zone := range zones {
-		subnet := awstest.CreateSubnet(t, f.ec2, awssdk.ToString(vpcID), fmt.Sprintf("10.0.%d.0/24", i), zone)
+		subnet := awstest.CreateSubnet(t, f.ec2, vpcID, fmt.Sprintf("10.0.%d.0/24", i), zone)
 		run, err := f.ec2.RunInstances(ctx, &ec2.RunInstancesInput{
-			ImageId: awssdk.String("ami-12c6146b"), InstanceType: ec2types.InstanceTypeT3Micro,
-			MinCount: awssdk.Int32(2), MaxCount: awssdk.Int32(2),
-			SubnetId: awssdk.String(subnet), TagSpecifications: tags("production"),
+			ImageID: "ami-12c6146b", InstanceType: "t3.micro", MinCount: 2, MaxCount: 2,
+			SubnetID: subnet, Tags: tags("production"),
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, in := range run.Instances {
-			id := awssdk.ToString(in.InstanceId)
-			f.zoneOf[id] = zone
-			f.ids = append(f.ids, id)
-			targets = append(targets, elbtypes.TargetDescription{Id: in.InstanceId})
+			f.zoneOf[in.ID] = zone
+			f.ids = append(f.ids, in.ID)
+			targets = append(targets, elbtypes.TargetDescription{Id: awssdk.String(in.ID)})
 		}
 		if i == 0 {
 			if _, err := f.ec2.RunInstances(ctx, &ec2.RunInstancesInput{
-				ImageId: awssdk.String("ami-12c6146b"), InstanceType: ec2types.InstanceTypeT3Micro,
-				MinCount: awssdk.Int32(1), MaxCount: awssdk.Int32(1),
-				SubnetId: awssdk.String(subnet), TagSpecifications: tags("staging"),
+				ImageID: "ami-12c6146b", InstanceType: "t3.micro", SubnetID: subnet, Tags: tags("staging"),
 			}); err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +101,7 @@ func newFleet(t *testing.T) *fleet {
 	})
 	tg, err := f.elb.CreateTargetGroup(ctx, &elb.CreateTargetGroupInput{
 		Name: awssdk.String("web-production"), Protocol: elbtypes.ProtocolEnumHttp, Port: awssdk.Int32(80),
-		VpcId: vpcID, TargetType: elbtypes.TargetTypeEnumInstance, HealthCheckPath: awssdk.String("/healthz"),
+		VpcId: awssdk.String(vpcID), TargetType: elbtypes.TargetTypeEnumInstance, HealthCheckPath: awssdk.String("/healthz"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -166,18 +156,14 @@ func (f *fleet) registered(t *testing.T) []string {
 // releases is each production instance's ReleaseTag, from moto.
 func (f *fleet) releases(t *testing.T) map[string]string {
 	t.Helper()
-	out, err := f.ec2.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: f.ids})
+	out, err := f.ec2.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIDs: f.ids})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rel := map[string]string{}
-	for _, r := range out.Reservations {
-		for _, in := range r.Instances {
-			for _, tag := range in.Tags {
-				if awssdk.ToString(tag.Key) == ReleaseTag {
-					rel[awssdk.ToString(in.InstanceId)] = awssdk.ToString(tag.Value)
-				}
-			}
+	for _, in := range out.Instances {
+		if v, ok := in.Tags[ReleaseTag]; ok {
+			rel[in.ID] = v
 		}
 	}
 	return rel

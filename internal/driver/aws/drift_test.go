@@ -10,11 +10,8 @@ import (
 	"testing"
 	"time"
 
-	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-
 	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/driver/aws/ec2"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 	"github.com/shipbot/shipbot/internal/report"
 	"github.com/shipbot/shipbot/internal/store"
@@ -62,23 +59,18 @@ func (f *fleet) engineOn(t *testing.T) (*deploy.Engine, *store.Embedded, record.
 func (f *fleet) launch(t *testing.T, beside string) string {
 	t.Helper()
 	ctx := context.Background()
-	out, err := f.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{beside}})
+	out, err := f.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIDs: []string{beside}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	subnet := out.Reservations[0].Instances[0].SubnetId
 	run, err := f.ec2.RunInstances(ctx, &ec2.RunInstancesInput{
-		ImageId: awssdk.String("ami-12c6146b"), InstanceType: ec2types.InstanceTypeT3Micro,
-		MinCount: awssdk.Int32(1), MaxCount: awssdk.Int32(1), SubnetId: subnet,
-		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: []ec2types.Tag{
-			{Key: awssdk.String("app"), Value: awssdk.String("web")},
-			{Key: awssdk.String("env"), Value: awssdk.String("production")},
-		}}},
+		ImageID: "ami-12c6146b", InstanceType: "t3.micro", SubnetID: out.Instances[0].SubnetID,
+		Tags: map[string]string{"app": "web", "env": "production"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := awssdk.ToString(run.Instances[0].InstanceId)
+	id := run.Instances[0].ID
 	f.zoneOf[id] = f.zoneOf[beside]
 	return id
 }
@@ -86,16 +78,11 @@ func (f *fleet) launch(t *testing.T, beside string) string {
 // releaseTag is the instance's ReleaseTag, "" when it has none.
 func (f *fleet) releaseTag(t *testing.T, id string) string {
 	t.Helper()
-	out, err := f.ec2.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	out, err := f.ec2.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIDs: []string{id}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tag := range out.Reservations[0].Instances[0].Tags {
-		if awssdk.ToString(tag.Key) == ReleaseTag {
-			return awssdk.ToString(tag.Value)
-		}
-	}
-	return ""
+	return out.Instances[0].Tags[ReleaseTag]
 }
 
 // callsNaming are the recorded calls that name instance id.

@@ -14,14 +14,13 @@ import (
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
 	r53types "github.com/aws/aws-sdk-go-v2/service/route53/types"
 
 	"github.com/shipbot/shipbot/internal/deploy"
+	"github.com/shipbot/shipbot/internal/driver/aws/ec2"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 )
 
@@ -52,8 +51,8 @@ var _ deploy.Previewer = (*Driver)(nil)
 // the sweep add to the fleet's.
 type previewEC2API interface {
 	ec2API
-	RunInstances(ctx context.Context, in *ec2.RunInstancesInput, opts ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
-	TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, opts ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+	RunInstances(ctx context.Context, in *ec2.RunInstancesInput) (*ec2.RunInstancesOutput, error)
+	TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput) error
 }
 
 type previewELBAPI interface {
@@ -241,7 +240,7 @@ func (d *Driver) EnsurePreview(ctx context.Context, p deploy.Preview, r deploy.R
 	if _, err := pl.c.elb.AddTags(ctx, &elb.AddTagsInput{ResourceArns: []string{tg, rule}, Tags: elbTags(stamp)}); err != nil {
 		return "", callError("elasticloadbalancing:AddTags", tg+" and "+rule, err)
 	}
-	if _, err := pl.c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: ec2Tags(map[string]string{UpdatedAtTag: tags[UpdatedAtTag]})}); err != nil {
+	if err := pl.c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: map[string]string{UpdatedAtTag: tags[UpdatedAtTag]}}); err != nil {
 		return "", callError("ec2:CreateTags", id, err)
 	}
 	return "https://" + pl.host, nil
@@ -516,30 +515,17 @@ func (d *Driver) instances(ctx context.Context, c *clients, filter map[string]st
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	filters := []ec2types.Filter{{Name: awssdk.String("instance-state-name"), Values: liveStates}}
+	filters := []ec2.Filter{{Name: "instance-state-name", Values: liveStates}}
 	for _, k := range keys {
-		filters = append(filters, ec2types.Filter{Name: awssdk.String("tag:" + k), Values: []string{filter[k]}})
+		filters = append(filters, ec2.Filter{Name: "tag:" + k, Values: []string{filter[k]}})
+	}
+	found, err := ec2.AllInstances(ctx, c.ec2, ec2.DescribeInstancesInput{Filters: filters})
+	if err != nil {
+		return nil, callError("ec2:DescribeInstances", "instances tagged "+tagList(keys, filter), err)
 	}
 	var out []previewInstance
-	pages := ec2.NewDescribeInstancesPaginator(c.ec2, &ec2.DescribeInstancesInput{Filters: filters})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
-		if err != nil {
-			return nil, callError("ec2:DescribeInstances", "instances tagged "+tagList(keys, filter), err)
-		}
-		for _, res := range page.Reservations {
-			for _, in := range res.Instances {
-				pi := previewInstance{id: awssdk.ToString(in.InstanceId), tags: map[string]string{}}
-				if in.State != nil {
-					pi.state = string(in.State.Name)
-				}
-				for _, t := range in.Tags {
-					pi.tags[awssdk.ToString(t.Key)] = awssdk.ToString(t.Value)
-				}
-				pi.release = pi.tags[ReleaseTag]
-				out = append(out, pi)
-			}
-		}
+	for _, in := range found {
+		out = append(out, previewInstance{id: in.ID, state: in.State, release: in.Tags[ReleaseTag], tags: in.Tags})
 	}
 	slices.SortFunc(out, func(a, b previewInstance) int { return strings.Compare(a.id, b.id) })
 	return out, nil
@@ -632,34 +618,28 @@ func (d *Driver) registered(ctx context.Context, c *clients, tg string) (map[str
 }
 
 // launch starts one instance from the preview's launch template, tagged.
-// The SDK gives RunInstances a client token, so its own retries of the
-// call do not start a second instance; an attempt that crashed after the
-// call finds the instance by its tags.
+// The ec2 client gives RunInstances a client token, so its own retries
+// of the call do not start a second instance; an attempt that crashed
+// after the call finds the instance by its tags.
 func (d *Driver) launch(ctx context.Context, pl *previewPlace, tags map[string]string) (string, error) {
 	lt := pl.cfg.LaunchTemplate
-	spec := &ec2types.LaunchTemplateSpecification{LaunchTemplateName: awssdk.String(lt)}
+	in := &ec2.RunInstancesInput{LaunchTemplateName: lt, MinCount: 1, MaxCount: 1, Tags: map[string]string{}}
 	if strings.HasPrefix(lt, "lt-") {
-		spec = &ec2types.LaunchTemplateSpecification{LaunchTemplateId: awssdk.String(lt)}
+		in.LaunchTemplateID, in.LaunchTemplateName = lt, ""
 	}
-	instTags := make(map[string]string, len(tags))
 	for k, v := range tags {
 		if k != RecordTag {
-			instTags[k] = v
+			in.Tags[k] = v
 		}
 	}
-	out, err := pl.c.ec2.RunInstances(ctx, &ec2.RunInstancesInput{
-		LaunchTemplate:    spec,
-		MinCount:          awssdk.Int32(1),
-		MaxCount:          awssdk.Int32(1),
-		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: ec2Tags(instTags)}},
-	})
+	out, err := pl.c.ec2.RunInstances(ctx, in)
 	if err != nil {
 		return "", callError("ec2:RunInstances", "launch template "+lt+" for preview "+pl.key.String(), err)
 	}
 	if len(out.Instances) == 0 {
 		return "", waitError("ec2:RunInstances", "launch template "+lt, "no instance in the answer")
 	}
-	return awssdk.ToString(out.Instances[0].InstanceId), nil
+	return out.Instances[0].ID, nil
 }
 
 // bringUp waits for the instance to run, installs the release on it unless
@@ -687,30 +667,28 @@ func (d *Driver) bringUp(ctx context.Context, pl *previewPlace, tg string, in *p
 func (d *Driver) waitRunning(ctx context.Context, c *clients, id string) error {
 	var last string
 	err := d.poll(ctx, d.opts.BootTimeout, func(ctx context.Context) (bool, error) {
-		out, err := c.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+		out, err := c.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIDs: []string{id}})
 		if errorCode(err) == "InvalidInstanceID.NotFound" {
 			return false, nil // EC2 is eventually consistent right after RunInstances
 		}
 		if err != nil {
 			return false, callError("ec2:DescribeInstances", id, err)
 		}
-		for _, res := range out.Reservations {
-			for _, in := range res.Instances {
-				if in.State == nil {
-					continue
+		for _, in := range out.Instances {
+			if in.State == "" {
+				continue
+			}
+			last = in.State
+			switch in.State {
+			case ec2.StateRunning:
+				return true, nil
+			case ec2.StatePending:
+			default:
+				why := last
+				if in.StateReason != "" {
+					why += ": " + in.StateReason
 				}
-				last = string(in.State.Name)
-				switch in.State.Name {
-				case ec2types.InstanceStateNameRunning:
-					return true, nil
-				case ec2types.InstanceStateNamePending:
-				default:
-					why := last
-					if in.StateReason != nil {
-						why += ": " + awssdk.ToString(in.StateReason.Message)
-					}
-					return false, permanentError("ec2:DescribeInstances", id, fmt.Errorf("the preview instance is %s instead of running", why))
-				}
+				return false, permanentError("ec2:DescribeInstances", id, fmt.Errorf("the preview instance is %s instead of running", why))
 			}
 		}
 		return false, nil
@@ -743,7 +721,7 @@ func (d *Driver) terminate(ctx context.Context, c *clients, ids []string) error 
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := c.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
+	err := c.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIDs: ids})
 	if errorCode(err) == "InvalidInstanceID.NotFound" {
 		if len(ids) == 1 {
 			return nil
@@ -974,10 +952,6 @@ func (d *Driver) deleteRecord(ctx context.Context, c *clients, ref string) error
 		return nil // deleted since we listed it
 	}
 	return callError("route53:ChangeResourceRecordSets", resource, err)
-}
-
-func ec2Tags(m map[string]string) []ec2types.Tag {
-	return sdkTags(m, func(k, v *string) ec2types.Tag { return ec2types.Tag{Key: k, Value: v} })
 }
 
 func elbTags(m map[string]string) []elbtypes.Tag {

@@ -14,8 +14,6 @@ import (
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/aws-sdk-go-v2/service/route53"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/shipbot/shipbot/internal/deploy"
 	"github.com/shipbot/shipbot/internal/driver/aws/awstest"
+	"github.com/shipbot/shipbot/internal/driver/aws/ec2"
 	"github.com/shipbot/shipbot/internal/repoconfig"
 )
 
@@ -65,12 +64,12 @@ func newPreviewWorld(t *testing.T) *previewWorld {
 	w.driver = d
 	// Setting up goes around the recorder.
 	setup := setupConfig(t, cfg)
-	w.ec2, w.elb, w.r53 = ec2.NewFromConfig(setup), elb.NewFromConfig(setup), route53.NewFromConfig(setup)
+	w.ec2, w.elb, w.r53 = ec2.New(setup, ec2.Options{}), elb.NewFromConfig(setup), route53.NewFromConfig(setup)
 
-	vpc := must(w.ec2.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: awssdk.String("10.1.0.0/16")}))(t)
+	vpc := must(w.ec2.CreateVpc(ctx, "10.1.0.0/16"))(t)
 	var subnets []string
 	for i, zone := range zones[:2] {
-		subnets = append(subnets, awstest.CreateSubnet(t, w.ec2, awssdk.ToString(vpc.Vpc.VpcId), fmt.Sprintf("10.1.%d.0/24", i), zone))
+		subnets = append(subnets, awstest.CreateSubnet(t, w.ec2, vpc, fmt.Sprintf("10.1.%d.0/24", i), zone))
 	}
 	w.subnet = subnets[0]
 	lb := must(w.elb.CreateLoadBalancer(ctx, &elb.CreateLoadBalancerInput{Name: awssdk.String("previews"), Subnets: subnets, Type: elbtypes.LoadBalancerTypeEnumApplication}))(t)
@@ -80,13 +79,7 @@ func newPreviewWorld(t *testing.T) *previewWorld {
 		DefaultActions: []elbtypes.Action{{Type: elbtypes.ActionTypeEnumFixedResponse, FixedResponseConfig: &elbtypes.FixedResponseActionConfig{StatusCode: awssdk.String("404")}}},
 	}))(t)
 	w.listener = awssdk.ToString(l.Listeners[0].ListenerArn)
-	must(w.ec2.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{
-		LaunchTemplateName: awssdk.String("web-preview"),
-		LaunchTemplateData: &ec2types.RequestLaunchTemplateData{
-			ImageId: awssdk.String("ami-12c6146b"), InstanceType: ec2types.InstanceTypeT3Micro,
-			NetworkInterfaces: []ec2types.LaunchTemplateInstanceNetworkInterfaceSpecificationRequest{{DeviceIndex: awssdk.Int32(0), SubnetId: awssdk.String(w.subnet)}},
-		},
-	}))(t)
+	must(w.ec2.CreateLaunchTemplate(ctx, ec2.LaunchTemplate{Name: "web-preview", ImageID: "ami-12c6146b", InstanceType: "t3.micro", SubnetID: w.subnet}))(t)
 	hz := must(w.r53.CreateHostedZone(ctx, &route53.CreateHostedZoneInput{Name: awssdk.String(previewDomain), CallerReference: awssdk.String("shipbot-test")}))(t)
 	w.zone = strings.TrimPrefix(awssdk.ToString(hz.HostedZone.Id), "/hostedzone/")
 	return w
@@ -124,21 +117,13 @@ func (w *previewWorld) state(t *testing.T, number int) previewState {
 	k := previewKey{Repo: previewRepo, Number: number}
 	var s previewState
 	s.instances = map[string]string{}
-	out := must(w.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
-		{Name: awssdk.String("tag:" + EnvTag), Values: []string{k.env()}},
-		{Name: awssdk.String("tag:" + RepoTag), Values: []string{k.Repo}},
-		{Name: awssdk.String("instance-state-name"), Values: liveStates},
+	out := must(w.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []ec2.Filter{
+		{Name: "tag:" + EnvTag, Values: []string{k.env()}},
+		{Name: "tag:" + RepoTag, Values: []string{k.Repo}},
+		{Name: "instance-state-name", Values: liveStates},
 	}}))(t)
-	for _, r := range out.Reservations {
-		for _, in := range r.Instances {
-			rel := ""
-			for _, tag := range in.Tags {
-				if awssdk.ToString(tag.Key) == ReleaseTag {
-					rel = awssdk.ToString(tag.Value)
-				}
-			}
-			s.instances[awssdk.ToString(in.InstanceId)] = rel
-		}
+	for _, in := range out.Instances {
+		s.instances[in.ID] = in.Tags[ReleaseTag]
 	}
 	tgs, err := w.elb.DescribeTargetGroups(ctx, &elb.DescribeTargetGroupsInput{Names: []string{k.targetGroupName()}})
 	if err == nil && len(tgs.TargetGroups) == 1 {
@@ -267,12 +252,8 @@ func (w *previewWorld) assertTagged(t *testing.T, number int, inst, tg, rule str
 			t.Errorf("%s tag %s = %q: %v", what, UpdatedAtTag, got[UpdatedAtTag], err)
 		}
 	}
-	out := must(w.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{inst}}))(t)
-	got := map[string]string{}
-	for _, tag := range out.Reservations[0].Instances[0].Tags {
-		got[awssdk.ToString(tag.Key)] = awssdk.ToString(tag.Value)
-	}
-	check("instance", got)
+	out := must(w.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIDs: []string{inst}}))(t)
+	check("instance", out.Instances[0].Tags)
 	tags := must(w.elb.DescribeTags(ctx, &elb.DescribeTagsInput{ResourceArns: []string{tg, rule}}))(t)
 	for _, td := range tags.TagDescriptions {
 		got := map[string]string{}
@@ -542,12 +523,10 @@ func TestSweepPreviews(t *testing.T) {
 			t.Errorf("preview %d was touched by the sweep: %+v", n, s)
 		}
 	}
-	out := must(w.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: strays}))(t)
-	for _, r := range out.Reservations {
-		for _, in := range r.Instances {
-			if in.State.Name != ec2types.InstanceStateNameRunning {
-				t.Errorf("stray instance %s is %s after the sweep", awssdk.ToString(in.InstanceId), in.State.Name)
-			}
+	out := must(w.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIDs: strays}))(t)
+	for _, in := range out.Instances {
+		if in.State != ec2.StateRunning {
+			t.Errorf("stray instance %s is %s after the sweep", in.ID, in.State)
 		}
 	}
 }
@@ -588,11 +567,9 @@ func (w *previewWorld) outOfBand(t *testing.T, number int, updated time.Time) {
 func (w *previewWorld) runInstance(t *testing.T, tags map[string]string) string {
 	t.Helper()
 	out := must(w.ec2.RunInstances(context.Background(), &ec2.RunInstancesInput{
-		ImageId: awssdk.String("ami-12c6146b"), InstanceType: ec2types.InstanceTypeT3Micro,
-		MinCount: awssdk.Int32(1), MaxCount: awssdk.Int32(1), SubnetId: awssdk.String(w.subnet),
-		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: ec2Tags(tags)}},
+		ImageID: "ami-12c6146b", InstanceType: "t3.micro", SubnetID: w.subnet, Tags: tags,
 	}))(t)
-	return awssdk.ToString(out.Instances[0].InstanceId)
+	return out.Instances[0].ID
 }
 
 func TestPreviewSettings(t *testing.T) {

@@ -17,12 +17,11 @@ import (
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/shipbot/shipbot/internal/driver/aws/ec2"
 	"github.com/shipbot/shipbot/internal/testenv"
 )
 
@@ -130,8 +129,8 @@ func NewFleet(t testing.TB, url string, n int, release string) *Fleet {
 	t.Helper()
 	ctx := context.Background()
 	cfg := Config(url)
-	c, lb := ec2.NewFromConfig(cfg), elb.NewFromConfig(cfg)
-	vpc, err := c.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: awssdk.String("10.0.0.0/16")})
+	c, lb := ec2.New(cfg, ec2.Options{}), elb.NewFromConfig(cfg)
+	vpc, err := c.CreateVpc(ctx, "10.0.0.0/16")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,27 +139,22 @@ func NewFleet(t testing.TB, url string, n int, release string) *Fleet {
 	var targets []elbtypes.TargetDescription
 	for i := range n {
 		zone := zones[i%len(zones)]
-		subnet := CreateSubnet(t, c, awssdk.ToString(vpc.Vpc.VpcId), fmt.Sprintf("10.0.%d.0/24", i), zone)
+		subnet := CreateSubnet(t, c, vpc, fmt.Sprintf("10.0.%d.0/24", i), zone)
 		run, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
-			ImageId: awssdk.String("ami-12c6146b"), InstanceType: ec2types.InstanceTypeT3Micro,
-			MinCount: awssdk.Int32(1), MaxCount: awssdk.Int32(1), SubnetId: awssdk.String(subnet),
-			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: []ec2types.Tag{
-				{Key: awssdk.String("app"), Value: awssdk.String("web")},
-				{Key: awssdk.String("env"), Value: awssdk.String("production")},
-				{Key: awssdk.String(ReleaseTag), Value: awssdk.String(release)},
-			}}},
+			ImageID: "ami-12c6146b", InstanceType: "t3.micro", SubnetID: subnet,
+			Tags: map[string]string{"app": "web", "env": "production", ReleaseTag: release},
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, in := range run.Instances {
-			f.IDs = append(f.IDs, awssdk.ToString(in.InstanceId))
-			targets = append(targets, elbtypes.TargetDescription{Id: in.InstanceId})
+			f.IDs = append(f.IDs, in.ID)
+			targets = append(targets, elbtypes.TargetDescription{Id: awssdk.String(in.ID)})
 		}
 	}
 	tg, err := lb.CreateTargetGroup(ctx, &elb.CreateTargetGroupInput{
 		Name: awssdk.String("web-production"), Protocol: elbtypes.ProtocolEnumHttp, Port: awssdk.Int32(80),
-		VpcId: vpc.Vpc.VpcId, TargetType: elbtypes.TargetTypeEnumInstance, HealthCheckPath: awssdk.String("/healthz"),
+		VpcId: awssdk.String(vpc), TargetType: elbtypes.TargetTypeEnumInstance, HealthCheckPath: awssdk.String("/healthz"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -182,21 +176,13 @@ func NewFleet(t testing.TB, url string, n int, release string) *Fleet {
 // Releases is each instance's release tag ("" when it has none).
 func (f *Fleet) Releases(t testing.TB) map[string]string {
 	t.Helper()
-	out, err := f.ec2.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: f.IDs})
+	out, err := f.ec2.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIDs: f.IDs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rel := map[string]string{}
-	for _, r := range out.Reservations {
-		for _, in := range r.Instances {
-			id := awssdk.ToString(in.InstanceId)
-			rel[id] = ""
-			for _, tag := range in.Tags {
-				if awssdk.ToString(tag.Key) == ReleaseTag {
-					rel[id] = awssdk.ToString(tag.Value)
-				}
-			}
-		}
+	for _, in := range out.Instances {
+		rel[in.ID] = in.Tags[ReleaseTag]
 	}
 	return rel
 }
@@ -208,22 +194,22 @@ func (f *Fleet) Releases(t testing.TB) map[string]string {
 func CreateSubnet(t testing.TB, c *ec2.Client, vpc, cidr, zone string) string {
 	t.Helper()
 	ctx := context.Background()
-	sn, err := c.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: awssdk.String(vpc), CidrBlock: awssdk.String(cidr), AvailabilityZone: awssdk.String(zone)})
+	sn, err := c.CreateSubnet(ctx, ec2.Subnet{VpcID: vpc, CIDR: cidr, Zone: zone})
 	if err == nil {
-		return awssdk.ToString(sn.Subnet.SubnetId)
+		return sn.ID
 	}
 	var api smithy.APIError
 	if !errors.As(err, &api) || api.ErrorCode() != "InvalidSubnet.Conflict" {
 		t.Fatal(err)
 	}
-	out, derr := c.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []ec2types.Filter{
-		{Name: awssdk.String("vpc-id"), Values: []string{vpc}},
-		{Name: awssdk.String("cidr-block"), Values: []string{cidr}},
-		{Name: awssdk.String("availability-zone"), Values: []string{zone}},
-	}})
-	if derr != nil || len(out.Subnets) != 1 {
-		t.Fatalf("%v (and the subnet it conflicts with is not %s in %s: %v, %d found)", err, cidr, zone, derr, len(out.Subnets))
+	out, derr := c.DescribeSubnets(ctx,
+		ec2.Filter{Name: "vpc-id", Values: []string{vpc}},
+		ec2.Filter{Name: "cidr-block", Values: []string{cidr}},
+		ec2.Filter{Name: "availability-zone", Values: []string{zone}},
+	)
+	if derr != nil || len(out) != 1 {
+		t.Fatalf("%v (and the subnet it conflicts with is not %s in %s: %v, %d found)", err, cidr, zone, derr, len(out))
 	}
-	t.Logf("CreateSubnet %s had been applied already (%v); using %s", cidr, err, awssdk.ToString(out.Subnets[0].SubnetId))
-	return awssdk.ToString(out.Subnets[0].SubnetId)
+	t.Logf("CreateSubnet %s had been applied already (%v); using %s", cidr, err, out[0].ID)
+	return out[0].ID
 }
