@@ -506,3 +506,29 @@ func TestRedisLeasersGivingUpLoseNoJob(t *testing.T) {
 		t.Errorf("Stats = %+v, %v; want an empty queue", s, err)
 	}
 }
+
+// TestClaimRedeliverySentTwice: the same ClaimRedelivery call arriving at
+// Redis twice (go-redis resends after a network error, and Redis may have
+// run the first) holds the claim both times; another call does not.
+func TestClaimRedeliverySentTwice(t *testing.T) {
+	_, client := startGroupRedis(t)
+	q, err := NewRedis(client, "resend", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	keys := []string{q.redeliveryPrefix + "guid-1"}
+	ttl := time.Minute.Milliseconds()
+	for i, attempt := range []string{"attempt-a", "attempt-a", "attempt-b"} {
+		n, err := q.scripts.claim.Run(ctx, client, keys, attempt, ttl).Int64()
+		if want := int64(map[bool]int{true: 1}[i < 2]); err != nil || n != want {
+			t.Errorf("send %d (%s): %d, %v; want %d", i+1, attempt, n, err, want)
+		}
+	}
+	if ok, err := q.ClaimRedelivery(ctx, "guid-1"); err != nil || ok {
+		t.Errorf("another call: %v, %v; want false (claimed)", ok, err)
+	}
+	if ok, err := q.ClaimRedelivery(ctx, "guid-2"); err != nil || !ok {
+		t.Errorf("a new id: %v, %v; want true", ok, err)
+	}
+}

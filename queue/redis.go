@@ -2,6 +2,8 @@ package queue
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -764,11 +766,20 @@ func (r *Redis) ClaimRedelivery(ctx context.Context, deliveryID string) (bool, e
 	if deliveryID == "" || len(deliveryID) > maxDeliveryIDLen {
 		return false, fmt.Errorf("queue: claim redelivery: bad delivery id %q", deliveryID)
 	}
-	ok, err := r.client.SetNX(ctx, r.redeliveryPrefix+deliveryID, 1, r.opts.DedupeWindow).Result()
+	n, err := r.scripts.claim.Run(ctx, r.client, []string{r.redeliveryPrefix + deliveryID},
+		newAttempt(), r.opts.DedupeWindow.Milliseconds()).Int64()
 	if err != nil {
 		return false, r.fail("claim redelivery", err)
 	}
-	return ok, nil
+	return n == 1, nil
+}
+
+// newAttempt names one call, so that the same call arriving twice at
+// Redis can be told from another's.
+func newAttempt() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func (r *Redis) ReleaseRedelivery(ctx context.Context, deliveryID string) error {
@@ -897,7 +908,7 @@ const expiredReason = "lease expired on the last attempt: the worker died or sta
 func exhaustedReason(reason string) string { return reason + " (no attempts left)" }
 
 type redisScripts struct {
-	sweep, settle, nack, stats *redis.Script
+	sweep, settle, nack, stats, claim *redis.Script
 }
 
 func newRedisScripts() redisScripts {
@@ -906,8 +917,19 @@ func newRedisScripts() redisScripts {
 		settle: redis.NewScript(luaHelpers + settleLua),
 		nack:   redis.NewScript(luaHelpers + nackLua),
 		stats:  redis.NewScript(luaHelpers + statsLua),
+		claim:  redis.NewScript(claimLua),
 	}
 }
+
+// claimLua sets KEYS[1] to ARGV[1] (the call's attempt) for ARGV[2] ms
+// unless it exists, and answers 1 when this call holds it: set now, or set
+// by this very call before. go-redis sends a command again after a network
+// error, and Redis may have run the first (a plain SET NX would then
+// answer "taken", and the redelivery would never be asked for).
+const claimLua = `
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0`
 
 // Time comes from the Redis server so that every process agrees on when a
 // retry is due, whatever its own clock says.
