@@ -15,6 +15,9 @@ type collector struct {
 	q    Queue
 	jobs *prometheus.Desc
 	up   *prometheus.Desc
+	// groups: report the queue's group sizes (the main queue only; a
+	// second queue's would collide with its series).
+	groups bool
 }
 
 // NewCollector reports the queue's Stats at scrape time as
@@ -24,20 +27,37 @@ type collector struct {
 // queue. For a queue that groups concurrent calls into one round trip
 // (Redis), it adds shipbot_queue_group_size{op="enqueue|lease|settle"}.
 func NewCollector(q Queue) prometheus.Collector {
+	c := newCollector(q, "shipbot_queue", "the queue")
+	c.groups = true
+	return c
+}
+
+// NewHostCollector reports a host's own queue (the jobs other hosts' workers
+// handed to this DATA_DIR's host) as shipbot_host_queue_jobs{host,state}
+// and shipbot_host_queue_up{host}, the same way.
+func NewHostCollector(q Queue, host string) prometheus.Collector {
+	return newCollector(q, "shipbot_host_queue", "this host's own queue", prometheus.Labels{"host": host})
+}
+
+func newCollector(q Queue, name, what string, labels ...prometheus.Labels) *collector {
+	var constLabels prometheus.Labels
+	if len(labels) > 0 {
+		constLabels = labels[0]
+	}
 	return &collector{
 		q: q,
-		jobs: prometheus.NewDesc("shipbot_queue_jobs",
-			"Jobs in the queue by state; dead counts the dead letters kept.",
-			[]string{"state"}, nil),
-		up: prometheus.NewDesc("shipbot_queue_up",
-			"Whether the queue's store answered the last scrape.", nil, nil),
+		jobs: prometheus.NewDesc(name+"_jobs",
+			"Jobs in "+what+" by state; dead counts the dead letters kept.",
+			[]string{"state"}, constLabels),
+		up: prometheus.NewDesc(name+"_up",
+			"Whether the store of "+what+" answered the last scrape.", nil, constLabels),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.jobs
 	ch <- c.up
-	if g, ok := c.q.(grouper); ok {
+	if g, ok := c.q.(grouper); ok && c.groups {
 		g.groupSizes().Describe(ch)
 	}
 }
@@ -45,7 +65,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	// Collect has no context of its own: the scrape's request is not
 	// passed down by client_golang.
-	if g, ok := c.q.(grouper); ok {
+	if g, ok := c.q.(grouper); ok && c.groups {
 		g.groupSizes().Collect(ch)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)

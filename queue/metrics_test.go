@@ -77,3 +77,50 @@ func equalMaps(a, b map[string]float64) bool {
 	}
 	return true
 }
+
+// A host's own queue is reported beside the main one under names of its
+// own, labelled with the host, without the main queue's group sizes.
+func TestHostCollectorBesideTheMainOne(t *testing.T) {
+	main, host := openEmbeddedQueue(t), openEmbeddedQueue(t)
+	mustEnqueue(t, main, "m1")
+	mustEnqueue(t, host, "h1")
+	mustEnqueue(t, host, "h2")
+	mustLease(t, host, "w", 0)
+
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(queue.NewCollector(main), queue.NewHostCollector(host, "host-a"))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, lp := range m.GetLabel() {
+				key += "," + lp.GetName() + "=" + lp.GetValue()
+			}
+			got[key] = m.GetGauge().GetValue()
+		}
+	}
+	for k, v := range map[string]float64{
+		"shipbot_queue_jobs,state=ready":                   1,
+		"shipbot_host_queue_jobs,host=host-a,state=ready":  1,
+		"shipbot_host_queue_jobs,host=host-a,state=leased": 1,
+		"shipbot_host_queue_up,host=host-a":                1,
+	} {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v; all: %v", k, g, ok, v, got)
+		}
+	}
+}
+
+func openEmbeddedQueue(t *testing.T) queue.Queue {
+	t.Helper()
+	q, err := queue.OpenEmbedded(filepath.Join(t.TempDir(), "queue.db"), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return q
+}

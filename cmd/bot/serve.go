@@ -372,6 +372,7 @@ func (b *bot) openHosts() (handlers.Hosts, error) {
 	}
 	h := &hosts{id: id, store: b.store, open: open}
 	b.hostID, b.hostQueue = id, q
+	b.reg.MustRegister(queue.NewHostCollector(q, id))
 	b.closers = append(b.closers, q.Close, h.close)
 	b.log.Info("this DATA_DIR's host", "host", id)
 	return h, nil
