@@ -181,25 +181,9 @@ func (r *Redis) ListInstallations(ctx context.Context) ([]record.Installation, e
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = r.key("installation", id)
-	}
-	vals, err := r.client.MGet(ctx, keys...).Result()
+	out, err := mgetJSON[record.Installation](ctx, r, "installation", ids, "list installations")
 	if err != nil {
-		return nil, r.fail("list installations", err)
-	}
-	out := make([]record.Installation, 0, len(vals))
-	for _, v := range vals {
-		s, ok := v.(string)
-		if !ok {
-			continue // deleted between the two reads
-		}
-		var in record.Installation
-		if err := json.Unmarshal([]byte(s), &in); err != nil {
-			return nil, fmt.Errorf("store: installation: %w", err)
-		}
-		out = append(out, in)
+		return nil, err
 	}
 	sortInstallations(out)
 	return out, nil

@@ -182,25 +182,32 @@ func (r *Redis) ListDeploys(ctx context.Context, env record.EnvKey, n int) ([]re
 	if len(ids) == 0 {
 		return nil, nil
 	}
+	return mgetJSON[record.Deploy](ctx, r, "deploy", ids, "list deploys")
+}
+
+// mgetJSON reads the JSON records kind:<id> for ids in one MGET, in ids'
+// order. A record gone between listing its id and this read (trimmed,
+// deleted) is left out; one that does not decode is an error naming it.
+func mgetJSON[T any](ctx context.Context, r *Redis, kind string, ids []string, op string) ([]T, error) {
 	keys := make([]string, len(ids))
 	for i, id := range ids {
-		keys[i] = r.key("deploy", id)
+		keys[i] = r.key(kind, id)
 	}
 	vals, err := r.client.MGet(ctx, keys...).Result()
 	if err != nil {
-		return nil, r.fail("list deploys", err)
+		return nil, r.fail(op, err)
 	}
-	out := make([]record.Deploy, 0, len(vals))
+	out := make([]T, 0, len(vals))
 	for i, v := range vals {
 		s, ok := v.(string)
 		if !ok {
-			continue // trimmed in between
+			continue
 		}
-		var d record.Deploy
-		if err := json.Unmarshal([]byte(s), &d); err != nil {
-			return nil, fmt.Errorf("store: deploy %s: %w", ids[i], err)
+		var rec T
+		if err := json.Unmarshal([]byte(s), &rec); err != nil {
+			return nil, fmt.Errorf("store: %s %s: %w", kind, ids[i], err)
 		}
-		out = append(out, d)
+		out = append(out, rec)
 	}
 	return out, nil
 }
