@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,23 @@ func TestCollectorReportsStats(t *testing.T) {
 // shipbot_queue_up.
 func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	t.Helper()
+	got := map[string]float64{}
+	for key, v := range gatherAll(t, reg) {
+		switch state, ok := strings.CutPrefix(key, "shipbot_queue_jobs,state="); {
+		case key == "shipbot_queue_up":
+			got["up"] = v
+		case ok:
+			got[state] = v
+		default:
+			t.Errorf("unexpected metric %s", key)
+		}
+	}
+	return got
+}
+
+// gatherAll flattens every gauge to "name,label=value,..." -> value.
+func gatherAll(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -49,18 +67,11 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	got := map[string]float64{}
 	for _, f := range families {
 		for _, m := range f.GetMetric() {
-			switch f.GetName() {
-			case "shipbot_queue_up":
-				got["up"] = m.GetGauge().GetValue()
-			case "shipbot_queue_jobs":
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == "state" {
-						got[lp.GetValue()] = m.GetGauge().GetValue()
-					}
-				}
-			default:
-				t.Errorf("unexpected metric %s", f.GetName())
+			key := f.GetName()
+			for _, lp := range m.GetLabel() {
+				key += "," + lp.GetName() + "=" + lp.GetValue()
 			}
+			got[key] = m.GetGauge().GetValue()
 		}
 	}
 	return got
@@ -89,20 +100,7 @@ func TestHostCollectorBesideTheMainOne(t *testing.T) {
 
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(queue.NewCollector(main), queue.NewHostCollector(host, "host-a"))
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			key := f.GetName()
-			for _, lp := range m.GetLabel() {
-				key += "," + lp.GetName() + "=" + lp.GetValue()
-			}
-			got[key] = m.GetGauge().GetValue()
-		}
-	}
+	got := gatherAll(t, reg)
 	for k, v := range map[string]float64{
 		"shipbot_queue_jobs,state=ready":                   1,
 		"shipbot_host_queue_jobs,host=host-a,state=ready":  1,
