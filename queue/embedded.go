@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -94,6 +95,11 @@ type Embedded struct {
 	// compactMu makes compactions one at a time.
 	compactMu   sync.Mutex
 	lastCompact compactionReport
+
+	// groupSize counts the writes per commit (op "commit"); commitTime
+	// is each commit's time on disk, fsyncs included.
+	groupSize  *prometheus.HistogramVec
+	commitTime prometheus.Histogram
 }
 
 // embeddedTuning holds what tests and benchmarks change; OpenEmbedded uses
@@ -232,6 +238,8 @@ func openEmbedded(path string, opts Options, tune embeddedTuning) (*Embedded, er
 		leased:      make(map[uint64]*entry),
 		compactAt:   minCompactAt,
 		tokenSeq:    uint64(time.Now().UnixNano()), // tokens of an earlier process never match
+		groupSize:   newGroupSizeHistogram(),
+		commitTime:  newCommitTimeHistogram(),
 	}
 	if err := e.recover(); err != nil {
 		db.Close()
@@ -1157,7 +1165,10 @@ func (e *Embedded) committer() {
 		if len(batch) == 0 {
 			continue
 		}
+		start := time.Now()
 		err := e.update(batch)
+		e.commitTime.Observe(time.Since(start).Seconds())
+		e.groupSize.WithLabelValues("commit").Observe(float64(len(batch)))
 		if err != nil && len(batch) > 1 {
 			// One bad write must not fail its neighbours: retry alone.
 			for _, r := range batch {

@@ -25,7 +25,9 @@ type collector struct {
 // shipbot_queue_up, which is 0 when Stats failed: the jobs series are then
 // left out rather than reported as zeros that would look like an empty
 // queue. For a queue that groups concurrent calls into one round trip
-// (Redis), it adds shipbot_queue_group_size{op="enqueue|lease|settle"}.
+// (Redis), it adds shipbot_queue_group_size{op="enqueue|lease|settle"};
+// for the embedded store, shipbot_queue_group_size{op="commit"} and
+// shipbot_queue_commit_seconds.
 func NewCollector(q Queue) prometheus.Collector {
 	c := newCollector(q, "shipbot_queue", "the queue")
 	c.groups = true
@@ -60,6 +62,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if g, ok := c.q.(grouper); ok && c.groups {
 		g.groupSizes().Describe(ch)
 	}
+	if t, ok := c.q.(committer); ok && c.groups {
+		t.commitTimes().Describe(ch)
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -67,6 +72,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	// passed down by client_golang.
 	if g, ok := c.q.(grouper); ok && c.groups {
 		g.groupSizes().Collect(ch)
+	}
+	if t, ok := c.q.(committer); ok && c.groups {
+		t.commitTimes().Collect(ch)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
 	defer cancel()
@@ -84,12 +92,32 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// grouper is a queue whose concurrent calls share round trips.
+// grouper is a queue whose concurrent calls share round trips (Redis) or
+// commits (embedded).
 type grouper interface {
 	groupSizes() *prometheus.HistogramVec
 }
 
 func (r *Redis) groupSizes() *prometheus.HistogramVec { return r.groupSize }
+
+func (e *Embedded) groupSizes() *prometheus.HistogramVec { return e.groupSize }
+
+// committer is a queue that commits to a disk of its own (embedded).
+type committer interface {
+	commitTimes() prometheus.Histogram
+}
+
+func (e *Embedded) commitTimes() prometheus.Histogram { return e.commitTime }
+
+// newCommitTimeHistogram is the embedded store's commit time: where a
+// webhook's acknowledgement waits on the disk.
+func newCommitTimeHistogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "shipbot_queue_commit_seconds",
+		Help:    "Time of each commit of the embedded store, its fsyncs included.",
+		Buckets: []float64{.00025, .0005, .001, .002, .003, .005, .01, .025, .1},
+	})
+}
 
 // newGroupSizeHistogram counts calls per round trip: near 1 at low load,
 // growing with load; a mean stuck at groupMaxJobs says the store is the
@@ -97,7 +125,7 @@ func (r *Redis) groupSizes() *prometheus.HistogramVec { return r.groupSize }
 func newGroupSizeHistogram() *prometheus.HistogramVec {
 	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "shipbot_queue_group_size",
-		Help:    "Calls that shared one round trip to the queue's store, by operation: enqueue, lease (reads), settle (acks and extends).",
+		Help:    "Calls that shared one round trip to the queue's store, by operation: enqueue, lease (reads), settle (acks and extends); commit for the embedded store (writes per commit).",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 8),
 	}, []string{"op"})
 }

@@ -48,6 +48,8 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 		switch state, ok := strings.CutPrefix(key, "shipbot_queue_jobs,state="); {
 		case key == "shipbot_queue_up":
 			got["up"] = v
+		case strings.HasPrefix(key, "shipbot_queue_group_size") || key == "shipbot_queue_commit_seconds":
+			// histograms: TestCollectorReportsCommits
 		case ok:
 			got[state] = v
 		default:
@@ -121,4 +123,30 @@ func openEmbeddedQueue(t *testing.T) queue.Queue {
 	}
 	t.Cleanup(func() { q.Close() })
 	return q
+}
+
+// The embedded store reports its commits: how many writes each carried,
+// and how long each took on disk.
+func TestCollectorReportsCommits(t *testing.T) {
+	q := openEmbeddedQueue(t)
+	for _, id := range []string{"c1", "c2", "c3"} {
+		mustEnqueue(t, q, id)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(queue.NewCollector(q))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]uint64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			if h := m.GetHistogram(); h != nil {
+				counts[f.GetName()] += h.GetSampleCount()
+			}
+		}
+	}
+	if counts["shipbot_queue_commit_seconds"] < 1 || counts["shipbot_queue_group_size"] < 1 {
+		t.Errorf("histogram samples %v, want the commits of 3 enqueues counted", counts)
+	}
 }
