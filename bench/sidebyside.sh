@@ -8,7 +8,8 @@
 #   shipbot-redis `bot serve --role web` with REDIS_URL
 #   shipbot-embedded `bot serve` without REDIS_URL (bbolt in DATA_DIR, fresh file)
 # For each: p99 at 1,000 req/s, max req/s at 64 connections (PASSES passes),
-# RSS after the load; then the ratios to go-githubapp. With EMBEDDED_LONG=1,
+# RSS after the load, CPU per delivery of the server and of Redis during
+# those passes (from /proc); then the ratios to go-githubapp. With EMBEDDED_LONG=1,
 # the embedded store also runs 6 × 10 s at full rate on one file (is it flat?)
 # and reports its file size.
 # Usage: bash bench/sidebyside.sh [seconds per pass, default 10]
@@ -72,18 +73,29 @@ bot_env=(env PORT="$port" APP_ID=1 WEBHOOK_SECRET=bench LOG_LEVEL=warn PRIVATE_K
   GITHUB_API_URL=http://127.0.0.1:1)
 
 declare -A p99 best rssmb
+# CPU ticks (user + system, 1/100 s) a process has used so far; 0 for none.
+ticks() { if [ -n "$1" ] && [ -r /proc/"$1"/stat ]; then awk '{print $14+$15}' /proc/"$1"/stat; else echo 0; fi; }
+
+declare -A cpu_server cpu_redis
 measure() { # name
-  local name=$1 rates=() r
+  local name=$1 rates=() r n total=0
   echo "== $name"
   local res; res=$(load -rate 1000); echo "$res" | sed 's/^/   1k\/s: /'
   p99[$name]=$(echo "$res" | sed -n 's/.* p99 \([^ ]*\) .*/\1/p')
+  # CPU per delivery over the full-rate passes: the server's, and Redis'
+  # for the systems that use it (the load generator's is not counted).
+  local s0 r0; s0=$(ticks "$pid"); r0=$(ticks "${redis:-}")
   for i in $(seq "$passes"); do
     res=$(load -concurrency 64); echo "$res" | sed -n '1p' | sed "s/^/   max $i: /"
     r=$(echo "$res" | sed -n 's/.*= \([0-9]*\) req\/s.*/\1/p'); rates+=("$r")
+    n=$(echo "$res" | sed -n 's/^requests \([0-9]*\) .*/\1/p'); total=$((total + ${n:-0}))
   done
+  local s1 r1; s1=$(ticks "$pid"); r1=$(ticks "${redis:-}")
+  cpu_server[$name]=$(( (s1 - s0) * 10000 / (total > 0 ? total : 1) ))
+  cpu_redis[$name]=$(( (r1 - r0) * 10000 / (total > 0 ? total : 1) ))
   best[$name]=$(printf '%s\n' "${rates[@]}" | sort -n | tail -1)
   rssmb[$name]=$(rss "$pid")
-  echo "   max req/s over $passes passes: $(printf '%s ' "${rates[@]}")  RSS ${rssmb[$name]} MB"
+  echo "   max req/s over $passes passes: $(printf '%s ' "${rates[@]}")  RSS ${rssmb[$name]} MB  CPU per delivery: server ${cpu_server[$name]} µs, redis ${cpu_redis[$name]} µs"
 }
 
 start hmac "$out/peers" -mode hmac -addr "127.0.0.1:$port" -secret bench; measure hmac; stop
@@ -105,9 +117,9 @@ fi
 stop
 
 echo
-echo "| system | max req/s (best of $passes) | × go-githubapp | p99 at 1k/s | RSS after |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| system | max req/s (best of $passes) | × go-githubapp | p99 at 1k/s | RSS after | CPU µs per delivery: server + redis |"
+echo "| --- | --- | --- | --- | --- | --- |"
 for n in hmac githubapp hmac-redis shipbot-redis shipbot-embedded; do
   ratio=$(python3 -c "print(f'{${best[$n]:-0}/max(${best[githubapp]:-1},1):.2f}')")
-  echo "| $n | ${best[$n]} | $ratio | ${p99[$n]} | ${rssmb[$n]} MB |"
+  echo "| $n | ${best[$n]} | $ratio | ${p99[$n]} | ${rssmb[$n]} MB | ${cpu_server[$n]} + ${cpu_redis[$n]} |"
 done
