@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,7 +22,6 @@ import (
 	"github.com/shipbot/shipbot/internal/store/record"
 	"github.com/shipbot/shipbot/internal/testenv"
 	"github.com/shipbot/shipbot/queue"
-	"github.com/shipbot/shipbot/webhooks"
 )
 
 // TestChaos (SPEC §8, issue #15): a few rollouts on real Redis with two
@@ -181,25 +179,13 @@ func (c *chaosCluster) post(guid string) int {
 	web := c.webs[c.tries[guid]%len(c.webs)]
 	c.tries[guid]++
 	c.mu.Unlock()
-	req, err := http.NewRequest(http.MethodPost, web.url+"/webhooks", bytes.NewReader(body))
-	if err != nil {
-		return 0
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("X-GitHub-Delivery", guid)
-	req.Header.Set("X-Hub-Signature-256", webhooks.Sign([]byte(secret), body))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 == 2 {
+	status := postWebhook(web.url, "push", guid, body)
+	if status/100 == 2 {
 		c.mu.Lock()
 		c.acked[guid] = true
 		c.mu.Unlock()
 	}
-	return resp.StatusCode
+	return status
 }
 
 func (c *chaosCluster) isAcked(guid string) bool {
@@ -400,7 +386,7 @@ func runChaos(tb testing.TB, rounds int) chaosReport {
 			rep.violations = append(rep.violations, v)
 			tb.Log(v)
 		}
-		if served := c.served(url); len(served) == 1 {
+		if served := versionsServed(c.tb, url, 40); len(served) == 1 {
 			current = strings.TrimPrefix(firstKey(served), "sample-app ")
 		}
 	}
@@ -482,7 +468,7 @@ func (c *chaosCluster) checkRound(n int, known map[int64]bool, dep githubtest.De
 
 	var served map[string]int
 	if !within(20*time.Second, func() bool {
-		served = c.served(url)
+		served = versionsServed(c.tb, url, 40)
 		if len(served) != 1 {
 			return false
 		}
@@ -507,20 +493,6 @@ func (c *chaosCluster) checkRunsOf(id string, completed bool) int {
 		}
 	}
 	return k
-}
-
-// served asks production 40 times which release answers (4 instances).
-func (c *chaosCluster) served(url string) map[string]int {
-	seen := map[string]int{}
-	for range 40 {
-		body, err := bodyOf(url)
-		if err != nil {
-			seen["error: "+err.Error()]++
-			continue
-		}
-		seen[versionIn(body)]++
-	}
-	return seen
 }
 
 // lockFree says why production's deploy lock is not free: it is held, or

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/shipbot/shipbot/internal/githubtest"
 	"github.com/shipbot/shipbot/internal/slack/slackfake"
 	"github.com/shipbot/shipbot/internal/testenv"
+	"github.com/shipbot/shipbot/webhooks"
 )
 
 // rolloutConfig is a .github/shipbot.yml for production: 4 instances, one
@@ -84,8 +86,42 @@ func bodyOf(url string) (string, error) {
 	return string(b), err
 }
 
+// waitServes waits up to d for url to answer with a body containing want.
+func waitServes(t *testing.T, url, want string, d time.Duration, logs func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if body, err := bodyOf(url); err == nil && strings.Contains(body, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("production never served %s during the rollout\n%s", want, logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// postWebhook delivers body to the bot at botURL as GitHub does (signed with
+// the tests' secret) and returns the status, 0 when nothing answered.
+func postWebhook(botURL, event, guid string, body []byte) int {
+	req, err := http.NewRequest(http.MethodPost, botURL+"/webhooks", bytes.NewReader(body))
+	if err != nil {
+		return 0
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", event)
+	req.Header.Set("X-GitHub-Delivery", guid)
+	req.Header.Set("X-Hub-Signature-256", webhooks.Sign([]byte(secret), body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // versionsServed asks url n times and returns the distinct answers.
-func versionsServed(t *testing.T, url string, n int) map[string]int {
+func versionsServed(t testing.TB, url string, n int) map[string]int {
 	t.Helper()
 	seen := map[string]int{}
 	for range n {
@@ -253,16 +289,7 @@ func killMidRollout(t *testing.T, slowCheckRun time.Duration) {
 	// v2 bakes 2s after each batch: kill the bot once the canary serves v2.
 	pushWith(t, srv, hook, "crash-2", shaV1, shaV2, "v2", rolloutConfig("2s")+announce)
 	waitDeployment(t, srv, shaV2, 30*time.Second, logs, func(d githubtest.Deployment) bool { return d.LastState() == "in_progress" })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if body, err := bodyOf(url); err == nil && strings.Contains(body, "sample-app v2") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("production never served v2 during the rollout\n%s", logs())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitServes(t, url, "sample-app v2", 30*time.Second, logs)
 	if d, _ := deploymentOf(srv, shaV2); d.LastState() != "in_progress" {
 		t.Fatalf("v2 is not mid-rollout at the kill: statuses %v", states(d))
 	}
@@ -302,7 +329,7 @@ func killMidRollout(t *testing.T, slowCheckRun time.Duration) {
 	// Every instance serves one release (Restore brings the killed
 	// children back; the proxy may need a moment to admit them all).
 	var seen map[string]int
-	deadline = time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		seen = versionsServed(t, url, 40)
 		if len(seen) == 1 {

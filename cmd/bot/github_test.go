@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"html"
 	"io"
 	"net/http"
@@ -135,20 +134,7 @@ func TestFailedDeliveriesRedeliveredAfterRestart(t *testing.T) {
 	port := testenv.FreePort(t)
 	env["PORT"] = strconv.Itoa(port)
 	botURL := "http://127.0.0.1:" + env["PORT"]
-	srv.OnRedeliver(func(d githubtest.Delivery) int {
-		body := tagPush()
-		req, _ := http.NewRequest(http.MethodPost, botURL+"/webhooks", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-GitHub-Event", d.Event)
-		req.Header.Set("X-GitHub-Delivery", d.GUID)
-		req.Header.Set("X-Hub-Signature-256", webhooks.Sign([]byte(secret), body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	})
+	srv.OnRedeliver(func(d githubtest.Delivery) int { return postWebhook(botURL, d.Event, d.GUID, tagPush()) })
 	b2 := startBot(t, env)
 
 	eventually(t, "lost-1 was not redelivered and processed", func() bool {
@@ -197,19 +183,7 @@ func TestOutageRecoveredWithoutWaiting(t *testing.T) {
 	port := testenv.FreePort(t)
 	botURL := "http://127.0.0.1:" + strconv.Itoa(port)
 	body := tagPush()
-	deliver := func(guid string) int {
-		req, _ := http.NewRequest(http.MethodPost, botURL+"/webhooks", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-GitHub-Event", "push")
-		req.Header.Set("X-GitHub-Delivery", guid)
-		req.Header.Set("X-Hub-Signature-256", webhooks.Sign([]byte(secret), body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	deliver := func(guid string) int { return postWebhook(botURL, "push", guid, body) }
 	srv.OnRedeliver(func(d githubtest.Delivery) int { return deliver(d.GUID) })
 	b := startBot(t, map[string]string{"PORT": strconv.Itoa(port), "REDIS_URL": r.URL(), "GITHUB_API_URL": srv.URL,
 		"APP_ID": strconv.FormatInt(srv.AppID, 10), "PRIVATE_KEY": string(srv.PrivateKeyPEM)})

@@ -62,6 +62,22 @@ func leaseHolder(t *testing.T, c *redis.Client, stream string) string {
 	return pending[0].Consumer
 }
 
+// takeLeaseHolder finds the worker process (of workers, by pid) that holds
+// the leased job of the shared queue, removes it from workers and returns
+// it with its consumer name; it fails the test when none does.
+func takeLeaseHolder(t *testing.T, client *redis.Client, workers map[int]*botProcess, logs func() string) (string, *botProcess) {
+	t.Helper()
+	holder := leaseHolder(t, client, "shipbot:queue:jobs")
+	for pid, w := range workers {
+		if strings.Contains(holder, "-"+strconv.Itoa(pid)+"-") {
+			delete(workers, pid)
+			return holder, w
+		}
+	}
+	t.Fatalf("no worker holds the job (holder %q)\n%s", holder, logs())
+	return "", nil
+}
+
 // proxiesIn is the environments and previews with a proxy port recorded
 // in dataDir (ports.json), each once.
 func proxiesIn(t *testing.T, dataDir string) []string {
@@ -151,29 +167,10 @@ func TestWorkerKilledMidRolloutAnotherFinishes(t *testing.T) {
 	// v2 bakes 2s after each batch; the canary serving v2 is the moment.
 	pushWith(t, srv, hooks[1], "workers-2", shaV1, shaV2, "v2", rolloutConfig("2s"))
 	waitDeployment(t, srv, shaV2, 30*time.Second, logs, func(d githubtest.Deployment) bool { return d.LastState() == "in_progress" })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if body, err := bodyOf(url); err == nil && strings.Contains(body, "sample-app v2") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("production never served v2 during the rollout\n%s", logs())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitServes(t, url, "sample-app v2", 30*time.Second, logs)
 	client := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer client.Close()
-	holder := leaseHolder(t, client, "shipbot:queue:jobs")
-	var victim *botProcess
-	for pid, w := range workers {
-		if strings.Contains(holder, "-"+strconv.Itoa(pid)+"-") {
-			victim = w
-			delete(workers, pid)
-		}
-	}
-	if victim == nil {
-		t.Fatalf("no worker holds v2's job (holder %q)\n%s", holder, logs())
-	}
+	holder, victim := takeLeaseHolder(t, client, workers, logs)
 	if d, _ := deploymentOf(srv, shaV2); d.LastState() != "in_progress" {
 		t.Fatalf("v2 is not mid-rollout at the kill: statuses %v", states(d))
 	}
@@ -409,17 +406,7 @@ func TestAWSWorkerKilledMidRolloutAnotherFinishes(t *testing.T) {
 	}
 	client := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer client.Close()
-	holder := leaseHolder(t, client, "shipbot:queue:jobs")
-	var victim *botProcess
-	for pid, w := range workers {
-		if strings.Contains(holder, "-"+strconv.Itoa(pid)+"-") {
-			victim = w
-			delete(workers, pid)
-		}
-	}
-	if victim == nil {
-		t.Fatalf("no worker holds the push (holder %q)\n%s", holder, logs())
-	}
+	holder, victim := takeLeaseHolder(t, client, workers, logs)
 	if d, _ := deploymentOf(srv, shaV2); d.LastState() != "in_progress" {
 		t.Fatalf("v2 is not mid-rollout at the kill: statuses %v\n%s", states(d), logs())
 	}
