@@ -29,7 +29,7 @@ type collector struct {
 // for the embedded store, shipbot_queue_group_size{op="commit"} and
 // shipbot_queue_commit_seconds.
 func NewCollector(q Queue) prometheus.Collector {
-	c := newCollector(q, "shipbot_queue", "the queue")
+	c := newCollector(q, "shipbot_queue", "the queue", nil)
 	c.groups = true
 	return c
 }
@@ -41,11 +41,7 @@ func NewHostCollector(q Queue, host string) prometheus.Collector {
 	return newCollector(q, "shipbot_host_queue", "this host's own queue", prometheus.Labels{"host": host})
 }
 
-func newCollector(q Queue, name, what string, labels ...prometheus.Labels) *collector {
-	var constLabels prometheus.Labels
-	if len(labels) > 0 {
-		constLabels = labels[0]
-	}
+func newCollector(q Queue, name, what string, constLabels prometheus.Labels) *collector {
 	return &collector{
 		q: q,
 		jobs: prometheus.NewDesc(name+"_jobs",

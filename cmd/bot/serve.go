@@ -990,11 +990,11 @@ func (b *bot) sweepOnRecovery(ctx context.Context, rd *gh.Redeliverer) {
 		switch {
 		case err != nil && !down:
 			down = true
-			b.refused.Store(false)
 			b.log.Error("job store unreachable: deliveries are refused with 503 until it is back", "err", err)
-		case err == nil && (down || b.refused.Swap(false)):
+		case err == nil && (b.refused.Swap(false) || down):
+			// Swap first: a sweep after an outage covers the refusals
+			// made during it too.
 			down = false
-			b.refused.Store(false)
 			b.log.Info("job store reachable again: asking GitHub to redeliver what was refused")
 			if _, err := rd.Sweep(ctx); err != nil && ctx.Err() == nil {
 				b.log.Error("redelivery sweep after the outage failed; the periodic sweep will try again", "err", err)
