@@ -12,14 +12,8 @@ out=bench/out; mkdir -p "$out"
 go build -o "$out/bot" ./cmd/bot
 go build -o "$out/loadgen" ./bench/loadgen
 
-# A 24 KB pull_request.opened delivery: GitHub's example with a longer PR body.
-python3 - "$out/payload-24k.json" <<'PY'
-import json, sys
-p = json.load(open("fixtures/webhooks/pull_request.opened.json"))
-base = len(json.dumps(p))
-p["pull_request"]["body"] = "x" * (24 * 1024 - base - 2)
-json.dump(p, open(sys.argv[1], "w"))
-PY
+# A 24 KB pull_request.opened delivery shaped like a real one (bench/payload.py).
+python3 bench/payload.py pull_request "$out/payload-24k.json"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rport=$(free_port); bport=$(free_port)

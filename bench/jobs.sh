@@ -18,14 +18,7 @@ tags=(); [ "${PPROF:-}" = 1 ] && tags=(-tags pprof)
 go build "${tags[@]}" -o "$out/bot" ./cmd/bot
 go build -o "$out/loadgen" ./bench/loadgen
 
-python3 - "$out/push-delete-24k.json" <<'PY'
-import json, sys
-p = json.load(open("fixtures/webhooks/push.json"))
-p.update(deleted=True, created=False, after="0" * 40, head_commit=None, commits=[])
-base = len(json.dumps(p))
-p["repository"]["description"] = "x" * (24 * 1024 - base - 2)
-json.dump(p, open(sys.argv[1], "w"))
-PY
+python3 bench/payload.py push "$out/push-delete-24k.json"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rport=$(free_port); bport=$(free_port); pport=$(free_port)

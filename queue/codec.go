@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/klauspost/compress/s2"
 )
 
 // maxDeliveryIDLen keeps delivery ids usable as keys in both stores (bbolt
@@ -66,13 +68,78 @@ type jobMeta struct {
 	InstallationID int64  `json:"i,omitempty"`
 	Repo           string `json:"r,omitempty"`
 	EnqueuedAt     int64  `json:"t"`
+	// Z names how the payload after the meta line is compressed: "" for
+	// not at all (every record before issue #17's compression), "s2" for
+	// an S2 block. A payload that does not shrink is kept raw.
+	Z string `json:"z,omitempty"`
+}
+
+// Payloads are compressed when stored (issue #17): GitHub's JSON shrinks
+// about 3.4× with S2 (a 24 KB push of 25 commits: 24,574 → 7,255 bytes)
+// for 13 µs of CPU, and every byte not stored is a byte Redis does not
+// read, copy, append to its AOF and rewrite, or bbolt does not page.
+// Payloads under compressMin are stored raw (a few hundred bytes saved
+// are not worth the CPU), and so is one that does not shrink below
+// 7/8 of its size.
+const (
+	compressMin = 1 << 10
+	codecS2     = "s2"
+)
+
+// maxPayload bounds a stored payload's decoded size: intake refuses bodies
+// over 25 MB, so a larger claim is a corrupt record, not a job.
+const maxPayload = 32 << 20
+
+// compressInto compresses payload into dst's memory (grown as needed) when
+// that is worth it. It returns the bytes to store (payload itself when not
+// compressed), the codec to name in the meta line ("" for none) and dst,
+// perhaps grown, for the caller to reuse.
+func compressInto(dst, payload []byte) (stored []byte, z string, buf []byte) {
+	n := s2.MaxEncodedLen(len(payload))
+	if len(payload) < compressMin || n < 0 {
+		return payload, "", dst
+	}
+	dst = slices.Grow(dst[:0], n)[:n]
+	enc := s2.Encode(dst, payload)
+	if len(enc) > len(payload)-len(payload)/8 {
+		return payload, "", dst[:0]
+	}
+	return enc, codecS2, dst[:0]
+}
+
+// decompress returns the payload a record stored with codec z.
+func decompress(z string, stored []byte) ([]byte, error) {
+	switch z {
+	case "":
+		return bytes.Clone(stored), nil
+	case codecS2:
+		n, err := s2.DecodedLen(stored)
+		if err != nil || n > maxPayload {
+			return nil, fmt.Errorf("queue: corrupt job record: compressed payload does not decode (%v)", err)
+		}
+		p, err := s2.Decode(make([]byte, n), stored)
+		if err != nil {
+			return nil, fmt.Errorf("queue: corrupt job record: compressed payload does not decode: %w", err)
+		}
+		return p, nil
+	default:
+		return nil, fmt.Errorf("queue: job record's payload is compressed with %q, which this version of shipbot cannot read: upgrade it to the version of the process that queued the job", z)
+	}
 }
 
 // appendJob renders everything but ID and Attempt, which the stores keep
 // beside the blob because they change while the blob does not. The meta
 // JSON cannot contain a raw newline (encoding/json escapes it), so the first
-// newline ends it.
+// newline ends it. The payload follows, compressed if that is worth it.
 func appendJob(dst []byte, j Job) []byte {
+	var z string
+	j.Payload, z, _ = compressInto(nil, j.Payload)
+	return appendRecord(dst, j, z)
+}
+
+// appendRecord renders j's meta line naming codec z, then j.Payload as it
+// is (already compressed with z).
+func appendRecord(dst []byte, j Job, z string) []byte {
 	meta, err := json.Marshal(jobMeta{
 		DeliveryID:     j.DeliveryID,
 		Event:          j.Event,
@@ -80,6 +147,7 @@ func appendJob(dst []byte, j Job) []byte {
 		InstallationID: j.InstallationID,
 		Repo:           j.Repo,
 		EnqueuedAt:     j.EnqueuedAt.UnixNano(),
+		Z:              z,
 	})
 	if err != nil {
 		// Strings and integers always marshal.
@@ -97,8 +165,14 @@ func decodeJob(b []byte) (Job, error) {
 	if i < 0 {
 		return Job{}, errors.New("queue: corrupt job record: no meta line")
 	}
+	return decodeParts(b[:i], b[i+1:])
+}
+
+// decodeParts decodes a record given as its meta line (without the
+// newline) and its stored payload, which it does not keep.
+func decodeParts(meta, stored []byte) (Job, error) {
 	var m jobMeta
-	if err := json.Unmarshal(b[:i], &m); err != nil {
+	if err := json.Unmarshal(meta, &m); err != nil {
 		return Job{}, fmt.Errorf("queue: corrupt job record: %w", err)
 	}
 	j := Job{
@@ -109,8 +183,12 @@ func decodeJob(b []byte) (Job, error) {
 		Repo:           m.Repo,
 		EnqueuedAt:     unixTime(m.EnqueuedAt),
 	}
-	if p := b[i+1:]; len(p) > 0 {
-		j.Payload = bytes.Clone(p)
+	if len(stored) > 0 || m.Z != "" {
+		p, err := decompress(m.Z, stored)
+		if err != nil {
+			return Job{}, err
+		}
+		j.Payload = p
 	}
 	return j, nil
 }

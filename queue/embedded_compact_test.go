@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -33,8 +34,11 @@ func openTest(t *testing.T, path string, opts Options, tune embeddedTuning) *Emb
 
 const jobPayloadSize = 24 << 10
 
+// bigJob's payload is random bytes, which do not compress: each job adds
+// its full 24 KB to the file, the worst case the bounds below assume.
 func bigJob(id string) Job {
 	p := make([]byte, jobPayloadSize)
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(p) // never fails
 	copy(p, id)
 	return Job{DeliveryID: id, Event: "push", Repo: "octo/app", Payload: p}
 }

@@ -1,10 +1,12 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -336,7 +338,8 @@ func TestRedisKilledDuringGroupsKeepsAcknowledgedJobs(t *testing.T) {
 	}
 	inStream := map[string]string{}
 	for _, m := range msgs {
-		j, err := decodeJob([]byte(m.Values["m"].(string)))
+		meta, stored := m.Values["m"].(string), m.Values["p"].(string)
+		j, err := decodeParts([]byte(strings.TrimSuffix(meta, "\n")), []byte(stored))
 		if err != nil {
 			t.Fatalf("entry %s: %v", m.ID, err)
 		}
@@ -344,8 +347,8 @@ func TestRedisKilledDuringGroupsKeepsAcknowledgedJobs(t *testing.T) {
 			t.Errorf("%s stored twice: %s and %s", j.DeliveryID, prev, m.ID)
 		}
 		inStream[j.DeliveryID] = m.ID
-		if len(m.Values["p"].(string)) != len(payload) {
-			t.Errorf("entry %s holds a payload of %d bytes, want %d", m.ID, len(m.Values["p"].(string)), len(payload))
+		if !bytes.Equal(j.Payload, payload) {
+			t.Errorf("entry %s holds a payload of %d bytes, want the %d enqueued", m.ID, len(j.Payload), len(payload))
 		}
 	}
 	for id, jobID := range acked {

@@ -160,10 +160,18 @@ func (r *Redis) Enqueue(ctx context.Context, job Job) (Job, error) {
 	}
 	job.ID, job.Attempt = "", 0
 	job.EnqueuedAt = unixTime(time.Now().UnixNano())
+	buf := compressBufs.Get().(*[]byte)
+	payload, z, grown := compressInto(*buf, job.Payload)
 	head := job
 	head.Payload = nil
-	c := enqueueCall{marker: r.deliveryPrefix + job.DeliveryID, meta: appendJob(nil, head), payload: job.Payload}
+	c := enqueueCall{marker: r.deliveryPrefix + job.DeliveryID, meta: appendRecord(nil, head, z), payload: payload}
 	id, err := r.enqueues.do(ctx, c, len(c.marker)+len(c.meta)+len(c.payload))
+	// do returns once the group's round trip is over (or before it took
+	// this call), so nothing reads the buffer any more.
+	if cap(grown) <= keepCompressBuf {
+		*buf = grown
+		compressBufs.Put(buf)
+	}
 	if errors.Is(err, ErrDuplicate) {
 		return Job{}, fmt.Errorf("%w: %s", ErrDuplicate, job.DeliveryID)
 	}
@@ -173,6 +181,12 @@ func (r *Redis) Enqueue(ctx context.Context, job Job) (Job, error) {
 	job.ID = id
 	return job, nil
 }
+
+// compressBufs holds the buffers Enqueue compresses payloads into, up to
+// keepCompressBuf bytes each (a rare huge payload's is left to the GC).
+var compressBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const keepCompressBuf = 1 << 20
 
 type enqueueCall struct {
 	marker        string
@@ -608,13 +622,12 @@ func (r *Redis) leaseFrom(cmd *redis.XStreamSliceCmd, consumer string) (*Lease, 
 	if _, old := m.Values["j"]; old {
 		return r.lease(m.ID, str("id"), str("j"), n, 1, consumer)
 	}
-	l, err := r.lease(m.ID, str("id"), str("m"), n, 1, consumer)
-	if err == nil {
-		if p := str("p"); p != "" {
-			l.Job.Payload = []byte(p)
-		}
+	meta, payload := str("m"), str("p")
+	job, err := decodeParts([]byte(strings.TrimSuffix(meta, "\n")), []byte(payload))
+	if err != nil {
+		return nil, fmt.Errorf("queue: entry %s: %w", m.ID, err)
 	}
-	return l, err
+	return r.leaseOf(m.ID, str("id"), job, n, 1, consumer), nil
 }
 
 // sweep makes due retries ready and reclaims one expired lease for
@@ -659,11 +672,15 @@ func (r *Redis) lease(eid, id, blob string, n, count int, consumer string) (*Lea
 	if err != nil {
 		return nil, fmt.Errorf("queue: entry %s: %w", eid, err)
 	}
+	return r.leaseOf(eid, id, job, n, count, consumer), nil
+}
+
+func (r *Redis) leaseOf(eid, id string, job Job, n, count int, consumer string) *Lease {
 	if id == "" {
 		id = eid
 	}
 	job.ID, job.Attempt = id, n+count
-	return &Lease{Job: job, Token: eid + "/" + strconv.Itoa(count) + "/" + consumer}, nil
+	return &Lease{Job: job, Token: eid + "/" + strconv.Itoa(count) + "/" + consumer}
 }
 
 func parseRedisToken(token string) (eid, count, consumer string, ok bool) {

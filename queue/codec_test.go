@@ -1,0 +1,121 @@
+package queue
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// pushPayload is GitHub's push example as intake stores it; grown to 24 KB
+// of distinct commits, it is what a real delivery compresses like.
+func pushPayload(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../fixtures/webhooks/push.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	c := p["commits"].([]any)[0].(map[string]any)
+	var commits []any
+	for i := 0; ; i++ {
+		n := map[string]any{}
+		for k, v := range c {
+			n[k] = v
+		}
+		n["id"] = strings.Repeat(string("0123456789abcdef"[i%16]), 8) + randomHex(32, uint64(i))
+		n["message"] = "Change " + randomHex(12, uint64(i)+1000)
+		commits = append(commits, n)
+		p["commits"] = commits
+		out, _ := json.Marshal(p)
+		if len(out) > 24<<10 {
+			return out
+		}
+	}
+}
+
+func randomHex(n int, seed uint64) string {
+	r := rand.New(rand.NewPCG(seed, 7))
+	const hex = "0123456789abcdef"
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = hex[r.IntN(16)]
+	}
+	return string(b)
+}
+
+func TestRecordCompressesPayloadsThatShrink(t *testing.T) {
+	push := pushPayload(t)
+	random := make([]byte, 24<<10)
+	_, _ = rand.NewChaCha8([32]byte{2}).Read(random)
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+		codec   string
+	}{
+		{"a 24 KB push", push, codecS2},
+		{"random bytes", random, ""},
+		{"a small payload", []byte(`{"zen":"Keep it logically awesome."}`), ""},
+		{"no payload", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := Job{DeliveryID: "d1", Event: "push", Action: "a", InstallationID: 7, Repo: "o/r", EnqueuedAt: unixTime(12345), Payload: tc.payload}
+			rec := appendJob(nil, j)
+			meta, stored, _ := bytes.Cut(rec, []byte("\n"))
+			var m jobMeta
+			if err := json.Unmarshal(meta, &m); err != nil {
+				t.Fatal(err)
+			}
+			if m.Z != tc.codec {
+				t.Errorf("codec %q, want %q", m.Z, tc.codec)
+			}
+			if tc.codec != "" && len(stored) >= len(tc.payload)/2 {
+				t.Errorf("stored %d bytes for a %d-byte payload", len(stored), len(tc.payload))
+			}
+			got, err := decodeJob(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Payload, tc.payload) || (tc.payload == nil) != (got.Payload == nil) {
+				t.Errorf("payload came back as %d bytes, want %d", len(got.Payload), len(tc.payload))
+			}
+			got.Payload, j.Payload = nil, nil
+			if !reflect.DeepEqual(got, j) {
+				t.Errorf("job came back as %+v, want %+v", got, j)
+			}
+		})
+	}
+}
+
+// Records written before payloads were compressed have no codec and a raw
+// payload; they still decode after an upgrade.
+func TestRecordWithoutCodecDecodesRaw(t *testing.T) {
+	got, err := decodeJob([]byte(`{"d":"old","e":"push","t":5}` + "\n" + `{"ref":"refs/heads/main"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.DeliveryID != "old" || string(got.Payload) != `{"ref":"refs/heads/main"}` {
+		t.Errorf("got %+v", got)
+	}
+}
+
+func TestRecordWithBadPayloadSaysWhat(t *testing.T) {
+	for _, tc := range []struct{ name, rec, want string }{
+		{"unknown codec", `{"d":"x","t":1,"z":"zstd"}` + "\n" + "abc", `compressed with "zstd", which this version of shipbot cannot read`},
+		{"corrupt s2", `{"d":"x","t":1,"z":"s2"}` + "\n" + "\x05garbage", "compressed payload does not decode"},
+		{"claims 4 GB", `{"d":"x","t":1,"z":"s2"}` + "\n" + "\x80\x80\x80\x80\x10", "compressed payload does not decode"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decodeJob([]byte(tc.rec))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
