@@ -1,9 +1,11 @@
 package queue_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -220,6 +222,43 @@ var conformanceCases = []struct {
 		wantStats(t, s.q, queue.Stats{})
 		if err := s.q.Ack(ctx, l); !errors.Is(err, queue.ErrLeaseLost) {
 			t.Errorf("second Ack = %v, want ErrLeaseLost", err)
+		}
+	}},
+
+	// Large payloads are stored compressed when they shrink and raw when
+	// not; either way a job comes back byte for byte when leased, after a
+	// retry and as a dead letter.
+	{name: "LargePayloadsSurviveRetryAndDeadLetter", run: func(t *testing.T, s *store) {
+		ctx := context.Background()
+		var text bytes.Buffer
+		for i := 0; text.Len() < 24<<10; i++ {
+			fmt.Fprintf(&text, `{"id":"%040x","message":"change %d of the queue","url":"https://github.com/octo/app/commit/%040x"},`, i*7919, i, i*104729)
+		}
+		random := make([]byte, 24<<10)
+		_, _ = rand.NewChaCha8([32]byte{3}).Read(random)
+		for name, payload := range map[string][]byte{"json": text.Bytes(), "random": random} {
+			in := newJob("large-" + name)
+			in.Payload = payload
+			if _, err := s.q.Enqueue(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+			for attempt := 1; attempt <= 2; attempt++ {
+				l := mustLease(t, s.q, "w", 2*time.Second)
+				if l.Job.DeliveryID != in.DeliveryID || l.Job.Attempt != attempt || !bytes.Equal(l.Job.Payload, payload) {
+					t.Fatalf("%s: leased %s attempt %d with %d bytes; want %s attempt %d with the %d bytes enqueued",
+						name, l.Job.DeliveryID, l.Job.Attempt, len(l.Job.Payload), in.DeliveryID, attempt, len(payload))
+				}
+				if err := s.q.Nack(ctx, l, "failed", attempt == 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dead, err := s.q.Dead(ctx, 1)
+			if err != nil || len(dead) != 1 {
+				t.Fatalf("Dead = %v, %v", dead, err)
+			}
+			if dead[0].Job.DeliveryID != in.DeliveryID || !bytes.Equal(dead[0].Job.Payload, payload) {
+				t.Errorf("%s: dead letter %s holds %d bytes, want the %d enqueued", name, dead[0].Job.DeliveryID, len(dead[0].Job.Payload), len(payload))
+			}
 		}
 	}},
 

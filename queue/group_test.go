@@ -145,6 +145,77 @@ func TestRedisLeasesJobsOfTheOldEncoding(t *testing.T) {
 	}
 }
 
+// Entries with the payload apart: raw (written between issue #17's group
+// commit and its compression) and compressed (Enqueue now, for a payload
+// that shrinks). Both lease, go round a retry (where the scripts join meta
+// and payload into one blob) and end as dead letters with the payload
+// intact.
+func TestRedisJobsWithPayloadApartSurviveRetryAndDeadLetter(t *testing.T) {
+	_, client := startGroupRedis(t)
+	ctx := context.Background()
+	push := pushPayload(t)
+	for _, tc := range []struct {
+		name string
+		add  func(q *Redis, in Job) (string, error)
+	}{
+		{"raw m and p", func(q *Redis, in Job) (string, error) {
+			head := in
+			head.Payload = nil
+			return client.XAdd(ctx, &redis.XAddArgs{Stream: q.stream, Values: []any{"m", appendRecord(nil, head, ""), "p", in.Payload}}).Result()
+		}},
+		{"compressed", func(q *Redis, in Job) (string, error) {
+			j, err := q.Enqueue(ctx, in)
+			if err != nil {
+				return "", err
+			}
+			e, err := client.XRange(ctx, q.stream, j.ID, j.ID).Result()
+			if err != nil || len(e) != 1 {
+				return "", fmt.Errorf("entry %s: %v %v", j.ID, e, err)
+			}
+			if p := e[0].Values["p"].(string); len(p) >= len(in.Payload)/2 {
+				return "", fmt.Errorf("stored a %d-byte payload as %d bytes", len(in.Payload), len(p))
+			}
+			return j.ID, nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := newGroupQueue(t, client, strings.ReplaceAll(tc.name, " ", "-"), groupTestOptions())
+			if err := q.ensureGroup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			in := testJob("apart")
+			in.Payload = push
+			in.EnqueuedAt = unixTime(time.Now().UnixNano())
+			eid, err := tc.add(q, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := in
+			want.ID, want.Attempt = eid, 1
+			for i, how := range []string{"leased", "retried"} {
+				l, err := q.Lease(ctx, "w", 3*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want.Attempt = i + 1
+				if l.Job.EnqueuedAt = want.EnqueuedAt; !reflect.DeepEqual(l.Job, want) {
+					t.Errorf("%s job %s (attempt %d) with a %d-byte payload; want %s (attempt %d) with %d bytes", how, l.Job.ID, l.Job.Attempt, len(l.Job.Payload), want.ID, want.Attempt, len(want.Payload))
+				}
+				if err := q.Nack(ctx, l, "no", i == 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dead, err := q.Dead(ctx, 1)
+			if err != nil || len(dead) != 1 {
+				t.Fatalf("Dead = %v, %v", dead, err)
+			}
+			if !bytes.Equal(dead[0].Job.Payload, push) {
+				t.Errorf("dead letter holds a %d-byte payload, want the %d-byte push", len(dead[0].Job.Payload), len(push))
+			}
+		})
+	}
+}
+
 // Concurrent Lease calls get distinct jobs, each in its own consumer's
 // pending list, and nothing is read for a caller that did not ask.
 func TestRedisGroupedLeasesAreDistinct(t *testing.T) {
