@@ -29,7 +29,7 @@ bot=
 # `bot serve` leaves its keeper (the process that owns the local driver's
 # proxies and instances) running on purpose; a benchmark stops the ones its
 # bots started (by their --data-dir, so one still starting is found too).
-stop_keepers() { pkill -f -- "keeper --data-dir $dir/" 2>/dev/null; return 0; }
+stop_keepers() { pkill -f -- "keeper --data-dir $dir/" 2>/dev/null || true; }
 cleanup() { [ -n "$bot" ] && kill "$bot" 2>/dev/null; wait 2>/dev/null || true; stop_keepers; rm -rf "$dir"; }
 trap cleanup EXIT
 openssl genrsa -out "$dir/key.pem" 2048 2>/dev/null

@@ -27,7 +27,7 @@ bot=; redis=
 # `bot serve` leaves its keeper (the process that owns the local driver's
 # proxies and instances) running on purpose; a benchmark stops the ones its
 # bots started (by their --data-dir, so one still starting is found too).
-stop_keepers() { pkill -f -- "keeper --data-dir $rdir/" 2>/dev/null; return 0; }
+stop_keepers() { pkill -f -- "keeper --data-dir $rdir/" 2>/dev/null || true; }
 cleanup() { kill $bot $redis 2>/dev/null || true; wait 2>/dev/null || true; stop_keepers; rm -rf "$rdir"; }
 trap cleanup EXIT
 redis-server --port "$rport" --bind 127.0.0.1 --dir "$rdir" --appendonly yes --appendfsync everysec --save "" >/dev/null &

@@ -35,7 +35,7 @@ pid=""
 # `bot serve` leaves its keeper (the process that owns the local driver's
 # proxies and instances) running on purpose; a benchmark stops the ones its
 # bots started (by their --data-dir, so one still starting is found too).
-stop_keepers() { pkill -f -- "keeper --data-dir $work/" 2>/dev/null; return 0; }
+stop_keepers() { pkill -f -- "keeper --data-dir $work/" 2>/dev/null || true; }
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$redis" ] && kill "$redis" 2>/dev/null || true; wait 2>/dev/null || true; stop_keepers; rm -rf "$work"; }
 trap cleanup EXIT
 # Every durable system gets the same Redis: appendfsync everysec, Redis'

@@ -4,51 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/shipbot/shipbot/fixtures"
 )
 
-// pushPayload is GitHub's push example as intake stores it; grown to 24 KB
-// of distinct commits, it is what a real delivery compresses like.
-func pushPayload(t testing.TB) []byte {
-	t.Helper()
-	b, err := os.ReadFile("../fixtures/webhooks/push.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p map[string]any
-	if err := json.Unmarshal(b, &p); err != nil {
-		t.Fatal(err)
-	}
-	c := p["commits"].([]any)[0].(map[string]any)
-	var commits []any
-	for i := 0; ; i++ {
-		n := map[string]any{}
-		for k, v := range c {
-			n[k] = v
-		}
-		n["id"] = strings.Repeat(string("0123456789abcdef"[i%16]), 8) + randomHex(32, uint64(i))
-		n["message"] = "Change " + randomHex(12, uint64(i)+1000)
-		commits = append(commits, n)
-		p["commits"] = commits
-		out, _ := json.Marshal(p)
-		if len(out) > 24<<10 {
-			return out
-		}
-	}
-}
-
-func randomHex(n int, seed uint64) string {
-	r := rand.New(rand.NewPCG(seed, 7))
-	const hex = "0123456789abcdef"
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = hex[r.IntN(16)]
-	}
-	return string(b)
-}
+// pushPayload is a 24 KB push shaped like a real one: what a delivery
+// compresses like.
+func pushPayload(testing.TB) []byte { return fixtures.LargePush(24 << 10) }
 
 func TestRecordCompressesPayloadsThatShrink(t *testing.T) {
 	push := pushPayload(t)
@@ -118,4 +83,29 @@ func TestRecordWithBadPayloadSaysWhat(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkRecord: what storing a job costs in CPU beyond the store, for a
+// 24 KB push shaped like a real one: appendJob (meta line, compression) and
+// decodeJob (decompression), with the stored size.
+func BenchmarkRecord(b *testing.B) {
+	j := Job{DeliveryID: "72d3162e-cc78-11e3-81ab-4c9367dc0958", Event: "push", Repo: "octo/app", EnqueuedAt: unixTime(1), Payload: pushPayload(b)}
+	rec := appendJob(nil, j)
+	b.Run("encode", func(b *testing.B) {
+		b.SetBytes(int64(len(j.Payload)))
+		b.ReportAllocs()
+		for b.Loop() {
+			rec = appendJob(rec[:0], j)
+		}
+		b.ReportMetric(float64(len(rec)), "stored-bytes")
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.SetBytes(int64(len(j.Payload)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeJob(rec); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
