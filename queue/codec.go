@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/s2"
@@ -132,9 +133,31 @@ func decompress(z string, stored []byte) ([]byte, error) {
 // JSON cannot contain a raw newline (encoding/json escapes it), so the first
 // newline ends it. The payload follows, compressed if that is worth it.
 func appendJob(dst []byte, j Job) []byte {
+	buf := getCompressBuf()
 	var z string
-	j.Payload, z, _ = compressInto(nil, j.Payload)
-	return appendRecord(dst, j, z)
+	var grown []byte
+	j.Payload, z, grown = compressInto(*buf, j.Payload)
+	dst = appendRecord(dst, j, z)
+	putCompressBuf(buf, grown)
+	return dst
+}
+
+// compressBufs holds the buffers payloads are compressed into before they
+// are stored: reused, because a fresh one is zeroed first (28 KB for a
+// 24 KB payload, 5% of the embedded store's CPU at full rate). A buffer
+// over keepCompressBuf (a rare huge payload's) is left to the collector.
+var compressBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const keepCompressBuf = 1 << 20
+
+func getCompressBuf() *[]byte { return compressBufs.Get().(*[]byte) }
+
+// putCompressBuf returns buf, now holding grown's memory, to the pool.
+func putCompressBuf(buf *[]byte, grown []byte) {
+	if cap(grown) <= keepCompressBuf {
+		*buf = grown
+		compressBufs.Put(buf)
+	}
 }
 
 // appendRecord renders j's meta line naming codec z, then j.Payload as it
