@@ -200,6 +200,10 @@ const (
 	minCompactAt = 1 << 20
 	// maxBatch bounds one commit so a burst cannot hold the writer long.
 	maxBatch = 512
+	// ackDelay and ackBatch bound how long, and how many, acked jobs'
+	// deletes wait for another write's commit to ride (see committer).
+	ackDelay = 25 * time.Millisecond
+	ackBatch = 256
 )
 
 // OpenEmbedded opens (creating it if needed) the queue file at path, plus
@@ -653,6 +657,13 @@ func (e *Embedded) Ack(ctx context.Context, l *Lease) error {
 	default:
 	}
 	return nil
+}
+
+// acksQueued is how many acked jobs' deletes wait for a commit.
+func (e *Embedded) acksQueued() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.ackQueue)
 }
 
 // takeAcks returns a write deleting the acked jobs not committed yet, nil
@@ -1131,15 +1142,33 @@ func (e *Embedded) commit(fn func(*wtx) error) error {
 // share one fsync and a lone writer never waits for company. bbolt's own
 // Batch would hold a lone write for MaxBatchDelay (10ms by default), far
 // beyond the latency a webhook acknowledgement can afford.
+//
+// Acked jobs' deletes ride the next commit of someone's write. Alone they
+// wait up to ackDelay for one (or until ackBatch of them are queued): each
+// commit is two fsyncs, and at 1,000 deliveries/s a commit per ack made
+// 1,700 commits a second, the next delivery's fsync waiting behind an ack's.
+// Nothing waits for these deletes (the lease log already holds the acks).
 func (e *Embedded) committer() {
 	defer e.wg.Done()
 	batch := make([]*writeReq, 0, maxBatch+1)
+	ackTimer := time.NewTimer(time.Hour)
+	ackTimer.Stop()
+	var ackDue <-chan time.Time
 	for {
 		batch = batch[:0]
 		select {
 		case r := <-e.writes:
 			batch = append(batch, r)
 		case <-e.ackKick:
+			if e.acksQueued() < ackBatch {
+				if ackDue == nil {
+					ackTimer.Reset(ackDelay)
+					ackDue = ackTimer.C
+				}
+				continue
+			}
+		case <-ackDue:
+			ackDue = nil
 		case <-e.done:
 			// Acks still queued are in the log; deleting them now spares
 			// the next open the work.
@@ -1161,6 +1190,10 @@ func (e *Embedded) committer() {
 		acks := e.takeAcks()
 		if acks != nil {
 			batch = append(batch, acks)
+			if ackDue != nil {
+				ackTimer.Stop()
+				ackDue = nil
+			}
 		}
 		if len(batch) == 0 {
 			continue

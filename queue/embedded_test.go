@@ -2,10 +2,13 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // The lease log is rewritten every megabyte or so; shrink that to a few
@@ -102,5 +105,50 @@ func TestTornLeaseLogRecordIsIgnored(t *testing.T) {
 	}
 	if l.Job.Attempt != 2 {
 		t.Errorf("attempt %d, want 2", l.Job.Attempt)
+	}
+}
+
+// commitCount is how many commits e has made (its commit-time histogram).
+func commitCount(t *testing.T, e *Embedded) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := e.commitTime.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+// Acked jobs' deletes do not get a commit (two fsyncs) each: alone, they
+// wait for another write to ride, and are committed together after
+// ackDelay when none comes. They are still deleted without any other write.
+func TestEmbeddedAcksAloneShareOneCommit(t *testing.T) {
+	e := openTest(t, filepath.Join(t.TempDir(), "queue.db"), Options{}, testTuning())
+	ctx := context.Background()
+	const n = 4
+	for i := range n {
+		if _, err := e.Enqueue(ctx, Job{DeliveryID: fmt.Sprint("a", i), Event: "push"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := commitCount(t, e)
+	for range n {
+		l, err := e.Lease(ctx, "w", time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Ack(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond) // each ack's own commit would be done by now
+	}
+	for deadline := time.Now().Add(5 * time.Second); bucketKeys(t, e, bucketJobs) != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d acked jobs still in the file after 5s with no other write", bucketKeys(t, e, bucketJobs))
+		}
+	}
+	// The acks come within ackDelay of one another; on a loaded machine
+	// they may take two commits, not one each.
+	if got := commitCount(t, e) - before; got > 2 {
+		t.Errorf("%d acks took %d commits, want 1 or 2", n, got)
 	}
 }
