@@ -63,6 +63,13 @@ func BenchmarkPushDecode24k(b *testing.B) {
 	benchHandler(b, "push", push24k(b), Deps{}.push)
 }
 
+// BenchmarkPushDecode25Commits is a 24 KB push of 25 distinct commits:
+// structure all the way, as a large real push is, where the one above is
+// mostly one long string.
+func BenchmarkPushDecode25Commits(b *testing.B) {
+	benchHandler(b, "push", fixtures.LargePush(24<<10), Deps{}.push)
+}
+
 func BenchmarkPullRequestDecode24k(b *testing.B) {
 	benchHandler(b, "pull_request", pullRequest24k(b), Deps{}.pullRequest)
 }
