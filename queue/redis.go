@@ -223,7 +223,11 @@ func (r *Redis) sendEnqueues(calls []*call[enqueueCall, string]) {
 		case res[i] == nil: // the marker was there: a duplicate
 			c.err = ErrDuplicate
 		default:
-			c.out, _ = res[i].(string)
+			id, ok := res[i].(string)
+			if !ok {
+				c.err = fmt.Errorf("queue: enqueue script answered %v for a job, not a stream entry id", res[i])
+			}
+			c.out = id
 		}
 	}
 }
