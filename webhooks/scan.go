@@ -1,13 +1,14 @@
 package webhooks
 
 import (
-	"encoding/binary"
 	"math/bits"
 	"strings"
 	"sync"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/shipbot/shipbot/internal/jsonscan"
 )
 
 // fields are the parts of a delivery that routing needs.
@@ -61,8 +62,8 @@ const (
 //
 // Strings are most of a webhook's bytes, so scan skips them with a bitmap
 // of the bytes that can end one ('"', '\\' and control characters),
-// computed eight bytes at a time (see special) for each 64-byte block of b
-// when the scan first reaches it: the end of a string is then one shift and
+// computed for each 64-byte block of b when the scan first reaches it (see
+// jsonscan.Block): the end of a string is then one shift and
 // a trailing-zeros count away, and only escapes are looked at byte by byte.
 // The rest (structure, numbers, literals) is a byte-at-a-time state machine
 // with a bit per level of nesting saying object or array.
@@ -89,17 +90,15 @@ func scanNames(b []byte, names *interner) (f fields, ok bool, errOffset int) {
 		kbuf [16]byte  // an unescaped key
 
 		// Strings are skipped with the bitmap of string-ending bytes
-		// (see special) of the 64-byte block at blk, bit j for b[blk+j].
-		// Blocks are aligned at multiples of 64 and mapped when the scan
-		// first needs them; the last, partial one is mapped from a copy
-		// padded with zeros, which end any string that runs off the end.
+		// (jsonscan.Block) of the 64-byte block at blk, bit j for
+		// b[blk+j]. Blocks are aligned at multiples of 64 and mapped when
+		// the scan first needs them.
 		blk  = -64
 		mask uint64
-		pad  [64]byte
 	)
 
 value:
-	i, c = skipSpace(b, i)
+	i, c = jsonscan.SkipSpace(b, i)
 	if i >= n {
 		return fields{}, false, n
 	}
@@ -124,7 +123,7 @@ value:
 		} else {
 			stack[depth>>6] &^= 1 << (depth & 63)
 		}
-		if i, c = skipSpace(b, i+1); i < n && c == end {
+		if i, c = jsonscan.SkipSpace(b, i+1); i < n && c == end {
 			i++
 			depth--
 			goto after
@@ -134,50 +133,14 @@ value:
 		}
 		goto value
 	case 't', 'f', 'n':
-		if i = literalEnd(b, i); i < 0 {
+		if i = jsonscan.LiteralEnd(b, i); i < 0 {
 			return fields{}, false, -i
 		}
 		goto after
 	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
 		s = i
-		if c == '-' {
-			if i++; i >= n {
-				return fields{}, false, n
-			}
-			c = b[i]
-		}
-		switch {
-		case c == '0':
-			i++
-		case c-'1' < 9:
-			for i++; i < n && b[i]-'0' < 10; i++ {
-			}
-		default:
-			return fields{}, false, i + 1
-		}
-		e = i // the end of the integer part
-		if i < n && b[i] == '.' {
-			if i++; i >= n {
-				return fields{}, false, n
-			}
-			if b[i]-'0' >= 10 {
-				return fields{}, false, i + 1
-			}
-			for i++; i < n && b[i]-'0' < 10; i++ {
-			}
-		}
-		if i < n && b[i]|0x20 == 'e' {
-			if i++; i < n && (b[i] == '+' || b[i] == '-') {
-				i++
-			}
-			if i >= n {
-				return fields{}, false, n
-			}
-			if b[i]-'0' >= 10 {
-				return fields{}, false, i + 1
-			}
-			for i++; i < n && b[i]-'0' < 10; i++ {
-			}
+		if i, e = jsonscan.NumberEnd(b, i); i < 0 {
+			return fields{}, false, -i
 		}
 		if vctx == ctxID && e == i {
 			f.installationID = parseInt(b[s:e])
@@ -193,21 +156,7 @@ str: // b[i] is the opening quote of a key (isKey) or a value
 strLoop:
 	if i-blk >= 64 {
 		blk = i &^ 63
-		var p *[64]byte
-		if blk+64 <= n {
-			p = (*[64]byte)(b[blk:])
-		} else {
-			copy(pad[:], b[blk:])
-			p = &pad
-		}
-		mask = gather(special(binary.LittleEndian.Uint64(p[0:]))) |
-			gather(special(binary.LittleEndian.Uint64(p[8:])))<<8 |
-			gather(special(binary.LittleEndian.Uint64(p[16:])))<<16 |
-			gather(special(binary.LittleEndian.Uint64(p[24:])))<<24 |
-			gather(special(binary.LittleEndian.Uint64(p[32:])))<<32 |
-			gather(special(binary.LittleEndian.Uint64(p[40:])))<<40 |
-			gather(special(binary.LittleEndian.Uint64(p[48:])))<<48 |
-			gather(special(binary.LittleEndian.Uint64(p[56:])))<<56
+		mask = jsonscan.Block(b, blk)
 	}
 	if m := mask >> (uint(i) & 63); m != 0 {
 		i += bits.TrailingZeros64(m)
@@ -222,7 +171,7 @@ strLoop:
 		switch {
 		case c == '\\':
 			esc = true
-			if i = escapeEnd(b, i); i < 0 {
+			if i = jsonscan.EscapeEnd(b, i); i < 0 {
 				return fields{}, false, -i
 			}
 		case c < 0x20:
@@ -245,7 +194,7 @@ strLoop:
 	}
 
 after: // a value ended just before b[i]
-	i, c = skipSpace(b, i)
+	i, c = jsonscan.SkipSpace(b, i)
 	if depth == 0 {
 		if i < n {
 			return fields{}, false, i + 1
@@ -278,7 +227,7 @@ after: // a value ended just before b[i]
 	return fields{}, false, i + 1
 
 key: // in an object, after '{' or ','
-	i, c = skipSpace(b, i)
+	i, c = jsonscan.SkipSpace(b, i)
 	if i >= n {
 		return fields{}, false, n
 	}
@@ -289,7 +238,7 @@ key: // in an object, after '{' or ','
 	goto str
 
 colon: // the key b[s:e] ended just before b[i]
-	i, c = skipSpace(b, i)
+	i, c = jsonscan.SkipSpace(b, i)
 	if i >= n {
 		return fields{}, false, n
 	}
@@ -323,95 +272,6 @@ colon: // the key b[s:e] ended just before b[i]
 		}
 	}
 	goto value
-}
-
-// wsMask has the bits of JSON's four whitespace bytes.
-const wsMask = 1<<' ' | 1<<'\t' | 1<<'\n' | 1<<'\r'
-
-// skipSpace returns the index of the first byte from b[i] on that is not
-// whitespace, and that byte; len(b) and 0 if there is none.
-func skipSpace(b []byte, i int) (int, byte) {
-	for ; i < len(b); i++ {
-		if c := b[i]; c > ' ' || wsMask>>c&1 == 0 {
-			return i, c
-		}
-	}
-	return len(b), 0
-}
-
-const (
-	lsb = 0x0101010101010101 // the low bit of every byte
-	msb = 0x8080808080808080 // the high bit of every byte
-)
-
-// gather packs the high bits of m's eight bytes into its low byte, byte j's
-// into bit j: shifted down they sit at bits 8j, and the multiplier adds a
-// copy of bit 8j at bit 56+j, the partial products never overlapping.
-func gather(m uint64) uint64 { return (m >> 7) * 0x0102040810204080 >> 56 }
-
-// special flags, in the high bit of each byte, the bytes of w (eight bytes
-// of a string, little-endian) that end the fast path: '"', '\\' and the
-// control characters below 0x20. Flipping bit 1 maps '"' (0x22) to 0x20 and
-// keeps control characters below 0x20, so one "less than 0x21" test finds
-// both; a "zero byte" test of w^'\\' finds backslashes. Bytes ≥ 0x80 are
-// never flagged, so one "&^ w" serves both tests.
-//
-// Every byte that ends the fast path is flagged, and the lowest flag is
-// exact, but a borrow out of a flagged byte can flag bytes above it that
-// are not special: '#' above '"' and ']' above '\\' (and runs of them), as
-// in the string "\"#". Whoever reads past the lowest flag must check.
-func special(w uint64) uint64 {
-	x := w ^ (lsb * 0x02)
-	y := w ^ (lsb * '\\')
-	return ((x - lsb*0x21) | (y - lsb)) &^ w & msb
-}
-
-// escapeEnd checks the escape sequence at b[i] (a backslash) and returns the
-// index just past it, or the error offset, negated.
-func escapeEnd(b []byte, i int) int {
-	n := len(b)
-	if i++; i >= n {
-		return -n
-	}
-	switch b[i] {
-	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-		return i + 1
-	case 'u':
-		for k := 0; k < 4; k++ {
-			if i++; i >= n {
-				return -n
-			}
-			if !isHex(b[i]) {
-				return -(i + 1)
-			}
-		}
-		return i + 1
-	}
-	return -(i + 1)
-}
-
-func isHex(c byte) bool { return c-'0' < 10 || (c|0x20)-'a' < 6 }
-
-// literalEnd checks the literal true, false or null that b[i] starts (by
-// its first byte) and returns the index just past it, or the error offset,
-// negated: the first byte that differs, or the end of input.
-func literalEnd(b []byte, i int) int {
-	lit := "null"
-	switch b[i] {
-	case 't':
-		lit = "true"
-	case 'f':
-		lit = "false"
-	}
-	for k := 0; k < len(lit); k++ {
-		if i+k >= len(b) {
-			return -len(b)
-		}
-		if b[i+k] != lit[k] {
-			return -(i + k + 1)
-		}
-	}
-	return i + len(lit)
 }
 
 // parseInt converts a valid JSON integer literal (optional '-', no leading

@@ -298,7 +298,7 @@ var valid = []string{
 	`{"":1}`, `{"a":{"b":{"c":[1,"2",true,false,null,{}]}}}`, `[1,-1,0.5,1e5,"s",{"k":"v"}]`,
 	`"\u0000\ud800\udc00\uDFFF\uabcd\uABCD"`, `"\"\\\/\b\f\n\r\t"`, "\"\x7f\xff\xfe\xc0\x80\"", "\"\u2028\u2029\"",
 	"\"\xed\xa0\x80\"", `"😀"`, `{"action":"\ud800"}`, `{"a\u0000":1}`,
-	// bytes a borrow flags wrongly in blocks (see special)
+	// bytes a borrow flags wrongly in blocks (see jsonscan.Block)
 	`"\"#"`, `"\"###]"`, `"\\]"`, `"\\]]#"`, `["\"#","\\]"]`, `{"action":"\"#\\]"}`,
 }
 

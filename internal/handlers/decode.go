@@ -2,12 +2,13 @@ package handlers
 
 import (
 	"encoding"
-	"encoding/binary"
 	"encoding/json"
 	"math/bits"
 	"reflect"
 	"strings"
 	"sync"
+
+	"github.com/shipbot/shipbot/internal/jsonscan"
 )
 
 // unmarshal decodes data into v (a pointer) exactly as json.Unmarshal
@@ -35,10 +36,9 @@ func unmarshal(data []byte, v any) error {
 			prunedBufs.Put(bp)
 		}
 	}()
-	p := pruner{b: data, out: (*bp)[:0]}
-	ok := p.document(planOf(t.Elem()))
-	*bp = p.out
-	if ok && json.Unmarshal(p.out, v) == nil {
+	small, ok := prune((*bp)[:0], data, planOf(t.Elem()))
+	*bp = small
+	if ok && json.Unmarshal(small, v) == nil {
 		return nil
 	}
 	// Decoding again from the start sets the same fields to the same
@@ -172,297 +172,207 @@ func (p *plan) member(raw []byte) *plan {
 // maxDepth is encoding/json's nesting limit.
 const maxDepth = 10000
 
-// pruner makes the small document: it validates b in one pass (as
-// json.Valid would; any failure makes the caller fall back) and appends
-// to out the members a plan asks for.
-type pruner struct {
-	b     []byte
-	i     int
-	depth int
-	out   []byte
+// frame is an object being pruned: the plan for its members, and whether
+// none of them has been copied yet.
+type frame struct {
+	p     *plan
+	first bool
 }
 
-// document prunes the whole of b by p; false when b is not valid JSON.
-func (r *pruner) document(p *plan) bool {
-	r.space()
-	if r.i < len(r.b) && r.b[r.i] == '{' {
-		if !r.object(p) {
-			return false
-		}
-	} else if !r.value(true) {
-		return false
-	}
-	r.space()
-	return r.i == len(r.b)
-}
+// prune validates b in one pass (as json.Valid would; false for anything
+// it rejects) and appends to out the members the plan root asks for: the
+// small document. It is the intake's routing scanner (package webhooks) in
+// shape: a byte-at-a-time state machine for structure, strings skipped
+// with jsonscan's 64-byte bitmaps, a bit per level of nesting saying object
+// or array. The objects being pruned are always the outermost ones, depths
+// 1 to pd; below them a member's value is either skipped or, once it ends,
+// copied whole.
+func prune(out, b []byte, root *plan) ([]byte, bool) {
+	var (
+		n     = len(b)
+		i     int
+		c     byte
+		depth int
+		stack [maxDepth/64 + 1]uint64 // bit d: the container at depth d is an object
 
-func (r *pruner) space() {
-	for r.i < len(r.b) {
-		switch r.b[r.i] {
-		case ' ', '\t', '\n', '\r':
-			r.i++
-		default:
-			return
-		}
-	}
-}
+		pd     int // the containers at depths 1..pd are objects being pruned
+		fa     [8]frame
+		frames = fa[:0] // their plans, outermost first
+		keep   = -1     // where the member value being copied whole starts
 
-// object prunes the object at b[i] by p into out.
-func (r *pruner) object(p *plan) bool {
-	if r.depth++; r.depth > maxDepth {
-		return false
+		ks    int  // the key that just ended started at b[ks], its quote
+		isKey bool // the string being skipped is a key
+		blk   = -64
+		mask  uint64 // jsonscan.Block(b, blk)
+	)
+	if i, c = jsonscan.SkipSpace(b, 0); c == '{' && i < n {
+		frames = append(frames, frame{root, true})
+		goto open
 	}
-	r.i++ // '{'
-	r.out = append(r.out, '{')
-	first := true
-	r.space()
-	if r.i < len(r.b) && r.b[r.i] == '}' {
-		r.i++
-		r.depth--
-		r.out = append(r.out, '}')
-		return true
-	}
-	for {
-		if r.i >= len(r.b) || r.b[r.i] != '"' {
-			return false
-		}
-		ks := r.i
-		if !r.str() {
-			return false
-		}
-		ke := r.i
-		r.space()
-		if r.i >= len(r.b) || r.b[r.i] != ':' {
-			return false
-		}
-		r.i++
-		r.space()
-		sub := p.member(r.b[ks+1 : ke-1])
-		if sub != nil {
-			if !first {
-				r.out = append(r.out, ',')
-			}
-			first = false
-			r.out = append(r.out, r.b[ks:ke]...)
-			r.out = append(r.out, ':')
-		}
-		switch {
-		case sub == nil:
-			if !r.value(false) {
-				return false
-			}
-		case sub != whole && r.i < len(r.b) && r.b[r.i] == '{':
-			if !r.object(sub) {
-				return false
-			}
-		default:
-			if !r.value(true) {
-				return false
-			}
-		}
-		r.space()
-		if r.i >= len(r.b) {
-			return false
-		}
-		switch r.b[r.i] {
-		case ',':
-			r.i++
-			r.space()
-			continue
-		case '}':
-			r.i++
-			r.depth--
-			r.out = append(r.out, '}')
-			return true
-		}
-		return false
-	}
-}
+	keep = i // not an object: the whole document is copied
 
-// value validates the value at b[i] and moves past it, appending it to
-// out when keep is set.
-func (r *pruner) value(keep bool) bool {
-	s := r.i
-	if !r.skip() {
-		return false
+value: // a value starts at b[i] or after whitespace
+	if i, c = jsonscan.SkipSpace(b, i); i >= n {
+		return out, false
 	}
-	if keep {
-		r.out = append(r.out, r.b[s:r.i]...)
-	}
-	return true
-}
-
-// skip validates the value at b[i] and moves past it.
-func (r *pruner) skip() bool {
-	if r.i >= len(r.b) {
-		return false
-	}
-	switch c := r.b[r.i]; c {
+	switch c {
 	case '"':
-		return r.str()
+		isKey = false
+		goto str
 	case '{', '[':
-		return r.container(c)
-	case 't':
-		return r.literal("true")
-	case 'f':
-		return r.literal("false")
-	case 'n':
-		return r.literal("null")
-	}
-	return r.number()
-}
-
-// container validates the object or array at b[i], open being its first
-// byte.
-func (r *pruner) container(open byte) bool {
-	if r.depth++; r.depth > maxDepth {
-		return false
-	}
-	end := byte(']')
-	if open == '{' {
-		end = '}'
-	}
-	r.i++
-	r.space()
-	if r.i < len(r.b) && r.b[r.i] == end {
-		r.i++
-		r.depth--
-		return true
-	}
-	for {
-		if open == '{' {
-			if r.i >= len(r.b) || r.b[r.i] != '"' || !r.str() {
-				return false
-			}
-			r.space()
-			if r.i >= len(r.b) || r.b[r.i] != ':' {
-				return false
-			}
-			r.i++
-			r.space()
+		if depth++; depth > maxDepth {
+			return out, false
 		}
-		if !r.skip() {
-			return false
+		end := byte(']')
+		if c == '{' {
+			end = '}'
+			stack[depth>>6] |= 1 << (depth & 63)
+		} else {
+			stack[depth>>6] &^= 1 << (depth & 63)
 		}
-		r.space()
-		if r.i >= len(r.b) {
-			return false
-		}
-		switch r.b[r.i] {
-		case ',':
-			r.i++
-			r.space()
-			continue
-		case end:
-			r.i++
-			r.depth--
-			return true
-		}
-		return false
-	}
-}
-
-func (r *pruner) literal(lit string) bool {
-	if len(r.b)-r.i < len(lit) || string(r.b[r.i:r.i+len(lit)]) != lit {
-		return false
-	}
-	r.i += len(lit)
-	return true
-}
-
-// number validates a JSON number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func (r *pruner) number() bool {
-	b, i := r.b, r.i
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	switch {
-	case i >= len(b):
-		return false
-	case b[i] == '0':
-		i++
-	case b[i]-'1' < 9:
-		for i++; i < len(b) && b[i]-'0' < 10; i++ {
-		}
-	default:
-		return false
-	}
-	if i < len(b) && b[i] == '.' {
-		if i++; i >= len(b) || b[i]-'0' >= 10 {
-			return false
-		}
-		for i++; i < len(b) && b[i]-'0' < 10; i++ {
-		}
-	}
-	if i < len(b) && b[i]|0x20 == 'e' {
-		if i++; i < len(b) && (b[i] == '+' || b[i] == '-') {
+		if i, c = jsonscan.SkipSpace(b, i+1); i < n && c == end {
 			i++
+			depth--
+			goto after
 		}
-		if i >= len(b) || b[i]-'0' >= 10 {
-			return false
+		if end == '}' {
+			goto key
 		}
-		for i++; i < len(b) && b[i]-'0' < 10; i++ {
+		goto value
+	case 't', 'f', 'n':
+		if i = jsonscan.LiteralEnd(b, i); i < 0 {
+			return out, false
 		}
+		goto after
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		if i, _ = jsonscan.NumberEnd(b, i); i < 0 {
+			return out, false
+		}
+		goto after
 	}
-	r.i = i
-	return true
-}
+	return out, false
 
-const (
-	lsb = 0x0101010101010101
-	msb = 0x8080808080808080
-)
+open: // b[i] opens an object pruned by frames[len(frames)-1]
+	if depth++; depth > maxDepth {
+		return out, false
+	}
+	stack[depth>>6] |= 1 << (depth & 63)
+	pd = depth
+	out = append(out, '{')
+	if i, c = jsonscan.SkipSpace(b, i+1); i < n && c == '}' {
+		i++
+		goto closePruned
+	}
+	goto key
 
-// str validates the string at b[i] (its opening quote) and moves past its
-// closing quote. Strings are most of a payload's bytes, so eight bytes are
-// looked at a time: a word with no quote, backslash or control character
-// is skipped whole; otherwise the lowest such byte (which the zero-byte
-// tests flag exactly) is handled on its own.
-func (r *pruner) str() bool {
-	b, i := r.b, r.i+1
-	for {
-		for i+8 <= len(b) {
-			w := binary.LittleEndian.Uint64(b[i:])
-			m := (hasZero(w^(lsb*'"')) | hasZero(w^(lsb*'\\')) | (w-lsb*0x20)&^w) & msb
-			if m == 0 {
-				i += 8
-				continue
-			}
-			i += bits.TrailingZeros64(m) >> 3
-			break
-		}
-		if i >= len(b) {
-			return false
-		}
-		switch c := b[i]; {
-		case c == '"':
-			r.i = i + 1
-			return true
+closePruned: // the object being pruned at depth pd ended just before b[i]
+	out = append(out, '}')
+	frames = frames[:len(frames)-1]
+	pd--
+	depth--
+	goto after
+
+str: // b[i] is the opening quote of a key (isKey) or of a value
+	i++
+strLoop:
+	if i-blk >= 64 {
+		blk = i &^ 63
+		mask = jsonscan.Block(b, blk)
+	}
+	if m := mask >> (uint(i) & 63); m != 0 {
+		i += bits.TrailingZeros64(m)
+	} else {
+		i = blk + 64
+		goto strLoop
+	}
+	if i >= n {
+		return out, false
+	}
+	if c = b[i]; c != '"' {
+		switch {
 		case c == '\\':
-			if i++; i >= len(b) {
-				return false
-			}
-			switch b[i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i++
-			case 'u':
-				if len(b)-i < 5 || !isHex(b[i+1]) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) {
-					return false
-				}
-				i += 5
-			default:
-				return false
+			if i = jsonscan.EscapeEnd(b, i); i < 0 {
+				return out, false
 			}
 		case c < 0x20:
-			return false
-		default:
-			i++ // the tail, shorter than a word
+			return out, false
+		default: // a false flag (see jsonscan.Block)
+			i++
 		}
+		goto strLoop
+	}
+	i++
+	if isKey {
+		goto colon
+	}
+
+after: // a value ended just before b[i]
+	if keep >= 0 && depth == pd {
+		out = append(out, b[keep:i]...)
+		keep = -1
+	}
+	i, c = jsonscan.SkipSpace(b, i)
+	if depth == 0 {
+		return out, i == n
+	}
+	if i >= n {
+		return out, false
+	}
+	switch isObject := stack[depth>>6]>>(depth&63)&1 != 0; {
+	case c == ',':
+		i++
+		if isObject {
+			goto key
+		}
+		goto value
+	case c == '}' && isObject:
+		i++
+		if depth == pd {
+			goto closePruned
+		}
+		depth--
+		goto after
+	case c == ']' && !isObject:
+		i++
+		depth--
+		goto after
+	}
+	return out, false
+
+key: // in an object, after '{' or ','
+	if i, c = jsonscan.SkipSpace(b, i); i >= n || c != '"' {
+		return out, false
+	}
+	ks = i
+	isKey = true
+	goto str
+
+colon: // the key b[ks:i] (quotes included) ended just before b[i]
+	{
+		ke := i
+		if i, c = jsonscan.SkipSpace(b, i); i >= n || c != ':' {
+			return out, false
+		}
+		if depth != pd {
+			i++
+			goto value
+		}
+		f := &frames[len(frames)-1]
+		sub := f.p.member(b[ks+1 : ke-1])
+		if i, c = jsonscan.SkipSpace(b, i+1); sub == nil {
+			goto value
+		}
+		if !f.first {
+			out = append(out, ',')
+		}
+		f.first = false
+		out = append(out, b[ks:ke]...)
+		out = append(out, ':')
+		if sub != whole && c == '{' && i < n {
+			frames = append(frames, frame{sub, true})
+			goto open
+		}
+		keep = i
+		goto value
 	}
 }
-
-// hasZero flags, in the high bit of each byte, the zero bytes of w; the
-// lowest flag is exact, higher ones may be false after a zero byte.
-func hasZero(w uint64) uint64 { return (w - lsb) &^ w & msb }
-
-func isHex(c byte) bool { return c-'0' < 10 || (c|0x20)-'a' < 6 }

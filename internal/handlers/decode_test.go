@@ -143,3 +143,27 @@ func FuzzUnmarshalMatchesEncodingJSON(f *testing.F) {
 	f.Add([]byte(`{"odd":[1,{"a":"b"}],"number":1e5}`))
 	f.Fuzz(func(t *testing.T, data []byte) { sameAsUnmarshal(t, data) })
 }
+
+// Strings are skipped 64 bytes at a time (jsonscan.Block): every string end
+// and escape lands at every position of a block, in skipped members, kept
+// ones and keys, with the bytes a borrow flags wrongly ('#' after '"', ']'
+// after '\\') right behind them, and payloads cut short at every length.
+func TestUnmarshalStringsAcrossBlocks(t *testing.T) {
+	for pad := 0; pad < 130; pad++ {
+		p := strings.Repeat("p", pad)
+		for _, doc := range []string{
+			`{"x":"` + p + `","ref":"a\"#b\\]]c","sender":{"login":"` + p + `\u00e9"}}`,
+			`{"` + p + `":1,"after":"` + p + `\"###","deleted":true}`,
+			`{"head_commit":{"id":"` + p + `","timestamp":"\\]` + p + `"},"x":["` + p + "\t" + `"]}`,
+			`{"x":"` + p + `\q","ref":"r"}`,
+			`{"ref":"` + p,
+		} {
+			sameAsUnmarshal(t, []byte(doc))
+			for cut := len(doc) - 70; cut < len(doc); cut++ {
+				if cut > 0 {
+					sameAsUnmarshal(t, []byte(doc[:cut]))
+				}
+			}
+		}
+	}
+}
