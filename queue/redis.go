@@ -325,8 +325,17 @@ type leaseCall struct {
 	// leaving: its caller gave up during a read; the read's result still
 	// goes to it, since a lease read for it is in its consumer's name.
 	leaving bool
-	l       *Lease
+	e       *readEntry
 	err     error
+}
+
+// result is what the call's Lease returns: the job read for it, decoded
+// in the caller's goroutine (see readEntry), or the read's error.
+func (c *leaseCall) result() (*Lease, error) {
+	if c.e == nil {
+		return nil, c.err
+	}
+	return c.e.lease()
 }
 
 type leaseState int
@@ -357,7 +366,7 @@ func (g *leaser) next(ctx context.Context, consumer string, until time.Time) (*L
 	defer timer.Stop()
 	select {
 	case <-c.done:
-		return c.l, c.err
+		return c.result()
 	case <-ctx.Done():
 	case <-timer.C:
 	}
@@ -373,7 +382,7 @@ func (g *leaser) next(ctx context.Context, consumer string, until time.Time) (*L
 	c.leaving = true
 	g.mu.Unlock()
 	<-c.done
-	return c.l, c.err
+	return c.result()
 }
 
 func (g *leaser) run() {
@@ -437,11 +446,11 @@ func (g *leaser) run() {
 		g.blocking = true
 		g.mu.Unlock()
 		g.observe.Observe(1)
-		l, err := g.r.read(c.consumer, time.Until(c.until))
+		e, err := g.r.read(c.consumer, time.Until(c.until))
 		g.mu.Lock()
 		g.blocking = false
-		g.more = l != nil
-		g.finishLocked(c, l, err)
+		g.more = e != nil
+		g.finishLocked(c, e, err)
 		g.mu.Unlock()
 	}
 }
@@ -460,8 +469,8 @@ func (g *leaser) close() {
 	g.wg.Wait()
 }
 
-func (g *leaser) finishLocked(c *leaseCall, l *Lease, err error) {
-	c.state, c.l, c.err = leaseGone, l, err
+func (g *leaser) finishLocked(c *leaseCall, e *readEntry, err error) {
+	c.state, c.e, c.err = leaseGone, e, err
 	close(c.done)
 }
 
@@ -478,7 +487,7 @@ func (g *leaser) readGroup(group []*leaseCall) {
 		}
 		return nil
 	})
-	leases := make([]*Lease, len(group))
+	entries := make([]*readEntry, len(group))
 	errs := make([]error, len(group))
 	var regroup error
 	for i, c := range group {
@@ -491,7 +500,7 @@ func (g *leaser) readGroup(group []*leaseCall) {
 			errs[i] = regroup
 			continue
 		}
-		leases[i], errs[i] = r.leaseFrom(cmd, c.consumer)
+		entries[i], errs[i] = r.entryFrom(cmd, c.consumer)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -499,9 +508,9 @@ func (g *leaser) readGroup(group []*leaseCall) {
 	now := time.Now()
 	for i, c := range group {
 		switch {
-		case leases[i] != nil || errs[i] != nil:
+		case entries[i] != nil || errs[i] != nil:
 			served++
-			g.finishLocked(c, leases[i], errs[i])
+			g.finishLocked(c, entries[i], errs[i])
 		case c.leaving || !now.Before(c.until):
 			g.finishLocked(c, nil, nil)
 		case g.closed:
@@ -531,18 +540,30 @@ func (r *Redis) readArgs(consumer string, block time.Duration) *redis.XReadGroup
 // read takes one new entry for consumer, blocking up to block; XADD wakes
 // it at once. Redis does not interrupt a blocking read when a context is
 // cancelled, so none is passed: the block is the bound.
-func (r *Redis) read(consumer string, block time.Duration) (*Lease, error) {
+func (r *Redis) read(consumer string, block time.Duration) (*readEntry, error) {
 	ctx := context.Background()
 	cmd := r.client.XReadGroup(ctx, r.readArgs(consumer, block))
 	if noGroup(cmd.Err()) {
 		return nil, r.ensureGroup(ctx)
 	}
-	return r.leaseFrom(cmd, consumer)
+	return r.entryFrom(cmd, consumer)
 }
 
-// leaseFrom turns a one-entry XREADGROUP reply into a lease; nil when it
-// had no entry.
-func (r *Redis) leaseFrom(cmd *redis.XStreamSliceCmd, consumer string) (*Lease, error) {
+// readEntry is a stream entry read for a consumer and not yet decoded. One
+// goroutine (the leaser's) reads for every Lease call of the process;
+// decoding a job, its payload decompressed, is left to the goroutine of
+// the call it was read for, so that the reads do not wait on one core's
+// share of decoding: beside an intake that keeps the cores busy, one
+// goroutine decoding for 64 workers held them back (bench/jobs.sh).
+type readEntry struct {
+	r        *Redis
+	m        redis.XMessage
+	consumer string
+}
+
+// entryFrom takes the entry of a one-entry XREADGROUP reply; nil when it
+// had none.
+func (r *Redis) entryFrom(cmd *redis.XStreamSliceCmd, consumer string) (*readEntry, error) {
 	res, err := cmd.Result()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -552,18 +573,25 @@ func (r *Redis) leaseFrom(cmd *redis.XStreamSliceCmd, consumer string) (*Lease, 
 	case len(res) == 0 || len(res[0].Messages) == 0:
 		return nil, nil
 	}
-	m := res[0].Messages[0]
+	return &readEntry{r: r, m: res[0].Messages[0], consumer: consumer}, nil
+}
+
+// lease decodes the entry's job into a lease. An entry that does not
+// decode stays pending, like any lease never acked: it is reclaimed after
+// the visibility timeout, and dead-lettered once its attempts are spent.
+func (e *readEntry) lease() (*Lease, error) {
+	m := e.m
 	str := func(k string) string { s, _ := m.Values[k].(string); return s }
 	n, _ := strconv.Atoi(str("n"))
 	if _, old := m.Values["j"]; old {
-		return r.lease(m.ID, str("id"), str("j"), n, 1, consumer)
+		return e.r.lease(m.ID, str("id"), str("j"), n, 1, e.consumer)
 	}
 	meta, payload := str("m"), str("p")
 	job, err := decodeParts([]byte(strings.TrimSuffix(meta, "\n")), []byte(payload))
 	if err != nil {
 		return nil, fmt.Errorf("queue: entry %s: %w", m.ID, err)
 	}
-	return r.leaseOf(m.ID, str("id"), job, n, 1, consumer), nil
+	return e.r.leaseOf(m.ID, str("id"), job, n, 1, e.consumer), nil
 }
 
 // sweep makes due retries ready and reclaims one expired lease for
