@@ -1,8 +1,8 @@
 """Writes a signed-size webhook payload for the bench scripts: GitHub's
 example of the event, grown to SIZE bytes with content shaped like real
 deliveries (distinct commit SHAs, messages, file paths; a PR body of prose),
-so that it compresses like a real one (about 3.4x with S2), not like a run
-of one repeated byte.
+so that it compresses like a real one (about 3x with S2 for a push), not like a run
+of one repeated byte. Compact JSON, as GitHub sends it.
 
 usage: python3 bench/payload.py push|pull_request OUT [SIZE]
 A push deletes a branch: its job needs no GitHub call, so a bot's workers
@@ -35,8 +35,13 @@ def sentence(lo, hi):
     return " ".join(rng.choices(vocab, weights, k=rng.randint(lo, hi))).capitalize()
 
 
+# Compact, as GitHub sends its payloads: no space after ',' and ':'.
+def dumps(p):
+    return json.dumps(p, separators=(",", ":"))
+
+
 def length(p):
-    return len(json.dumps(p))
+    return len(dumps(p))
 
 
 if event == "push":
@@ -70,4 +75,4 @@ while length(p) < size:
     text += sentence(5, 15) + ". "
     pad[field] = text
 pad[field] = text[: len(text) - (length(p) - size)]
-json.dump(p, open(out, "w"))
+open(out, "w").write(dumps(p))
