@@ -5,7 +5,11 @@
 # GitHub) from bench/loadgen over loopback.
 #   1. --role all, 64 connections for N seconds: intake req/s, then jobs/s
 #      from the first delivery until the last job is done (target: ≥ intake)
-#   2. a backlog: --role web fills the queue for N seconds, then one
+#   2. --role all again, open loop at PACE% (default 80) of the intake
+#      rate of 1: the largest backlog seen and how long after the load the
+#      last job ends (workers that keep up: a backlog of a few hundred, a
+#      tail of milliseconds)
+#   3. a backlog: --role web fills the queue for N seconds, then one
 #      --role worker process drains it: jobs/s (target ≥ 5,000)
 # PPROF=1 builds with -tags pprof and writes CPU profiles of the bot
 # (bench/out/*.pprof) taken during each phase.
@@ -67,6 +71,24 @@ t0=$(now); load "$bport"
 echo "jobs done by the end of the load: $(jobs_done "$bport") of $sent"
 wait_jobs "$bport" "$sent"; t1=$(now)
 echo "jobs $sent done in $(echo "$t1 - $t0" | bc -l | xargs printf %.1f)s = $(echo "$sent / ($t1 - $t0)" | bc -l | xargs printf %.0f) jobs/s"
+kill $bot; wait $bot 2>/dev/null || true; bot=
+redis-cli -p "$rport" flushall >/dev/null
+pace=${PACE:-80}
+rate=$((sent * pace / 100 / secs))
+
+echo "== role all, open loop at $pace% of that intake rate ($rate req/s): do the jobs keep pace?"
+run_bot "$bport" all
+deliveries() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^shipbot_webhook_deliveries_total\{.*outcome="queued"/{n+=$2} END{print n+0}'; }
+( peak=0; while [ ! -f "$rdir/rated" ]; do
+    d=$(deliveries "$bport"); j=$(jobs_done "$bport"); [ $((d - j)) -gt "$peak" ] && peak=$((d - j))
+    echo "$peak" >"$rdir/peak"; sleep 0.2; done ) &
+"$out/loadgen" -url "http://127.0.0.1:$bport/webhooks" -secret bench -event push \
+  -payload "$out/push-delete-24k.json" -rate "$rate" -concurrency 256 -duration "${secs}s" | tee "$rdir/load"
+touch "$rdir/rated"; wait $!
+sent=$(awk '/^requests/{print $2}' "$rdir/load")
+echo "jobs done by the end of the load: $(jobs_done "$bport") of $sent; largest backlog seen: $(cat "$rdir/peak") deliveries (sampled every 0.2 s)"
+t0=$(now); wait_jobs "$bport" "$sent"; t1=$(now)
+echo "the last jobs done $(echo "$t1 - $t0" | bc -l | xargs printf %.2f)s after the load"
 kill $bot; wait $bot 2>/dev/null || true; bot=
 redis-cli -p "$rport" flushall >/dev/null
 
