@@ -37,6 +37,7 @@ working directory; see the README.
 var version = "dev"
 
 func main() {
+	ownRuntime = true
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()

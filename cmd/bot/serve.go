@@ -84,6 +84,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("--role %s needs REDIS_URL: the embedded store serves a single process, so set REDIS_URL or run `bot serve` with both roles", *role)
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if ownRuntime && cfg.RedisURL == "" {
+		tuneGC(getenv, log)
+	}
 
 	b, err := build(ctx, cfg, *role, log, opts...)
 	if err != nil {
