@@ -133,12 +133,10 @@ func decompress(z string, stored []byte) ([]byte, error) {
 // JSON cannot contain a raw newline (encoding/json escapes it), so the first
 // newline ends it. The payload follows, compressed if that is worth it.
 func appendJob(dst []byte, j Job) []byte {
-	buf := getCompressBuf()
-	var z string
-	var grown []byte
-	j.Payload, z, grown = compressInto(*buf, j.Payload)
-	dst = appendRecord(dst, j, z)
-	putCompressBuf(buf, grown)
+	withCompressed(j.Payload, func(stored []byte, z string) {
+		j.Payload = stored
+		dst = appendRecord(dst, j, z)
+	})
 	return dst
 }
 
@@ -150,10 +148,13 @@ var compressBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 const keepCompressBuf = 1 << 20
 
-func getCompressBuf() *[]byte { return compressBufs.Get().(*[]byte) }
-
-// putCompressBuf returns buf, now holding grown's memory, to the pool.
-func putCompressBuf(buf *[]byte, grown []byte) {
+// withCompressed calls use with payload as it is to be stored (see
+// compressInto) and its codec; stored may be a pooled buffer, which is
+// reused once use returns, so use must be done with it by then.
+func withCompressed(payload []byte, use func(stored []byte, z string)) {
+	buf := compressBufs.Get().(*[]byte)
+	stored, z, grown := compressInto(*buf, payload)
+	use(stored, z)
 	if cap(grown) <= keepCompressBuf {
 		*buf = grown
 		compressBufs.Put(buf)

@@ -160,15 +160,16 @@ func (r *Redis) Enqueue(ctx context.Context, job Job) (Job, error) {
 	}
 	job.ID, job.Attempt = "", 0
 	job.EnqueuedAt = unixTime(time.Now().UnixNano())
-	buf := getCompressBuf()
-	payload, z, grown := compressInto(*buf, job.Payload)
 	head := job
 	head.Payload = nil
-	c := enqueueCall{marker: r.deliveryPrefix + job.DeliveryID, meta: appendRecord(nil, head, z), payload: payload}
-	id, err := r.enqueues.do(ctx, c, len(c.marker)+len(c.meta)+len(c.payload))
-	// do returns once the group's round trip is over (or before it took
-	// this call), so nothing reads the buffer any more.
-	putCompressBuf(buf, grown)
+	var id string
+	var err error
+	withCompressed(job.Payload, func(payload []byte, z string) {
+		c := enqueueCall{marker: r.deliveryPrefix + job.DeliveryID, meta: appendRecord(nil, head, z), payload: payload}
+		// do returns once the group's round trip is over (or before it
+		// took this call), so nothing reads the payload after it.
+		id, err = r.enqueues.do(ctx, c, len(c.marker)+len(c.meta)+len(c.payload))
+	})
 	if errors.Is(err, ErrDuplicate) {
 		return Job{}, fmt.Errorf("%w: %s", ErrDuplicate, job.DeliveryID)
 	}
