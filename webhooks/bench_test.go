@@ -60,11 +60,11 @@ func BenchmarkSignature(b *testing.B) {
 // of 25 commits is structure all the way, as a large real push is.
 func BenchmarkDecode(b *testing.B) {
 	for _, tc := range []struct {
-		name, event string
-		body        []byte
+		name, event, action string
+		body                []byte
 	}{
-		{"pull_request_long_body", "pull_request", payload24k(b)},
-		{"push_25_commits", "push", fixtures.LargePush(24 << 10)},
+		{"pull_request_long_body", "pull_request", "opened", payload24k(b)},
+		{"push_25_commits", "push", "", fixtures.LargePush(24 << 10)},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			names := interner{m: map[string]string{}}
@@ -72,7 +72,7 @@ func BenchmarkDecode(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				j, p := decode(tc.event, "d", "application/json", tc.body, &names)
-				if p != nil || j.InstallationID == 0 {
+				if p != nil || j.InstallationID == 0 || j.Action != tc.action {
 					b.Fatalf("decode: %+v %v", j, p)
 				}
 			}
