@@ -150,6 +150,10 @@ value:
 	return fields{}, false, i + 1
 
 str: // b[i] is the opening quote of a key (isKey) or a value
+	// The loop below has a twin in the handlers' pruner (prune, in
+	// internal/handlers/decode.go). Shared as a jsonscan method, with the
+	// block and its bitmap in a struct, it made both scans 7–10% slower
+	// (BenchmarkScan 7.8 → 8.6 µs): here they stay in registers.
 	i++
 	s = i
 	esc = false
@@ -176,7 +180,7 @@ strLoop:
 			}
 		case c < 0x20:
 			return fields{}, false, i + 1
-		default: // a false flag (see special)
+		default: // a false flag (see jsonscan.Block)
 			i++
 		}
 		goto strLoop

@@ -273,6 +273,8 @@ closePruned: // the object being pruned at depth pd ended just before b[i]
 	goto after
 
 str: // b[i] is the opening quote of a key (isKey) or of a value
+	// The intake scanner has this loop too (webhooks/scan.go says why it
+	// is not shared).
 	i++
 strLoop:
 	if i-blk >= 64 {
