@@ -26,8 +26,11 @@ import (
 // it on open. Memory is the authority while the process runs, which keeps
 // Lease free of disk writes; the file is the authority across restarts.
 //
-// Every Enqueue, Nack and ClaimRedelivery is committed (fsync) before it
-// returns; concurrent ones share one commit. A lease is recorded by
+// Every Enqueue is durable before it returns: concurrent ones share one
+// append to the intake journal and one fdatasync, and reach the bbolt file
+// at the next checkpoint (see embedded_journal.go). Every Nack and
+// ClaimRedelivery is committed (fsync) before it returns; concurrent ones
+// share one commit, which is also a checkpoint. A lease is recorded by
 // appending (job id, attempt) to a small log next to the file with a plain
 // write, no fsync: it survives the death of the process, which is what
 // attempt counting has to survive (a job that crashes its worker must not
@@ -60,6 +63,19 @@ type Embedded struct {
 
 	writes chan *writeReq
 	kick   chan struct{}
+	// appends feeds the appender; ckptKick tells the committer there are
+	// jobs to checkpoint; appended is closed once the appender stopped.
+	appends  chan *enqueueReq
+	ckptKick chan struct{}
+	appended chan struct{}
+
+	// journalMu is held by the appender for a whole group (the duplicate
+	// checks, the append and registering the jobs) and by a commit to
+	// rotate the journal's files, so that a rotation never splits a group.
+	journalMu sync.Mutex
+	journal   *journal
+	// nextID is the last job id handed out (under journalMu).
+	nextID uint64
 	done   chan struct{}
 	wg     sync.WaitGroup
 
@@ -72,17 +88,24 @@ type Embedded struct {
 	// acked holds the jobs acked whose delete is not committed yet; their
 	// ack marks must survive a rewrite of the lease log until it is.
 	// ackQueue is the part the committer has not taken yet.
-	acked       map[uint64]struct{}
-	ackQueue    []uint64
-	ackKick     chan struct{}
-	leased      map[uint64]*entry // leased and expired
-	ready       fifo
-	reclaim     fifo // expired leases, served before ready so they are not starved
-	delayed     delayHeap
-	waiters     []chan struct{}
-	clockWakeAt time.Time
-	tokenSeq    uint64
-	stats       Stats
+	acked    map[uint64]struct{}
+	ackQueue []uint64
+	ackKick  chan struct{}
+	leased   map[uint64]*entry // leased and expired
+	// pending holds the jobs journaled and not yet checkpointed, by id
+	// and in id order, and their delivery ids with their expiries: they
+	// are served and de-duplicated from here until the file has them.
+	pending      map[uint64]*journalRec
+	pendingOrder []*journalRec
+	pendingKeys  map[string]int64
+	pendingBytes int
+	ready        fifo
+	reclaim      fifo // expired leases, served before ready so they are not starved
+	delayed      delayHeap
+	waiters      []chan struct{}
+	clockWakeAt  time.Time
+	tokenSeq     uint64
+	stats        Stats
 
 	// commitMu is held for each commit; a compaction holds it to swap the
 	// set of touched keys and, briefly, to catch up and swap files.
@@ -96,8 +119,9 @@ type Embedded struct {
 	compactMu   sync.Mutex
 	lastCompact compactionReport
 
-	// groupSize counts the writes per commit (op "commit"); commitTime
-	// is each commit's time on disk, fsyncs included.
+	// groupSize counts the writes per commit (op "commit") and the
+	// Enqueues per journal append (op "journal"); commitTime is each
+	// commit's time on disk, fsyncs included.
 	groupSize  *prometheus.HistogramVec
 	commitTime prometheus.Histogram
 }
@@ -113,8 +137,15 @@ type embeddedTuning struct {
 	// read transaction of the live file for long (a long one would stall a
 	// commit that has to grow the mmap, and pin freed pages).
 	chunkBytes int
-	// hook, when set, is called at each step of a compaction: the crash
-	// tests exit the process there.
+	// checkpointDelay and checkpointBytes bound how long, and how many
+	// bytes of, journaled jobs wait in memory for a commit to write them
+	// to the file.
+	checkpointDelay time.Duration
+	checkpointBytes int
+	// ackDelay: see committer.
+	ackDelay time.Duration
+	// hook, when set, is called at each step of a compaction and of a
+	// checkpoint: the crash tests exit the process there.
 	hook func(step string)
 }
 
@@ -123,6 +154,12 @@ func defaultTuning() embeddedTuning {
 		compactEvery: 2 * time.Second,
 		compactMin:   32 << 20,
 		chunkBytes:   4 << 20,
+		// At full intake rate a checkpoint every 8 MB is several a
+		// second; at 1,000 deliveries/s, every 50 ms carries 50 jobs,
+		// most of them acked already.
+		checkpointDelay: 50 * time.Millisecond,
+		checkpointBytes: 8 << 20,
+		ackDelay:        ackDelay,
 	}
 }
 
@@ -207,7 +244,8 @@ const (
 )
 
 // OpenEmbedded opens (creating it if needed) the queue file at path, plus
-// path+".leases". Jobs that a previous process had leased are ready at
+// path+".leases" and the intake journal, path+".journal0" and
+// path+".journal1". Jobs that a previous process had leased are ready at
 // once: that process is gone.
 func OpenEmbedded(path string, opts Options) (*Embedded, error) {
 	return openEmbedded(path, opts, defaultTuning())
@@ -236,7 +274,12 @@ func openEmbedded(path string, opts Options, tune embeddedTuning) (*Embedded, er
 		writes:      make(chan *writeReq),
 		kick:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
+		appends:     make(chan *enqueueReq),
+		ckptKick:    make(chan struct{}, 1),
+		appended:    make(chan struct{}),
 		jobs:        make(map[uint64]*entry),
+		pending:     make(map[uint64]*journalRec),
+		pendingKeys: make(map[string]int64),
 		acked:       make(map[uint64]struct{}),
 		ackKick:     make(chan struct{}, 1),
 		leased:      make(map[uint64]*entry),
@@ -247,9 +290,13 @@ func openEmbedded(path string, opts Options, tune embeddedTuning) (*Embedded, er
 	}
 	if err := e.recover(); err != nil {
 		db.Close()
+		if e.log != nil {
+			e.log.Close()
+		}
 		return nil, err
 	}
-	e.wg.Add(3)
+	e.wg.Add(4)
+	go e.appender()
 	go e.committer()
 	go e.clock()
 	go e.compactor()
@@ -290,6 +337,24 @@ func (e *Embedded) recover() error {
 			}
 		}
 		jobs := tx.Bucket([]byte(bucketJobs))
+		// The journal first: the lease log's attempts and acks may be
+		// about jobs that only the journal holds.
+		recs, err := readJournals(journalPaths(e.path), jobs.Sequence())
+		if err != nil {
+			return err
+		}
+		w := &wtx{tx: tx}
+		for i := range recs {
+			if err := checkpointRec(w, &recs[i], false); err != nil {
+				return err
+			}
+		}
+		if len(recs) > 0 {
+			if err := jobs.SetSequence(recs[len(recs)-1].id); err != nil {
+				return err
+			}
+		}
+		e.nextID = jobs.Sequence()
 		// A torn last record (the process died mid-write) is ignored.
 		for ; len(marks) >= markLen; marks = marks[markLen:] {
 			k := marks[:8]
@@ -346,6 +411,9 @@ func (e *Embedded) recover() error {
 	if err != nil {
 		return fmt.Errorf("queue: open lease log: %w: %w", ErrUnavailable, err)
 	}
+	if e.journal, err = openJournal(e.path); err != nil {
+		return fmt.Errorf("queue: %w: %w", ErrUnavailable, err)
+	}
 	return nil
 }
 
@@ -359,48 +427,182 @@ func (e *Embedded) Enqueue(ctx context.Context, job Job) (Job, error) {
 	now := time.Now()
 	job.ID, job.Attempt = "", 0
 	job.EnqueuedAt = unixTime(now.UnixNano())
-	val := appendJob(make([]byte, jobHeaderLen), job) // header zero: no attempts, ready now
-	key := []byte(job.DeliveryID)
-	expires := now.Add(e.opts.DedupeWindow).UnixNano()
-
-	var id uint64
-	var dup bool
-	err := e.commit(func(tx *wtx) error {
-		id, dup = 0, false // the committer may run this twice
-		// Earlier writes of the same group are visible here, so of many
-		// concurrent duplicates in one group exactly one is stored.
-		if v := tx.get(bucketDeliveries, key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
-			dup = true
-			return nil
-		}
-		if err := remember(tx, kindDelivery, key, expires); err != nil {
-			return err
-		}
-		seq, err := tx.bucket(bucketJobs).NextSequence()
-		if err != nil {
-			return err
-		}
-		id = seq
-		return tx.put(bucketJobs, u64key(seq), val)
-	})
-	if err != nil {
+	req := &enqueueReq{
+		rec: journalRec{
+			key:     []byte(job.DeliveryID),
+			expires: now.Add(e.opts.DedupeWindow).UnixNano(),
+			val:     appendJob(make([]byte, jobHeaderLen), job), // header zero: no attempts, ready now
+		},
+		now:  now.UnixNano(),
+		done: make(chan error, 1),
+	}
+	select {
+	case e.appends <- req:
+	case <-e.done:
+		return Job{}, e.fail("enqueue", errClosed)
+	}
+	// Not abandoned on a cancelled context: the caller must learn whether
+	// the job was stored.
+	if err := <-req.done; err != nil {
 		return Job{}, e.fail("enqueue", err)
 	}
-	if dup {
+	if req.dup {
 		return Job{}, fmt.Errorf("%w: %s", ErrDuplicate, job.DeliveryID)
 	}
-	job.ID = strconv.FormatUint(id, 10)
+	job.ID = strconv.FormatUint(req.rec.id, 10)
+	return job, nil
+}
 
+type enqueueReq struct {
+	rec  journalRec
+	now  int64
+	dup  bool
+	done chan error
+}
+
+// appender is the intake's group commit: it takes every Enqueue waiting
+// when the previous append finished and journals them together, so
+// concurrent deliveries share one write and one fdatasync, and a lone one
+// never waits for company.
+func (e *Embedded) appender() {
+	defer e.wg.Done()
+	defer close(e.appended)
+	batch := make([]*enqueueReq, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-e.appends:
+			batch = append(batch, r)
+		case <-e.done:
+			return
+		}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-e.appends:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		err := e.appendGroup(batch)
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+}
+
+// appendGroup de-duplicates the group, journals its new jobs and makes
+// them ready.
+func (e *Embedded) appendGroup(batch []*enqueueReq) error {
+	e.journalMu.Lock()
+	defer e.journalMu.Unlock()
+	if e.journal.err != nil {
+		return e.journal.err
+	}
+	// A delivery id is a duplicate of an earlier one in the group, of a
+	// journaled job, or of one in the file, looked up in that order: a
+	// checkpoint removes ids from memory only after the file has them, so
+	// an id missing from memory is in a file read after that.
+	var fresh map[string]struct{}
+	if len(batch) > 1 {
+		fresh = make(map[string]struct{}, len(batch))
+	}
+	check := 0
 	e.mu.Lock()
-	if !e.closed {
-		ent := &entry{id: id}
-		e.jobs[id] = ent
-		e.setState(ent, stateReady)
-		e.ready.push(ent)
-		e.signal()
+	for _, r := range batch {
+		r.dup, r.rec.id = false, 0
+		if exp, ok := e.pendingKeys[string(r.rec.key)]; ok && exp > r.now {
+			r.dup = true
+			continue
+		}
+		if fresh != nil {
+			if _, ok := fresh[string(r.rec.key)]; ok {
+				r.dup = true
+				continue
+			}
+			fresh[string(r.rec.key)] = struct{}{}
+		}
+		check++
 	}
 	e.mu.Unlock()
-	return job, nil
+	if check == 0 {
+		return nil
+	}
+	err := e.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucketDeliveries))
+		for _, r := range batch {
+			if r.dup {
+				continue
+			}
+			if v := b.Get(r.rec.key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > r.now {
+				r.dup = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	j := e.journal
+	buf := j.buf[:0]
+	first, n := e.nextID, 0
+	for _, r := range batch {
+		if r.dup {
+			continue
+		}
+		n++
+		r.rec.id = first + uint64(n)
+		buf = appendJournalRec(buf, &r.rec)
+	}
+	if n == 0 {
+		return nil
+	}
+	if cap(buf) <= 4<<20 {
+		j.buf = buf
+	}
+	e.groupSize.WithLabelValues("journal").Observe(float64(n))
+	if err := j.append(buf); err != nil {
+		return err
+	}
+	e.nextID = first + uint64(n)
+
+	e.mu.Lock()
+	for _, r := range batch {
+		if r.dup {
+			continue
+		}
+		rec := &r.rec
+		e.pending[rec.id] = rec
+		e.pendingOrder = append(e.pendingOrder, rec)
+		e.pendingKeys[string(rec.key)] = rec.expires
+		e.pendingBytes += len(rec.val)
+		if !e.closed {
+			ent := &entry{id: rec.id}
+			e.jobs[rec.id] = ent
+			e.setState(ent, stateReady)
+			e.ready.push(ent)
+			e.signal()
+		}
+	}
+	e.mu.Unlock()
+	select {
+	case e.ckptKick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// checkpointRec writes a journaled job to the file: its delivery id, and
+// the job itself unless it was acked already.
+func checkpointRec(w *wtx, r *journalRec, acked bool) error {
+	if err := remember(w, kindDelivery, r.key, r.expires); err != nil {
+		return err
+	}
+	if acked {
+		return nil
+	}
+	return w.put(bucketJobs, u64key(r.id), r.val)
 }
 
 // remember records a delivery id (kind d) or a redelivery claim (kind r)
@@ -547,21 +749,35 @@ func (e *Embedded) take(now time.Time) (snap leaseSnap, dead []buried, err error
 // error the job comes back after the visibility timeout like any other.
 func (e *Embedded) load(s leaseSnap) (*Lease, error) {
 	var job Job
-	err := e.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket([]byte(bucketJobs)).Get(u64key(s.id))
-		if len(v) < jobHeaderLen {
-			return fmt.Errorf("queue: job %d has no record", s.id)
-		}
-		var err error
-		job, err = decodeJob(v[jobHeaderLen:])
-		return err
-	})
+	e.mu.Lock()
+	rec := e.pending[s.id]
+	e.mu.Unlock()
+	var err error
+	if rec != nil {
+		// Not checkpointed yet; the record is never changed, only dropped
+		// from pending once the file has it.
+		job, err = decodeJob(rec.val[jobHeaderLen:])
+	} else {
+		err = e.view(e.loadFromFile(s.id, &job))
+	}
 	if err != nil {
 		return nil, e.fail("lease", err)
 	}
 	job.ID = strconv.FormatUint(s.id, 10)
 	job.Attempt = s.n
 	return &Lease{Job: job, Token: s.token}, nil
+}
+
+func (e *Embedded) loadFromFile(id uint64, job *Job) func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		v := tx.Bucket([]byte(bucketJobs)).Get(u64key(id))
+		if len(v) < jobHeaderLen {
+			return fmt.Errorf("queue: job %d has no record", id)
+		}
+		var err error
+		*job, err = decodeJob(v[jobHeaderLen:])
+		return err
+	}
 }
 
 func (e *Embedded) markLease(id uint64, n uint32) error {
@@ -816,6 +1032,13 @@ func (e *Embedded) held(l *Lease) (*entry, error) {
 func (e *Embedded) Seen(ctx context.Context, deliveryID string) (bool, error) {
 	var seen bool
 	now := time.Now().UnixNano()
+	// Memory first, then the file: see appendGroup.
+	e.mu.Lock()
+	exp, ok := e.pendingKeys[deliveryID]
+	e.mu.Unlock()
+	if ok && exp > now {
+		return true, nil
+	}
 	err := e.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket([]byte(bucketDeliveries)).Get([]byte(deliveryID))
 		seen = len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now
@@ -920,7 +1143,7 @@ func (e *Embedded) Close() error {
 	e.compactMu.Lock()
 	defer e.compactMu.Unlock()
 	err := e.db.Close()
-	return errors.Join(err, e.log.Close())
+	return errors.Join(err, e.log.Close(), e.journal.close())
 }
 
 // setState moves ent between the Stats counters.
@@ -1162,7 +1385,15 @@ func (e *Embedded) committer() {
 		case <-e.ackKick:
 			if e.acksQueued() < ackBatch {
 				if ackDue == nil {
-					ackTimer.Reset(ackDelay)
+					ackTimer.Reset(e.tune.ackDelay)
+					ackDue = ackTimer.C
+				}
+				continue
+			}
+		case <-e.ckptKick:
+			if e.pendingQueued() < e.tune.checkpointBytes {
+				if ackDue == nil {
+					ackTimer.Reset(e.tune.checkpointDelay)
 					ackDue = ackTimer.C
 				}
 				continue
@@ -1170,10 +1401,23 @@ func (e *Embedded) committer() {
 		case <-ackDue:
 			ackDue = nil
 		case <-e.done:
-			// Acks still queued are in the log; deleting them now spares
-			// the next open the work.
-			if acks := e.takeAcks(); acks != nil {
-				acks.done <- e.update([]*writeReq{acks})
+			// Acks still queued are in the log, and journaled jobs in the
+			// journal; writing them to the file now spares the next open
+			// the work. The appender's last group comes first.
+			<-e.appended
+			acks := e.takeAcks()
+			if acks == nil && e.pendingQueued() == 0 {
+				return
+			}
+			batch = append(batch, &writeReq{fn: func(*wtx) error { return nil }, done: make(chan error, 1)})
+			if acks != nil {
+				batch = append(batch, acks)
+			}
+			err := e.update(batch)
+			for _, r := range batch {
+				r.done <- err
+			}
+			if acks != nil {
 				e.ackCommitted(acks)
 			}
 			return
@@ -1196,7 +1440,11 @@ func (e *Embedded) committer() {
 			}
 		}
 		if len(batch) == 0 {
-			continue
+			if e.pendingQueued() == 0 {
+				continue
+			}
+			// A checkpoint alone.
+			batch = append(batch, &writeReq{fn: func(*wtx) error { return nil }, done: make(chan error, 1)})
 		}
 		start := time.Now()
 		err := e.update(batch)
@@ -1218,12 +1466,35 @@ func (e *Embedded) committer() {
 	}
 }
 
-// update commits the batch in one transaction. It holds commitMu, so a
-// compaction sees every commit either before or after it takes the set of
-// touched keys, never half-way.
+// pendingQueued is how many bytes of journaled jobs wait for a checkpoint.
+func (e *Embedded) pendingQueued() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.pendingBytes
+}
+
+// update commits the batch in one transaction, after a checkpoint of every
+// job journaled so far: a write that reads a job (a nack, a dead letter)
+// finds it in the file. It holds commitMu, so a compaction sees every
+// commit either before or after it takes the set of touched keys, never
+// half-way.
 func (e *Embedded) update(batch []*writeReq) error {
 	e.commitMu.Lock()
 	defer e.commitMu.Unlock()
+	// Rotate first, so that once this commit is on disk the spare file
+	// holds nothing the file lacks: the appender registers a group's jobs
+	// in pending before it lets go of journalMu.
+	e.journalMu.Lock()
+	e.journal.rotate()
+	e.journalMu.Unlock()
+	e.mu.Lock()
+	recs := slices.Clone(e.pendingOrder)
+	acked := make([]bool, len(recs))
+	for i, r := range recs {
+		_, acked[i] = e.acked[r.id]
+	}
+	e.mu.Unlock()
+
 	w := &wtx{}
 	var touched []string
 	if e.tracking {
@@ -1231,6 +1502,20 @@ func (e *Embedded) update(batch []*writeReq) error {
 	}
 	err := e.db.Update(func(tx *bolt.Tx) error {
 		w.tx, touched = tx, touched[:0]
+		if len(recs) > 0 {
+			for i, r := range recs {
+				if err := checkpointRec(w, r, acked[i]); err != nil {
+					return err
+				}
+			}
+			jobs := w.bucket(bucketJobs)
+			if last := recs[len(recs)-1].id; last > jobs.Sequence() {
+				if err := jobs.SetSequence(last); err != nil {
+					return err
+				}
+			}
+			e.step("checkpoint")
+		}
 		for _, r := range batch {
 			if err := r.fn(w); err != nil {
 				return err
@@ -1238,12 +1523,38 @@ func (e *Embedded) update(batch []*writeReq) error {
 		}
 		return nil
 	})
-	if err == nil && e.tracking {
+	if err != nil {
+		return err
+	}
+	if e.tracking {
 		for _, k := range touched {
 			e.touched[k] = struct{}{}
 		}
 	}
-	return err
+	if len(recs) > 0 {
+		e.step("checkpointed")
+		e.checkpointed(recs)
+	}
+	e.journalMu.Lock()
+	e.journal.truncateSpare()
+	e.journalMu.Unlock()
+	return nil
+}
+
+// checkpointed drops the jobs of recs, now in the file, from memory.
+func (e *Embedded) checkpointed(recs []*journalRec) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, r := range recs {
+		delete(e.pending, r.id)
+		if exp, ok := e.pendingKeys[string(r.key)]; ok && exp == r.expires {
+			delete(e.pendingKeys, string(r.key))
+		}
+		e.pendingBytes -= len(r.val)
+	}
+	n := copy(e.pendingOrder, e.pendingOrder[len(recs):])
+	clear(e.pendingOrder[n:])
+	e.pendingOrder = e.pendingOrder[:n]
 }
 
 // view runs a read transaction on the current file; dbMu keeps a

@@ -19,7 +19,9 @@ import (
 // themselves) and copies in small chunks, so a few hundred jobs take many
 // copy transactions.
 func testTuning() embeddedTuning {
-	return embeddedTuning{compactEvery: time.Hour, compactMin: 0, chunkBytes: 64 << 10}
+	t := defaultTuning()
+	t.compactEvery, t.compactMin, t.chunkBytes = time.Hour, 0, 64<<10
+	return t
 }
 
 func openTest(t *testing.T, path string, opts Options, tune embeddedTuning) *Embedded {

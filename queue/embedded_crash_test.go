@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // The crash tests run the store in a child process (this test binary run
@@ -40,6 +41,8 @@ func TestCrashChild(t *testing.T) {
 		crashChildCompact(path, os.Getenv(envCrashStep), out)
 	case "ack":
 		crashChildAck(path, out)
+	case "checkpoint":
+		crashChildCheckpoint(path, os.Getenv(envCrashStep), out)
 	}
 	fmt.Fprintln(os.Stderr, "crash child: no crash happened")
 	os.Exit(1)
@@ -110,6 +113,56 @@ func crashChildAck(path string, out *lineWriter) {
 		out.say("acked", l.Job.DeliveryID)
 	}
 	os.Exit(crashExit)
+}
+
+// crashChildCheckpoint journals 100 jobs with every checkpoint held off,
+// leases 40 of them, acks 30, then nacks one, which commits and so
+// checkpoints everything, and exits at step: inside the checkpoint's
+// transaction, or after its commit and before the journal's spare file is
+// truncated.
+func crashChildCheckpoint(path, step string, out *lineWriter) {
+	ctx := context.Background()
+	tune := testTuning()
+	tune.checkpointDelay, tune.checkpointBytes, tune.ackDelay = time.Hour, 1<<40, time.Hour
+	tune.hook = func(s string) {
+		if s == step {
+			os.Exit(crashExit)
+		}
+	}
+	e, err := openEmbedded(path, crashCheckpointOptions(), tune)
+	if err != nil {
+		childFail(err)
+	}
+	for i := range 100 {
+		id := fmt.Sprint("c-", i)
+		if _, err := e.Enqueue(ctx, Job{DeliveryID: id, Payload: []byte(`{"n":` + fmt.Sprint(i) + `}`)}); err != nil {
+			childFail(err)
+		}
+		out.say("stored", id)
+	}
+	var held []*Lease
+	for i := range 40 {
+		l, err := e.Lease(ctx, "w", 0)
+		if err != nil {
+			childFail(err)
+		}
+		if i >= 30 {
+			held = append(held, l)
+			continue
+		}
+		if err := e.Ack(ctx, l); err != nil {
+			childFail(err)
+		}
+		out.say("acked", l.Job.DeliveryID)
+	}
+	if err := e.Nack(ctx, held[0], "failed", true); err != nil {
+		childFail(err)
+	}
+	childFail(errors.New("the nack did not checkpoint"))
+}
+
+func crashCheckpointOptions() Options {
+	return Options{Backoff: func(int) time.Duration { return 0 }}
 }
 
 // crashChildCompact fills a store, acks part of it, and compacts it,
@@ -282,4 +335,39 @@ func TestCrashBeforeAckCommitsKeepsAcks(t *testing.T) {
 	}
 	e := openTest(t, path, Options{}, testTuning())
 	checkJobs(t, e, want)
+}
+
+// A process that dies in the middle of a checkpoint, or after it and
+// before the journal is emptied, loses no journaled job, brings back no
+// acked one, forgets no delivery id, and hands out no id twice.
+func TestCrashDuringCheckpointKeepsJournaledJobs(t *testing.T) {
+	for _, step := range []string{"checkpoint", "checkpointed"} {
+		t.Run(step, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "queue.db")
+			stored, acked, _ := runCrashChild(t, "checkpoint", path, step, nil)
+			if len(stored) != 100 || len(acked) != 30 {
+				t.Fatalf("child stored %d and acked %d, want 100 and 30", len(stored), len(acked))
+			}
+			want := map[string]bool{}
+			for id := range stored {
+				if !acked[id] {
+					want[id] = true
+				}
+			}
+			e := openTest(t, path, crashCheckpointOptions(), testTuning())
+			for id := range stored {
+				if seen, err := e.Seen(context.Background(), id); err != nil || !seen {
+					t.Errorf("Seen(%s) = %v, %v after the crash; want true", id, seen, err)
+				}
+			}
+			if _, err := e.Enqueue(context.Background(), Job{DeliveryID: "c-5"}); !errors.Is(err, ErrDuplicate) {
+				t.Errorf("Enqueue of a delivery stored before the crash: %v, want ErrDuplicate", err)
+			}
+			checkJobs(t, e, want)
+			j, err := e.Enqueue(context.Background(), Job{DeliveryID: "new"})
+			if err != nil || j.ID != "101" {
+				t.Errorf("Enqueue after the crash = %+v, %v; want job 101", j, err)
+			}
+		})
+	}
 }

@@ -26,7 +26,7 @@ type collector struct {
 // left out rather than reported as zeros that would look like an empty
 // queue. For a queue that groups concurrent calls into one round trip
 // (Redis), it adds shipbot_queue_group_size{op="enqueue|lease|settle"};
-// for the embedded store, shipbot_queue_group_size{op="commit"} and
+// for the embedded store, shipbot_queue_group_size{op="journal|commit"} and
 // shipbot_queue_commit_seconds.
 func NewCollector(q Queue) prometheus.Collector {
 	c := newCollector(q, "shipbot_queue", "the queue", nil)

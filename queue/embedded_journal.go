@@ -1,0 +1,214 @@
+package queue
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// The intake journal. An Enqueue is durable once its record is appended to
+// the journal and the journal is fdatasynced: one write and one fdatasync
+// for a whole group of concurrent Enqueues, where a bbolt commit is two
+// fsyncs and rewrites every page it touched. The records reach the bbolt
+// file later, at a checkpoint: every commit of the file (the committer's)
+// first writes the jobs journaled since the last one. A job acked before
+// its checkpoint is never written to the file at all, only its delivery id.
+//
+// Until its checkpoint a job is served from memory (Embedded.pending), and
+// the file's jobs bucket sequence says which journal records are in the
+// file: ids are handed out in order, and a checkpoint sets the sequence to
+// the highest id it wrote. Opening the store replays the records above the
+// sequence, then applies the lease log (attempts and acks) on top.
+//
+// Two files take turns: records go to the current one; a commit first
+// makes the other one current if it is empty, and once the commit is on
+// disk every record of the now-spare file is in it, so the spare is
+// truncated. A record that survives a truncation lost in a crash has an id
+// at or below the sequence and is skipped.
+//
+// Record: length of the body (uint32), CRC-32C of the body, then the body:
+// job id (uint64), delivery id's expiry (unix ns), delivery id length
+// (uint16), delivery id, and the job's record as the jobs bucket holds it.
+// A record that is short or fails its CRC ends the file for replay: it is
+// the torn tail of a group that was never acknowledged.
+const (
+	journalHeaderLen = 8
+	journalFixedLen  = 8 + 8 + 2
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// journalRec is one journaled job, kept in memory until its checkpoint.
+type journalRec struct {
+	id      uint64
+	expires int64
+	key     []byte // the delivery id
+	val     []byte // header and encoded job, as in the jobs bucket
+}
+
+func journalPaths(path string) [2]string {
+	return [2]string{path + ".journal0", path + ".journal1"}
+}
+
+func appendJournalRec(buf []byte, r *journalRec) []byte {
+	start := len(buf)
+	buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0)
+	buf = binary.BigEndian.AppendUint64(buf, r.id)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(r.expires))
+	buf = binary.BigEndian.AppendUint16(buf, uint16(len(r.key)))
+	buf = append(buf, r.key...)
+	buf = append(buf, r.val...)
+	body := buf[start+journalHeaderLen:]
+	binary.BigEndian.PutUint32(buf[start:], uint32(len(body)))
+	binary.BigEndian.PutUint32(buf[start+4:], crc32.Checksum(body, castagnoli))
+	return buf
+}
+
+// readJournal returns the whole records of b, in order, up to the first
+// torn or corrupt one. The records point into b.
+func readJournal(b []byte) []journalRec {
+	var out []journalRec
+	for len(b) >= journalHeaderLen {
+		n := int(binary.BigEndian.Uint32(b))
+		if n < journalFixedLen || n > len(b)-journalHeaderLen {
+			break
+		}
+		body := b[journalHeaderLen : journalHeaderLen+n]
+		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(b[4:]) {
+			break
+		}
+		kl := int(binary.BigEndian.Uint16(body[16:]))
+		if journalFixedLen+kl+jobHeaderLen > n {
+			break
+		}
+		out = append(out, journalRec{
+			id:      binary.BigEndian.Uint64(body),
+			expires: int64(binary.BigEndian.Uint64(body[8:])),
+			key:     body[journalFixedLen : journalFixedLen+kl],
+			val:     body[journalFixedLen+kl:],
+		})
+		b = b[journalHeaderLen+n:]
+	}
+	return out
+}
+
+// readJournals returns the records of both files above seq, by id, each
+// once.
+func readJournals(paths [2]string, seq uint64) ([]journalRec, error) {
+	var recs []journalRec
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("read the intake journal: %w", err)
+		}
+		for _, r := range readJournal(b) {
+			if r.id > seq {
+				recs = append(recs, r)
+			}
+		}
+	}
+	slices.SortFunc(recs, func(a, b journalRec) int {
+		switch {
+		case a.id < b.id:
+			return -1
+		case a.id > b.id:
+			return 1
+		}
+		return 0
+	})
+	return slices.CompactFunc(recs, func(a, b journalRec) bool { return a.id == b.id }), nil
+}
+
+// journal is the pair of files; the appender writes to files[cur], the
+// committer rotates and truncates. Both hold Embedded.journalMu for it.
+type journal struct {
+	files [2]*os.File
+	size  [2]int64
+	cur   int
+	// err is set when a failed append could not be undone: the current
+	// file may end in a partial group, after which nothing must be
+	// appended, or replay would stop before it.
+	err error
+	buf []byte
+}
+
+// openJournal opens both files empty: their records must be in the bbolt
+// file already (recover replays them first).
+func openJournal(path string) (*journal, error) {
+	j := &journal{}
+	for i, p := range journalPaths(path) {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err == nil {
+			err = f.Truncate(0)
+		}
+		if err != nil {
+			j.close()
+			return nil, fmt.Errorf("open the intake journal: %w", err)
+		}
+		j.files[i] = f
+	}
+	// The files must exist after a machine crash, or the records in them
+	// would go with them.
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		j.close()
+		return nil, fmt.Errorf("open the intake journal: %w", err)
+	}
+	return j, nil
+}
+
+// append writes buf to the current file and makes it durable. On failure
+// it cuts the file back to where it was, so the next group starts on a
+// record boundary; if even that fails, the journal takes no more appends.
+func (j *journal) append(buf []byte) error {
+	if j.err != nil {
+		return j.err
+	}
+	f := j.files[j.cur]
+	_, err := f.Write(buf)
+	if err == nil {
+		err = fdatasync(f)
+	}
+	if err == nil {
+		j.size[j.cur] += int64(len(buf))
+		return nil
+	}
+	if terr := f.Truncate(j.size[j.cur]); terr != nil {
+		j.err = fmt.Errorf("the intake journal %s could not be cut back after a failed write (%w); restart the bot", f.Name(), terr)
+	}
+	return err
+}
+
+// rotate makes the spare file current when it is empty.
+func (j *journal) rotate() {
+	if spare := 1 - j.cur; j.size[spare] == 0 {
+		j.cur = spare
+	}
+}
+
+// truncateSpare empties the spare file once its records are all in the
+// bbolt file. A failure leaves it as it is, to be tried after the next
+// commit; meanwhile the current file keeps taking appends.
+func (j *journal) truncateSpare() {
+	spare := 1 - j.cur
+	if j.size[spare] == 0 {
+		return
+	}
+	if j.files[spare].Truncate(0) == nil {
+		j.size[spare] = 0
+	}
+}
+
+func (j *journal) close() error {
+	var errs []error
+	for _, f := range j.files {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,185 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// heldTuning holds every checkpoint back until a commit asks for one.
+func heldTuning() embeddedTuning {
+	t := testTuning()
+	t.checkpointDelay, t.checkpointBytes, t.ackDelay = time.Hour, 1<<40, time.Hour
+	return t
+}
+
+// A journal cut anywhere in its last record, or with any byte of that
+// record changed, reads as the records before it; whole, it reads back
+// exactly as written.
+func TestJournalTornOrCorruptTailIsIgnored(t *testing.T) {
+	recs := []journalRec{
+		{id: 1, expires: 11, key: []byte("d-1"), val: append(make([]byte, jobHeaderLen), "one\n{}"...)},
+		{id: 2, expires: 22, key: []byte("d-22"), val: append(make([]byte, jobHeaderLen), "two\n[]"...)},
+		{id: 3, expires: 33, key: []byte("d-333"), val: append(make([]byte, jobHeaderLen), "three\n\"x\""...)},
+	}
+	var b []byte
+	for i := range recs {
+		b = appendJournalRec(b, &recs[i])
+	}
+	last := len(appendJournalRec(nil, &recs[2]))
+	whole := readJournal(b)
+	if len(whole) != 3 {
+		t.Fatalf("read %d records of 3", len(whole))
+	}
+	for i, r := range whole {
+		w := recs[i]
+		if r.id != w.id || r.expires != w.expires || !bytes.Equal(r.key, w.key) || !bytes.Equal(r.val, w.val) {
+			t.Errorf("record %d read as %+v, want %+v", i, r, w)
+		}
+	}
+	for cut := len(b) - last; cut < len(b); cut++ {
+		if got := readJournal(b[:cut]); len(got) != 2 {
+			t.Errorf("cut at %d of %d: read %d records, want 2", cut, len(b), len(got))
+		}
+	}
+	for i := len(b) - last; i < len(b); i++ {
+		bad := bytes.Clone(b)
+		bad[i] ^= 0x40
+		if got := readJournal(bad); len(got) != 2 {
+			t.Errorf("byte %d changed: read %d records, want 2", i, len(got))
+		}
+	}
+}
+
+// Jobs acked before their checkpoint never reach the file: only their
+// delivery ids do, which still de-duplicate.
+func TestJobsAckedBeforeCheckpointStayOutOfTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	e := openTest(t, path, Options{}, heldTuning())
+	enqueueN(t, e, "a", 200)
+	if got := drain(t, e); len(got) != 200 {
+		t.Fatalf("drained %d jobs of 200", len(got))
+	}
+	syncAcks(t, e)
+	if n := bucketKeys(t, e, bucketJobs); n != 0 {
+		t.Errorf("%d jobs in the file, want none", n)
+	}
+	if n := bucketKeys(t, e, bucketDeliveries); n != 200 {
+		t.Errorf("%d delivery ids in the file, want 200", n)
+	}
+	// 200 jobs of 24 KB would be 4.8 MB.
+	if size := fileSize(t, path); size > 1<<20 {
+		t.Errorf("the file is %d bytes after 200 jobs acked before their checkpoint", size)
+	}
+	if _, err := e.Enqueue(context.Background(), bigJob("a-7")); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("Enqueue of a checkpointed delivery id: %v, want ErrDuplicate", err)
+	}
+}
+
+// A delivery id is a duplicate while only the journal holds it, and after
+// its checkpoint.
+func TestJournaledDeliveryIsADuplicate(t *testing.T) {
+	e := openTest(t, filepath.Join(t.TempDir(), "queue.db"), Options{}, heldTuning())
+	ctx := context.Background()
+	if _, err := e.Enqueue(ctx, Job{DeliveryID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if seen, err := e.Seen(ctx, "x"); err != nil || !seen {
+		t.Errorf("Seen(x) before the checkpoint = %v, %v", seen, err)
+	}
+	if _, err := e.Enqueue(ctx, Job{DeliveryID: "x"}); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("second Enqueue before the checkpoint: %v, want ErrDuplicate", err)
+	}
+	syncAcks(t, e)
+	if n := bucketKeys(t, e, bucketJobs); n != 1 {
+		t.Errorf("%d jobs in the file after the checkpoint, want 1", n)
+	}
+	if _, err := e.Enqueue(ctx, Job{DeliveryID: "x"}); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("Enqueue after the checkpoint: %v, want ErrDuplicate", err)
+	}
+	if seen, err := e.Seen(ctx, "x"); err != nil || !seen {
+		t.Errorf("Seen(x) after the checkpoint = %v, %v", seen, err)
+	}
+}
+
+// A nack and a dead letter of jobs that only the journal holds commit
+// them with the checkpoint they trigger, and survive a restart.
+func TestNackAndDeadLetterOfJournaledJobs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	opts := Options{MaxAttempts: 3, Backoff: func(int) time.Duration { return 0 }}
+	e, err := openEmbedded(path, opts, heldTuning())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, id := range []string{"retry", "dead"} {
+		if _, err := e.Enqueue(ctx, Job{DeliveryID: id, Payload: []byte(`{"id":"` + id + `"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		l, err := e.Lease(ctx, "w", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Nack(ctx, l, "no luck", l.Job.DeliveryID == "retry"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e = openTest(t, path, opts, heldTuning())
+	l, err := e.Lease(ctx, "w", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Job.DeliveryID != "retry" || l.Job.Attempt != 2 || string(l.Job.Payload) != `{"id":"retry"}` {
+		t.Errorf("after the restart leased %s attempt %d payload %s, want retry attempt 2", l.Job.DeliveryID, l.Job.Attempt, l.Job.Payload)
+	}
+	dead, err := e.Dead(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 || dead[0].Job.DeliveryID != "dead" || dead[0].Reason != "no luck" || string(dead[0].Job.Payload) != `{"id":"dead"}` {
+		t.Errorf("dead letters %+v, want the job dead with its payload", dead)
+	}
+}
+
+// A journal that cannot be written fails the Enqueue as unavailable
+// (intake answers 503) and stores nothing; one that cannot be cut back to
+// its last whole group takes no more Enqueues, and says to restart.
+func TestJournalWriteFailure(t *testing.T) {
+	e := openTest(t, filepath.Join(t.TempDir(), "queue.db"), Options{}, heldTuning())
+	ctx := context.Background()
+	if _, err := e.Enqueue(ctx, Job{DeliveryID: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	e.journalMu.Lock()
+	e.journal.files[e.journal.cur].Close()
+	e.journalMu.Unlock()
+	_, err := e.Enqueue(ctx, Job{DeliveryID: "lost"})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Enqueue on a broken journal: %v, want ErrUnavailable", err)
+	}
+	_, err = e.Enqueue(ctx, Job{DeliveryID: "after"})
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "restart the bot") {
+		t.Errorf("Enqueue after the journal could not be cut back: %v, want ErrUnavailable saying to restart", err)
+	}
+	st, err := e.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Ready != 1 {
+		t.Errorf("%d jobs ready, want only the one stored before the failure", st.Ready)
+	}
+	for _, id := range []string{"lost", "after"} {
+		if seen, _ := e.Seen(ctx, id); seen {
+			t.Errorf("delivery %s counts as seen after its Enqueue failed", id)
+		}
+	}
+}
