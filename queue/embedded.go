@@ -427,11 +427,19 @@ func (e *Embedded) Enqueue(ctx context.Context, job Job) (Job, error) {
 	now := time.Now()
 	job.ID, job.Attempt = "", 0
 	job.EnqueuedAt = unixTime(now.UnixNano())
+	// Journaled uncompressed: most jobs are acked before their checkpoint
+	// and never stored anywhere else, so compressing them would be CPU
+	// spent for nothing; the checkpoint compresses the ones it writes.
+	val := appendRecord(make([]byte, jobHeaderLen), job, "") // header zero: no attempts, ready now
+	meta := job
+	meta.Payload = nil
 	req := &enqueueReq{
 		rec: journalRec{
-			key:     []byte(job.DeliveryID),
-			expires: now.Add(e.opts.DedupeWindow).UnixNano(),
-			val:     appendJob(make([]byte, jobHeaderLen), job), // header zero: no attempts, ready now
+			key:       []byte(job.DeliveryID),
+			expires:   now.Add(e.opts.DedupeWindow).UnixNano(),
+			val:       val,
+			job:       &meta,
+			payloadAt: len(val) - len(job.Payload),
 		},
 		now:  now.UnixNano(),
 		done: make(chan error, 1),
@@ -594,7 +602,7 @@ func (e *Embedded) appendGroup(batch []*enqueueReq) error {
 }
 
 // checkpointRec writes a journaled job to the file: its delivery id, and
-// the job itself unless it was acked already.
+// the job itself, compressed, unless it was acked already.
 func checkpointRec(w *wtx, r *journalRec, acked bool) error {
 	if err := remember(w, kindDelivery, r.key, r.expires); err != nil {
 		return err
@@ -602,7 +610,13 @@ func checkpointRec(w *wtx, r *journalRec, acked bool) error {
 	if acked {
 		return nil
 	}
-	return w.put(bucketJobs, u64key(r.id), r.val)
+	val := r.val
+	if r.job != nil {
+		j := *r.job
+		j.Payload = val[r.payloadAt:]
+		val = appendJob(make([]byte, jobHeaderLen, jobHeaderLen+256+len(j.Payload)/2), j) // header zero, as journaled
+	}
+	return w.put(bucketJobs, u64key(r.id), val)
 }
 
 // remember records a delivery id (kind d) or a redelivery claim (kind r)

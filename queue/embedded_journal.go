@@ -49,6 +49,11 @@ type journalRec struct {
 	expires int64
 	key     []byte // the delivery id
 	val     []byte // header and encoded job, as in the jobs bucket
+	// job is what val encodes, but for its payload, which is val from
+	// payloadAt on, uncompressed: a checkpoint stores the job compressed.
+	// Nil for a record read back from the journal, stored as it is.
+	job       *Job
+	payloadAt int
 }
 
 func journalPaths(path string) [2]string {
