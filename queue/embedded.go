@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -106,6 +107,8 @@ type Embedded struct {
 	clockWakeAt  time.Time
 	tokenSeq     uint64
 	stats        Stats
+	// readyHint is stats.Ready, for Enqueue to read without mu.
+	readyHint atomic.Int64
 
 	// commitMu is held for each commit; a compaction holds it to swap the
 	// set of touched keys and, briefly, to catch up and swap files.
@@ -241,6 +244,9 @@ const (
 	// deletes wait for another write's commit to ride (see committer).
 	ackDelay = 25 * time.Millisecond
 	ackBatch = 256
+	// backlogJobs: with this many jobs ready and waiting for a worker, an
+	// Enqueue compresses its job before journaling it (see Enqueue).
+	backlogJobs = 1024
 )
 
 // OpenEmbedded opens (creating it if needed) the queue file at path, plus
@@ -427,22 +433,27 @@ func (e *Embedded) Enqueue(ctx context.Context, job Job) (Job, error) {
 	now := time.Now()
 	job.ID, job.Attempt = "", 0
 	job.EnqueuedAt = unixTime(now.UnixNano())
-	// Journaled uncompressed: most jobs are acked before their checkpoint
-	// and never stored anywhere else, so compressing them would be CPU
-	// spent for nothing; the checkpoint compresses the ones it writes.
-	val := appendRecord(make([]byte, jobHeaderLen), job, "") // header zero: no attempts, ready now
-	meta := job
-	meta.Payload = nil
 	req := &enqueueReq{
 		rec: journalRec{
-			key:       []byte(job.DeliveryID),
-			expires:   now.Add(e.opts.DedupeWindow).UnixNano(),
-			val:       val,
-			job:       &meta,
-			payloadAt: len(val) - len(job.Payload),
+			key:     []byte(job.DeliveryID),
+			expires: now.Add(e.opts.DedupeWindow).UnixNano(),
 		},
 		now:  now.UnixNano(),
 		done: make(chan error, 1),
+	}
+	if e.readyHint.Load() < backlogJobs {
+		// Journaled uncompressed: while the workers keep up, most jobs are
+		// acked before their checkpoint and never stored anywhere else, so
+		// compressing them would be CPU spent for nothing; the checkpoint
+		// compresses the ones it writes.
+		req.rec.val = appendRecord(make([]byte, jobHeaderLen), job, "") // header zero: no attempts, ready now
+		meta := job
+		meta.Payload = nil
+		req.rec.job, req.rec.payloadAt = &meta, len(req.rec.val)-len(job.Payload)
+	} else {
+		// A backlog: this job will be checkpointed, so it is compressed
+		// once, now, and the journal writes a third of the bytes.
+		req.rec.val = appendJob(make([]byte, jobHeaderLen), job)
 	}
 	select {
 	case e.appends <- req:
@@ -1171,6 +1182,7 @@ func (e *Embedded) count(s entryState, d int64) {
 	switch s {
 	case stateReady:
 		e.stats.Ready += d
+		e.readyHint.Store(e.stats.Ready)
 	case stateLeased, stateExpired:
 		e.stats.Leased += d
 	case stateDelayed:

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // heldTuning holds every checkpoint back until a commit asks for one.
@@ -182,4 +185,69 @@ func TestJournalWriteFailure(t *testing.T) {
 			t.Errorf("delivery %s counts as seen after its Enqueue failed", id)
 		}
 	}
+}
+
+// While the workers keep up, jobs are journaled uncompressed and the
+// checkpoint compresses the ones it writes; with a backlog of ready jobs,
+// Enqueue compresses before journaling. Either way the job comes back as
+// it went in, from memory and from the file.
+func TestJournalCompressesOnlyABacklog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	e := openTest(t, path, Options{}, heldTuning())
+	ctx := context.Background()
+	payload := func(i int) []byte { return []byte(strings.Repeat(fmt.Sprintf(`{"n":%d},`, i), 300)) }
+	const n = backlogJobs + 10
+	for i := range n {
+		if _, err := e.Enqueue(ctx, Job{DeliveryID: fmt.Sprint("b-", i), Payload: payload(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.mu.Lock()
+	first, last := e.pending[1], e.pending[n]
+	e.mu.Unlock()
+	if first == nil || last == nil {
+		t.Fatal("the jobs are not pending before their checkpoint")
+	}
+	if first.job == nil || bytes.Contains(first.val, []byte(`"z":"s2"`)) {
+		t.Error("the first job, with no backlog, was compressed before journaling")
+	}
+	if last.job != nil || !bytes.Contains(last.val, []byte(`"z":"s2"`)) {
+		t.Error("the last job, behind a backlog, was journaled uncompressed")
+	}
+	leaseAllOf := func(e *Embedded, when string) {
+		for range n {
+			l, err := e.Lease(ctx, "w", 0)
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+			var i int
+			fmt.Sscanf(l.Job.DeliveryID, "b-%d", &i)
+			if !bytes.Equal(l.Job.Payload, payload(i)) {
+				t.Errorf("%s: job %s came back with another payload", when, l.Job.DeliveryID)
+			}
+		}
+	}
+	// Nothing commits while the leases are held: every job comes from
+	// memory.
+	leaseAllOf(e, "from memory")
+	syncAcks(t, e)
+	var stored int
+	if err := e.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(bucketJobs)).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if bytes.Contains(v, []byte(`"z":"s2"`)) {
+				stored++
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if stored != n {
+		t.Errorf("%d of %d jobs compressed in the file", stored, n)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	leaseAllOf(openTest(t, path, Options{}, heldTuning()), "from the file")
 }
