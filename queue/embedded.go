@@ -495,15 +495,7 @@ func (e *Embedded) appender() {
 		case <-e.done:
 			return
 		}
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case r := <-e.appends:
-				batch = append(batch, r)
-			default:
-				break more
-			}
-		}
+		batch = gather(batch, e.appends)
 		err := e.appendGroup(batch)
 		for _, r := range batch {
 			r.done <- err
@@ -783,7 +775,14 @@ func (e *Embedded) load(s leaseSnap) (*Lease, error) {
 		// from pending once the file has it.
 		job, err = decodeJob(rec.val[jobHeaderLen:])
 	} else {
-		err = e.view(e.loadFromFile(s.id, &job))
+		err = e.view(func(tx *bolt.Tx) error {
+			v := tx.Bucket([]byte(bucketJobs)).Get(u64key(s.id))
+			if len(v) < jobHeaderLen {
+				return fmt.Errorf("queue: job %d has no record", s.id)
+			}
+			job, err = decodeJob(v[jobHeaderLen:])
+			return err
+		})
 	}
 	if err != nil {
 		return nil, e.fail("lease", err)
@@ -791,18 +790,6 @@ func (e *Embedded) load(s leaseSnap) (*Lease, error) {
 	job.ID = strconv.FormatUint(s.id, 10)
 	job.Attempt = s.n
 	return &Lease{Job: job, Token: s.token}, nil
-}
-
-func (e *Embedded) loadFromFile(id uint64, job *Job) func(tx *bolt.Tx) error {
-	return func(tx *bolt.Tx) error {
-		v := tx.Bucket([]byte(bucketJobs)).Get(u64key(id))
-		if len(v) < jobHeaderLen {
-			return fmt.Errorf("queue: job %d has no record", id)
-		}
-		var err error
-		*job, err = decodeJob(v[jobHeaderLen:])
-		return err
-	}
 }
 
 func (e *Embedded) markLease(id uint64, n uint32) error {
@@ -1400,96 +1387,96 @@ func (e *Embedded) commit(fn func(*wtx) error) error {
 func (e *Embedded) committer() {
 	defer e.wg.Done()
 	batch := make([]*writeReq, 0, maxBatch+1)
-	ackTimer := time.NewTimer(time.Hour)
-	ackTimer.Stop()
-	var ackDue <-chan time.Time
+	// flushTimer holds back a commit that only acks and journaled jobs
+	// would make (see ackDelay and checkpointDelay).
+	flushTimer := time.NewTimer(time.Hour)
+	flushTimer.Stop()
+	var flushDue <-chan time.Time
+	holdFor := func(d time.Duration) {
+		if flushDue == nil {
+			flushTimer.Reset(d)
+			flushDue = flushTimer.C
+		}
+	}
 	for {
 		batch = batch[:0]
+		closing := false
 		select {
 		case r := <-e.writes:
 			batch = append(batch, r)
 		case <-e.ackKick:
 			if e.acksQueued() < ackBatch {
-				if ackDue == nil {
-					ackTimer.Reset(e.tune.ackDelay)
-					ackDue = ackTimer.C
-				}
+				holdFor(e.tune.ackDelay)
 				continue
 			}
 		case <-e.ckptKick:
 			if e.pendingQueued() < e.tune.checkpointBytes {
-				if ackDue == nil {
-					ackTimer.Reset(e.tune.checkpointDelay)
-					ackDue = ackTimer.C
-				}
+				holdFor(e.tune.checkpointDelay)
 				continue
 			}
-		case <-ackDue:
-			ackDue = nil
+		case <-flushDue:
+			flushDue = nil
 		case <-e.done:
 			// Acks still queued are in the log, and journaled jobs in the
 			// journal; writing them to the file now spares the next open
 			// the work. The appender's last group comes first.
 			<-e.appended
-			acks := e.takeAcks()
-			if acks == nil && e.pendingQueued() == 0 {
-				return
-			}
-			batch = append(batch, &writeReq{fn: func(*wtx) error { return nil }, done: make(chan error, 1)})
-			if acks != nil {
-				batch = append(batch, acks)
-			}
-			err := e.update(batch)
-			for _, r := range batch {
-				r.done <- err
-			}
-			if acks != nil {
-				e.ackCommitted(acks)
-			}
-			return
+			closing = true
 		}
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case r := <-e.writes:
-				batch = append(batch, r)
-			default:
-				break more
-			}
+		if !closing {
+			batch = gather(batch, e.writes)
 		}
 		acks := e.takeAcks()
 		if acks != nil {
 			batch = append(batch, acks)
-			if ackDue != nil {
-				ackTimer.Stop()
-				ackDue = nil
+		}
+		if len(batch) > 0 || e.pendingQueued() > 0 {
+			if flushDue != nil {
+				flushTimer.Stop()
+				flushDue = nil
+			}
+			e.commitBatch(batch)
+			if acks != nil {
+				e.ackCommitted(acks)
 			}
 		}
-		if len(batch) == 0 {
-			if e.pendingQueued() == 0 {
-				continue
-			}
-			// A checkpoint alone.
-			batch = append(batch, &writeReq{fn: func(*wtx) error { return nil }, done: make(chan error, 1)})
-		}
-		start := time.Now()
-		err := e.update(batch)
-		e.commitTime.Observe(time.Since(start).Seconds())
-		e.groupSize.WithLabelValues("commit").Observe(float64(len(batch)))
-		if err != nil && len(batch) > 1 {
-			// One bad write must not fail its neighbours: retry alone.
-			for _, r := range batch {
-				r.done <- e.update([]*writeReq{r})
-			}
-		} else {
-			for _, r := range batch {
-				r.done <- err
-			}
-		}
-		if acks != nil {
-			e.ackCommitted(acks)
+		if closing {
+			return
 		}
 	}
+}
+
+// commitBatch commits the writes of batch, after a checkpoint (which is
+// all it commits when batch is empty), and tells each writer the outcome.
+func (e *Embedded) commitBatch(batch []*writeReq) {
+	start := time.Now()
+	err := e.update(batch)
+	e.commitTime.Observe(time.Since(start).Seconds())
+	e.groupSize.WithLabelValues("commit").Observe(float64(len(batch)))
+	if err != nil && len(batch) > 1 {
+		// One bad write must not fail its neighbours: retry alone.
+		for _, r := range batch {
+			r.done <- e.update([]*writeReq{r})
+		}
+		return
+	}
+	for _, r := range batch {
+		r.done <- err
+	}
+}
+
+// gather appends to batch the requests waiting on ch, up to maxBatch in
+// all, without waiting for more.
+func gather[T any](batch []T, ch <-chan T) []T {
+	for len(batch) < maxBatch {
+		select {
+		case r := <-ch:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // pendingQueued is how many bytes of journaled jobs wait for a checkpoint.

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -117,15 +118,7 @@ func readJournals(paths [2]string, seq uint64) ([]journalRec, error) {
 			}
 		}
 	}
-	slices.SortFunc(recs, func(a, b journalRec) int {
-		switch {
-		case a.id < b.id:
-			return -1
-		case a.id > b.id:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(recs, func(a, b journalRec) int { return cmp.Compare(a.id, b.id) })
 	return slices.CompactFunc(recs, func(a, b journalRec) bool { return a.id == b.id }), nil
 }
 
@@ -168,11 +161,9 @@ func openJournal(path string) (*journal, error) {
 
 // append writes buf to the current file and makes it durable. On failure
 // it cuts the file back to where it was, so the next group starts on a
-// record boundary; if even that fails, the journal takes no more appends.
+// record boundary; if even that fails, it sets err, and the caller must
+// append nothing more.
 func (j *journal) append(buf []byte) error {
-	if j.err != nil {
-		return j.err
-	}
 	f := j.files[j.cur]
 	_, err := f.Write(buf)
 	if err == nil {
