@@ -294,12 +294,7 @@ func TestCrashDuringCompactionLeavesUsableStore(t *testing.T) {
 			if len(stored) != wantStored || len(acked) != wantAcked {
 				t.Fatalf("child stored %d and acked %d, want %d and %d", len(stored), len(acked), wantStored, wantAcked)
 			}
-			want := map[string]bool{}
-			for id := range stored {
-				if !acked[id] {
-					want[id] = true
-				}
-			}
+			want := unacked(stored, acked)
 			e := openTest(t, path, Options{}, testTuning())
 			if _, err := os.Stat(compactPath(path)); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("the unfinished copy is still there after open: %v", err)
@@ -327,12 +322,7 @@ func TestCrashBeforeAckCommitsKeepsAcks(t *testing.T) {
 	if len(stored) != 200 || len(acked) != 120 {
 		t.Fatalf("child stored %d and acked %d, want 200 and 120", len(stored), len(acked))
 	}
-	want := map[string]bool{}
-	for id := range stored {
-		if !acked[id] {
-			want[id] = true
-		}
-	}
+	want := unacked(stored, acked)
 	e := openTest(t, path, Options{}, testTuning())
 	checkJobs(t, e, want)
 }
@@ -348,12 +338,7 @@ func TestCrashDuringCheckpointKeepsJournaledJobs(t *testing.T) {
 			if len(stored) != 100 || len(acked) != 30 {
 				t.Fatalf("child stored %d and acked %d, want 100 and 30", len(stored), len(acked))
 			}
-			want := map[string]bool{}
-			for id := range stored {
-				if !acked[id] {
-					want[id] = true
-				}
-			}
+			want := unacked(stored, acked)
 			e := openTest(t, path, crashCheckpointOptions(), testTuning())
 			for id := range stored {
 				if seen, err := e.Seen(context.Background(), id); err != nil || !seen {
@@ -370,4 +355,16 @@ func TestCrashDuringCheckpointKeepsJournaledJobs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// unacked is the ids of stored that are not in acked: the jobs a store
+// must still hold after the child's crash.
+func unacked(stored, acked map[string]bool) map[string]bool {
+	want := map[string]bool{}
+	for id := range stored {
+		if !acked[id] {
+			want[id] = true
+		}
+	}
+	return want
 }
