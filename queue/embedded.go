@@ -446,10 +446,13 @@ func (e *Embedded) Enqueue(ctx context.Context, job Job) (Job, error) {
 		// acked before their checkpoint and never stored anywhere else, so
 		// compressing them would be CPU spent for nothing; the checkpoint
 		// compresses the ones it writes.
-		req.rec.val = appendRecord(make([]byte, jobHeaderLen), job, "") // header zero: no attempts, ready now
+		// The payload is copied once, out of intake's buffer, and that copy
+		// is what the journal writes, Lease hands out and the checkpoint
+		// compresses.
 		meta := job
 		meta.Payload = nil
-		req.rec.job, req.rec.payloadAt = &meta, len(req.rec.val)-len(job.Payload)
+		req.rec.val = appendRecord(make([]byte, jobHeaderLen, jobHeaderLen+256), meta, "") // header zero: no attempts, ready now
+		req.rec.job, req.rec.payload = &meta, bytes.Clone(job.Payload)
 	} else {
 		// A backlog: this job will be checkpointed, so it is compressed
 		// once, now, and the journal writes a third of the bytes.
@@ -556,7 +559,6 @@ func (e *Embedded) appendGroup(batch []*enqueueReq) error {
 		return err
 	}
 	j := e.journal
-	buf := j.buf[:0]
 	first, n := e.nextID, 0
 	for _, r := range batch {
 		if r.dup {
@@ -564,16 +566,13 @@ func (e *Embedded) appendGroup(batch []*enqueueReq) error {
 		}
 		n++
 		r.rec.id = first + uint64(n)
-		buf = appendJournalRec(buf, &r.rec)
+		j.stage(&r.rec)
 	}
 	if n == 0 {
 		return nil
 	}
-	if cap(buf) <= 4<<20 {
-		j.buf = buf
-	}
 	e.groupSize.WithLabelValues("journal").Observe(float64(n))
-	if err := j.append(buf); err != nil {
+	if err := j.append(); err != nil {
 		return err
 	}
 	e.nextID = first + uint64(n)
@@ -587,7 +586,7 @@ func (e *Embedded) appendGroup(batch []*enqueueReq) error {
 		e.pending[rec.id] = rec
 		e.pendingOrder = append(e.pendingOrder, rec)
 		e.pendingKeys[string(rec.key)] = rec.expires
-		e.pendingBytes += len(rec.val)
+		e.pendingBytes += len(rec.val) + len(rec.payload)
 		if !e.closed {
 			ent := &entry{id: rec.id}
 			e.jobs[rec.id] = ent
@@ -616,7 +615,7 @@ func checkpointRec(w *wtx, r *journalRec, acked bool) error {
 	val := r.val
 	if r.job != nil {
 		j := *r.job
-		j.Payload = val[r.payloadAt:]
+		j.Payload = r.payload
 		val = appendJob(make([]byte, jobHeaderLen, jobHeaderLen+256+len(j.Payload)/2), j) // header zero, as journaled
 	}
 	return w.put(bucketJobs, u64key(r.id), val)
@@ -770,11 +769,18 @@ func (e *Embedded) load(s leaseSnap) (*Lease, error) {
 	rec := e.pending[s.id]
 	e.mu.Unlock()
 	var err error
-	if rec != nil {
+	switch {
+	case rec != nil && rec.job != nil:
+		// Journaled uncompressed and not checkpointed yet: the job as
+		// Enqueue kept it. Its payload is shared, not copied; nothing
+		// changes it (Lease's contract).
+		job = *rec.job
+		job.Payload = rec.payload
+	case rec != nil:
 		// Not checkpointed yet; the record is never changed, only dropped
 		// from pending once the file has it.
 		job, err = decodeJob(rec.val[jobHeaderLen:])
-	} else {
+	default:
 		err = e.view(func(tx *bolt.Tx) error {
 			v := tx.Bucket([]byte(bucketJobs)).Get(u64key(s.id))
 			if len(v) < jobHeaderLen {
@@ -1563,7 +1569,7 @@ func (e *Embedded) checkpointed(recs []*journalRec) {
 		if exp, ok := e.pendingKeys[string(r.key)]; ok && exp == r.expires {
 			delete(e.pendingKeys, string(r.key))
 		}
-		e.pendingBytes -= len(r.val)
+		e.pendingBytes -= len(r.val) + len(r.payload)
 	}
 	n := copy(e.pendingOrder, e.pendingOrder[len(recs):])
 	clear(e.pendingOrder[n:])

@@ -50,17 +50,21 @@ type journalRec struct {
 	expires int64
 	key     []byte // the delivery id
 	val     []byte // header and encoded job, as in the jobs bucket
-	// job is what val encodes, but for its payload, which is val from
-	// payloadAt on, uncompressed: a checkpoint stores the job compressed.
-	// Nil for a record read back from the journal, stored as it is.
-	job       *Job
-	payloadAt int
+	// job and payload are set for a job journaled uncompressed: val then
+	// ends with the meta line, payload follows it in the journal, and a
+	// checkpoint stores the job compressed. job's own Payload is nil. Both
+	// are nil for a record journaled compressed or read back from the
+	// journal, which is stored as it is.
+	job     *Job
+	payload []byte
 }
 
 func journalPaths(path string) [2]string {
 	return [2]string{path + ".journal0", path + ".journal1"}
 }
 
+// appendJournalRec renders r's record but for its payload (r.payload),
+// which follows it in the file.
 func appendJournalRec(buf []byte, r *journalRec) []byte {
 	start := len(buf)
 	buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -70,8 +74,8 @@ func appendJournalRec(buf []byte, r *journalRec) []byte {
 	buf = append(buf, r.key...)
 	buf = append(buf, r.val...)
 	body := buf[start+journalHeaderLen:]
-	binary.BigEndian.PutUint32(buf[start:], uint32(len(body)))
-	binary.BigEndian.PutUint32(buf[start+4:], crc32.Checksum(body, castagnoli))
+	binary.BigEndian.PutUint32(buf[start:], uint32(len(body)+len(r.payload)))
+	binary.BigEndian.PutUint32(buf[start+4:], crc32.Update(crc32.Checksum(body, castagnoli), castagnoli, r.payload))
 	return buf
 }
 
@@ -132,7 +136,18 @@ type journal struct {
 	// file may end in a partial group, after which nothing must be
 	// appended, or replay would stop before it.
 	err error
-	buf []byte
+	// The group being appended: the records' heads rendered one after the
+	// other into buf, and where each payload goes between them. Payloads
+	// are written from where Enqueue keeps them, not copied into buf.
+	buf  []byte
+	cuts []journalCut
+	iov  [][]byte
+}
+
+// journalCut is a payload to write after buf[:end].
+type journalCut struct {
+	end     int
+	payload []byte
 }
 
 // openJournal opens both files empty: their records must be in the bbolt
@@ -159,18 +174,45 @@ func openJournal(path string) (*journal, error) {
 	return j, nil
 }
 
-// append writes buf to the current file and makes it durable. On failure
-// it cuts the file back to where it was, so the next group starts on a
-// record boundary; if even that fails, it sets err, and the caller must
-// append nothing more.
-func (j *journal) append(buf []byte) error {
+// stage adds r to the group the next append writes.
+func (j *journal) stage(r *journalRec) {
+	j.buf = appendJournalRec(j.buf, r)
+	if len(r.payload) > 0 {
+		j.cuts = append(j.cuts, journalCut{len(j.buf), r.payload})
+	}
+}
+
+// append writes the staged group to the current file with one writev and
+// makes it durable. On failure it cuts the file back to where it was, so
+// the next group starts on a record boundary; if even that fails, it sets
+// err, and the caller must append nothing more. Either way the group is
+// done with.
+func (j *journal) append() error {
+	iov, from, size := j.iov[:0], 0, 0
+	for _, c := range j.cuts {
+		iov = append(iov, j.buf[from:c.end], c.payload)
+		from = c.end
+		size += len(c.payload)
+	}
+	if from < len(j.buf) {
+		iov = append(iov, j.buf[from:])
+	}
+	size += len(j.buf)
 	f := j.files[j.cur]
-	_, err := f.Write(buf)
+	err := writeAll(f, iov)
 	if err == nil {
 		err = fdatasync(f)
 	}
+	// Nothing of the group stays referenced, and a rare huge group's
+	// buffer is left to the collector.
+	clear(iov)
+	clear(j.cuts)
+	j.iov, j.cuts = iov[:0], j.cuts[:0]
+	if j.buf = j.buf[:0]; cap(j.buf) > 4<<20 {
+		j.buf = nil
+	}
 	if err == nil {
-		j.size[j.cur] += int64(len(buf))
+		j.size[j.cur] += int64(size)
 		return nil
 	}
 	if terr := f.Truncate(j.size[j.cur]); terr != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,25 +23,25 @@ func heldTuning() embeddedTuning {
 
 // A journal cut anywhere in its last record, or with any byte of that
 // record changed, reads as the records before it; whole, it reads back
-// exactly as written.
+// exactly as written, payloads written apart from their heads included.
 func TestJournalTornOrCorruptTailIsIgnored(t *testing.T) {
 	recs := []journalRec{
 		{id: 1, expires: 11, key: []byte("d-1"), val: append(make([]byte, jobHeaderLen), "one\n{}"...)},
-		{id: 2, expires: 22, key: []byte("d-22"), val: append(make([]byte, jobHeaderLen), "two\n[]"...)},
-		{id: 3, expires: 33, key: []byte("d-333"), val: append(make([]byte, jobHeaderLen), "three\n\"x\""...)},
+		{id: 2, expires: 22, key: []byte("d-22"), val: append(make([]byte, jobHeaderLen), "two\n"...), payload: []byte("[]")},
+		{id: 3, expires: 33, key: []byte("d-333"), val: append(make([]byte, jobHeaderLen), "three\n"...), payload: []byte(`"x"`)},
 	}
 	var b []byte
 	for i := range recs {
-		b = appendJournalRec(b, &recs[i])
+		b = append(appendJournalRec(b, &recs[i]), recs[i].payload...)
 	}
-	last := len(appendJournalRec(nil, &recs[2]))
+	last := len(appendJournalRec(nil, &recs[2])) + len(recs[2].payload)
 	whole := readJournal(b)
 	if len(whole) != 3 {
 		t.Fatalf("read %d records of 3", len(whole))
 	}
 	for i, r := range whole {
 		w := recs[i]
-		if r.id != w.id || r.expires != w.expires || !bytes.Equal(r.key, w.key) || !bytes.Equal(r.val, w.val) {
+		if r.id != w.id || r.expires != w.expires || !bytes.Equal(r.key, w.key) || !bytes.Equal(r.val, append(w.val, w.payload...)) {
 			t.Errorf("record %d read as %+v, want %+v", i, r, w)
 		}
 	}
@@ -250,4 +251,35 @@ func TestJournalCompressesOnlyABacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaseAllOf(openTest(t, path, Options{}, heldTuning()), "from the file")
+}
+
+// writeAll writes every buffer in order, however many there are (more
+// than one writev takes) and whatever their sizes, empty ones included.
+func TestWriteAllWritesEveryBufferInOrder(t *testing.T) {
+	var bufs [][]byte
+	var want []byte
+	for i := range 3*iovMax + 7 {
+		b := []byte(strings.Repeat(string(rune('a'+i%26)), i%5))
+		bufs = append(bufs, b)
+		want = append(want, b...)
+	}
+	path := filepath.Join(t.TempDir(), "w")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("head:")); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(f, bufs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want = append([]byte("head:"), want...); !bytes.Equal(got, want) {
+		t.Errorf("the file holds %d bytes, want %d, or they differ", len(got), len(want))
+	}
 }

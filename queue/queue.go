@@ -57,7 +57,8 @@ type Queue interface {
 	Enqueue(ctx context.Context, job Job) (Job, error)
 	// Lease blocks up to wait for a job that is ready (new, due for retry,
 	// or whose previous lease expired) and leases it to consumer. It
-	// returns ErrEmpty when nothing became ready in time.
+	// returns ErrEmpty when nothing became ready in time. The job's
+	// Payload may be the store's own copy: read it, never change it.
 	Lease(ctx context.Context, consumer string, wait time.Duration) (*Lease, error)
 	// Extend pushes the lease's visibility timeout out again; long jobs
 	// (rollouts) call it periodically as a heartbeat.
