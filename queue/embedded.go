@@ -1555,7 +1555,7 @@ func (e *Embedded) update(batch []*writeReq) error {
 		e.checkpointed(recs)
 	}
 	e.journalMu.Lock()
-	e.journal.truncateSpare()
+	e.journal.emptySpare()
 	e.journalMu.Unlock()
 	return nil
 }

@@ -43,6 +43,8 @@ func TestCrashChild(t *testing.T) {
 		crashChildAck(path, out)
 	case "checkpoint":
 		crashChildCheckpoint(path, os.Getenv(envCrashStep), out)
+	case "reuse":
+		crashChildReuse(path, out)
 	}
 	fmt.Fprintln(os.Stderr, "crash child: no crash happened")
 	os.Exit(1)
@@ -119,7 +121,7 @@ func crashChildAck(path string, out *lineWriter) {
 // leases 40 of them, acks 30, then nacks one, which commits and so
 // checkpoints everything, and exits at step: inside the checkpoint's
 // transaction, or after its commit and before the journal's spare file is
-// truncated.
+// emptied.
 func crashChildCheckpoint(path, step string, out *lineWriter) {
 	ctx := context.Background()
 	tune := testTuning()
@@ -159,6 +161,48 @@ func crashChildCheckpoint(path, step string, out *lineWriter) {
 		childFail(err)
 	}
 	childFail(errors.New("the nack did not checkpoint"))
+}
+
+// crashChildReuse journals three rounds of jobs, a checkpoint after each
+// of the first two, so that the third round is written over the first
+// one's records in the same file, and exits before the third checkpoint.
+// Records of the first and third rounds are the same size, so the old
+// records past the new ones are whole. The first checkpoint dead-letters
+// job r-10, whose old record, replayed again, would bring it back.
+func crashChildReuse(path string, out *lineWriter) {
+	ctx := context.Background()
+	e, err := openEmbedded(path, crashCheckpointOptions(), heldTuning())
+	if err != nil {
+		childFail(err)
+	}
+	n := 0
+	for round, size := range []int{60, 10, 5} {
+		pad := strings.Repeat("x", []int{2000, 500, 2000}[round])
+		for range size {
+			n++
+			id := fmt.Sprintf("r-%02d", n)
+			payload := fmt.Sprintf(`{"n":%02d,"pad":%q}`, n, pad)
+			if _, err := e.Enqueue(ctx, Job{DeliveryID: id, Payload: []byte(payload)}); err != nil {
+				childFail(err)
+			}
+			out.say("stored", id)
+		}
+		if round == 2 {
+			os.Exit(crashExit)
+		}
+		// A nack commits, and so checkpoints: one each round, so that the
+		// rounds alternate between the files. The first round's nack
+		// dead-letters its tenth job, the nine before it stay leased.
+		var l *Lease
+		for range []int{10, 1}[round] {
+			if l, err = e.Lease(ctx, "w", 0); err != nil {
+				childFail(err)
+			}
+		}
+		if err := e.Nack(ctx, l, "failed", round > 0); err != nil {
+			childFail(err)
+		}
+	}
 }
 
 func crashCheckpointOptions() Options {
@@ -354,6 +398,35 @@ func TestCrashDuringCheckpointKeepsJournaledJobs(t *testing.T) {
 				t.Errorf("Enqueue after the crash = %+v, %v; want job 101", j, err)
 			}
 		})
+	}
+}
+
+// A journal file written over its own older records, which stay past the
+// new ones, replays the new records and none of the old ones again.
+func TestCrashAfterJournalReuseReplaysOnlyNewRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	stored, _, _ := runCrashChild(t, "reuse", path, "", nil)
+	if len(stored) != 75 {
+		t.Fatalf("child stored %d jobs, want 75", len(stored))
+	}
+	// The third round went over the first one in journal0, and the first
+	// round's records 6 to 60 are still there after it.
+	b, err := os.ReadFile(journalPaths(path)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs := readJournal(b); len(recs) != 60 || recs[4].id != 75 || recs[5].id != 6 {
+		t.Fatalf("journal0 reads as %d records; want jobs 71-75 followed by the old records of jobs 6-60", len(recs))
+	}
+	e := openTest(t, path, crashCheckpointOptions(), testTuning())
+	delete(stored, "r-10")
+	checkJobs(t, e, stored)
+	if st, err := e.Stats(context.Background()); err != nil || st.Dead != 1 {
+		t.Errorf("Stats after the crash = %+v, %v; want the one dead letter", st, err)
+	}
+	j, err := e.Enqueue(context.Background(), Job{DeliveryID: "new"})
+	if err != nil || j.ID != "76" {
+		t.Errorf("Enqueue after the crash = %+v, %v; want job 76", j, err)
 	}
 }
 

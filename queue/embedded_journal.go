@@ -29,8 +29,14 @@ import (
 // Two files take turns: records go to the current one; a commit first
 // makes the other one current if it is empty, and once the commit is on
 // disk every record of the now-spare file is in it, so the spare is
-// truncated. A record that survives a truncation lost in a crash has an id
-// at or below the sequence and is skipped.
+// emptied: its next records are written over the old ones from its start.
+// Writing over blocks a file already has, an fdatasync has no new size to
+// make durable, which halves its time and CPU on ext4 (0.51 → 0.31 ms for
+// a 360 KB group, 0.24 → 0.15 ms for one 25 KB record), where truncating
+// and appending again made every fdatasync commit the filesystem's
+// journal. An old record left past the new ones, or one that survives a
+// truncation lost in a crash, has an id at or below the sequence and is
+// skipped; a partly overwritten one fails its CRC and ends the file.
 //
 // Record: length of the body (uint32), CRC-32C of the body, then the body:
 // job id (uint64), delivery id's expiry (unix ns), delivery id length
@@ -127,11 +133,16 @@ func readJournals(paths [2]string, seq uint64) ([]journalRec, error) {
 }
 
 // journal is the pair of files; the appender writes to files[cur], the
-// committer rotates and truncates. Both hold Embedded.journalMu for it.
+// committer rotates and empties the spare. Both hold Embedded.journalMu
+// for it.
 type journal struct {
 	files [2]*os.File
-	size  [2]int64
-	cur   int
+	// size is where each file's next record goes: the end of its records
+	// not yet known to be in the bbolt file. phys is how far each file
+	// holds bytes, older records past size included.
+	size [2]int64
+	phys [2]int64
+	cur  int
 	// err is set when a failed append could not be undone: the current
 	// file may end in a partial group, after which nothing must be
 	// appended, or replay would stop before it.
@@ -155,7 +166,7 @@ type journalCut struct {
 func openJournal(path string) (*journal, error) {
 	j := &journal{}
 	for i, p := range journalPaths(path) {
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
 		if err == nil {
 			err = f.Truncate(0)
 		}
@@ -182,11 +193,12 @@ func (j *journal) stage(r *journalRec) {
 	}
 }
 
-// append writes the staged group to the current file with one writev and
-// makes it durable. On failure it cuts the file back to where it was, so
-// the next group starts on a record boundary; if even that fails, it sets
-// err, and the caller must append nothing more. Either way the group is
-// done with.
+// append writes the staged group to the current file after its records
+// with one pwritev and makes it durable. On failure it cuts the file back
+// to where its records end, so the next group starts on a record boundary
+// with nothing of the failed one after it; if even that fails, it sets err,
+// and the caller must append nothing more. Either way the group is done
+// with.
 func (j *journal) append() error {
 	iov, from, size := j.iov[:0], 0, 0
 	for _, c := range j.cuts {
@@ -199,7 +211,7 @@ func (j *journal) append() error {
 	}
 	size += len(j.buf)
 	f := j.files[j.cur]
-	err := writeAll(f, iov)
+	err := writeAt(f, iov, j.size[j.cur])
 	if err == nil {
 		err = fdatasync(f)
 	}
@@ -213,10 +225,13 @@ func (j *journal) append() error {
 	}
 	if err == nil {
 		j.size[j.cur] += int64(size)
+		j.phys[j.cur] = max(j.phys[j.cur], j.size[j.cur])
 		return nil
 	}
 	if terr := f.Truncate(j.size[j.cur]); terr != nil {
 		j.err = fmt.Errorf("the intake journal %s could not be cut back after a failed write (%w); restart the bot", f.Name(), terr)
+	} else {
+		j.phys[j.cur] = j.size[j.cur]
 	}
 	return err
 }
@@ -228,16 +243,19 @@ func (j *journal) rotate() {
 	}
 }
 
-// truncateSpare empties the spare file once its records are all in the
-// bbolt file. A failure leaves it as it is, to be tried after the next
-// commit; meanwhile the current file keeps taking appends.
-func (j *journal) truncateSpare() {
+// journalKeep is how large a spare file may stay when it is emptied; one
+// grown past it in a burst is truncated, so the pair does not keep the
+// disk it took then.
+const journalKeep = 64 << 20
+
+// emptySpare empties the spare file once its records are all in the bbolt
+// file: its next records go over them. A failed truncation of a file over
+// journalKeep leaves it as large, to be tried after the next commit.
+func (j *journal) emptySpare() {
 	spare := 1 - j.cur
-	if j.size[spare] == 0 {
-		return
-	}
-	if j.files[spare].Truncate(0) == nil {
-		j.size[spare] = 0
+	j.size[spare] = 0
+	if j.phys[spare] > journalKeep && j.files[spare].Truncate(0) == nil {
+		j.phys[spare] = 0
 	}
 }
 

@@ -253,9 +253,10 @@ func TestJournalCompressesOnlyABacklog(t *testing.T) {
 	leaseAllOf(openTest(t, path, Options{}, heldTuning()), "from the file")
 }
 
-// writeAll writes every buffer in order, however many there are (more
-// than one writev takes) and whatever their sizes, empty ones included.
-func TestWriteAllWritesEveryBufferInOrder(t *testing.T) {
+// writeAt writes every buffer in order from its offset, however many
+// there are (more than one pwritev takes) and whatever their sizes, empty
+// ones included, over what the file held there.
+func TestWriteAtWritesEveryBufferInOrder(t *testing.T) {
 	var bufs [][]byte
 	var want []byte
 	for i := range 3*iovMax + 7 {
@@ -264,22 +265,24 @@ func TestWriteAllWritesEveryBufferInOrder(t *testing.T) {
 		want = append(want, b...)
 	}
 	path := filepath.Join(t.TempDir(), "w")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	old := bytes.Repeat([]byte("-"), 5+len(want)+9)
+	if err := os.WriteFile(path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.Write([]byte("head:")); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeAll(f, bufs); err != nil {
+	if err := writeAt(f, bufs, 5); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want = append([]byte("head:"), want...); !bytes.Equal(got, want) {
+	want = append(append([]byte("-----"), want...), "---------"...)
+	if !bytes.Equal(got, want) {
 		t.Errorf("the file holds %d bytes, want %d, or they differ", len(got), len(want))
 	}
 }

@@ -7,12 +7,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// iovMax is Linux's limit on the buffers of one writev.
+// iovMax is Linux's limit on the buffers of one pwritev.
 const iovMax = 1024
 
-// writeAll writes bufs to f one after the other with as few writev calls
-// as it takes, so a group of journal records needs no copy into one buffer.
-func writeAll(f *os.File, bufs [][]byte) error {
+// writeAt writes bufs to f one after the other from offset off, with as few
+// pwritev calls as it takes, so a group of journal records needs no copy
+// into one buffer.
+func writeAt(f *os.File, bufs [][]byte, off int64) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
@@ -27,7 +28,7 @@ func writeAll(f *os.File, bufs [][]byte) error {
 		var n int
 		var werr error
 		if err := rc.Write(func(fd uintptr) bool {
-			n, werr = unix.Writev(int(fd), bufs[:min(len(bufs), iovMax)])
+			n, werr = unix.Pwritev(int(fd), bufs[:min(len(bufs), iovMax)], off)
 			return werr != unix.EAGAIN
 		}); err != nil {
 			return err
@@ -36,10 +37,11 @@ func writeAll(f *os.File, bufs [][]byte) error {
 		case werr == unix.EINTR:
 			continue
 		case werr != nil:
-			return &os.PathError{Op: "writev", Path: f.Name(), Err: werr}
+			return &os.PathError{Op: "pwritev", Path: f.Name(), Err: werr}
 		case n == 0:
-			return &os.PathError{Op: "writev", Path: f.Name(), Err: io.ErrShortWrite}
+			return &os.PathError{Op: "pwritev", Path: f.Name(), Err: io.ErrShortWrite}
 		}
+		off += int64(n)
 		// Skip what was written: whole buffers, then part of the next.
 		for n > 0 {
 			if n < len(bufs[0]) {
