@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -284,5 +285,35 @@ func TestWriteAtWritesEveryBufferInOrder(t *testing.T) {
 	want = append(append([]byte("-----"), want...), "---------"...)
 	if !bytes.Equal(got, want) {
 		t.Errorf("the file holds %d bytes, want %d, or they differ", len(got), len(want))
+	}
+}
+
+// A job served from the journal comes with the outline intake gave it, and
+// its own copy of the payload; one read back from the file has no outline.
+func TestJournaledJobKeepsItsOutline(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	e := openTest(t, path, crashCheckpointOptions(), heldTuning())
+	ctx := context.Background()
+	payload := []byte(`{"a":1,"b":[2]}`)
+	if _, err := e.Enqueue(ctx, Job{DeliveryID: "o", Payload: payload, Outline: []int32{6, 14}}); err != nil {
+		t.Fatal(err)
+	}
+	payload[2] = 'X' // intake reuses its buffer
+	l, err := e.Lease(ctx, "w", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(l.Job.Payload) != `{"a":1,"b":[2]}` || !slices.Equal(l.Job.Outline, []int32{6, 14}) {
+		t.Errorf("leased from the journal: payload %s, outline %v", l.Job.Payload, l.Job.Outline)
+	}
+	// The nack checkpoints the job; the next lease reads the file.
+	if err := e.Nack(ctx, l, "again", true); err != nil {
+		t.Fatal(err)
+	}
+	if l, err = e.Lease(ctx, "w", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if string(l.Job.Payload) != `{"a":1,"b":[2]}` || l.Job.Outline != nil {
+		t.Errorf("leased from the file: payload %s, outline %v; want no outline", l.Job.Payload, l.Job.Outline)
 	}
 }

@@ -28,6 +28,13 @@ type Job struct {
 	Repo           string
 	// Payload is the raw JSON body GitHub sent.
 	Payload []byte
+	// Outline, when intake set it, says Payload is a JSON object intake
+	// validated, and where each of its top-level members ends: the offset
+	// just past its value, in order. A reader may step over a member it
+	// does not need instead of scanning it. It is a hint kept in memory
+	// only: the embedded store hands it out with the jobs it serves from
+	// its journal, and a job read back from storage has none.
+	Outline []int32
 	// EnqueuedAt is set by the queue.
 	EnqueuedAt time.Time
 	// Attempt is 1 on the first lease and grows with every lease: a retry

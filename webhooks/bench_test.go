@@ -68,10 +68,11 @@ func BenchmarkDecode(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			names := interner{m: map[string]string{}}
+			var outline []int32
 			b.SetBytes(int64(len(tc.body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				j, p := decode(tc.event, "d", "application/json", tc.body, &names)
+				j, p := decode(tc.event, "d", "application/json", tc.body, &names, &outline)
 				if p != nil || j.InstallationID == 0 || j.Action != tc.action {
 					b.Fatalf("decode: %+v %v", j, p)
 				}

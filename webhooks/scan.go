@@ -67,12 +67,14 @@ const (
 // a trailing-zeros count away, and only escapes are looked at byte by byte.
 // The rest (structure, numbers, literals) is a byte-at-a-time state machine
 // with a bit per level of nesting saying object or array.
-func scan(b []byte) (f fields, ok bool, errOffset int) { return scanNames(b, nil) }
+func scan(b []byte) (f fields, ok bool, errOffset int) { return scanNames(b, nil, nil) }
 
 // scanNames is scan taking the action and repository names from names, so
 // that the names every delivery repeats are not allocated each time. The
-// strings it returns are still never views of b.
-func scanNames(b []byte, names *interner) (f fields, ok bool, errOffset int) {
+// strings it returns are still never views of b. With outline, it also
+// appends there where each member of b's top-level object ends (the
+// offset just past its value); what it appended means nothing unless ok.
+func scanNames(b []byte, names *interner, outline *[]int32) (f fields, ok bool, errOffset int) {
 	var (
 		n     = len(b)
 		i     int // the next byte to look at
@@ -198,6 +200,9 @@ strLoop:
 	}
 
 after: // a value ended just before b[i]
+	if depth == 1 && outline != nil && stack[0]&2 != 0 {
+		*outline = append(*outline, int32(i))
+	}
 	i, c = jsonscan.SkipSpace(b, i)
 	if depth == 0 {
 		if i < n {

@@ -19,6 +19,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -66,9 +67,10 @@ type Handler struct {
 // scratch is one delivery's memory: the body as read, which is also the
 // job's payload (Enqueue does not keep it once it returns), and the answer.
 type scratch struct {
-	body   []byte
-	answer []byte
-	sum    [sha256.Size]byte // the body's HMAC
+	body    []byte
+	answer  []byte
+	outline []int32
+	sum     [sha256.Size]byte // the body's HMAC
 }
 
 // Memory kept for reuse: bodies up to keepBody bytes (GitHub's deliveries
@@ -299,7 +301,7 @@ func (h *Handler) intake(r *http.Request, s *scratch, event, delivery string) (q
 	if delivery == "" {
 		return queue.Job{}, errNoDelivery
 	}
-	return decode(event, delivery, r.Header.Get("Content-Type"), raw, &h.names)
+	return decode(event, delivery, r.Header.Get("Content-Type"), raw, &h.names, &s.outline)
 }
 
 // readBody reads the whole body into buf (growing it when it must) and
@@ -349,14 +351,22 @@ func roundUp(n int) int {
 // in one pass over the bytes without building a tree, which keeps a 24 KB
 // delivery in the microseconds (SPEC §11). Validation reads to the end: a
 // malformed body is 400 (SPEC §9), never a job that cannot decode.
-func decode(event, delivery, contentType string, raw []byte, names *interner) (queue.Job, *problem) {
+//
+// The same pass notes where each top-level member ends (Job.Outline), into
+// outline, scratch memory the caller owns; the job gets its own copy.
+func decode(event, delivery, contentType string, raw []byte, names *interner, outline *[]int32) (queue.Job, *problem) {
 	payload, p := payloadOf(contentType, raw)
 	if p != nil {
 		return queue.Job{}, p
 	}
-	f, ok, _ := scanNames(payload, names)
+	*outline = (*outline)[:0]
+	f, ok, _ := scanNames(payload, names, outline)
 	if !ok {
 		return queue.Job{}, reject(http.StatusBadRequest, "body is not valid JSON: %s", syntaxError(payload))
+	}
+	var members []int32
+	if len(*outline) > 0 {
+		members = slices.Clone(*outline)
 	}
 	return queue.Job{
 		DeliveryID:     delivery,
@@ -365,6 +375,7 @@ func decode(event, delivery, contentType string, raw []byte, names *interner) (q
 		InstallationID: f.installationID,
 		Repo:           f.repo,
 		Payload:        payload,
+		Outline:        members,
 	}, nil
 }
 

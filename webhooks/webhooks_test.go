@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,7 +25,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 func TestDecodeRoutingFields(t *testing.T) {
 	for name, event := range fixtures.Events {
 		t.Run(name, func(t *testing.T) {
-			j, p := decode(event, "id-1", "application/json", fixtures.Webhook(name), nil)
+			j, p := decode(event, "id-1", "application/json", fixtures.Webhook(name), nil, new([]int32))
 			if p != nil {
 				t.Fatal(p.msg)
 			}
@@ -44,6 +45,33 @@ func TestDecodeRoutingFields(t *testing.T) {
 	}
 }
 
+// The job's outline is where encoding/json finds each top-level member
+// ending, whitespace and escapes around them included; a document that
+// is not an object, or has no members, has none.
+func TestDecodeOutlinesTheTopLevelObject(t *testing.T) {
+	docs := map[string][]byte{
+		"large push": fixtures.LargePush(24 << 10),
+		"spaced":     []byte(" {\n \"a\" : [1, {\"b\":\"}\"}] ,\t\"c\\u0022\":\"x\\\"\" , \"d\":null,\"e\":-1.5e3 } "),
+		"array":      []byte(`[{"a":1},{"b":2}]`),
+		"empty":      []byte(`{}`),
+		"scalar":     []byte(`"x"`),
+	}
+	for name := range fixtures.Events {
+		docs[name] = fixtures.Webhook(name)
+	}
+	var outline []int32 // reused, as intake's scratch is
+	for name, doc := range docs {
+		j, p := decode("push", "d", "application/json", doc, nil, &outline)
+		if p != nil {
+			t.Fatalf("%s: %s", name, p.msg)
+		}
+		want := fixtures.Outline(doc)
+		if !slices.Equal(j.Outline, want) || (want == nil) != (j.Outline == nil) {
+			t.Errorf("%s: outline %v, want %v", name, j.Outline, want)
+		}
+	}
+}
+
 func TestDecodeErrorsSayWhy(t *testing.T) {
 	for _, tc := range []struct {
 		name, contentType, body, want string
@@ -56,7 +84,7 @@ func TestDecodeErrorsSayWhy(t *testing.T) {
 		{"bad media type", "application/json; =", `{}`, "cannot be parsed", 415},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, p := decode("push", "d", tc.contentType, []byte(tc.body), nil)
+			_, p := decode("push", "d", tc.contentType, []byte(tc.body), nil, new([]int32))
 			if p == nil || p.status != tc.status || !strings.Contains(p.msg, tc.want) {
 				t.Fatalf("got %+v, want %d %q", p, tc.status, tc.want)
 			}

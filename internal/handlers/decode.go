@@ -25,7 +25,11 @@ import (
 // mismatches — it still decides, on the same members in the same order.
 // When data is not valid JSON, or the small document does not decode,
 // json.Unmarshal runs on data itself, so errors are exactly its errors.
-func unmarshal(data []byte, v any) error {
+//
+// outline is the payload's Job.Outline, or nil: where each top-level member
+// of data ends, so members no field can take are stepped over, not
+// scanned. It is only ever set for a document intake validated.
+func unmarshal(data []byte, outline []int32, v any) error {
 	t := reflect.TypeOf(v)
 	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
 		return json.Unmarshal(data, v)
@@ -36,7 +40,7 @@ func unmarshal(data []byte, v any) error {
 			prunedBufs.Put(bp)
 		}
 	}()
-	small, ok := prune((*bp)[:0], data, planOf(t.Elem()))
+	small, ok := prune((*bp)[:0], data, planOf(t.Elem()), outline)
 	*bp = small
 	if ok && json.Unmarshal(small, v) == nil {
 		return nil
@@ -186,8 +190,11 @@ type frame struct {
 // with jsonscan's 64-byte bitmaps, a bit per level of nesting saying object
 // or array. The objects being pruned are always the outermost ones, depths
 // 1 to pd; below them a member's value is either skipped or, once it ends,
-// copied whole.
-func prune(out, b []byte, root *plan) ([]byte, bool) {
+// copied whole. With outline (see queue.Job.Outline), a top-level member
+// no field takes is stepped over to where outline says it ends; an outline
+// that cannot be right (an end not past the value's start, or past b) is
+// dropped, and the scan goes on byte by byte.
+func prune(out, b []byte, root *plan, outline []int32) ([]byte, bool) {
 	var (
 		n     = len(b)
 		i     int
@@ -202,6 +209,7 @@ func prune(out, b []byte, root *plan) ([]byte, bool) {
 
 		ks    int  // the key that just ended started at b[ks], its quote
 		isKey bool // the string being skipped is a key
+		top   int  // how many top-level members have begun
 		blk   = -64
 		mask  uint64 // jsonscan.Block(b, blk)
 	)
@@ -361,7 +369,17 @@ colon: // the key b[ks:i] (quotes included) ended just before b[i]
 		}
 		f := &frames[len(frames)-1]
 		sub := f.p.member(b[ks+1 : ke-1])
-		if i, c = jsonscan.SkipSpace(b, i+1); sub == nil {
+		i, c = jsonscan.SkipSpace(b, i+1)
+		if depth == 1 {
+			if top++; sub == nil && top <= len(outline) {
+				if end := int(outline[top-1]); end > i && end <= n {
+					i = end
+					goto after
+				}
+				outline = nil
+			}
+		}
+		if sub == nil {
 			goto value
 		}
 		if !f.first {

@@ -47,15 +47,25 @@ func pullRequest24k(b testing.TB) []byte {
 // benchHandler runs a handler with nothing behind it, so that it decodes,
 // logs (to nowhere) and returns: the worker's cost of a 24 KB event
 // before any GitHub call.
+// Each runs without an outline (a job read back from storage) and with
+// the one intake gives it (a job the embedded store serves from memory).
 func benchHandler(b *testing.B, event string, payload []byte, h func(context.Context, queue.Job) error) {
 	ctx := logctx.With(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	job := queue.Job{Event: event, DeliveryID: "d", Payload: payload}
-	b.SetBytes(int64(len(payload)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := h(ctx, job); err != nil {
-			b.Fatal(err)
+	for _, outline := range [][]int32{nil, fixtures.Outline(payload)} {
+		name := "stored"
+		if outline != nil {
+			name = "outlined"
 		}
+		b.Run(name, func(b *testing.B) {
+			job := queue.Job{Event: event, DeliveryID: "d", Payload: payload, Outline: outline}
+			b.SetBytes(int64(len(payload)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := h(ctx, job); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -67,18 +67,49 @@ func payloadTypes() map[string]func() any {
 }
 
 // sameAsUnmarshal fails unless unmarshal leaves what json.Unmarshal leaves
-// and returns the same error.
+// and returns the same error: without an outline, and for a valid object
+// with the outline intake would give it.
 func sameAsUnmarshal(t *testing.T, data []byte) {
 	t.Helper()
-	for name, newV := range payloadTypes() {
-		want, got := newV(), newV()
-		wantErr := json.Unmarshal(data, want)
-		gotErr := unmarshal(data, got)
-		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
-			t.Fatalf("%s: error %v, json.Unmarshal says %v\npayload: %.300s", name, gotErr, wantErr, data)
+	outlines := map[string][]int32{"no outline": nil}
+	if json.Valid(data) {
+		if o := fixtures.Outline(data); o != nil {
+			outlines["outline"] = o
 		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("%s: decoded\n%+v\njson.Unmarshal decodes\n%+v\npayload: %.300s", name, got, want, data)
+	}
+	for name, newV := range payloadTypes() {
+		for how, outline := range outlines {
+			want, got := newV(), newV()
+			wantErr := json.Unmarshal(data, want)
+			gotErr := unmarshal(data, outline, got)
+			if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+				t.Fatalf("%s, %s: error %v, json.Unmarshal says %v\npayload: %.300s", name, how, gotErr, wantErr, data)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s, %s: decoded\n%+v\njson.Unmarshal decodes\n%+v\npayload: %.300s", name, how, got, want, data)
+			}
+		}
+	}
+}
+
+// With an outline, the members no field takes are stepped over, not read:
+// bytes there that are not JSON at all go unnoticed. An outline that
+// cannot be right is dropped, and the document is read as without one.
+func TestUnmarshalStepsOverWhatTheOutlineSkips(t *testing.T) {
+	doc := []byte(`{"ref":"refs/heads/a", "commits":[not json at all}} , "after":"b2"}`)
+	outline := []int32{int32(strings.Index(string(doc), ",")), int32(strings.LastIndex(string(doc), ",") - 1), int32(len(doc) - 1)}
+	var p pushPayload
+	if err := unmarshal(doc, outline, &p); err != nil || p.Ref != "refs/heads/a" || p.After != "b2" {
+		t.Errorf("unmarshal with the outline = %+v, %v; want ref and after, no error", p, err)
+	}
+	if err := unmarshal(doc, nil, &p); err == nil {
+		t.Error("unmarshal without the outline accepted a document that is not JSON")
+	}
+	good := []byte(`{"ref":"refs/heads/a","commits":[{"id":"1"}],"after":"b2"}`)
+	for _, bad := range [][]int32{{5, 6, 7}, {21, 1 << 30, 59}, {21}} {
+		var p pushPayload
+		if err := unmarshal(good, bad, &p); err != nil || p.Ref != "refs/heads/a" || p.After != "b2" {
+			t.Errorf("unmarshal with the wrong outline %v = %+v, %v; want ref and after, no error", bad, p, err)
 		}
 	}
 }

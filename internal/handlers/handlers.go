@@ -156,7 +156,7 @@ func (o origin) installation(job queue.Job) int64 {
 // members v's fields can take (see unmarshal); a payload that does not
 // decode can never succeed, so the error is permanent.
 func decode(job queue.Job, v any) error {
-	if err := unmarshal(job.Payload, v); err != nil {
+	if err := unmarshal(job.Payload, job.Outline, v); err != nil {
 		return worker.Permanent(fmt.Errorf("%s payload does not decode: %w", job.Event, err))
 	}
 	return nil
