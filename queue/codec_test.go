@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -108,4 +109,20 @@ func BenchmarkRecord(b *testing.B) {
 			}
 		}
 	})
+}
+
+// An outline comes back from its record as it went in; one that is not
+// increasing offsets within the payload comes back as none.
+func TestOutlineRoundTripsOrIsDropped(t *testing.T) {
+	payload := []byte(`{"a":1,"bb":[2,3]}`)
+	j := Job{DeliveryID: "o", Payload: payload, Outline: []int32{7, 17}}
+	got, err := decodeJob(appendJob(nil, j))
+	if err != nil || !slices.Equal(got.Outline, j.Outline) {
+		t.Fatalf("decoded %v, %v; want outline %v", got.Outline, err, j.Outline)
+	}
+	for _, o := range []string{"7,11", "7", "0,7", "7,-1", "7,x", "7,,3", "19", "99999999999999999999"} {
+		if got := parseOutline(o, len(payload)); !slices.Equal(got, map[string][]int32{"7,11": {7, 18}, "7": {7}}[o]) {
+			t.Errorf("parseOutline(%q) = %v", o, got)
+		}
+	}
 }

@@ -31,9 +31,8 @@ type Job struct {
 	// Outline, when intake set it, says Payload is a JSON object intake
 	// validated, and where each of its top-level members ends: the offset
 	// just past its value, in order. A reader may step over a member it
-	// does not need instead of scanning it. It is a hint kept in memory
-	// only: the embedded store hands it out with the jobs it serves from
-	// its journal, and a job read back from storage has none.
+	// does not need instead of scanning it. Both stores keep it with the
+	// job; it is a hint, and a job may come back without one.
 	Outline []int32
 	// EnqueuedAt is set by the queue.
 	EnqueuedAt time.Time
