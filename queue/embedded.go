@@ -445,10 +445,9 @@ func (e *Embedded) Enqueue(ctx context.Context, job Job) (Job, error) {
 		// Journaled uncompressed: while the workers keep up, most jobs are
 		// acked before their checkpoint and never stored anywhere else, so
 		// compressing them would be CPU spent for nothing; the checkpoint
-		// compresses the ones it writes.
-		// The payload is copied once, out of intake's buffer, and that copy
-		// is what the journal writes, Lease hands out and the checkpoint
-		// compresses.
+		// compresses the ones it writes. The payload is copied once, out
+		// of intake's buffer, and that copy is what the journal writes and
+		// Lease hands out.
 		meta := job
 		meta.Payload = nil
 		req.rec.val = appendRecord(make([]byte, jobHeaderLen, jobHeaderLen+256), meta, "") // header zero: no attempts, ready now
@@ -549,7 +548,7 @@ func (e *Embedded) appendGroup(batch []*enqueueReq) error {
 			if r.dup {
 				continue
 			}
-			if v := b.Get(r.rec.key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > r.now {
+			if remembered(b.Get(r.rec.key), r.now) {
 				r.dup = true
 			}
 		}
@@ -586,7 +585,7 @@ func (e *Embedded) appendGroup(batch []*enqueueReq) error {
 		e.pending[rec.id] = rec
 		e.pendingOrder = append(e.pendingOrder, rec)
 		e.pendingKeys[string(rec.key)] = rec.expires
-		e.pendingBytes += len(rec.val) + len(rec.payload)
+		e.pendingBytes += rec.size()
 		if !e.closed {
 			ent := &entry{id: rec.id}
 			e.jobs[rec.id] = ent
@@ -619,6 +618,12 @@ func checkpointRec(w *wtx, r *journalRec, acked bool) error {
 		val = appendJob(make([]byte, jobHeaderLen, jobHeaderLen+256+len(j.Payload)/2), j) // header zero, as journaled
 	}
 	return w.put(bucketJobs, u64key(r.id), val)
+}
+
+// remembered reports whether v, a delivery id's or a redelivery claim's
+// value as remember stored it, has not expired by now.
+func remembered(v []byte, now int64) bool {
+	return len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now
 }
 
 // remember records a delivery id (kind d) or a redelivery claim (kind r)
@@ -1059,7 +1064,7 @@ func (e *Embedded) Seen(ctx context.Context, deliveryID string) (bool, error) {
 	}
 	err := e.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket([]byte(bucketDeliveries)).Get([]byte(deliveryID))
-		seen = len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now
+		seen = remembered(v, now)
 		return nil
 	})
 	return seen, e.fail("seen", err)
@@ -1074,7 +1079,7 @@ func (e *Embedded) ClaimRedelivery(ctx context.Context, deliveryID string) (bool
 	var claimed bool
 	err := e.commit(func(tx *wtx) error {
 		claimed = false
-		if v := tx.get(bucketRedeliveries, key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
+		if remembered(tx.get(bucketRedeliveries, key), now.UnixNano()) {
 			return nil
 		}
 		claimed = true
@@ -1569,7 +1574,7 @@ func (e *Embedded) checkpointed(recs []*journalRec) {
 		if exp, ok := e.pendingKeys[string(r.key)]; ok && exp == r.expires {
 			delete(e.pendingKeys, string(r.key))
 		}
-		e.pendingBytes -= len(r.val) + len(r.payload)
+		e.pendingBytes -= r.size()
 	}
 	n := copy(e.pendingOrder, e.pendingOrder[len(recs):])
 	clear(e.pendingOrder[n:])

@@ -65,6 +65,9 @@ type journalRec struct {
 	payload []byte
 }
 
+// size is the memory r holds until its checkpoint (Embedded.pendingBytes).
+func (r *journalRec) size() int { return len(r.val) + len(r.payload) }
+
 func journalPaths(path string) [2]string {
 	return [2]string{path + ".journal0", path + ".journal1"}
 }

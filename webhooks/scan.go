@@ -200,7 +200,9 @@ strLoop:
 	}
 
 after: // a value ended just before b[i]
-	if depth == 1 && outline != nil && stack[0]&2 != 0 {
+	// A member of the top level, if the top level is an object (its bit,
+	// depth 1, in stack).
+	if depth == 1 && outline != nil && stack[0]>>1&1 != 0 {
 		*outline = append(*outline, int32(i))
 	}
 	i, c = jsonscan.SkipSpace(b, i)
