@@ -147,8 +147,9 @@ type journal struct {
 	phys [2]int64
 	cur  int
 	// err is set when a failed append could not be undone: the current
-	// file may end in a partial group, after which nothing must be
-	// appended, or replay would stop before it.
+	// file may hold, past its records, whole records of the failed group,
+	// whose ids the next groups hand out again; one left past a shorter
+	// new group would be replayed as a job that was never acknowledged.
 	err error
 	// The group being appended: the records' heads rendered one after the
 	// other into buf, and where each payload goes between them. Payloads
