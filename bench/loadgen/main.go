@@ -1,6 +1,8 @@
 // Command loadgen posts signed webhook deliveries to a running bot, at a fixed
 // rate or as fast as it can, and reports throughput and latency percentiles.
-// Every delivery has a fresh X-GitHub-Delivery so each one is really queued.
+// Every delivery has a fresh X-GitHub-Delivery so each one is really queued:
+// a random UUID, as GitHub sends, so that a store indexing the ids meets
+// them in no particular order.
 //
 //	go run ./bench/loadgen -url http://127.0.0.1:3000/webhooks -secret S -payload FILE -rate 1000 -duration 10s
 package main
@@ -10,10 +12,12 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -55,16 +59,15 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
-	var seq, fails atomic.Int64
+	var fails atomic.Int64
 	statuses := sync.Map{}
 	var mu sync.Mutex
 	lat := make([]time.Duration, 0, 1<<20)
 	send := func() {
-		n := seq.Add(1)
 		req, _ := http.NewRequest(http.MethodPost, *target, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-GitHub-Event", *event)
-		req.Header.Set("X-GitHub-Delivery", fmt.Sprintf("loadgen-%d-%d", time.Now().UnixNano(), n))
+		req.Header.Set("X-GitHub-Delivery", deliveryID())
 		req.Header.Set("X-Hub-Signature-256", sig)
 		start := time.Now()
 		resp, err := client.Do(req)
@@ -137,4 +140,15 @@ func main() {
 	if fails.Load() > 0 {
 		os.Exit(1)
 	}
+}
+
+// deliveryID is a random (version 4) UUID in GitHub's lowercase form.
+func deliveryID() string {
+	var u [16]byte
+	binary.BigEndian.PutUint64(u[:8], rand.Uint64())
+	binary.BigEndian.PutUint64(u[8:], rand.Uint64())
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	h := hex.EncodeToString(u[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
