@@ -94,19 +94,20 @@ type Embedded struct {
 	ackKick  chan struct{}
 	leased   map[uint64]*entry // leased and expired
 	// pending holds the jobs journaled and not yet checkpointed, by id
-	// and in id order, and their delivery ids with their expiries: they
-	// are served and de-duplicated from here until the file has them.
+	// and in id order: they are served from here until the file has them.
 	pending      map[uint64]*journalRec
 	pendingOrder []*journalRec
-	pendingKeys  map[string]int64
 	pendingBytes int
-	ready        fifo
-	reclaim      fifo // expired leases, served before ready so they are not starved
-	delayed      delayHeap
-	waiters      []chan struct{}
-	clockWakeAt  time.Time
-	tokenSeq     uint64
-	stats        Stats
+	// seen is every delivery id remembered, journaled or in the file,
+	// with its expiry: intake and Seen de-duplicate from it alone.
+	seen        deliverySet
+	ready       fifo
+	reclaim     fifo // expired leases, served before ready so they are not starved
+	delayed     delayHeap
+	waiters     []chan struct{}
+	clockWakeAt time.Time
+	tokenSeq    uint64
+	stats       Stats
 	// readyHint is stats.Ready, for Enqueue to read without mu.
 	readyHint atomic.Int64
 
@@ -204,12 +205,16 @@ type entry struct {
 }
 
 const (
-	bucketJobs         = "jobs"
-	bucketDead         = "dead"
+	bucketJobs = "jobs"
+	bucketDead = "dead"
+	// bucketDeliveries is empty: it held every delivery id by id until the
+	// ids moved to memory (see deliverySet). Opening a file that still has
+	// them empties it; it stays so that an older version can open the file.
 	bucketDeliveries   = "deliveries"
 	bucketRedeliveries = "redeliveries"
-	// bucketExpiries orders both kinds of delivery ids by expiry, so
-	// forgetting the expired ones does not scan every id ever seen.
+	// bucketExpiries holds both kinds of delivery ids by expiry: the only
+	// copy in the file of a delivery id, and the order in which the
+	// expired ones are forgotten without scanning every id ever seen.
 	bucketExpiries = "expiries"
 )
 
@@ -247,6 +252,8 @@ const (
 	// backlogJobs: with this many jobs ready and waiting for a worker, an
 	// Enqueue compresses its job before journaling it (see Enqueue).
 	backlogJobs = 1024
+	// forgetRound bounds the expired delivery ids one commit deletes.
+	forgetRound = 10000
 )
 
 // OpenEmbedded opens (creating it if needed) the queue file at path, plus
@@ -285,7 +292,7 @@ func openEmbedded(path string, opts Options, tune embeddedTuning) (*Embedded, er
 		appended:    make(chan struct{}),
 		jobs:        make(map[uint64]*entry),
 		pending:     make(map[uint64]*journalRec),
-		pendingKeys: make(map[string]int64),
+		seen:        newDeliverySet(),
 		acked:       make(map[uint64]struct{}),
 		ackKick:     make(chan struct{}, 1),
 		leased:      make(map[uint64]*entry),
@@ -339,6 +346,16 @@ func (e *Embedded) recover() error {
 	err = e.db.Update(func(tx *bolt.Tx) error {
 		for _, name := range buckets {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				return err
+			}
+		}
+		// A file from before the ids moved to memory: the expiries bucket
+		// has every one of them too.
+		if k, _ := tx.Bucket([]byte(bucketDeliveries)).Cursor().First(); k != nil {
+			if err := tx.DeleteBucket([]byte(bucketDeliveries)); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket([]byte(bucketDeliveries)); err != nil {
 				return err
 			}
 		}
@@ -408,6 +425,14 @@ func (e *Embedded) recover() error {
 			}
 		}
 		e.stats.Dead = int64(tx.Bucket([]byte(bucketDead)).Stats().KeyN)
+		c = tx.Bucket([]byte(bucketExpiries)).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if len(k) > 9 && k[8] == kindDelivery {
+				if exp := int64(binary.BigEndian.Uint64(k)); exp > now.UnixNano() {
+					e.seen.put(k[9:], exp)
+				}
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -513,19 +538,16 @@ func (e *Embedded) appendGroup(batch []*enqueueReq) error {
 	if e.journal.err != nil {
 		return e.journal.err
 	}
-	// A delivery id is a duplicate of an earlier one in the group, of a
-	// journaled job, or of one in the file, looked up in that order: a
-	// checkpoint removes ids from memory only after the file has them, so
-	// an id missing from memory is in a file read after that.
+	// A delivery id is a duplicate of one remembered, or of an earlier one
+	// in the group.
 	var fresh map[string]struct{}
 	if len(batch) > 1 {
 		fresh = make(map[string]struct{}, len(batch))
 	}
-	check := 0
 	e.mu.Lock()
 	for _, r := range batch {
 		r.dup, r.rec.id = false, 0
-		if exp, ok := e.pendingKeys[string(r.rec.key)]; ok && exp > r.now {
+		if exp, ok := e.seen.get(r.rec.key); ok && exp > r.now {
 			r.dup = true
 			continue
 		}
@@ -536,27 +558,8 @@ func (e *Embedded) appendGroup(batch []*enqueueReq) error {
 			}
 			fresh[string(r.rec.key)] = struct{}{}
 		}
-		check++
 	}
 	e.mu.Unlock()
-	if check == 0 {
-		return nil
-	}
-	err := e.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bucketDeliveries))
-		for _, r := range batch {
-			if r.dup {
-				continue
-			}
-			if remembered(b.Get(r.rec.key), r.now) {
-				r.dup = true
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
 	j := e.journal
 	first, n := e.nextID, 0
 	for _, r := range batch {
@@ -584,7 +587,7 @@ func (e *Embedded) appendGroup(batch []*enqueueReq) error {
 		rec := &r.rec
 		e.pending[rec.id] = rec
 		e.pendingOrder = append(e.pendingOrder, rec)
-		e.pendingKeys[string(rec.key)] = rec.expires
+		e.seen.put(rec.key, rec.expires)
 		e.pendingBytes += rec.size()
 		if !e.closed {
 			ent := &entry{id: rec.id}
@@ -627,15 +630,14 @@ func remembered(v []byte, now int64) bool {
 }
 
 // remember records a delivery id (kind d) or a redelivery claim (kind r)
-// until expires.
+// until expires. A delivery id goes only to the expiries bucket: seen has
+// it in memory.
 func remember(tx *wtx, kind byte, key []byte, expires int64) error {
-	b := bucketDeliveries
-	if kind == kindRedelivery {
-		b = bucketRedeliveries
-	}
 	exp := u64key(uint64(expires))
-	if err := tx.put(b, key, exp); err != nil {
-		return err
+	if kind == kindRedelivery {
+		if err := tx.put(bucketRedeliveries, key, exp); err != nil {
+			return err
+		}
 	}
 	idx := make([]byte, 0, 9+len(key))
 	idx = append(append(append(idx, exp...), kind), key...)
@@ -1053,21 +1055,14 @@ func (e *Embedded) held(l *Lease) (*entry, error) {
 }
 
 func (e *Embedded) Seen(ctx context.Context, deliveryID string) (bool, error) {
-	var seen bool
 	now := time.Now().UnixNano()
-	// Memory first, then the file: see appendGroup.
 	e.mu.Lock()
-	exp, ok := e.pendingKeys[deliveryID]
-	e.mu.Unlock()
-	if ok && exp > now {
-		return true, nil
+	defer e.mu.Unlock()
+	if e.closed {
+		return false, e.fail("seen", errClosed)
 	}
-	err := e.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket([]byte(bucketDeliveries)).Get([]byte(deliveryID))
-		seen = remembered(v, now)
-		return nil
-	})
-	return seen, e.fail("seen", err)
+	exp, ok := e.seen.get([]byte(deliveryID))
+	return ok && exp > now, nil
 }
 
 func (e *Embedded) ClaimRedelivery(ctx context.Context, deliveryID string) (bool, error) {
@@ -1240,9 +1235,13 @@ func (e *Embedded) clock() {
 	for {
 		now := time.Now()
 		if !now.Before(forgetAt) {
-			// Best effort: a failure leaves the ids to the next round.
-			_ = e.forgetExpired(now)
+			// Best effort: a failure leaves the ids to the next round. A
+			// round that found more than it may delete has the next one
+			// follow at once, after the tick.
 			forgetAt = now.Add(e.forgetEvery)
+			if more, _ := e.forgetExpired(now); more {
+				forgetAt = now
+			}
 		}
 		e.mu.Lock()
 		next := e.tick(now)
@@ -1297,27 +1296,29 @@ func (e *Embedded) tick(now time.Time) time.Time {
 }
 
 // forgetExpired deletes delivery ids and redelivery claims past the dedupe
-// window, a bounded number per round.
-func (e *Embedded) forgetExpired(now time.Time) error {
-	return e.commit(func(tx *wtx) error {
-		idx := tx.bucket(bucketExpiries)
+// window, from the file and from seen, at most forgetRound of them, so
+// that no commit grows large; more says there may be others.
+func (e *Embedded) forgetExpired(now time.Time) (more bool, err error) {
+	var ids [][]byte
+	n := 0
+	err = e.commit(func(tx *wtx) error {
+		ids, n = ids[:0], 0
 		var keys [][]byte
-		c := idx.Cursor()
-		for k, _ := c.First(); k != nil && len(keys) < 10000; k, _ = c.Next() {
+		c := tx.bucket(bucketExpiries).Cursor()
+		for k, _ := c.First(); k != nil && len(keys) < forgetRound; k, _ = c.Next() {
 			if len(k) < 9 || int64(binary.BigEndian.Uint64(k)) > now.UnixNano() {
 				break
 			}
 			keys = append(keys, bytes.Clone(k))
 		}
+		n = len(keys)
 		for _, k := range keys {
-			b := bucketDeliveries
-			if k[8] == kindRedelivery {
-				b = bucketRedeliveries
-			}
-			// The id may have been remembered again since, with a later
-			// expiry and its own index key.
-			if v := tx.get(b, k[9:]); bytes.Equal(v, k[:8]) {
-				if err := tx.del(b, k[9:]); err != nil {
+			if k[8] == kindDelivery {
+				ids = append(ids, k[9:])
+			} else if v := tx.get(bucketRedeliveries, k[9:]); bytes.Equal(v, k[:8]) {
+				// Unless claimed again since, with a later expiry and its
+				// own index key.
+				if err := tx.del(bucketRedeliveries, k[9:]); err != nil {
 					return err
 				}
 			}
@@ -1327,6 +1328,15 @@ func (e *Embedded) forgetExpired(now time.Time) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return false, err
+	}
+	e.mu.Lock()
+	for _, id := range ids {
+		e.seen.forget(id, now.UnixNano())
+	}
+	e.mu.Unlock()
+	return n == forgetRound, nil
 }
 
 type writeReq struct {
@@ -1571,9 +1581,6 @@ func (e *Embedded) checkpointed(recs []*journalRec) {
 	defer e.mu.Unlock()
 	for _, r := range recs {
 		delete(e.pending, r.id)
-		if exp, ok := e.pendingKeys[string(r.key)]; ok && exp == r.expires {
-			delete(e.pendingKeys, string(r.key))
-		}
 		e.pendingBytes -= r.size()
 	}
 	n := copy(e.pendingOrder, e.pendingOrder[len(recs):])

@@ -73,8 +73,11 @@ func TestJobsAckedBeforeCheckpointStayOutOfTheFile(t *testing.T) {
 	if n := bucketKeys(t, e, bucketJobs); n != 0 {
 		t.Errorf("%d jobs in the file, want none", n)
 	}
-	if n := bucketKeys(t, e, bucketDeliveries); n != 200 {
+	if n := bucketKeys(t, e, bucketExpiries); n != 200 {
 		t.Errorf("%d delivery ids in the file, want 200", n)
+	}
+	if n := bucketKeys(t, e, bucketDeliveries); n != 0 {
+		t.Errorf("%d delivery ids in the bucket by id, want none: memory has them", n)
 	}
 	// 200 jobs of 24 KB would be 4.8 MB.
 	if size := fileSize(t, path); size > 1<<20 {

@@ -1,0 +1,94 @@
+package queue
+
+// deliverySet holds every delivery id the embedded store remembers, with
+// its expiry (unix ns), in memory. The file keeps them only in the expiries
+// bucket, whose keys start with the expiry and so grow at its right edge;
+// an index of the file keyed by the ids themselves, which are random
+// (GitHub's are UUIDs), made every checkpoint rewrite about as many pages
+// as it brought ids once the index was large, 6 KB written per delivery at
+// half a million ids.
+//
+// An id in GitHub's form (a lowercase UUID) is kept as its 16 bytes, about
+// 30 bytes of memory in all; any other id as a string.
+type deliverySet struct {
+	uuids map[[16]byte]int64
+	other map[string]int64
+}
+
+func newDeliverySet() deliverySet {
+	return deliverySet{uuids: make(map[[16]byte]int64), other: make(map[string]int64)}
+}
+
+// get returns id's expiry, if the set has it (expired or not).
+func (s *deliverySet) get(id []byte) (int64, bool) {
+	if u, ok := parseUUID(id); ok {
+		exp, ok := s.uuids[u]
+		return exp, ok
+	}
+	exp, ok := s.other[string(id)]
+	return exp, ok
+}
+
+// put remembers id until exp, or keeps the later expiry it has.
+func (s *deliverySet) put(id []byte, exp int64) {
+	if u, ok := parseUUID(id); ok {
+		if old, ok := s.uuids[u]; !ok || old < exp {
+			s.uuids[u] = exp
+		}
+		return
+	}
+	if old, ok := s.other[string(id)]; !ok || old < exp {
+		s.other[string(id)] = exp
+	}
+}
+
+// forget drops id if its expiry is not after now: it may have been
+// remembered again, until later, since the expiry being swept.
+func (s *deliverySet) forget(id []byte, now int64) {
+	if u, ok := parseUUID(id); ok {
+		if exp, ok := s.uuids[u]; ok && exp <= now {
+			delete(s.uuids, u)
+		}
+		return
+	}
+	if exp, ok := s.other[string(id)]; ok && exp <= now {
+		delete(s.other, string(id))
+	}
+}
+
+func (s *deliverySet) len() int { return len(s.uuids) + len(s.other) }
+
+// parseUUID reads id as a UUID in its canonical lowercase form,
+// 8-4-4-4-12 hex digits. Only that form: an id in capitals is another id,
+// and must not meet its lowercase twin in the same key.
+func parseUUID(id []byte) (u [16]byte, ok bool) {
+	if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' {
+		return u, false
+	}
+	k := 0 // hex digits read
+	for i, c := range id {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			continue
+		}
+		n := unhex(c)
+		if n > 15 {
+			return u, false
+		}
+		if k%2 == 0 {
+			n <<= 4
+		}
+		u[k/2] |= n
+		k++
+	}
+	return u, true
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return 255
+}

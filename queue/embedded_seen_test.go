@@ -1,0 +1,223 @@
+package queue
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Every id keeps its own entry: a UUID in capitals, without its dashes or
+// with a letter past f is another id than the lowercase UUID, whatever
+// form the set keeps it in.
+func TestDeliverySetKeepsEachIDApart(t *testing.T) {
+	const uuid = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+	u, ok := parseUUID([]byte(uuid))
+	if !ok || hex.EncodeToString(u[:]) != strings.ReplaceAll(uuid, "-", "") {
+		t.Fatalf("parseUUID(%s) = %x, %v", uuid, u, ok)
+	}
+	ids := []string{
+		uuid,
+		strings.ToUpper(uuid),
+		strings.ReplaceAll(uuid, "-", ""),
+		"72d3162e-cc78-11e3-81ab-4c9367dc095g",
+		"72d3162e-cc78-11e3-81ab-4c9367dc09580",
+		"72d3162e+cc78-11e3-81ab-4c9367dc0958",
+		"d-1",
+		"",
+	}
+	s := newDeliverySet()
+	for i, id := range ids {
+		s.put([]byte(id), int64(100+i))
+	}
+	if s.len() != len(ids) || len(s.uuids) != 1 {
+		t.Fatalf("%d ids make %d entries, %d of them as UUIDs; want %d, 1", len(ids), s.len(), len(s.uuids), len(ids))
+	}
+	for i, id := range ids {
+		if exp, ok := s.get([]byte(id)); !ok || exp != int64(100+i) {
+			t.Errorf("get(%q) = %d, %v; want %d", id, exp, ok, 100+i)
+		}
+	}
+	// An earlier expiry does not shorten a later one; a later one wins.
+	for _, id := range []string{uuid, "d-1"} {
+		s.put([]byte(id), 1)
+		if exp, _ := s.get([]byte(id)); exp < 100 {
+			t.Errorf("put(%q, 1) shortened its expiry to %d", id, exp)
+		}
+		s.put([]byte(id), 1000)
+		if exp, _ := s.get([]byte(id)); exp != 1000 {
+			t.Errorf("put(%q, 1000) left expiry %d", id, exp)
+		}
+		// Forgetting before the expiry keeps the id; at it, drops it.
+		s.forget([]byte(id), 999)
+		if _, ok := s.get([]byte(id)); !ok {
+			t.Errorf("forget(%q) before its expiry dropped it", id)
+		}
+		s.forget([]byte(id), 1000)
+		if _, ok := s.get([]byte(id)); ok {
+			t.Errorf("forget(%q) at its expiry kept it", id)
+		}
+	}
+	if s.len() != len(ids)-2 {
+		t.Errorf("%d entries left, want %d", s.len(), len(ids)-2)
+	}
+}
+
+// A file written before the delivery ids moved to memory has them in a
+// bucket keyed by id as well as in the expiries bucket: opened now, it
+// de-duplicates the ids still in their window, forgets the others, and
+// its bucket by id is emptied.
+func TestFileFromBeforeTheSetStillDeduplicates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	db, err := bolt.Open(path, 0o600, boltOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := time.Now().Add(time.Hour).UnixNano()
+	gone := time.Now().Add(-time.Minute).UnixNano()
+	old := map[string]int64{
+		"72d3162e-cc78-11e3-81ab-4c9367dc0958": live,
+		"old-live":                             live,
+		"old-gone":                             gone,
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range buckets {
+			if _, err := tx.CreateBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		for id, exp := range old {
+			v := binary.BigEndian.AppendUint64(nil, uint64(exp))
+			if err := tx.Bucket([]byte(bucketDeliveries)).Put([]byte(id), v); err != nil {
+				return err
+			}
+			k := append(append(v, kindDelivery), id...)
+			if err := tx.Bucket([]byte(bucketExpiries)).Put(k, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	e := openTest(t, path, Options{}, testTuning())
+	ctx := context.Background()
+	for id, exp := range old {
+		seen, err := e.Seen(ctx, id)
+		if err != nil || seen != (exp == live) {
+			t.Errorf("Seen(%s) = %v, %v; want %v", id, seen, err, exp == live)
+		}
+		_, err = e.Enqueue(ctx, Job{DeliveryID: id})
+		if exp == live && !errors.Is(err, ErrDuplicate) {
+			t.Errorf("Enqueue(%s), remembered for an hour more: %v, want ErrDuplicate", id, err)
+		}
+		if exp == gone && err != nil {
+			t.Errorf("Enqueue(%s), past its window: %v", id, err)
+		}
+	}
+	if n := bucketKeys(t, e, bucketDeliveries); n != 0 {
+		t.Errorf("the bucket by id still has %d ids", n)
+	}
+}
+
+// forgetExpired deletes forgetRound expired ids per commit and says when
+// there may be more; the rounds leave nothing expired in the file or in
+// memory, and an id remembered again until later stays in both.
+func TestForgetExpiredTakesRoundsAndEmptiesMemory(t *testing.T) {
+	e := openTest(t, filepath.Join(t.TempDir(), "queue.db"), Options{}, testTuning())
+	past := time.Now().Add(-time.Second).UnixNano()
+	later := time.Now().Add(time.Hour).UnixNano()
+	n := forgetRound + 50
+	remember1 := func(id string, exp int64) func(*wtx) error {
+		return func(tx *wtx) error { return remember(tx, kindDelivery, []byte(id), exp) }
+	}
+	err := e.commit(func(tx *wtx) error {
+		for i := range n {
+			if err := remember1(fmt.Sprintf("x-%d", i), past)(tx); err != nil {
+				return err
+			}
+		}
+		if err := remember1("again", past)(tx); err != nil {
+			return err
+		}
+		return remember1("again", later)(tx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.mu.Lock()
+	for i := range n {
+		e.seen.put(fmt.Appendf(nil, "x-%d", i), past)
+	}
+	e.seen.put([]byte("again"), past)
+	e.seen.put([]byte("again"), later)
+	e.mu.Unlock()
+
+	now := time.Now()
+	rounds := 0
+	for more := true; more; rounds++ {
+		if rounds > 3 {
+			t.Fatal("forgetExpired still finds more after 3 rounds")
+		}
+		if more, err = e.forgetExpired(now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rounds != 2 {
+		t.Errorf("%d expired ids took %d rounds, want 2", n+1, rounds)
+	}
+	e.mu.Lock()
+	left := e.seen.len()
+	e.mu.Unlock()
+	if x := bucketKeys(t, e, bucketExpiries); left != 1 || x != 1 {
+		t.Errorf("%d ids left in memory and %d in the file; want only the one remembered again", left, x)
+	}
+	if seen, err := e.Seen(context.Background(), "again"); err != nil || !seen {
+		t.Errorf("Seen(again) = %v, %v; want true", seen, err)
+	}
+}
+
+// BenchmarkDeliverySet remembers b.N GitHub-style delivery ids (random
+// UUIDs): ns/op is one put, B/id the heap the set holds per id after a GC.
+// Run with a count large enough for the map's growth to average out, e.g.
+// -benchtime 1000000x.
+func BenchmarkDeliverySet(b *testing.B) {
+	ids := make([][]byte, b.N)
+	r := rand.NewChaCha8([32]byte{7})
+	for i := range ids {
+		var u [16]byte
+		_, _ = r.Read(u[:]) // never fails
+		h := hex.EncodeToString(u[:])
+		ids[i] = []byte(h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:])
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	s := newDeliverySet()
+	for i, id := range ids {
+		s.put(id, int64(i))
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if s.len() != b.N {
+		b.Fatalf("%d ids in the set, want %d", s.len(), b.N)
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "B/id")
+	runtime.KeepAlive(ids)
+}
