@@ -1299,10 +1299,10 @@ func (e *Embedded) tick(now time.Time) time.Time {
 // window, from the file and from seen, at most forgetRound of them, so
 // that no commit grows large; more says there may be others.
 func (e *Embedded) forgetExpired(now time.Time) (more bool, err error) {
-	var ids [][]byte
+	var forgotten [][]byte // expiry index keys of delivery ids
 	n := 0
 	err = e.commit(func(tx *wtx) error {
-		ids, n = ids[:0], 0
+		forgotten, n = forgotten[:0], 0
 		var keys [][]byte
 		c := tx.bucket(bucketExpiries).Cursor()
 		for k, _ := c.First(); k != nil && len(keys) < forgetRound; k, _ = c.Next() {
@@ -1314,7 +1314,7 @@ func (e *Embedded) forgetExpired(now time.Time) (more bool, err error) {
 		n = len(keys)
 		for _, k := range keys {
 			if k[8] == kindDelivery {
-				ids = append(ids, k[9:])
+				forgotten = append(forgotten, k)
 			} else if v := tx.get(bucketRedeliveries, k[9:]); bytes.Equal(v, k[:8]) {
 				// Unless claimed again since, with a later expiry and its
 				// own index key.
@@ -1332,8 +1332,8 @@ func (e *Embedded) forgetExpired(now time.Time) (more bool, err error) {
 		return false, err
 	}
 	e.mu.Lock()
-	for _, id := range ids {
-		e.seen.forget(id, now.UnixNano())
+	for _, k := range forgotten {
+		e.seen.forget(k[9:], int64(binary.BigEndian.Uint64(k)))
 	}
 	e.mu.Unlock()
 	return n == forgetRound, nil

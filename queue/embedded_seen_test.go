@@ -57,7 +57,7 @@ func TestDeliverySetKeepsEachIDApart(t *testing.T) {
 		if exp, _ := s.get([]byte(id)); exp != 1000 {
 			t.Errorf("put(%q, 1000) left expiry %d", id, exp)
 		}
-		// Forgetting before the expiry keeps the id; at it, drops it.
+		// The sweep of an earlier expiry keeps the id; of its own, drops it.
 		s.forget([]byte(id), 999)
 		if _, ok := s.get([]byte(id)); !ok {
 			t.Errorf("forget(%q) before its expiry dropped it", id)
