@@ -11,7 +11,7 @@
 # RSS after the load, CPU per delivery of the server and of Redis during
 # those passes (from /proc); then the ratios to go-githubapp. With EMBEDDED_LONG=1,
 # the embedded store also runs 6 × 10 s at full rate on one file (is it flat?)
-# and reports its file size.
+# and reports its file size; EMBEDDED_LONG=N runs N windows.
 # Usage: bash bench/sidebyside.sh [seconds per pass, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -120,9 +120,11 @@ want shipbot-redis && { start shipbot-redis "${bot_env[@]}" REDIS_URL="redis://1
 kill "$redis" 2>/dev/null; wait "$redis" 2>/dev/null || true; redis=""; sync
 want shipbot-embedded && {
 start shipbot-embedded "${bot_env[@]}" DATA_DIR="$work/data-embedded" "$out/bot" serve; measure shipbot-embedded
-if [ "${EMBEDDED_LONG:-}" = 1 ]; then
-  echo "-- embedded, 6 × 10 s at full rate on the same file"
-  for i in 1 2 3 4 5 6; do
+long=${EMBEDDED_LONG:-0}
+[ "$long" = 1 ] && long=6
+if [ "$long" -gt 0 ]; then
+  echo "-- embedded, $long × 10 s at full rate on the same file"
+  for i in $(seq "$long"); do
     "$out/loadgen" -url "http://127.0.0.1:$port/webhooks" -secret bench -event push -payload "$out/payload-24k.json" -concurrency 64 -duration 10s | sed -n '1p' | sed "s/^/   $i: /" || true
   done
   echo "   file: $(du -m "$work/data-embedded/shipbot.db" | cut -f1) MB, RSS $(rss "$pid") MB"
