@@ -302,6 +302,7 @@ func openEmbedded(path string, opts Options, tune embeddedTuning) (*Embedded, er
 		commitTime:  newCommitTimeHistogram(),
 	}
 	if err := e.recover(); err != nil {
+		e.seen.free()
 		db.Close()
 		if e.log != nil {
 			e.log.Close()
@@ -1157,6 +1158,11 @@ func (e *Embedded) Close() error {
 	e.mu.Unlock()
 	close(e.done)
 	e.wg.Wait()
+	// Nothing touches seen once closed is set and the appender and the
+	// clock are gone.
+	e.mu.Lock()
+	e.seen.free()
+	e.mu.Unlock()
 	// A compaction called by a test, outside the compactor, may still run.
 	e.compactMu.Lock()
 	defer e.compactMu.Unlock()
