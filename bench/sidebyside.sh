@@ -40,7 +40,9 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$redis" ] && kill "$
 trap cleanup EXIT
 # Every durable system gets the same Redis: appendfsync everysec, Redis'
 # recommended production setting.
-redis-server --port "$rport" --bind 127.0.0.1 --dir "$work" --appendonly yes --appendfsync everysec --save "" >/dev/null &
+# REDIS_ARGS adds to it (e.g. "--rdbcompression no").
+# shellcheck disable=SC2086 # REDIS_ARGS is a list of words
+redis-server --port "$rport" --bind 127.0.0.1 --dir "$work" --appendonly yes --appendfsync everysec --save "" ${REDIS_ARGS:-} >/dev/null &
 redis=$!
 until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
 # Nothing consumes the jobs of `--role web` and of hmac-redis here. In
