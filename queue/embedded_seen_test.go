@@ -194,8 +194,8 @@ func TestForgetExpiredTakesRoundsAndEmptiesMemory(t *testing.T) {
 // BenchmarkDeliverySet remembers b.N GitHub-style delivery ids (random
 // UUIDs): ns/op is one put, B/id the memory the set holds per id (its
 // table, outside the Go heap, and what the heap holds after a GC),
-// heap-B/id the part in the Go heap, grow-ms the longest put, the one that
-// doubled the table last.
+// heap-B/id the part in the Go heap, grow-ms the longest put (one that
+// doubled a shard; ns/op includes timing every put).
 // Run with a count large enough for the map's growth to average out, e.g.
 // -benchtime 1000000x.
 func BenchmarkDeliverySet(b *testing.B) {
@@ -214,14 +214,11 @@ func BenchmarkDeliverySet(b *testing.B) {
 	s := newDeliverySet()
 	var longest time.Duration
 	for i, id := range ids {
-		// Timed only when this put doubles the table: the longest pause
-		// the store's mutex sees from it.
-		grows := uint64(s.uuids.n+1)*4 > s.uuids.slots()*3
+		// The longest put is one that doubled a shard: the longest pause
+		// the store's mutex sees from the table.
 		start := time.Now()
 		s.put(id, int64(i+1))
-		if grows {
-			longest = max(longest, time.Since(start))
-		}
+		longest = max(longest, time.Since(start))
 	}
 	b.StopTimer()
 	runtime.GC()
@@ -230,7 +227,7 @@ func BenchmarkDeliverySet(b *testing.B) {
 		b.Fatalf("%d ids in the set, want %d", s.len(), b.N)
 	}
 	heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
-	b.ReportMetric((heap+float64(len(s.uuids.mem)))/float64(b.N), "B/id")
+	b.ReportMetric((heap+float64(s.uuids.bytes()))/float64(b.N), "B/id")
 	b.ReportMetric(heap/float64(b.N), "heap-B/id")
 	b.ReportMetric(float64(longest.Microseconds())/1000, "grow-ms")
 	runtime.KeepAlive(ids)
@@ -283,12 +280,13 @@ func BenchmarkEmbeddedOpenRemembering(b *testing.B) {
 }
 
 // The id table answers as a map does through puts, deletes and growth,
-// from the default size and from eight slots, where every run of entries
-// wraps around the end of the table.
+// from the default size and from shards of two slots, where every run of
+// entries wraps around the end of its shard.
 func TestIDTableMatchesAMap(t *testing.T) {
-	for _, start := range []uint{minTableBits, 3} {
-		t.Run(fmt.Sprintf("%d slots", 1<<start), func(t *testing.T) {
-			tab := idTable{mem: allocSlots(slotSize << start), shift: 64 - start, seed: 12345}
+	for _, start := range []uint{minShardBits, 1} {
+		t.Run(fmt.Sprintf("%d slots a shard", 1<<start), func(t *testing.T) {
+			tab := newIDTableBits(start)
+			tab.seed = 12345
 			defer tab.free()
 			r := rand.New(rand.NewPCG(1, uint64(start)))
 			keys := make([][16]byte, 5000)
@@ -310,13 +308,24 @@ func TestIDTableMatchesAMap(t *testing.T) {
 					}
 				}
 				occupied := 0
-				for i := range tab.slots() {
-					if s := tab.slot(i); slotExp(s) != 0 {
-						occupied++
-						if _, ok := model[[16]byte(s[:16])]; !ok {
-							t.Fatalf("op %d: slot %d holds %x, which the map does not have", op, i, s[:16])
+				for si := range tab.shards {
+					sh := &tab.shards[si]
+					n := 0
+					for i := range sh.slots() {
+						if s := sh.slot(i); slotExp(s) != 0 {
+							n++
+							if _, ok := model[[16]byte(s[:16])]; !ok {
+								t.Fatalf("op %d: shard %d slot %d holds %x, which the map does not have", op, si, i, s[:16])
+							}
+							if got, _ := tab.shard(s[:16]); got != sh {
+								t.Fatalf("op %d: %x is in shard %d, not its own", op, s[:16], si)
+							}
 						}
 					}
+					if n != sh.n {
+						t.Fatalf("op %d: shard %d has %d slots occupied and counts %d", op, si, n, sh.n)
+					}
+					occupied += n
 				}
 				if occupied != tab.n {
 					t.Fatalf("op %d: %d slots occupied for %d ids", op, occupied, tab.n)
