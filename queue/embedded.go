@@ -548,7 +548,7 @@ func (e *Embedded) appendGroup(batch []*enqueueReq) error {
 	e.mu.Lock()
 	for _, r := range batch {
 		r.dup, r.rec.id = false, 0
-		if exp, ok := e.seen.get(r.rec.key); ok && exp > r.now {
+		if e.seen.holds(r.rec.key, r.now) {
 			r.dup = true
 			continue
 		}
@@ -1062,8 +1062,7 @@ func (e *Embedded) Seen(ctx context.Context, deliveryID string) (bool, error) {
 	if e.closed {
 		return false, e.fail("seen", errClosed)
 	}
-	exp, ok := e.seen.get([]byte(deliveryID))
-	return ok && exp > now, nil
+	return e.seen.holds([]byte(deliveryID), now), nil
 }
 
 func (e *Embedded) ClaimRedelivery(ctx context.Context, deliveryID string) (bool, error) {

@@ -31,6 +31,12 @@ func (s *deliverySet) get(id []byte) (int64, bool) {
 	return exp, ok
 }
 
+// holds reports whether id is remembered past now.
+func (s *deliverySet) holds(id []byte, now int64) bool {
+	exp, ok := s.get(id)
+	return ok && exp > now
+}
+
 // put remembers id until exp, or keeps the later expiry it has.
 func (s *deliverySet) put(id []byte, exp int64) {
 	if u, ok := parseUUID(id); ok {
@@ -54,7 +60,7 @@ func (s *deliverySet) forget(id []byte, exp int64) {
 	}
 }
 
-func (s *deliverySet) len() int { return s.uuids.n + len(s.other) }
+func (s *deliverySet) len() int { return s.uuids.len() + len(s.other) }
 
 // free gives the UUIDs' memory back; the set is unusable after.
 func (s *deliverySet) free() { s.uuids.free() }

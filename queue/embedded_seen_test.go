@@ -39,8 +39,8 @@ func TestDeliverySetKeepsEachIDApart(t *testing.T) {
 	for i, id := range ids {
 		s.put([]byte(id), int64(100+i))
 	}
-	if s.len() != len(ids) || s.uuids.n != 1 {
-		t.Fatalf("%d ids make %d entries, %d of them as UUIDs; want %d, 1", len(ids), s.len(), s.uuids.n, len(ids))
+	if s.len() != len(ids) || s.uuids.len() != 1 {
+		t.Fatalf("%d ids make %d entries, %d of them as UUIDs; want %d, 1", len(ids), s.len(), s.uuids.len(), len(ids))
 	}
 	for i, id := range ids {
 		if exp, ok := s.get([]byte(id)); !ok || exp != int64(100+i) {
@@ -202,10 +202,7 @@ func BenchmarkDeliverySet(b *testing.B) {
 	ids := make([][]byte, b.N)
 	r := rand.NewChaCha8([32]byte{7})
 	for i := range ids {
-		var u [16]byte
-		_, _ = r.Read(u[:]) // never fails
-		h := hex.EncodeToString(u[:])
-		ids[i] = []byte(h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:])
+		ids[i] = randomUUID(r)
 	}
 	var before, after runtime.MemStats
 	runtime.GC()
@@ -249,11 +246,7 @@ func BenchmarkEmbeddedOpenRemembering(b *testing.B) {
 		n := min(b.N-done, forgetRound)
 		err := e.commit(func(tx *wtx) error {
 			for range n {
-				var u [16]byte
-				_, _ = r.Read(u[:]) // never fails
-				h := hex.EncodeToString(u[:])
-				id := h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-				if err := remember(tx, kindDelivery, []byte(id), exp); err != nil {
+				if err := remember(tx, kindDelivery, randomUUID(r), exp); err != nil {
 					return err
 				}
 			}
@@ -297,8 +290,8 @@ func TestIDTableMatchesAMap(t *testing.T) {
 			model := map[[16]byte]int64{}
 			check := func(op int) {
 				t.Helper()
-				if tab.n != len(model) {
-					t.Fatalf("op %d: table holds %d ids, the map %d", op, tab.n, len(model))
+				if tab.len() != len(model) {
+					t.Fatalf("op %d: table holds %d ids, the map %d", op, tab.len(), len(model))
 				}
 				for _, k := range keys {
 					want, wok := model[k]
@@ -327,8 +320,8 @@ func TestIDTableMatchesAMap(t *testing.T) {
 					}
 					occupied += n
 				}
-				if occupied != tab.n {
-					t.Fatalf("op %d: %d slots occupied for %d ids", op, occupied, tab.n)
+				if occupied != tab.len() {
+					t.Fatalf("op %d: %d slots occupied for %d ids", op, occupied, tab.len())
 				}
 			}
 			for op := range 60000 {
@@ -362,4 +355,12 @@ func TestIDTableMatchesAMap(t *testing.T) {
 			check(60000)
 		})
 	}
+}
+
+// randomUUID is 16 bytes of r as a delivery id in GitHub's form.
+func randomUUID(r *rand.ChaCha8) []byte {
+	var u [16]byte
+	_, _ = r.Read(u[:]) // never fails
+	h := hex.EncodeToString(u[:])
+	return []byte(h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:])
 }

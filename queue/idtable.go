@@ -27,7 +27,6 @@ import (
 type idTable struct {
 	shards [idShards]idShard
 	seed   uint64
-	n      int
 }
 
 type idShard struct {
@@ -54,17 +53,22 @@ func newIDTableBits(b uint) idTable {
 	return t
 }
 
-// hash mixes k's 16 bytes with the seed, which keeps ids chosen to collide
-// from lining up on purpose. Its top idShardBits pick the shard, the bits
-// below them the slot.
-func (t *idTable) hash(k []byte) uint64 {
-	h := binary.LittleEndian.Uint64(k) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k[8:]), 31) ^ t.seed
-	return h * 0x9e3779b97f4a7c15
+// shard hashes k's 16 bytes, mixed with the seed, which keeps ids chosen
+// to collide from lining up on purpose. The hash's top idShardBits pick
+// the shard; h is the bits below them, for the slot (see home).
+func (t *idTable) shard(k []byte) (s *idShard, h uint64) {
+	x := binary.LittleEndian.Uint64(k) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k[8:]), 31) ^ t.seed
+	x *= 0x9e3779b97f4a7c15
+	return &t.shards[x>>(64-idShardBits)], x << idShardBits
 }
 
-func (t *idTable) shard(k []byte) (*idShard, uint64) {
-	h := t.hash(k)
-	return &t.shards[h>>(64-idShardBits)], h << idShardBits
+// len is how many ids the table holds.
+func (t *idTable) len() int {
+	n := 0
+	for i := range t.shards {
+		n += t.shards[i].n
+	}
+	return n
 }
 
 func (t *idTable) get(k []byte) (int64, bool) {
@@ -92,7 +96,6 @@ func (t *idTable) put(k []byte, exp int64) {
 	copy(sl, k)
 	binary.LittleEndian.PutUint64(sl[16:], uint64(exp))
 	s.n++
-	t.n++
 	if uint64(s.n)*4 > s.slots()*3 {
 		s.grow(t)
 	}
@@ -113,7 +116,8 @@ func (t *idTable) del(k []byte, exp int64) {
 		if slotExp(sl) == 0 {
 			break
 		}
-		home := s.home(t.hash(sl[:16]) << idShardBits)
+		_, hj := t.shard(sl[:16])
+		home := s.home(hj)
 		if i <= j {
 			if i < home && home <= j {
 				continue
@@ -126,7 +130,6 @@ func (t *idTable) del(k []byte, exp int64) {
 	}
 	clear(s.slot(i))
 	s.n--
-	t.n--
 }
 
 // free gives the table's memory back; the table is unusable after.
@@ -180,7 +183,8 @@ func (s *idShard) grow(t *idTable) {
 	for off := 0; off < len(old); off += slotSize {
 		sl := old[off : off+slotSize]
 		if slotExp(sl) != 0 {
-			i, _ := s.find(sl[:16], t.hash(sl[:16])<<idShardBits)
+			_, h := t.shard(sl[:16])
+			i, _ := s.find(sl[:16], h)
 			copy(s.slot(i), sl)
 		}
 	}
