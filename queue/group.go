@@ -11,9 +11,10 @@ import (
 // batcher is group commit: concurrent calls share one round trip to the
 // store. A call waits in pending; a sender takes everything pending (up to
 // maxCalls calls or maxBytes) and sends it as one group. A lone call at low
-// load finds no sender running and starts one at once, so it pays no added
-// latency; under load, calls that arrive while a group is on the wire form
-// the next group. That next group waits at most maxWait for its round trip
+// load finds no sender running and sends its own group from its own
+// goroutine, so it pays no added latency, not even the hand-off to a sender
+// goroutine and back; under load, calls that arrive while a group is on
+// the wire form the next group, which a sender goroutine takes. That next group waits at most maxWait for its round trip
 // to end: then another sender (up to maxSends at once) takes it, so a slow
 // round trip does not hold up everything behind it.
 //
@@ -89,9 +90,13 @@ func (b *batcher[In, Out]) do(ctx context.Context, in In, size int) (Out, error)
 	c.since = time.Now()
 	b.pending = append(b.pending, c)
 	b.pendingBytes += size
+	lead := false
 	switch {
 	case b.sending == 0:
-		b.startLocked()
+		// Nothing is on the wire, so nothing is pending but c.
+		b.sending++
+		b.wg.Add(1)
+		lead = true
 	case b.sending >= b.maxSends:
 	case len(b.pending) >= b.maxCalls || b.pendingBytes >= b.maxBytes:
 		b.startLocked()
@@ -100,6 +105,12 @@ func (b *batcher[In, Out]) do(ctx context.Context, in In, size int) (Out, error)
 		b.timer.Reset(b.maxWait)
 	}
 	b.mu.Unlock()
+	if lead {
+		b.lead(c)
+		// Another sender may have taken c first (see waited).
+		<-c.done
+		return c.out, c.err
+	}
 
 	select {
 	case <-c.done:
@@ -136,6 +147,30 @@ func (b *batcher[In, Out]) waited() {
 	b.startLocked()
 }
 
+// lead sends groups as a sender would until one has carried c, its
+// caller's own call (the first one does: nothing else was pending); calls
+// that came meanwhile go to a sender goroutine, which takes over the
+// caller's place in sending, and the caller returns.
+func (b *batcher[In, Out]) lead(c *call[In, Out]) {
+	for c.state.Load() == callWaiting {
+		b.mu.Lock()
+		group := b.takeLocked()
+		b.mu.Unlock()
+		if len(group) == 0 {
+			break
+		}
+		b.sendGroup(group)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.pending) > 0 {
+		go b.run()
+		return
+	}
+	b.sending--
+	b.wg.Done()
+}
+
 func (b *batcher[In, Out]) run() {
 	defer b.wg.Done()
 	for {
@@ -147,13 +182,17 @@ func (b *batcher[In, Out]) run() {
 			return
 		}
 		b.mu.Unlock()
-		if b.observe != nil {
-			b.observe(len(group))
-		}
-		b.send(group)
-		for _, c := range group {
-			close(c.done)
-		}
+		b.sendGroup(group)
+	}
+}
+
+func (b *batcher[In, Out]) sendGroup(group []*call[In, Out]) {
+	if b.observe != nil {
+		b.observe(len(group))
+	}
+	b.send(group)
+	for _, c := range group {
+		close(c.done)
 	}
 }
 
