@@ -80,6 +80,8 @@ type jobMeta struct {
 	// bytes for a push, where a JSON array of offsets decodes through
 	// reflection on every lease.
 	O string `json:"o,omitempty"`
+	// X is Job.Dropped.
+	X []string `json:"x,omitempty"`
 }
 
 // appendOutline renders o for jobMeta.O.
@@ -218,6 +220,7 @@ func appendRecord(dst []byte, j Job, z string) []byte {
 		EnqueuedAt:     j.EnqueuedAt.UnixNano(),
 		Z:              z,
 		O:              string(outline),
+		X:              j.Dropped,
 	})
 	if err != nil {
 		// Strings and integers always marshal.
@@ -252,6 +255,7 @@ func decodeParts(meta, stored []byte) (Job, error) {
 		InstallationID: m.InstallationID,
 		Repo:           m.Repo,
 		EnqueuedAt:     unixTime(m.EnqueuedAt),
+		Dropped:        m.X,
 	}
 	if len(stored) > 0 || m.Z != "" {
 		p, err := decompress(m.Z, stored)

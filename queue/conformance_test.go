@@ -191,6 +191,7 @@ var conformanceCases = []struct {
 			Repo:           "octo/app",
 			Payload:        []byte("{\"action\":\"opened\"}\n\x00\xff raw bytes survive"),
 			Outline:        []int32{18, 19},
+			Dropped:        []string{"sender", "organization"},
 		}
 		before := time.Now()
 		got, err := s.q.Enqueue(ctx, in)
@@ -240,13 +241,13 @@ var conformanceCases = []struct {
 		_, _ = rand.NewChaCha8([32]byte{3}).Read(random)
 		for name, payload := range map[string][]byte{"json": text.Bytes(), "random": random} {
 			in := newJob("large-" + name)
-			in.Payload, in.Outline = payload, []int32{1, 5000, 24 << 10}
+			in.Payload, in.Outline, in.Dropped = payload, []int32{1, 5000, 24 << 10}, []string{"commits"}
 			if _, err := s.q.Enqueue(ctx, in); err != nil {
 				t.Fatal(err)
 			}
 			for attempt := 1; attempt <= 2; attempt++ {
 				l := mustLease(t, s.q, "w", 2*time.Second)
-				if l.Job.DeliveryID != in.DeliveryID || l.Job.Attempt != attempt || !bytes.Equal(l.Job.Payload, payload) || !slices.Equal(l.Job.Outline, in.Outline) {
+				if l.Job.DeliveryID != in.DeliveryID || l.Job.Attempt != attempt || !bytes.Equal(l.Job.Payload, payload) || !slices.Equal(l.Job.Outline, in.Outline) || !slices.Equal(l.Job.Dropped, in.Dropped) {
 					t.Fatalf("%s: leased %s attempt %d with %d bytes; want %s attempt %d with the %d bytes enqueued",
 						name, l.Job.DeliveryID, l.Job.Attempt, len(l.Job.Payload), in.DeliveryID, attempt, len(payload))
 				}
@@ -258,7 +259,7 @@ var conformanceCases = []struct {
 			if err != nil || len(dead) != 1 {
 				t.Fatalf("Dead = %v, %v", dead, err)
 			}
-			if dead[0].Job.DeliveryID != in.DeliveryID || !bytes.Equal(dead[0].Job.Payload, payload) || !slices.Equal(dead[0].Job.Outline, in.Outline) {
+			if dead[0].Job.DeliveryID != in.DeliveryID || !bytes.Equal(dead[0].Job.Payload, payload) || !slices.Equal(dead[0].Job.Outline, in.Outline) || !slices.Equal(dead[0].Job.Dropped, in.Dropped) {
 				t.Errorf("%s: dead letter %s holds %d bytes, want the %d enqueued", name, dead[0].Job.DeliveryID, len(dead[0].Job.Payload), len(payload))
 			}
 		}

@@ -26,8 +26,14 @@ type Job struct {
 	// the payload has none.
 	InstallationID int64
 	Repo           string
-	// Payload is the raw JSON body GitHub sent.
+	// Payload is the JSON body GitHub sent, less the top-level members
+	// named in Dropped.
 	Payload []byte
+	// Dropped names the top-level members of the body that intake left
+	// out of Payload because no handler of the event reads them (nil: none
+	// was). A handler that reads one of them cannot run the job: it was
+	// queued by a version of shipbot whose handlers did not read it.
+	Dropped []string
 	// Outline, when intake set it, says Payload is a JSON object intake
 	// validated, and where each of its top-level members ends: the offset
 	// just past its value, in order. A reader may step over a member it

@@ -39,7 +39,8 @@ func (d *discard) Enqueue(_ context.Context, j queue.Job) (queue.Job, error) {
 
 type acceptAll struct{}
 
-func (acceptAll) Accepts(string, string) bool { return true }
+func (acceptAll) Accepts(string, string) bool        { return true }
+func (acceptAll) Keeps(string) func(key []byte) bool { return nil }
 
 // BenchmarkSignature is the HMAC-SHA256 check of a 24 KB body: the floor.
 func BenchmarkSignature(b *testing.B) {
@@ -104,4 +105,26 @@ func BenchmarkServeHTTP(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkTrim is what intake adds to leave out of a 24 KB push of 25
+// commits the members no handler reads (the push handler reads ref, after,
+// deleted, sender, head_commit, repository and installation): kept-bytes
+// is what is queued.
+func BenchmarkTrim(b *testing.B) {
+	push := fixtures.LargePush(24 << 10)
+	j, p := decode("push", "d", "application/json", push, nil, new([]int32))
+	if p != nil {
+		b.Fatal(p.msg)
+	}
+	keep := keepRouter{"ref", "after", "deleted", "sender", "head_commit", "repository", "installation"}.Keeps("push")
+	var names interner
+	names.m = map[string]string{}
+	var buf []byte
+	var out queue.Job
+	b.SetBytes(int64(len(push)))
+	for b.Loop() {
+		out, buf = trim(j, keep, buf, &names)
+	}
+	b.ReportMetric(float64(len(out.Payload)), "kept-bytes")
 }

@@ -25,7 +25,9 @@ import (
 // real HTTP, some without a Content-Length, and every stored job must hold
 // exactly the bytes of its own delivery, on both queues. A buffer handed
 // back too early, or a shorter body read into a longer one's buffer, shows
-// up as another delivery's bytes.
+// up as another delivery's bytes. Each store runs it twice: payloads queued
+// whole, and trimmed (see trim) into a buffer of their own that is reused
+// too.
 func TestConcurrentDeliveriesStoreTheirOwnBytes(t *testing.T) {
 	t.Run("redis", func(t *testing.T) {
 		r := testenv.StartRedis(t)
@@ -35,7 +37,8 @@ func TestConcurrentDeliveriesStoreTheirOwnBytes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deliverAndCompare(t, q)
+		deliverAndCompare(t, q, acceptAll{})
+		deliverAndCompare(t, q, keepRouter{"installation", "repository", "fill"})
 	})
 	t.Run("embedded", func(t *testing.T) {
 		q, err := queue.OpenEmbedded(filepath.Join(t.TempDir(), "q.db"), queue.Options{})
@@ -43,22 +46,33 @@ func TestConcurrentDeliveriesStoreTheirOwnBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { q.Close() })
-		deliverAndCompare(t, q)
+		deliverAndCompare(t, q, acceptAll{})
+		deliverAndCompare(t, q, keepRouter{"installation", "repository", "fill"})
 	})
 }
 
-func deliverAndCompare(t *testing.T, q queue.Queue) {
+func deliverAndCompare(t *testing.T, q queue.Queue, router Router) {
 	const n = 120
-	srv := httptest.NewServer(New([]byte("secret"), q, acceptAll{}, WithLogger(discardLogger())))
+	srv := httptest.NewServer(New([]byte("secret"), q, router, WithLogger(discardLogger())))
 	t.Cleanup(srv.Close)
+	_, trims := router.(keepRouter)
 
 	payloads := make(map[string][]byte, n)
+	stored := make(map[string][]byte, n)
 	for i := 0; i < n; i++ {
 		// Sizes from a few bytes to 60 KB, in an order that makes a
 		// short body follow a long one into the same buffer.
 		fill := strings.Repeat(string(rune('a'+i%26)), (i*7919)%(60<<10))
-		payloads[fmt.Sprintf("own-%d", i)] = fmt.Appendf(nil,
-			`{"action":"opened","installation":{"id":%d},"repository":{"full_name":"o/r%d"},"fill":%q}`, i+1, i, fill)
+		id := fmt.Sprintf("own-%d", i)
+		if trims {
+			id = fmt.Sprintf("own-trimmed-%d", i)
+		}
+		rest := fmt.Sprintf(`"installation":{"id":%d},"repository":{"full_name":"o/r%d"},"fill":%q}`, i+1, i, fill)
+		payloads[id] = []byte(`{"action":"opened",` + rest)
+		stored[id] = payloads[id]
+		if trims {
+			stored[id] = []byte(`{` + rest)
+		}
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
@@ -95,7 +109,7 @@ func deliverAndCompare(t *testing.T, q queue.Queue) {
 	}
 
 	ctx := context.Background()
-	for range payloads {
+	for range n {
 		l, err := q.Lease(ctx, "check", time.Second)
 		if errors.Is(err, queue.ErrEmpty) {
 			t.Fatal("fewer jobs stored than deliveries answered 202")
@@ -104,17 +118,17 @@ func deliverAndCompare(t *testing.T, q queue.Queue) {
 			t.Fatal(err)
 		}
 		j := l.Job
-		want, ok := payloads[j.DeliveryID]
+		want, ok := stored[j.DeliveryID]
 		if !ok {
 			t.Fatalf("job for unknown delivery %q", j.DeliveryID)
 		}
 		if !bytes.Equal(j.Payload, want) {
 			t.Fatalf("%s: stored payload (%d bytes) is not the delivery's (%d bytes)", j.DeliveryID, len(j.Payload), len(want))
 		}
-		if i := strings.TrimPrefix(j.DeliveryID, "own-"); j.Repo != "o/r"+i || j.Action != "opened" {
+		if i := j.DeliveryID[strings.LastIndexByte(j.DeliveryID, '-')+1:]; j.Repo != "o/r"+i || j.Action != "opened" {
 			t.Fatalf("%s: routed as %q %q", j.DeliveryID, j.Action, j.Repo)
 		}
-		delete(payloads, j.DeliveryID)
+		delete(stored, j.DeliveryID)
 		if err := q.Ack(ctx, l); err != nil {
 			t.Fatal(err)
 		}

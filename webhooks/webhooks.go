@@ -38,9 +38,12 @@ type Enqueuer interface {
 }
 
 // Router says whether some handler acts on an event (and action); deliveries
-// nobody acts on are answered 202 without being queued.
+// nobody acts on are answered 202 without being queued. Keeps says which
+// top-level members of an event's payload its handlers read (nil: all of
+// them): only those are queued (see trim).
 type Router interface {
 	Accepts(event, action string) bool
+	Keeps(event string) func(key []byte) bool
 }
 
 // Handler serves POST /webhooks.
@@ -68,6 +71,7 @@ type Handler struct {
 // job's payload (Enqueue does not keep it once it returns), and the answer.
 type scratch struct {
 	body    []byte
+	trimmed []byte // the payload trim left, when it left something out
 	answer  []byte
 	outline []int32
 	sum     [sha256.Size]byte // the body's HMAC
@@ -210,6 +214,9 @@ func (h *Handler) release(s *scratch) {
 	if cap(s.body) > keepBody {
 		s.body = nil
 	}
+	if cap(s.trimmed) > keepBody {
+		s.trimmed = nil
+	}
 	select {
 	case h.free <- s:
 	default:
@@ -233,6 +240,9 @@ func (h *Handler) serve(ctx context.Context, r *http.Request, s *scratch, event,
 		return http.StatusAccepted, answerIgnored, "ignored"
 	}
 	if p == nil {
+		if keep := h.router.Keeps(job.Event); keep != nil {
+			job, s.trimmed = trim(job, keep, s.trimmed, &h.names)
+		}
 		stored, err := h.queue.Enqueue(ctx, job)
 		switch {
 		case errors.Is(err, queue.ErrDuplicate):

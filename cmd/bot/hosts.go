@@ -121,7 +121,7 @@ func (h *hosts) Forward(ctx context.Context, job queue.Job, owner string) error 
 	if err != nil {
 		return err
 	}
-	fwd := queue.Job{DeliveryID: job.DeliveryID, Event: job.Event, Action: job.Action, InstallationID: job.InstallationID, Repo: job.Repo, Payload: job.Payload, Outline: job.Outline}
+	fwd := queue.Job{DeliveryID: job.DeliveryID, Event: job.Event, Action: job.Action, InstallationID: job.InstallationID, Repo: job.Repo, Payload: job.Payload, Outline: job.Outline, Dropped: job.Dropped}
 	if fwd.DeliveryID == "" {
 		fwd.DeliveryID = "job-" + job.ID
 	}

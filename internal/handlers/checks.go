@@ -138,18 +138,22 @@ func readChecks(ctx context.Context, c GitHub, repo, sha string, req repoconfig.
 	return evaluateChecks(req, sha, runs, st.Statuses), nil
 }
 
+// checksEvent is what the checks handler reads of a check_suite or
+// check_run payload.
+type checksEvent struct {
+	CheckSuite *struct {
+		HeadSHA string `json:"head_sha"`
+	} `json:"check_suite"`
+	CheckRun *struct {
+		HeadSHA string `json:"head_sha"`
+	} `json:"check_run"`
+	origin
+}
+
 // checks re-evaluates the deploys waiting on a commit whose check suite or
 // check run completed: green → they proceed, red → they fail.
 func (deps Deps) checks(ctx context.Context, job queue.Job) error {
-	var p struct {
-		CheckSuite *struct {
-			HeadSHA string `json:"head_sha"`
-		} `json:"check_suite"`
-		CheckRun *struct {
-			HeadSHA string `json:"head_sha"`
-		} `json:"check_run"`
-		origin
-	}
+	var p checksEvent
 	if err := decode(job, &p); err != nil {
 		return err
 	}

@@ -141,10 +141,14 @@ func unmarshals(t reflect.Type) bool {
 		t.Implements(textUnmarshaler) || pt.Implements(textUnmarshaler)
 }
 
+// maxPlanName is the longest name member compares; a key longer than it
+// matches no field (reads keeps everything for a type with a longer one).
+const maxPlanName = 32
+
 // member returns the plan for the member whose key is raw (between the
 // quotes, escapes not resolved), or nil when no field can take it.
 func (p *plan) member(raw []byte) *plan {
-	var buf [32]byte
+	var buf [maxPlanName]byte
 	if len(raw) > len(buf) {
 		for _, c := range raw {
 			if c == '\\' || c >= 0x80 {

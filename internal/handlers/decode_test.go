@@ -11,31 +11,9 @@ import (
 	"github.com/shipbot/shipbot/fixtures"
 )
 
-// The payload types of the handlers, and types that exercise what
-// encoding/json does beyond them, each decoded both ways.
+// Types that exercise what encoding/json does beyond the handlers' payload
+// types (decodeTypes has both), each decoded both ways.
 type (
-	pushPayload struct {
-		Ref     string `json:"ref"`
-		After   string `json:"after"`
-		Deleted bool   `json:"deleted"`
-		Sender  struct {
-			Login string `json:"login"`
-		} `json:"sender"`
-		HeadCommit *struct {
-			ID        string `json:"id"`
-			Timestamp string `json:"timestamp"`
-		} `json:"head_commit"`
-		origin
-	}
-	checksPayload struct {
-		CheckSuite *struct {
-			HeadSHA string `json:"head_sha"`
-		} `json:"check_suite"`
-		CheckRun *struct {
-			HeadSHA string `json:"head_sha"`
-		} `json:"check_run"`
-		origin
-	}
 	// untagged fields, a tag with options, a skipped field, a map, a
 	// slice of structs, an interface, a recursive type, a pointer to an
 	// embedded struct and two names equal but for case.
@@ -56,12 +34,12 @@ type (
 	}
 )
 
-func payloadTypes() map[string]func() any {
+func decodeTypes() map[string]func() any {
 	return map[string]func() any{
-		"push":          func() any { return new(pushPayload) },
+		"push":          func() any { return new(pushEvent) },
 		"pull_request":  func() any { return new(prEvent) },
 		"issue_comment": func() any { return new(commentEvent) },
-		"checks":        func() any { return new(checksPayload) },
+		"checks":        func() any { return new(checksEvent) },
 		"odd":           func() any { return new(oddPayload) },
 	}
 }
@@ -77,7 +55,7 @@ func sameAsUnmarshal(t *testing.T, data []byte) {
 			outlines["outline"] = o
 		}
 	}
-	for name, newV := range payloadTypes() {
+	for name, newV := range decodeTypes() {
 		for how, outline := range outlines {
 			want, got := newV(), newV()
 			wantErr := json.Unmarshal(data, want)
@@ -98,7 +76,7 @@ func sameAsUnmarshal(t *testing.T, data []byte) {
 func TestUnmarshalStepsOverWhatTheOutlineSkips(t *testing.T) {
 	doc := []byte(`{"ref":"refs/heads/a", "commits":[not json at all}} , "after":"b2"}`)
 	outline := []int32{int32(strings.Index(string(doc), ",")), int32(strings.LastIndex(string(doc), ",") - 1), int32(len(doc) - 1)}
-	var p pushPayload
+	var p pushEvent
 	if err := unmarshal(doc, outline, &p); err != nil || p.Ref != "refs/heads/a" || p.After != "b2" {
 		t.Errorf("unmarshal with the outline = %+v, %v; want ref and after, no error", p, err)
 	}
@@ -107,7 +85,7 @@ func TestUnmarshalStepsOverWhatTheOutlineSkips(t *testing.T) {
 	}
 	good := []byte(`{"ref":"refs/heads/a","commits":[{"id":"1"}],"after":"b2"}`)
 	for _, bad := range [][]int32{{5, 6, 7}, {21, 1 << 30, 59}, {21}} {
-		var p pushPayload
+		var p pushEvent
 		if err := unmarshal(good, bad, &p); err != nil || p.Ref != "refs/heads/a" || p.After != "b2" {
 			t.Errorf("unmarshal with the wrong outline %v = %+v, %v; want ref and after, no error", bad, p, err)
 		}

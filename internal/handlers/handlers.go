@@ -15,6 +15,7 @@ package handlers
 
 import (
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/shipbot/shipbot/internal/deploy"
@@ -114,14 +115,41 @@ func New(base Base, previewers map[repoconfig.Driver]deploy.Previewer) Deps {
 
 // Register adds the handler of every event shipbot acts on (SPEC §4).
 // With deps.Engine nil (no GitHub App configured) a push is only logged.
+//
+// Each event also declares the type its handler decodes payloads into, so
+// that intake queues only the top-level members that type reads (see
+// queue.Job.Dropped); decode refuses a job that lacks one it reads.
 func Register(r *worker.Router, deps Deps) {
 	r.Handle("push", deps.push)
+	r.Reads("push", reads[pushEvent]())
 	r.Handle("pull_request", deps.pullRequest, "opened", "reopened", "synchronize", "closed")
+	r.Reads("pull_request", reads[prEvent]())
 	r.Handle("issue_comment", deps.issueComment, "created")
+	r.Reads("issue_comment", reads[commentEvent]())
 	r.Handle("check_suite", deps.checks, "completed")
+	r.Reads("check_suite", reads[checksEvent]())
 	r.Handle("check_run", deps.checks, "completed")
+	r.Reads("check_run", reads[checksEvent]())
 	r.Handle("installation", deps.installation, "created", "deleted")
+	r.Reads("installation", reads[installationEvent]())
 	r.Handle("installation_repositories", deps.installation, "added", "removed")
+	r.Reads("installation_repositories", reads[installationEvent]())
+}
+
+// reads says whether a payload type T takes a top-level member, for
+// Router.Reads; nil (keep everything) for a type whose plan cannot say.
+func reads[T any]() func(key []byte) bool {
+	t := reflect.TypeFor[T]()
+	if t.Kind() != reflect.Struct || unmarshals(t) {
+		return nil
+	}
+	p := planOf(t)
+	for _, n := range p.names {
+		if len(n) > maxPlanName {
+			return nil
+		}
+	}
+	return func(key []byte) bool { return p.member(key) != nil }
 }
 
 // origin is the repository and installation every event payload names,
@@ -156,8 +184,32 @@ func (o origin) installation(job queue.Job) int64 {
 // members v's fields can take (see unmarshal); a payload that does not
 // decode can never succeed, so the error is permanent.
 func decode(job queue.Job, v any) error {
+	if name := readsDropped(job.Dropped, v); name != "" {
+		return worker.Permanent(fmt.Errorf("this %s job was queued without the payload's %q, which this version of shipbot reads: "+
+			"the process that queued it runs an older version; upgrade every web process, then redeliver the delivery (%s) from the App's Recent Deliveries",
+			job.Event, name, job.DeliveryID))
+	}
 	if err := unmarshal(job.Payload, job.Outline, v); err != nil {
 		return worker.Permanent(fmt.Errorf("%s payload does not decode: %w", job.Event, err))
 	}
 	return nil
+}
+
+// readsDropped returns the first of the members intake dropped that v's
+// type reads, or "". A v that is not a pointer to a struct reads them all.
+func readsDropped(dropped []string, v any) string {
+	if len(dropped) == 0 {
+		return ""
+	}
+	t := reflect.TypeOf(v)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return dropped[0]
+	}
+	p := planOf(t.Elem())
+	for _, d := range dropped {
+		if p.member([]byte(d)) != nil {
+			return d
+		}
+	}
+	return ""
 }

@@ -36,20 +36,23 @@ type GitHub interface {
 // zeroSHA is the "after" of a push that deleted its branch.
 const zeroSHA = "0000000000000000000000000000000000000000"
 
+// pushEvent is what the push handler reads of a push's payload.
+type pushEvent struct {
+	Ref     string `json:"ref"`
+	After   string `json:"after"`
+	Deleted bool   `json:"deleted"`
+	Sender  struct {
+		Login string `json:"login"`
+	} `json:"sender"`
+	HeadCommit *struct {
+		ID        string `json:"id"`
+		Timestamp string `json:"timestamp"`
+	} `json:"head_commit"`
+	origin
+}
+
 func (deps Deps) push(ctx context.Context, job queue.Job) error {
-	var p struct {
-		Ref     string `json:"ref"`
-		After   string `json:"after"`
-		Deleted bool   `json:"deleted"`
-		Sender  struct {
-			Login string `json:"login"`
-		} `json:"sender"`
-		HeadCommit *struct {
-			ID        string `json:"id"`
-			Timestamp string `json:"timestamp"`
-		} `json:"head_commit"`
-		origin
-	}
+	var p pushEvent
 	if err := decode(job, &p); err != nil {
 		return err
 	}

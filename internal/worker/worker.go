@@ -34,6 +34,9 @@ type Router struct {
 type route struct {
 	actions map[string]bool // nil: every action
 	handle  Handler
+	// reads, when set, says whether the handler reads the payload's
+	// top-level member whose key is given (as it is between the quotes).
+	reads func(key []byte) bool
 }
 
 // NewRouter returns an empty router.
@@ -50,6 +53,23 @@ func (r *Router) Handle(event string, h Handler, actions ...string) {
 		}
 	}
 	r.routes[event] = rt
+}
+
+// Reads declares which top-level members of event's payloads its handler
+// reads: intake stores only those (see queue.Job.Dropped). Call it after
+// Handle; an event without it keeps its whole payload.
+func (r *Router) Reads(event string, reads func(key []byte) bool) {
+	rt, ok := r.routes[event]
+	if !ok {
+		panic("worker: Reads(" + event + ") before Handle")
+	}
+	rt.reads = reads
+	r.routes[event] = rt
+}
+
+// Keeps returns what Reads declared for event, nil for none.
+func (r *Router) Keeps(event string) func(key []byte) bool {
+	return r.routes[event].reads
 }
 
 // Accepts reports whether a handler acts on event with action.
