@@ -14,9 +14,10 @@ import (
 // load finds no sender running and sends its own group from its own
 // goroutine, so it pays no added latency, not even the hand-off to a sender
 // goroutine and back; under load, calls that arrive while a group is on
-// the wire form the next group, which a sender goroutine takes. That next group waits at most maxWait for its round trip
-// to end: then another sender (up to maxSends at once) takes it, so a slow
-// round trip does not hold up everything behind it.
+// the wire form the next group, which a sender goroutine takes. That next
+// group waits at most maxWait for its round trip to end: then another
+// sender (up to maxSends at once) takes it, so a slow round trip does not
+// hold up everything behind it.
 //
 // Senders are goroutines that exist only while calls are pending: each
 // takes groups until none is left, then ends. Close lets them send what is
