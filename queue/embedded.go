@@ -624,12 +624,6 @@ func checkpointRec(w *wtx, r *journalRec, acked bool) error {
 	return w.put(bucketJobs, u64key(r.id), val)
 }
 
-// remembered reports whether v, a delivery id's or a redelivery claim's
-// value as remember stored it, has not expired by now.
-func remembered(v []byte, now int64) bool {
-	return len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now
-}
-
 // remember records a delivery id (kind d) or a redelivery claim (kind r)
 // until expires. A delivery id goes only to the expiries bucket: seen has
 // it in memory.
@@ -1074,7 +1068,7 @@ func (e *Embedded) ClaimRedelivery(ctx context.Context, deliveryID string) (bool
 	var claimed bool
 	err := e.commit(func(tx *wtx) error {
 		claimed = false
-		if remembered(tx.get(bucketRedeliveries, key), now.UnixNano()) {
+		if v := tx.get(bucketRedeliveries, key); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
 			return nil
 		}
 		claimed = true
