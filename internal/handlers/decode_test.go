@@ -34,14 +34,14 @@ type (
 	}
 )
 
+// decodeTypes is every handler's payload type (payloadTypes, each type
+// once, by its name) and oddPayload.
 func decodeTypes() map[string]func() any {
-	return map[string]func() any{
-		"push":          func() any { return new(pushEvent) },
-		"pull_request":  func() any { return new(prEvent) },
-		"issue_comment": func() any { return new(commentEvent) },
-		"checks":        func() any { return new(checksEvent) },
-		"odd":           func() any { return new(oddPayload) },
+	types := map[string]func() any{"odd": func() any { return new(oddPayload) }}
+	for _, t := range payloadTypes {
+		types[t.Name()] = func() any { return reflect.New(t).Interface() }
 	}
+	return types
 }
 
 // sameAsUnmarshal fails unless unmarshal leaves what json.Unmarshal leaves
